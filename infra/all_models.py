@@ -1,0 +1,8 @@
+"""Import every model module so ``Base.metadata`` knows every table (Alembic, tests)."""
+
+from infra import audit, auth_models  # noqa: F401
+from offers import models  # noqa: F401
+
+from infra.db import Base
+
+metadata = Base.metadata

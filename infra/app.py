@@ -1,0 +1,76 @@
+"""The application factory: the only place that wires the web app together."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from flask import Flask, g, request
+from sqlalchemy.exc import IntegrityError
+
+from infra.db import Database
+from infra.errors import error_response, register_error_handlers
+from infra.logging_setup import configure_logging
+from infra.settings import Settings
+
+log = logging.getLogger("carepilot.http")
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the app from ``settings`` (default: ``Settings.from_env()``)."""
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
+    app = Flask("carepilot", template_folder=None)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        CAREPILOT_SETTINGS=settings,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.session_cookie_secure,
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    Database(settings.database_url).init_app(app)
+    app.extensions["carepilot.redis"] = None  # connected on first use (infra.redis_conn.get_redis)
+    register_error_handlers(app)
+
+    @app.errorhandler(IntegrityError)
+    def _integrity(exc: IntegrityError):  # type: ignore[no-untyped-def]
+        # A unique or foreign-key rule the service's own checks could not see (a race).
+        g.get("db_session") and g.db_session.rollback()
+        return error_response(409, "conflict", "the change conflicts with existing data; reload and retry")
+
+    _register_blueprints(app)
+    _register_request_logging(app)
+    from infra.cli import register_cli
+
+    register_cli(app)
+    return app
+
+
+def _register_blueprints(app: Flask) -> None:
+    from infra.auth_api import bp as auth_bp
+    from infra.health import bp as health_bp
+    from offers.api import bp as offers_bp
+
+    for bp in (health_bp, auth_bp, offers_bp):
+        app.register_blueprint(bp)
+
+
+def _register_request_logging(app: Flask) -> None:
+    @app.before_request
+    def _start() -> None:
+        g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        g.started_s = time.perf_counter()
+
+    @app.after_request
+    def _finish(response):  # type: ignore[no-untyped-def]
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        if request.path not in ("/healthz", "/readyz"):
+            duration_ms = round((time.perf_counter() - g.get("started_s", time.perf_counter())) * 1000, 2)
+            log.info("%s %s %s", request.method, request.path, response.status_code,
+                     extra={"request_id": g.get("request_id"), "method": request.method,
+                            "path": request.path, "status": response.status_code,
+                            "duration_ms": duration_ms})
+        return response

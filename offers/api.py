@@ -1,0 +1,125 @@
+"""JSON admin API for the catalogue: offers, tier schemes, tiers, tier policies, contact
+policies and budgets. Every kind gets the same five routes:
+
+    GET    /api/v1/<kind>            list (active only unless ?include_inactive=true; filters)
+    POST   /api/v1/<kind>            create                       (admin, marketing)
+    GET    /api/v1/<kind>/<key>      one
+    PATCH  /api/v1/<kind>/<key>      partial update               (admin, marketing)
+    DELETE /api/v1/<kind>/<key>      deactivate (soft)            (admin, marketing)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+from sqlalchemy.orm import Session
+
+from infra.auth import CONFIG_READERS, CONFIG_WRITERS, current_principal, require_user
+from infra.db import db_session
+from infra.errors import BadRequest
+from infra.http import read_json_body, read_json_object
+from offers import catalogue, schemas
+from offers.config_service import (ConfigKind, create_config, deactivate_config, entity_json,
+                                   get_config, list_config, update_config)
+from offers.repository import base_revenue_per_month, load_tier_assigner
+
+bp = Blueprint("offers_api", __name__, url_prefix="/api/v1")
+MONTHS_PER_PERIOD = {"month": 1, "quarter": 3, "year": 12}
+
+
+def present(session: Session, kind: ConfigKind, entities: list[Any]) -> list[dict[str, Any]]:
+    """Rows as JSON; budgets also show their cap in money (``effective_cap_amount``)."""
+    rows = [entity_json(e) for e in entities]
+    if kind is catalogue.BUDGETS:
+        needs_revenue = any(r["cap_share_of_revenue"] is not None for r in rows)
+        revenue = base_revenue_per_month(session) if needs_revenue else 0.0
+        for row in rows:
+            share = row["cap_share_of_revenue"]
+            row["effective_cap_amount"] = (row["cap_amount"] if share is None else
+                                           round(share * revenue * MONTHS_PER_PERIOD[row["period"]], 2))
+    return rows
+
+
+def _parse_key(kind: ConfigKind, key: str) -> str | int:
+    if kind.key_field == "id":
+        if not key.isdigit():
+            raise BadRequest(f"{kind.entity_type} ids are whole numbers", code="invalid_id")
+        return int(key)
+    return key
+
+
+def _register(kind: ConfigKind) -> None:
+    base = f"/{kind.path}"
+    item = f"/{kind.path}/<key>"
+
+    @require_user(*CONFIG_READERS)
+    def list_view():  # type: ignore[no-untyped-def]
+        unknown = set(request.args) - set(kind.filters) - {"include_inactive"}
+        if unknown:
+            raise BadRequest(f"unknown query parameter(s) {', '.join(sorted(unknown))}; "
+                             f"filters: {', '.join(kind.filters) or 'none'}", code="invalid_query")
+        include_inactive = request.args.get("include_inactive", "false").lower() in ("1", "true", "yes")
+        filters = {k: request.args[k] for k in kind.filters if k in request.args}
+        s = db_session()
+        entities = list_config(s, kind, include_inactive=include_inactive, filters=filters)
+        return jsonify({"items": present(s, kind, entities)})
+
+    @require_user(*CONFIG_WRITERS)
+    def create_view():  # type: ignore[no-untyped-def]
+        data = read_json_body(kind.schema)
+        s = db_session()
+        entity = create_config(s, kind, data, actor=current_principal().actor)
+        s.commit()
+        return jsonify(present(s, kind, [entity])[0]), 201
+
+    @require_user(*CONFIG_READERS)
+    def get_view(key: str):  # type: ignore[no-untyped-def]
+        s = db_session()
+        return jsonify(present(s, kind, [get_config(s, kind, _parse_key(kind, key))])[0])
+
+    @require_user(*CONFIG_WRITERS)
+    def patch_view(key: str):  # type: ignore[no-untyped-def]
+        patch = read_json_object()
+        s = db_session()
+        entity = update_config(s, kind, _parse_key(kind, key), patch, actor=current_principal().actor)
+        s.commit()
+        return jsonify(present(s, kind, [entity])[0])
+
+    @require_user(*CONFIG_WRITERS)
+    def deactivate_view(key: str):  # type: ignore[no-untyped-def]
+        s = db_session()
+        entity = deactivate_config(s, kind, _parse_key(kind, key), actor=current_principal().actor)
+        s.commit()
+        return jsonify(present(s, kind, [entity])[0])
+
+    name = kind.entity_type
+    bp.add_url_rule(base, f"{name}_list", list_view, methods=["GET"])
+    bp.add_url_rule(base, f"{name}_create", create_view, methods=["POST"])
+    bp.add_url_rule(item, f"{name}_get", get_view, methods=["GET"])
+    bp.add_url_rule(item, f"{name}_patch", patch_view, methods=["PATCH"])
+    bp.add_url_rule(item, f"{name}_deactivate", deactivate_view, methods=["DELETE"])
+
+
+for _kind in catalogue.CONFIG_KINDS:
+    _register(_kind)
+
+
+@bp.post("/tiers/preview")
+@require_user(*CONFIG_READERS)
+def preview_tier():  # type: ignore[no-untyped-def]
+    """Which tier would this profile get? The primary tier and the tier in every scheme."""
+    body = read_json_body(schemas.ProfileIn)
+    result = load_tier_assigner(db_session()).assign(body.attributes)
+    return jsonify({"tier": result.tier, "by_scheme": result.by_scheme})
+
+
+@bp.post("/tier-schemes/<code>/order")
+@require_user(*CONFIG_WRITERS)
+def reorder_tiers(code: str):  # type: ignore[no-untyped-def]
+    """Re-rank a scheme's tiers in one audited step: {"tiers": ["vip", "value", ...]}."""
+    body = read_json_body(schemas.TierOrderIn)
+    s = db_session()
+    tiers = catalogue.reorder_scheme(s, code, body.tiers, actor=current_principal().actor)
+    s.commit()
+    return jsonify({"items": [entity_json(t) for t in tiers]})

@@ -1,0 +1,135 @@
+"""Request schemas for the catalogue. Field names equal column names, so one generic
+service can create, patch and serialise every config kind."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator, model_validator
+
+from infra.http import StrictModel
+
+Channel = Literal["sms", "app", "call_centre", "retail"]
+Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+MoneyAmount = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Text = Annotated[str, Field(max_length=5000)]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class OfferIn(StrictModel):
+    code: Code
+    name: Name
+    description: Text = ""
+    unit_cost: MoneyAmount
+    currency: Currency = "EUR"
+    channels: list[Channel] = Field(min_length=1)
+    eligibility: dict[str, Any] = Field(default_factory=dict)
+    prior_uplift: float = Field(0.0, ge=-1, le=1, allow_inf_nan=False)
+    value_horizon_months: int = Field(12, ge=1, le=120)
+    active: bool = True
+
+    @field_validator("channels")
+    @classmethod
+    def _unique_channels(cls, channels: list[str]) -> list[str]:
+        if len(set(channels)) != len(channels):
+            raise ValueError("channels must not repeat")
+        return channels
+
+
+class TierSchemeIn(StrictModel):
+    code: Code
+    name: Name
+    description: Text = ""
+    is_primary: bool = False
+    active: bool = True
+
+
+class TierIn(StrictModel):
+    code: Code
+    scheme_code: Code
+    name: Name
+    description: Text = ""
+    rank: int = Field(ge=1, le=10_000)
+    rule: dict[str, Any] = Field(default_factory=dict)
+    active: bool = True
+
+
+class TierPolicyIn(StrictModel):
+    tier_code: Code
+    offer_code: Code
+    allowed: bool = True
+    max_cost: MoneyAmount | None = None
+    granted_by: Literal["automatic", "agent", "supervisor", "account_manager"] = "automatic"
+    context_weight: float = Field(1.0, ge=0, le=100, allow_inf_nan=False)
+    lever: float = Field(1.0, ge=0, le=100, allow_inf_nan=False)
+    note: Text = ""
+    active: bool = True
+
+
+class ContactPolicyIn(StrictModel):
+    channel: Channel
+    max_contacts: int = Field(ge=0, le=1000)
+    window_days: int = Field(ge=1, le=365)
+    quiet_start: str | None = None
+    quiet_end: str | None = None
+    timezone: str = "UTC"
+    active: bool = True
+
+    @field_validator("quiet_start", "quiet_end")
+    @classmethod
+    def _hhmm(cls, value: str | None) -> str | None:
+        if value is not None and not _HHMM.match(value):
+            raise ValueError("use 24-hour HH:MM, e.g. 21:00")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Asia/Shanghai") from None
+        return value
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "ContactPolicyIn":
+        if (self.quiet_start is None) != (self.quiet_end is None):
+            raise ValueError("give both quiet_start and quiet_end, or neither")
+        return self
+
+
+class BudgetIn(StrictModel):
+    code: Code
+    name: Name
+    period: Literal["month", "quarter", "year"] = "month"
+    cap_amount: MoneyAmount | None = None
+    cap_share_of_revenue: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    currency: Currency = "EUR"
+    scope_type: Literal["programme", "experiment", "tier", "channel"] = "programme"
+    scope_value: Code | None = None
+    roi_floor: float = Field(1.5, ge=0, le=100, allow_inf_nan=False)
+    max_cost_share_of_ltv: float = Field(0.20, gt=0, le=1, allow_inf_nan=False)
+    active: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "BudgetIn":
+        if (self.cap_amount is None) == (self.cap_share_of_revenue is None):
+            raise ValueError("give exactly one of cap_amount (absolute) or cap_share_of_revenue "
+                             "(share of the base's revenue per period, e.g. 0.015)")
+        if self.scope_type == "programme" and self.scope_value is not None:
+            raise ValueError("a programme budget covers everything: leave scope_value empty")
+        if self.scope_type != "programme" and self.scope_value is None:
+            raise ValueError(f"a {self.scope_type} budget needs scope_value (which {self.scope_type})")
+        return self
+
+
+class TierOrderIn(StrictModel):
+    tiers: list[Code] = Field(min_length=1, max_length=1000)
+
+
+class ProfileIn(StrictModel):
+    attributes: dict[str, Any]

