@@ -123,3 +123,16 @@ def reorder_tiers(code: str):  # type: ignore[no-untyped-def]
     tiers = catalogue.reorder_scheme(s, code, body.tiers, actor=current_principal().actor)
     s.commit()
     return jsonify({"items": [entity_json(t) for t in tiers]})
+
+
+@bp.post("/subscribers/retier")
+@require_user(*CONFIG_WRITERS)
+def retier_subscribers():  # type: ignore[no-untyped-def]
+    """Queue a re-tiering of the whole base (after tier rules change); 202 with the job."""
+    from infra.jobs_api import redis_or_503
+    from infra.queues import enqueue_unique, job_json
+    from offers.jobs import RETIER_JOB_ID, retier_subscribers_job
+
+    job, created = enqueue_unique(redis_or_503(), retier_subscribers_job, job_id=RETIER_JOB_ID,
+                                  timeout_s=3600)
+    return jsonify({"job": job_json(job), "created": created}), 202

@@ -1,0 +1,39 @@
+"""Job status for the UI and scripts: ``GET /api/v1/jobs/<id>``."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+from redis.exceptions import RedisError
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
+from infra.auth import CONFIG_READERS, require_user
+from infra.errors import ApiError, NotFound
+from infra.queues import job_json
+from infra.redis_conn import get_redis
+
+bp = Blueprint("jobs_api", __name__, url_prefix="/api/v1")
+
+
+class QueueUnavailable(ApiError):
+    status, code = 503, "queue_unavailable"
+
+
+def redis_or_503():  # type: ignore[no-untyped-def]
+    """The Redis client, or a clear 503 when it cannot be reached."""
+    client = get_redis()
+    try:
+        client.ping()
+    except RedisError:
+        raise QueueUnavailable("the job queue (Redis) is unreachable; try again shortly") from None
+    return client
+
+
+@bp.get("/jobs/<job_id>")
+@require_user(*CONFIG_READERS)
+def job_status(job_id: str):  # type: ignore[no-untyped-def]
+    try:
+        job = Job.fetch(job_id, connection=redis_or_503())
+    except NoSuchJobError:
+        raise NotFound(f"no job {job_id!r} (finished jobs are kept for a day)", code="job_not_found") from None
+    return jsonify(job_json(job))

@@ -1,0 +1,120 @@
+"""``make run`` (console script ``carepilot-run``): everything a newcomer needs, in one process tree.
+
+1. read the settings (a bad one stops here with a clear message);
+2. start the embedded Redis server when ``REDIS_URL`` is unset;
+3. migrate the database to the latest revision and seed the demo (idempotent);
+4. start the web server (gunicorn) and one RQ worker with its scheduler, sharing that Redis;
+5. print the URL and the demo login; stop everything cleanly on Ctrl-C / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+from alembic import command
+from alembic.config import Config
+
+from infra.settings import PROJECT_ROOT, Settings, SettingsError
+
+
+def migrate(settings: Settings) -> None:
+    cfg = Config(str(PROJECT_ROOT / "alembic.ini"))
+    cfg.set_main_option("sqlalchemy.url", settings.database_url.replace("%", "%%"))
+    command.upgrade(cfg, "head")
+
+
+def seed(settings: Settings) -> dict[str, str]:
+    """Seed the demo catalogue and users; returns channel keys created on this run."""
+    from infra.db import Database, session_scope
+    from offers.demo_seed import seed_demo
+
+    database = Database(settings.database_url)
+    with session_scope(database.sessionmaker) as session:
+        report = seed_demo(session, password=settings.demo_password, actor="make run (demo seed)")
+    database.engine.dispose()
+    return report.channel_keys
+
+
+def _banner(settings: Settings, channel_keys: dict[str, str]) -> str:
+    url = f"http://{settings.host}:{settings.port}"
+    lines = [
+        "",
+        "carepilot is running",
+        f"  admin UI   {url}/admin/        API docs: README.md#api",
+        f"  readiness  {url}/readyz",
+        f"  login      marketing@carepilot.demo / {settings.demo_password}",
+        f"             (also admin@carepilot.demo and analyst@carepilot.demo, same password)",
+        f"  database   {settings.database_url}",
+        f"  redis      {settings.redis_url or 'embedded'}",
+    ]
+    for channel, key in channel_keys.items():
+        lines.append(f"  {channel} channel key (shown once): {key}")
+    lines.append("  stop with Ctrl-C")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        sys.exit(f"carepilot-run: {exc}")
+    env = dict(os.environ)
+    embedded = None
+    if not settings.redis_url:
+        from infra.redis_conn import start_embedded_redis
+
+        embedded = start_embedded_redis(settings.instance_dir)
+        env["REDIS_URL"] = f"unix://{embedded.socket_file}"
+        settings = Settings.from_env(env)
+    env.setdefault("CAREPILOT_INSTANCE_DIR", str(settings.instance_dir))
+
+    print("migrating the database…", flush=True)
+    migrate(settings)
+    print("seeding the demo data…", flush=True)
+    channel_keys = seed(settings)
+
+    children = [
+        subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", str(settings.web_workers),
+                          "--bind", f"{settings.host}:{settings.port}", "--access-logfile", "-",
+                          "--graceful-timeout", "5", "wsgi:app"], cwd=PROJECT_ROOT, env=env),
+        subprocess.Popen([sys.executable, "-m", "infra.worker"], cwd=PROJECT_ROOT, env=env),
+    ]
+    stopping = False
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(_banner(settings, channel_keys), flush=True)
+    exit_code = 0
+    try:
+        while not stopping:
+            for child in children:
+                if child.poll() is not None:
+                    print(f"carepilot-run: {child.args[2]} exited with {child.returncode}; stopping",
+                          file=sys.stderr, flush=True)
+                    exit_code, stopping = 1, True
+            time.sleep(0.5)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if embedded is not None:
+            embedded.shutdown()
+    sys.exit(exit_code)
+
+
+if __name__ == "__main__":
+    main()
