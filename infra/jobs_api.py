@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, jsonify
 from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
@@ -13,6 +15,7 @@ from infra.queues import job_json
 from infra.redis_conn import get_redis
 
 bp = Blueprint("jobs_api", __name__, url_prefix="/api/v1")
+JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")  # what rq accepts as a job id
 
 
 class QueueUnavailable(ApiError):
@@ -32,6 +35,8 @@ def redis_or_503():  # type: ignore[no-untyped-def]
 @bp.get("/jobs/<job_id>")
 @require_user(*CONFIG_READERS)
 def job_status(job_id: str):  # type: ignore[no-untyped-def]
+    if not JOB_ID.match(job_id):
+        raise NotFound(f"no job {job_id!r}", code="job_not_found")
     try:
         job = Job.fetch(job_id, connection=redis_or_503())
     except NoSuchJobError:

@@ -9,7 +9,7 @@ from rq import get_current_job
 from infra.job_runtime import job_sessionmaker
 from offers.subscribers_service import retier_all
 
-RETIER_JOB_ID = "offers.retier-subscribers"
+RETIER_JOB_ID = "offers-retier-subscribers"
 
 
 def retier_subscribers_job() -> dict[str, Any]:
