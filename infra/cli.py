@@ -70,3 +70,66 @@ def register_cli(app: Flask) -> None:
                 click.echo(f"revoked key {key_id}")
         except ApiError as exc:
             raise click.ClickException(exc.message) from None
+
+    @app.cli.command("seed-demo")
+    def seed_demo_command() -> None:
+        """Seed the demo catalogue, users, channel keys and subscribers (idempotent)."""
+        from offers.demo_seed import seed_demo
+
+        settings = app.config["CAREPILOT_SETTINGS"]
+        with session_scope(get_database(app).sessionmaker) as s:
+            report = seed_demo(s, password=settings.demo_password, actor=cli_actor())
+        created = {k: v for k, v in vars(report).items() if k != "channel_keys"}
+        click.echo("demo seeded; created this run: " + ", ".join(f"{k} {v}" for k, v in created.items()))
+        for channel, key in report.channel_keys.items():
+            click.echo(f"{channel} channel key (shown once): {key}")
+
+    @app.cli.command("retier")
+    def retier_command() -> None:
+        """Recompute every subscriber's tier now (the worker also runs this monthly)."""
+        from offers.subscribers_service import retier_all
+
+        result = retier_all(get_database(app).sessionmaker)
+        click.echo(f"scanned {result['scanned']}, changed {result['changed']}: {result['by_tier']}")
+
+    @app.cli.command("import-subscribers")
+    @click.argument("path", type=click.Path(exists=True, dir_okay=False))
+    @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]),
+                  help="Default: from the file name (.csv, else JSON lines).")
+    def import_subscribers_command(path: str, fmt: str | None) -> None:
+        """Import subscriber profiles from a CSV or JSON-lines file, with a progress bar."""
+        import os
+
+        from offers.subscriber_import import LineReader, import_subscribers
+
+        settings = app.config["CAREPILOT_SETTINGS"]
+        fmt = fmt or ("csv" if path.lower().endswith(".csv") else "jsonl")
+        with open(path, "rb") as raw, click.progressbar(length=os.path.getsize(path),
+                                                        label="importing", show_pos=False) as bar:
+            stream = _ProgressStream(raw, bar.update)
+            try:
+                report = import_subscribers(get_database(app).sessionmaker,
+                                            LineReader(stream, max_bytes=settings.max_import_bytes), fmt,
+                                            batch_rows=settings.import_batch_rows,
+                                            max_listed_errors=settings.max_listed_import_errors,
+                                            actor=cli_actor())
+            except ApiError as exc:
+                raise click.ClickException(exc.message) from None
+        result = report.as_json()
+        click.echo(f"accepted {result['accepted']}, rejected {result['rejected_count']}")
+        for bad in result["rejected"][:50]:
+            click.echo(f"  line {bad['line']}: {bad['error']}")
+        if result["rejected_count"] > 50:
+            click.echo(f"  … {result['rejected_count'] - 50} more")
+
+
+class _ProgressStream:
+    """A read-only byte stream that reports how much has been read."""
+
+    def __init__(self, raw, on_read) -> None:  # type: ignore[no-untyped-def]
+        self._raw, self._on_read = raw, on_read
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self._on_read(len(data))
+        return data

@@ -19,9 +19,12 @@ from infra.auth import CONFIG_READERS, CONFIG_WRITERS, current_principal, requir
 from infra.db import db_session
 from infra.errors import BadRequest
 from infra.http import read_json_body, read_json_object
+from infra.jobs_api import redis_or_503
+from infra.queues import enqueue_unique, job_json
 from offers import catalogue, schemas
 from offers.config_service import (ConfigKind, create_config, deactivate_config, entity_json,
                                    get_config, list_config, update_config)
+from offers.jobs import RETIER_JOB_ID, retier_subscribers_job
 from offers.repository import base_revenue_per_month, load_tier_assigner
 
 bp = Blueprint("offers_api", __name__, url_prefix="/api/v1")
@@ -129,10 +132,6 @@ def reorder_tiers(code: str):  # type: ignore[no-untyped-def]
 @require_user(*CONFIG_WRITERS)
 def retier_subscribers():  # type: ignore[no-untyped-def]
     """Queue a re-tiering of the whole base (after tier rules change); 202 with the job."""
-    from infra.jobs_api import redis_or_503
-    from infra.queues import enqueue_unique, job_json
-    from offers.jobs import RETIER_JOB_ID, retier_subscribers_job
-
     job, created = enqueue_unique(redis_or_503(), retier_subscribers_job, job_id=RETIER_JOB_ID,
                                   timeout_s=3600)
     return jsonify({"job": job_json(job), "created": created}), 202

@@ -1,0 +1,216 @@
+"""Benchmark: streamed CSV import of subscriber profiles into PostgreSQL.
+
+``measure_import(database_url, rows)`` creates a dedicated database (``carepilot_bench_import``)
+through an AUTOCOMMIT connection to ``database_url``'s server, builds the schema with the
+project's Alembic migrations, seeds two tier schemes (the brief's value tiers and its
+ARPU/need/loyalty segments), writes a seeded synthetic CSV of ``rows`` profiles to a temporary
+file (streamed, never held in memory), and times the real import path — ``LineReader`` over
+the file plus ``import_subscribers`` — as the HTTP handler runs it. The database is dropped
+afterwards.
+
+Goal: ≥ 50,000 rows/s for 1,000,000 rows with flat memory (peak RSS independent of ``rows``).
+
+    python bench/subscriber_import.py                  # 1,000,000 rows, local PostgreSQL
+    BENCH_ROWS=100000 python bench/subscriber_import.py postgresql://postgres@db:5432/postgres
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import sys
+import tempfile
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from alembic import command  # noqa: E402
+from alembic.config import Config  # noqa: E402
+from sqlalchemy import func, select, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy.orm import sessionmaker  # noqa: E402
+
+from infra.db import make_engine  # noqa: E402
+from infra.settings import PROJECT_ROOT, normalise_database_url  # noqa: E402
+from offers.models import Subscriber, Tier, TierScheme  # noqa: E402
+from offers.subscriber_import import LineReader, import_subscribers  # noqa: E402
+
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+BENCH_DATABASE = "carepilot_bench_import"
+BATCH_ROWS = 5_000
+SEED = 20_240_601
+BAD_ROW_EVERY = 10_000  # real feeds have the odd broken row; the import must report, not stop
+
+COLUMNS = ("subscriber_id", "arpu", "ltv", "tenure_months", "complaints_90d", "unresolved_complaints",
+           "night_data_share", "downgrades_3m", "inactive_months", "churn_score", "arpu_change_3m",
+           "data_usage_gb", "has_broadband", "broadband_tenure_months", "birthday", "join_date",
+           "lifecycle_stage", "region", "plan")
+
+TIER_SCHEMES: tuple[dict[str, Any], ...] = (
+    {"code": "value", "name": "Value tiers", "is_primary": True, "tiers": (
+        ("vip", {"arpu": {"$gte": 90}}),
+        ("value", {"arpu": {"$gte": 50}}),
+        ("growth", {"arpu": {"$gte": 30}, "tenure_months": {"$gte": 6}}),
+        ("basic", {}),
+    )},
+    {"code": "segment", "name": "ARPU / need / loyalty segments", "is_primary": False, "tiers": (
+        ("at-risk", {"arpu_change_3m": {"$lte": -0.15}, "complaints_90d": {"$gte": 2}}),
+        ("strategic", {"arpu": {"$gte": 80}, "data_usage_gb": {"$gte": 20}, "tenure_months": {"$gte": 24}}),
+        ("potential", {"arpu": {"$gte": 35}}),
+        ("mass", {}),
+    )},
+)
+_REGIONS = ("Shanghai", "Beijing", "Guangzhou", "Shenzhen", "Hangzhou", "Chengdu", "Wuhan", "Nanjing")
+_PLANS = ("basic-19", "plus-39", "unlimited-69", "family-99")
+_STAGES = ("onboarding", "growth", "maturity", "decline")
+
+
+def write_synthetic_csv(path: Path, rows: int, seed: int = SEED) -> int:
+    """Write ``rows`` seeded synthetic profiles (plus a header) to ``path``; returns bytes."""
+    rng = random.Random(seed)
+    today = date(2025, 6, 1)
+    with path.open("w", encoding="utf-8", newline="") as out:
+        out.write(",".join(COLUMNS) + "\r\n")
+        buffer: list[str] = []
+        for index in range(rows):
+            if index % BAD_ROW_EVERY == BAD_ROW_EVERY - 1:
+                buffer.append(f"s{index:08d},not-a-number,,,,,,,,,,,,,,,,,\r\n")
+            else:
+                buffer.append(_profile_line(rng, index, today))
+            if len(buffer) >= 10_000:
+                out.write("".join(buffer))
+                buffer.clear()
+        out.write("".join(buffer))
+    return path.stat().st_size
+
+
+def _profile_line(rng: random.Random, index: int, today: date) -> str:
+    value = rng.gauss(0.0, 1.0)
+    tenure = min(180, int(rng.expovariate(1 / 34)))
+    arpu = round(min(400.0, 30.0 * 2.718281828 ** (0.62 * value)), 2)
+    complaints = rng.choices((0, 1, 2, 3), weights=(80, 14, 5, 1))[0]
+    has_broadband = rng.random() < 0.45
+    born = date(1950, 1, 1) + timedelta(days=rng.randint(0, 20_800))
+    joined = datetime(2025, 6, 1, tzinfo=timezone.utc) - timedelta(days=tenure * 30.44 + rng.uniform(0, 30))
+    return ",".join((
+        f"s{index:08d}", f"{arpu}", f"{round(arpu * rng.uniform(10, 60), 2)}", str(tenure), str(complaints),
+        "1" if complaints and rng.random() < 0.3 else "0", f"{round(rng.betavariate(2, 9), 3)}",
+        str(rng.choices((0, 1, 2), weights=(92, 6, 2))[0]), "0" if rng.random() < 0.95 else "1",
+        f"{round(rng.random() * 0.6, 3)}", f"{round(rng.gauss(0.01, 0.08), 3)}",
+        f"{round(rng.lognormvariate(2.0, 0.7), 1)}", "true" if has_broadband else "false",
+        str(rng.randint(1, 96)) if has_broadband else "", born.isoformat(),
+        joined.replace(microsecond=0).isoformat().replace("+00:00", "Z"), rng.choice(_STAGES),
+        rng.choice(_REGIONS), rng.choice(_PLANS),
+    )) + "\r\n"
+
+
+def _create_database(admin_url: str) -> str:
+    admin = make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)"))
+        conn.execute(text(f"CREATE DATABASE {BENCH_DATABASE}"))
+    admin.dispose()
+    return make_url(admin_url).set(database=BENCH_DATABASE).render_as_string(hide_password=False)
+
+
+def _drop_database(admin_url: str) -> None:
+    admin = make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)"))
+    admin.dispose()
+
+
+def _migrate_and_seed(engine: Any) -> None:
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["configure_logging"] = False
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+    with sessionmaker(bind=engine)() as session:
+        for scheme in TIER_SCHEMES:
+            session.add(TierScheme(code=scheme["code"], name=scheme["name"], is_primary=scheme["is_primary"]))
+            session.flush()
+            for rank, (code, rule) in enumerate(scheme["tiers"], 1):
+                session.add(Tier(code=code, scheme_code=scheme["code"], name=code.title(), rank=rank,
+                                 rule=rule))
+        session.commit()
+
+
+def _backend_cpu_s(pid: int | None) -> float | None:
+    """CPU seconds used so far by a PostgreSQL backend process, when the server runs on this
+    host (read from /proc); None otherwise."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, TypeError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def measure_import(database_url: str = DEFAULT_ADMIN_URL, rows: int = 1_000_000,
+                   batch_rows: int = BATCH_ROWS) -> dict[str, Any]:
+    """Import ``rows`` synthetic profiles as CSV into a fresh PostgreSQL database and report
+    ``{"imports_rows_per_s", "rows", "seconds", "peak_rss_mb", ...}``."""
+    admin_url = normalise_database_url("database_url", database_url)
+    if not admin_url.startswith("postgresql"):
+        raise SystemExit("this benchmark needs a PostgreSQL server URL")
+    bench_url = _create_database(admin_url)
+    engine = make_engine(bench_url)
+    try:
+        _migrate_and_seed(engine)
+        with tempfile.TemporaryDirectory(prefix="carepilot-bench-") as folder:
+            csv_path = Path(folder) / "subscribers.csv"
+            size_bytes = write_synthetic_csv(csv_path, rows)
+            rss_before_mb = _rss_mb()
+            factory = sessionmaker(bind=engine, expire_on_commit=False)
+            with engine.connect() as conn:  # the pooled connection the import will reuse
+                backend_pid = conn.scalar(text("SELECT pg_backend_pid()"))
+            backend_cpu_before = _backend_cpu_s(backend_pid)
+            with csv_path.open("rb", buffering=0) as stream:
+                started, cpu_started = time.perf_counter(), time.process_time()
+                report = import_subscribers(factory, LineReader(stream, max_bytes=size_bytes + 1), "csv",
+                                            batch_rows=batch_rows, max_listed_errors=100, actor="bench")
+                seconds, python_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
+            backend_cpu_after = _backend_cpu_s(backend_pid)
+        with engine.connect() as conn:
+            stored = conn.scalar(select(func.count()).select_from(Subscriber))
+            tiers = dict(conn.execute(select(Subscriber.tier, func.count()).group_by(Subscriber.tier)).all())
+    finally:
+        engine.dispose()
+        _drop_database(admin_url)
+    expected_bad = rows // BAD_ROW_EVERY
+    if report.rejected_count != expected_bad or stored != rows - expected_bad:
+        raise RuntimeError(f"import is wrong: {stored} stored, {report.rejected_count} rejected "
+                           f"of {rows} (expected {expected_bad} rejected)")
+    return {
+        "imports_rows_per_s": round(rows / seconds, 1),
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "peak_rss_mb": round(_rss_mb(), 1),
+        "rss_before_import_mb": round(rss_before_mb, 1),
+        "csv_mb": round(size_bytes / 1e6, 1),
+        # where the time goes: CPU of this process and of the PostgreSQL backend it talked to
+        "python_cpu_s": round(python_cpu_s, 2),
+        "postgres_backend_cpu_s": (round(backend_cpu_after - backend_cpu_before, 2)
+                                   if backend_cpu_before is not None and backend_cpu_after is not None
+                                   else None),
+        "cpu_count": os.cpu_count(),
+        "accepted": report.accepted,
+        "rejected": report.rejected_count,
+        "batch_rows": batch_rows,
+        "batches": report.batches,
+        "tier_counts": {str(k): v for k, v in sorted(tiers.items(), key=lambda kv: str(kv[0]))},
+    }
+
+
+if __name__ == "__main__":
+    url = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("BENCH_DATABASE_URL", DEFAULT_ADMIN_URL)
+    print(json.dumps(measure_import(url, int(os.environ.get("BENCH_ROWS", "1000000"))), indent=2))

@@ -1,0 +1,94 @@
+"""Subscriber profiles over HTTP.
+
+    PUT  /api/v1/subscribers/<id>    {"attributes": {...}} → the stored profile with its tiers;
+                                     201 when the profile was created, 200 when replaced
+    GET  /api/v1/subscribers/<id>    the stored profile, or 404
+    POST /api/v1/subscribers/bulk    CSV (text/csv, header row with subscriber_id) or JSON lines
+                                     (application/x-ndjson, application/jsonl) →
+                                     {"accepted", "rejected": [{"line", "error"}], "rejected_count",
+                                      "rejected_truncated", "import_id", "format"}
+
+PUT replaces the whole profile (attributes absent from the body are removed), as a re-import
+does. Writes take a channel key or the role admin or marketing; reads any authenticated caller.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from pydantic import Field
+
+from infra.auth import CONFIG_READERS, CONFIG_WRITERS, current_principal, require_channel_or_user
+from infra.db import db_session, get_database
+from infra.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from infra.http import StrictModel, read_json_body
+from offers.models import Subscriber
+from offers.repository import load_tier_assigner
+from offers.subscriber_attributes import ProfileError, validate_subscriber_id
+from offers.subscriber_import import CONTENT_TYPES, LineReader, import_subscribers
+from offers.subscribers_service import get_profile, profile_json, upsert_profile
+
+bp = Blueprint("subscribers_api", __name__, url_prefix="/api/v1/subscribers")
+
+
+class ProfileBody(StrictModel):
+    attributes: dict[str, Any] = Field(description="flat attributes; typed ones are checked")
+
+
+def _subscriber_id(raw: str) -> str:
+    try:
+        return validate_subscriber_id(raw)
+    except ProfileError as exc:
+        raise BadRequest(exc.message, code="invalid_subscriber_id") from None
+
+
+@bp.put("/<subscriber_id>")
+@require_channel_or_user(*CONFIG_WRITERS)
+def put_subscriber(subscriber_id: str):  # type: ignore[no-untyped-def]
+    """Create or replace one profile; its tiers are computed with the current tier rules."""
+    sid = _subscriber_id(subscriber_id)
+    body = read_json_body(ProfileBody)
+    session = db_session()
+    created = session.get(Subscriber, sid) is None  # only for the status code: the write is an upsert
+    try:
+        subscriber = upsert_profile(session, sid, body.attributes, load_tier_assigner(session))
+    except ProfileError as exc:
+        path = f"$.attributes.{exc.attribute}" if exc.attribute else "$.attributes"
+        raise BadRequest("the profile is not valid", code="invalid_attributes",
+                         details=[{"path": path, "message": exc.message}]) from None
+    session.commit()
+    return jsonify(profile_json(subscriber)), 201 if created else 200
+
+
+@bp.get("/<subscriber_id>")
+@require_channel_or_user(*CONFIG_READERS)
+def get_subscriber(subscriber_id: str):  # type: ignore[no-untyped-def]
+    """The stored profile with its tiers."""
+    return jsonify(profile_json(get_profile(db_session(), _subscriber_id(subscriber_id))))
+
+
+@bp.post("/bulk")
+@require_channel_or_user(*CONFIG_WRITERS)
+def bulk_import():  # type: ignore[no-untyped-def]
+    """Stream a CSV or JSON-lines body into the profile store; report bad rows by line."""
+    fmt = CONTENT_TYPES.get(request.mimetype)
+    if fmt is None:
+        raise UnsupportedMediaType("send the profiles as text/csv (with a header row) or as JSON lines "
+                                   "(application/x-ndjson or application/jsonl)")
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType(f"the import must be UTF-8 text, not {charset}")
+    settings = current_app.config["CAREPILOT_SETTINGS"]
+    limit = settings.max_import_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"the upload is larger than {limit} bytes", code="import_too_large")
+    actor = current_principal().actor
+    # The import opens its own short sessions; end the request's read transaction now rather
+    # than leave it idle for the length of a large upload.
+    db_session().rollback()
+    report = import_subscribers(get_database().sessionmaker,
+                                LineReader(request.stream, max_bytes=limit), fmt,
+                                batch_rows=settings.import_batch_rows,
+                                max_listed_errors=settings.max_listed_import_errors, actor=actor)
+    return jsonify(report.as_json())

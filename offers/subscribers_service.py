@@ -1,0 +1,190 @@
+"""Subscriber profiles: upserts with tiers computed at write time, and re-tiering the base.
+
+A profile's tiers (one per active scheme, plus the primary scheme's tier in ``tier``) are
+computed when it is written, so the decision hot path and reports read them from the row.
+When tier rules change, ``retier_all`` recomputes them for the whole base.
+
+Writes are SQLAlchemy Core upserts (``INSERT … ON CONFLICT (id) DO UPDATE``), so concurrent
+writers of the same id cannot collide and batches build no ORM objects. ``upsert_profile``
+and ``upsert_profiles`` take a session and never commit, like every service. ``retier_all``
+(and the bulk import in ``offers.subscriber_import``) take a session *factory* and commit
+per batch instead: they walk a whole base, and one transaction per million rows would hold
+its locks and undo for minutes and lose everything on one failure.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from typing import Any, Iterable, Mapping, NamedTuple
+
+from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from infra.db import utcnow
+from infra.errors import NotFound
+from offers.models import Subscriber
+from offers.repository import load_tier_assigner
+from offers.subscriber_attributes import ProfileError, coerce_profile, validate_subscriber_id
+from offers.tiering import TierAssigner, TierResult
+
+SUBSCRIBERS = Subscriber.__table__
+_UPSERT_CHUNK_ROWS = 5_000
+
+
+class ProfileRow(NamedTuple):
+    """One profile ready to write: validated attributes and the columns computed from them."""
+
+    attributes: dict[str, Any]
+    tier: str | None
+    tiers: dict[str, str | None]
+    arpu: float | None
+    ltv: float | None
+
+
+def _money(value: Any) -> float | None:
+    return float(value) if type(value) in (int, float) else None
+
+
+def profile_row(attributes: dict[str, Any], tiers: TierResult) -> ProfileRow:
+    """The row for validated ``attributes`` and their tiers, with ARPU and LTV copied out."""
+    return ProfileRow(attributes, tiers.tier, tiers.by_scheme,
+                      _money(attributes.get("arpu")), _money(attributes.get("ltv")))
+
+
+def prepare_row(attributes: dict[str, Any], assigner: TierAssigner) -> ProfileRow:
+    """The row for validated ``attributes``, tiered by ``assigner``."""
+    return profile_row(attributes, assigner.assign(attributes))
+
+
+def _upsert_statement(dialect_name: str) -> Any:
+    if dialect_name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect_name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - Settings only accepts these two
+        raise RuntimeError(f"no upsert for database {dialect_name}")
+    statement = insert(SUBSCRIBERS)
+    replaced = ("attributes", "tier", "tiers", "arpu", "ltv", "updated_at")
+    return statement.on_conflict_do_update(index_elements=[SUBSCRIBERS.c.id],
+                                           set_={name: statement.excluded[name] for name in replaced})
+
+
+def write_profiles(connection: Connection | Session, rows: Mapping[str, ProfileRow],
+                   updated_at: datetime) -> None:
+    """Upsert ``rows`` (id → row; ids unique, as one statement may not touch a row twice)
+    in one executemany. Attributes are replaced, not merged."""
+    if not rows:
+        return
+    dialect = connection.get_bind().dialect if isinstance(connection, Session) else connection.dialect
+    params = [{"id": sid, "attributes": row.attributes, "tier": row.tier, "tiers": row.tiers,
+               "arpu": row.arpu, "ltv": row.ltv, "updated_at": updated_at}
+              for sid, row in rows.items()]
+    connection.execute(_upsert_statement(dialect.name), params)
+
+
+def profile_json(subscriber: Subscriber) -> dict[str, Any]:
+    """A stored profile as the API returns it."""
+    return {"subscriber_id": subscriber.id, "attributes": subscriber.attributes,
+            "tier": subscriber.tier, "tiers": subscriber.tiers, "arpu": subscriber.arpu,
+            "ltv": subscriber.ltv, "updated_at": subscriber.updated_at.isoformat()}
+
+
+def get_profile(session: Session, subscriber_id: str) -> Subscriber:
+    """The stored profile, or NotFound."""
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise NotFound(f"no subscriber {subscriber_id!r}", code="subscriber_not_found")
+    return subscriber
+
+
+def upsert_profile(session: Session, subscriber_id: str, attributes: Mapping[str, Any],
+                   assigner: TierAssigner) -> Subscriber:
+    """Create or replace one profile from JSON-typed ``attributes`` and compute its tiers.
+
+    Raises ProfileError for a bad id or attribute. Does not commit.
+    """
+    sid = validate_subscriber_id(subscriber_id)
+    row = prepare_row(coerce_profile(attributes, "json"), assigner)
+    write_profiles(session, {sid: row}, utcnow())
+    return session.get(Subscriber, sid, populate_existing=True)  # type: ignore[return-value]
+
+
+def upsert_profiles(session: Session, rows: Iterable[tuple[str, Mapping[str, Any]]],
+                    assigner: TierAssigner) -> int:
+    """Create or replace many profiles (JSON-typed attributes) in batched upserts; a repeated
+    id keeps its last attributes. Returns the number of rows written.
+
+    Validates every row first and raises ProfileError, naming the subscriber, before writing
+    a batch with a bad row in it. Does not commit: the caller's transaction holds them all.
+    For files of untrusted rows use ``offers.subscriber_import``, which reports bad rows
+    instead of refusing the lot.
+    """
+    written = 0
+    batch: dict[str, ProfileRow] = {}
+    now = utcnow()
+    for subscriber_id, attributes in rows:
+        try:
+            sid = validate_subscriber_id(subscriber_id)
+            batch[sid] = prepare_row(coerce_profile(attributes, "json"), assigner)
+        except ProfileError as exc:
+            raise ProfileError(f"subscriber {subscriber_id!r}: {exc.message}", exc.attribute) from None
+        if len(batch) >= _UPSERT_CHUNK_ROWS:
+            write_profiles(session, batch, now)
+            written += len(batch)
+            batch = {}
+    write_profiles(session, batch, now)
+    return written + len(batch)
+
+
+def retier_all(session_factory: sessionmaker, *, batch_rows: int = 5_000) -> dict[str, Any]:
+    """Recompute every profile's tiers with the current tier rules; write only the changes.
+
+    Walks the base in id order (keyset pagination, so each page is an index range scan and
+    memory stays flat), one committed transaction per page. A row rewritten by an import
+    while its page was being tiered is left alone: it already carries fresh tiers (the
+    update matches on the ``updated_at`` that was read).
+
+    Returns ``{"scanned", "changed", "by_tier", "untiered"}``, ``by_tier`` counting every
+    scanned profile by its primary tier after the run.
+    """
+    if batch_rows < 1:
+        raise ValueError("batch_rows must be at least 1")
+    with session_factory() as session:
+        assigner = load_tier_assigner(session)
+    columns = (SUBSCRIBERS.c.id, SUBSCRIBERS.c.attributes, SUBSCRIBERS.c.tier, SUBSCRIBERS.c.tiers,
+               SUBSCRIBERS.c.updated_at)
+    write = (update(SUBSCRIBERS)
+             .where(SUBSCRIBERS.c.id == bindparam("b_id"),
+                    SUBSCRIBERS.c.updated_at == bindparam("b_seen_at"))
+             .values(tier=bindparam("b_tier"), tiers=bindparam("b_tiers"),
+                     updated_at=bindparam("b_updated_at")))
+    scanned = changed = 0
+    by_tier: Counter[str | None] = Counter()
+    last_id: str | None = None
+    while True:
+        with session_factory() as session:
+            page = select(*columns).order_by(SUBSCRIBERS.c.id).limit(batch_rows)
+            if last_id is not None:
+                page = page.where(SUBSCRIBERS.c.id > last_id)
+            rows = session.execute(page).all()
+            if not rows:
+                break
+            now = utcnow()
+            changes = []
+            for sid, attributes, tier, tiers, seen_at in rows:
+                result = assigner.assign(attributes)
+                by_tier[result.tier] += 1
+                if result.tier != tier or result.by_scheme != tiers:
+                    changes.append({"b_id": sid, "b_seen_at": seen_at, "b_tier": result.tier,
+                                    "b_tiers": result.by_scheme, "b_updated_at": now})
+            if changes:
+                outcome = session.connection().execute(write, changes)
+                changed += (outcome.rowcount if session.get_bind().dialect.supports_sane_multi_rowcount
+                            else len(changes))
+            session.commit()
+            scanned += len(rows)
+            last_id = rows[-1][0]
+    untiered = by_tier.pop(None, 0)
+    return {"scanned": scanned, "changed": changed,
+            "by_tier": dict(sorted(by_tier.items())), "untiered": untiered}
