@@ -24,8 +24,8 @@ from admin_ui.forms import (FORM_LEVEL, OfferForm, compact_json, parse_json_obje
                             safe_next)
 from infra.audit import list_audit
 from infra.auth import (CONFIG_WRITERS, SAFE_METHODS, Principal, authenticate_password,
-                        check_csrf, csrf_token)
-from infra.auth_models import CHANNELS, User
+                        check_csrf, csrf_token, session_user)
+from infra.auth_models import CHANNELS
 from infra.db import db_session
 from infra.errors import ApiError, BadRequest, Forbidden
 from offers import catalogue
@@ -57,21 +57,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # --- who is logged in, CSRF, roles -----------------------------------------------------
 
-def _session_user() -> User | None:
-    """The logged-in, still active user of this browser session, or None."""
-    user_id = session.get("user_id")
-    if user_id is None:
-        return None
-    user = db_session().get(User, user_id)
-    if user is None or not user.active:
-        session.clear()  # deactivated since login: the session ends now
-        return None
-    return user
 
 
 @bp.before_request
 def _require_login_and_csrf() -> Response | None:
-    user = _session_user()
+    user = session_user()
     g.admin_user = user
     if user is not None:
         # The rest of the app (and its audit actor strings) sees the same caller.

@@ -163,13 +163,21 @@ def _principal_from_bearer(header: str) -> Principal:
     return Principal(kind="user", name=user.email, role=user.role, user_id=user.id, key_id=key.id)
 
 
-def _principal_from_session() -> Principal | None:
+def session_user() -> User | None:
+    """The logged-in, still active user of this browser session, or None."""
     user_id = session.get("user_id")
     if user_id is None:
         return None
     user = db_session().get(User, user_id)
     if user is None or not user.active:
-        session.clear()
+        session.clear()  # deactivated since login: the session ends now
+        return None
+    return user
+
+
+def _principal_from_session() -> Principal | None:
+    user = session_user()
+    if user is None:
         return None
     if request.method not in SAFE_METHODS:
         check_csrf(request.headers.get(CSRF_HEADER) or request.form.get("csrf_token"))

@@ -48,7 +48,7 @@ def _banner(settings: Settings, channel_keys: dict[str, str]) -> str:
         f"  admin UI   {url}/admin/        API docs: README.md#api",
         f"  readiness  {url}/readyz",
         f"  login      marketing@carepilot.demo / {settings.demo_password}",
-        f"             (also admin@carepilot.demo and analyst@carepilot.demo, same password)",
+        "             (also admin@carepilot.demo and analyst@carepilot.demo, same password)",
         f"  database   {settings.database_url}",
         f"  redis      {settings.redis_url or 'embedded'}",
     ]
