@@ -15,7 +15,7 @@ from infra.auth import (CONFIG_READERS, api_key_json, authenticate_password, cre
 from infra.auth_models import ApiKey, User
 from infra.db import db_session
 from infra.errors import BadRequest, Unauthorized
-from infra.http import StrictModel, read_json_body
+from infra.http import StrictModel, parse_row_id, read_json_body
 
 bp = Blueprint("auth_api", __name__, url_prefix="/api/v1")
 
@@ -116,11 +116,11 @@ def add_channel_key():  # type: ignore[no-untyped-def]
                     "note": "store this key now: it is not shown again"}), 201
 
 
-@bp.delete("/api-keys/<int:key_id>")
+@bp.delete("/api-keys/<key_id>")
 @require_user("admin")
-def revoke_key(key_id: int):  # type: ignore[no-untyped-def]
+def revoke_key(key_id: str):  # type: ignore[no-untyped-def]
     s = db_session()
-    key = revoke_api_key(s, key_id, actor=current_principal().actor)
+    key = revoke_api_key(s, parse_row_id(key_id, "an API key id"), actor=current_principal().actor)
     s.commit()
     return jsonify(api_key_json(key))
 
@@ -129,11 +129,11 @@ def revoke_key(key_id: int):  # type: ignore[no-untyped-def]
 @require_user(*CONFIG_READERS)
 def audit_log():  # type: ignore[no-untyped-def]
     """Newest first. Filters: entity_type, entity_key; paging: limit (≤ 500), before_id."""
-    try:
-        limit = int(request.args.get("limit", 100))
-        before_id = int(request.args["before_id"]) if "before_id" in request.args else None
-    except ValueError:
-        raise BadRequest("limit and before_id must be whole numbers", code="invalid_query") from None
+    limit_text = request.args.get("limit", "100")
+    if not limit_text.isdigit():
+        raise BadRequest("limit must be a whole number between 1 and 500", code="invalid_query")
+    limit = int(limit_text)
+    before_id = parse_row_id(request.args["before_id"], "before_id") if "before_id" in request.args else None
     if not 1 <= limit <= 500:
         raise BadRequest("limit must be between 1 and 500", code="invalid_query")
     entries = list_audit(db_session(), entity_type=request.args.get("entity_type"),

@@ -61,7 +61,7 @@ def register_cli(app: Flask) -> None:
             raise click.ClickException(exc.message) from None
 
     @app.cli.command("revoke-api-key")
-    @click.argument("key_id", type=int)
+    @click.argument("key_id", type=click.IntRange(1, 2**63 - 1))
     def revoke_api_key_command(key_id: int) -> None:
         """Revoke an API key by id; calls with it get 401 from now on."""
         try:

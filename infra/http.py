@@ -61,3 +61,13 @@ def read_json_object() -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object", code="invalid_json")
     return data
+
+
+MAX_ID = 2**63 - 1  # BIGINT; larger numbers cannot name a row and would overflow drivers
+
+
+def parse_row_id(text: str, what: str) -> int:
+    """A database row id from a URL or query string: a whole number in 1..2^63-1, else 400."""
+    if not text.isdigit() or not 1 <= int(text) <= MAX_ID:
+        raise BadRequest(f"{what} must be a whole number between 1 and {MAX_ID}", code="invalid_id")
+    return int(text)

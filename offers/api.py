@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from infra.auth import CONFIG_READERS, CONFIG_WRITERS, current_principal, require_user
 from infra.db import db_session
 from infra.errors import BadRequest
-from infra.http import read_json_body, read_json_object
+from infra.http import parse_row_id, read_json_body, read_json_object
 from infra.jobs_api import redis_or_503
 from infra.queues import enqueue_unique, job_json
 from offers import catalogue, schemas
@@ -45,11 +45,7 @@ def present(session: Session, kind: ConfigKind, entities: list[Any]) -> list[dic
 
 
 def _parse_key(kind: ConfigKind, key: str) -> str | int:
-    if kind.key_field == "id":
-        if not key.isdigit():
-            raise BadRequest(f"{kind.entity_type} ids are whole numbers", code="invalid_id")
-        return int(key)
-    return key
+    return parse_row_id(key, f"a {kind.entity_type} id") if kind.key_field == "id" else key
 
 
 def _register(kind: ConfigKind) -> None:

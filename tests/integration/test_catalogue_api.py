@@ -114,6 +114,12 @@ def test_unknown_entity_is_404(client, auth):
     r = client.get("/api/v1/offers/NOPE", headers=auth["analyst"])
     assert r.status_code == 404 and r.json["error"]["code"] == "offer_not_found"
     assert client.get("/api/v1/tier-policies/abc", headers=auth["analyst"]).status_code == 400
+    huge = "9" * 30  # would overflow the driver: must be a 400, not a 500
+    r = client.patch(f"/api/v1/tier-policies/{huge}", json={}, headers=auth["marketing"])
+    assert r.status_code == 400 and r.json["error"]["code"] == "invalid_id"
+    assert client.delete(f"/api/v1/api-keys/{huge}", headers=auth["admin"]).status_code == 400
+    assert client.get(f"/api/v1/audit?before_id={huge}", headers=auth["admin"]).status_code == 400
+    assert client.get("/api/v1/audit?limit=-1", headers=auth["admin"]).status_code == 400
     assert client.get("/api/v1/nothing-here", headers=auth["analyst"]).status_code == 404
 
 
