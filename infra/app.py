@@ -38,7 +38,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.errorhandler(IntegrityError)
     def _integrity(exc: IntegrityError):  # type: ignore[no-untyped-def]
         # A unique or foreign-key rule the service's own checks could not see (a race).
-        g.get("db_session") and g.db_session.rollback()
+        session = g.get("db_session")
+        if session is not None:
+            session.rollback()
         return error_response(409, "conflict", "the change conflicts with existing data; reload and retry")
 
     _register_blueprints(app)
