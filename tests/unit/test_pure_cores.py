@@ -9,7 +9,7 @@ import pytest
 
 from infra.settings import PROJECT_ROOT
 
-PURE_MODULES = ["offers.conditions", "offers.tiering", "offers.derived_attributes",
+PURE_MODULES = ["offers.conditions", "offers.tiering", "offers.derived_attributes", "experiments.assignment",
                 "offers.subscriber_attributes"]
 FORBIDDEN = ("flask", "sqlalchemy", "redis", "rq", "werkzeug")
 
