@@ -53,19 +53,22 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 def _register_blueprints(app: Flask) -> None:
     from admin_ui.views import bp as admin_bp
+    from experiments.api import bp as experiments_bp
     from infra.auth_api import bp as auth_bp
     from infra.health import bp as health_bp
     from infra.jobs_api import bp as jobs_bp
     from offers.api import bp as offers_bp
     from offers.subscribers_api import bp as subscribers_bp
 
-    for bp in (health_bp, auth_bp, jobs_bp, offers_bp, subscribers_bp, admin_bp):
+    for bp in (health_bp, auth_bp, jobs_bp, offers_bp, subscribers_bp, experiments_bp, admin_bp):
         app.register_blueprint(bp)
 
 
 def _register_request_logging(app: Flask) -> None:
     @app.before_request
-    def _start() -> None:
+    def _start():  # type: ignore[no-untyped-def]
+        if "\x00" in request.path:  # no key holds NUL, and PostgreSQL refuses it as a parameter
+            return error_response(404, "not_found", "no such resource (the path contains a NUL character)")
         g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
         g.started_s = time.perf_counter()
 

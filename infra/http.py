@@ -19,6 +19,36 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number; send a finite number or null")
+
+
+def refuse_unstorable(value: Any, path: str = "$") -> None:
+    """Refuse NUL characters anywhere in a JSON value: JSON allows U+0000 in strings, but
+    PostgreSQL text and JSONB cannot store it (it would fail as a 500 at the database)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise BadRequest(f"{path} contains a NUL character (\\u0000)", code="validation_error",
+                             details=[{"path": path, "message": "NUL characters are not allowed"}])
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            refuse_unstorable(key, path)
+            refuse_unstorable(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            refuse_unstorable(item, f"{path}[{index}]")
+
+
+def _parse_json(raw: bytes) -> Any:
+    """Standard JSON only (no NaN/Infinity), with nothing the database cannot store."""
+    try:
+        data = json.loads(raw, parse_constant=_no_constants)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from None
+    refuse_unstorable(data)
+    return data
+
+
 def _read_raw_json() -> bytes:
     """The body's bytes after the content-type and size checks (415, 413)."""
     if not request.is_json:
@@ -40,6 +70,7 @@ def read_json_body(model: type[ModelT]) -> ModelT:
     Strict mode: "12" is not a number and 1 is not a string.
     """
     raw = _read_raw_json()
+    _parse_json(raw)  # bodies are small: one extra parse buys one set of JSON rules everywhere
     try:
         return model.model_validate_json(raw, strict=True)
     except ValidationError as exc:
@@ -53,11 +84,7 @@ def read_json_body(model: type[ModelT]) -> ModelT:
 
 def read_json_object() -> dict[str, Any]:
     """The request's JSON body as an object (PATCH validates it later, merged over the row)."""
-    raw = _read_raw_json()
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from None
+    data = _parse_json(_read_raw_json())
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object", code="invalid_json")
     return data

@@ -15,17 +15,22 @@ from offers.config_service import ConfigKind
 from offers.models import Budget, ContactPolicy, Offer, Tier, TierPolicy, TierScheme
 
 
+def check_condition(field_name: str, condition: Any) -> None:
+    """Refuse a condition GrowthBook's language cannot express: 400 naming its JSON path."""
+    try:
+        validate_condition(condition)
+    except ConditionError as exc:
+        path = f"$.{field_name}{exc.path[1:]}"
+        raise BadRequest(f"{field_name} is not a valid condition: {exc.message} (at {path})",
+                         code="invalid_condition",
+                         details=[{"path": path, "message": exc.message}]) from None
+
+
 def condition_rule(field_name: str):  # type: ignore[no-untyped-def]
-    """A rule that refuses a condition GrowthBook's language cannot express, naming its JSON path."""
+    """A config rule that checks the condition held in ``field_name``."""
 
     def rule(session: Session, data: Any, entity: Any, actor: str) -> None:
-        try:
-            validate_condition(getattr(data, field_name))
-        except ConditionError as exc:
-            path = f"$.{field_name}{exc.path[1:]}"
-            raise BadRequest(f"{field_name} is not a valid condition: {exc.message} (at {path})",
-                             code="invalid_condition",
-                             details=[{"path": path, "message": exc.message}]) from None
+        check_condition(field_name, getattr(data, field_name))
 
     return rule
 

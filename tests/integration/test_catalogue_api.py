@@ -214,3 +214,19 @@ def test_tier_preview_and_reorder(client, auth, db):
     assert r.status_code == 400 and r.json["error"]["code"] == "invalid_order"
     r = client.post("/api/v1/tiers/preview", json={"attrs": {}}, headers=auth["analyst"])
     assert r.status_code == 400
+
+
+@pytest.mark.parametrize("data", [
+    b'{"code": "X", "name": "x", "unit_cost": NaN, "channels": ["sms"]}',
+    b'{"code": "X", "name": "x", "unit_cost": 1, "channels": ["sms"], "eligibility": {"a": Infinity}}',
+    b'{"code": "X", "name": "nul\\u0000", "unit_cost": 1, "channels": ["sms"]}',
+])
+def test_values_the_database_cannot_store_are_400(client, auth, data):
+    r = client.post("/api/v1/offers", data=data, content_type="application/json", headers=auth["marketing"])
+    assert r.status_code == 400, r.json
+    r = client.patch("/api/v1/offers/X", data=data, content_type="application/json", headers=auth["marketing"])
+    assert r.status_code == 400, r.json
+
+
+def test_nul_in_a_path_is_404(client, auth):
+    assert client.get("/api/v1/offers/a%00b", headers=auth["analyst"]).status_code == 404

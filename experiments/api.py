@@ -1,0 +1,86 @@
+"""JSON API for experiments: create, edit and move them through their lifecycle.
+
+    GET   /api/v1/experiments                    list (?status=pilot)          (every role)
+    POST  /api/v1/experiments                    create a draft with its arms  (admin, marketing)
+    GET   /api/v1/experiments/<key>              one, with its phase history   (every role)
+    PATCH /api/v1/experiments/<key>              partial edit                  (admin, marketing)
+    POST  /api/v1/experiments/<key>/transition   {"to": "pilot"}               (admin, marketing)
+    POST  /api/v1/experiments/<key>/phases       {"weights": {...}}            (admin, marketing)
+
+Every write is audited in the same transaction as the change.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from experiments import schemas, service
+from experiments.models import STATUSES
+from infra.auth import CONFIG_READERS, CONFIG_WRITERS, current_principal, require_user
+from infra.db import db_session
+from infra.errors import BadRequest
+from infra.http import read_json_body, read_json_object
+
+bp = Blueprint("experiments_api", __name__, url_prefix="/api/v1")
+
+
+@bp.get("/experiments")
+@require_user(*CONFIG_READERS)
+def list_experiments():  # type: ignore[no-untyped-def]
+    unknown = set(request.args) - {"status"}
+    if unknown:
+        raise BadRequest(f"unknown query parameter(s) {', '.join(sorted(unknown))}; filters: status",
+                         code="invalid_query")
+    status = request.args.get("status")
+    if status is not None and status not in STATUSES:
+        raise BadRequest(f"unknown status {status!r}; use one of {', '.join(STATUSES)}", code="invalid_query")
+    experiments = service.list_experiments(db_session(), status=status)
+    return jsonify({"items": [service.experiment_json(e) for e in experiments]})
+
+
+@bp.post("/experiments")
+@require_user(*CONFIG_WRITERS)
+def create_experiment():  # type: ignore[no-untyped-def]
+    data = read_json_body(schemas.ExperimentIn)
+    s = db_session()
+    experiment = service.create_experiment(s, data, actor=current_principal().actor)
+    s.commit()
+    return jsonify(service.experiment_json(experiment, with_phases=True)), 201
+
+
+@bp.get("/experiments/<key>")
+@require_user(*CONFIG_READERS)
+def get_experiment(key: str):  # type: ignore[no-untyped-def]
+    experiment = service.get_experiment(db_session(), key)
+    return jsonify(service.experiment_json(experiment, with_phases=True))
+
+
+@bp.patch("/experiments/<key>")
+@require_user(*CONFIG_WRITERS)
+def patch_experiment(key: str):  # type: ignore[no-untyped-def]
+    patch = read_json_object()
+    s = db_session()
+    experiment = service.update_experiment(s, key, patch, actor=current_principal().actor)
+    s.commit()
+    return jsonify(service.experiment_json(experiment, with_phases=True))
+
+
+@bp.post("/experiments/<key>/transition")
+@require_user(*CONFIG_WRITERS)
+def transition_experiment(key: str):  # type: ignore[no-untyped-def]
+    body = read_json_body(schemas.TransitionIn)
+    s = db_session()
+    experiment = service.transition_experiment(s, key, body.to, actor=current_principal().actor,
+                                               reason=body.reason)
+    s.commit()
+    return jsonify(service.experiment_json(experiment, with_phases=True))
+
+
+@bp.post("/experiments/<key>/phases")
+@require_user(*CONFIG_WRITERS)
+def start_phase(key: str):  # type: ignore[no-untyped-def]
+    body = read_json_body(schemas.PhaseIn)
+    s = db_session()
+    experiment = service.start_phase(s, key, body, actor=current_principal().actor)
+    s.commit()
+    return jsonify(service.experiment_json(experiment, with_phases=True)), 201
