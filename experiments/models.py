@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import (BigInteger, CheckConstraint, Computed, ForeignKey, ForeignKeyConstraint, Index,
+                        Integer, String, Text, UniqueConstraint, text)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from infra.db import Base, JsonType, UtcDateTime, utcnow
@@ -121,3 +122,88 @@ class ExperimentPhase(Base):
     started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     experiment: Mapped[Experiment] = relationship(back_populates="phases")
+
+
+# --- exposures and outcomes ------------------------------------------------------------------
+
+OUTCOME_TYPES = ("retained", "churned", "accepted", "declined", "delivered", "revenue", "complaint")
+# These carry ``day_n``: the day after the first exposure of a status check or of the churn
+DAY_N_OUTCOME_TYPES = ("retained", "churned")
+# Part of an outcome's identity: the day of a retention check; -1 for the types that happen at
+# most once per exposure (all the others)
+DAY_KEY = "CASE WHEN type = 'retained' THEN day_n ELSE -1 END"
+# 64-bit ids for the tables that grow with the subscriber base; SQLite only autoincrements INTEGER
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Exposure(Base):
+    """A subscriber's first exposure to an experiment: the sticky assignment (table
+    ``assignments``, DESIGN §3). Written once, by an insert-if-absent, and never changed: the
+    arm recorded here wins over whatever the hash says later (coverage raised, new phase).
+
+    ``arm_key`` is null exactly when the subscriber fell in the holdout, the measured
+    "no care" baseline. ``tier`` is the subscriber's primary tier at first exposure, so a
+    readout splits by the tier the subscriber was in when treated, not by today's.
+    ``subscriber_id`` is not a foreign key: channels may expose subscribers whose profile
+    has not been imported yet.
+    """
+
+    __tablename__ = "assignments"
+    __table_args__ = (
+        UniqueConstraint("experiment_id", "subscriber_id"),
+        # The arm must be one of the experiment's arms (arms are frozen while it runs)
+        ForeignKeyConstraint(["experiment_id", "arm_key"], ["experiment_arms.experiment_id",
+                                                            "experiment_arms.key"],
+                             name="fk_assignments_arm_experiment_arms"),
+        CheckConstraint("(arm_key IS NULL) = in_holdout", name="arm_or_holdout"),
+        CheckConstraint("phase >= 1", name="phase_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    subscriber_id: Mapped[str] = mapped_column(String(64))
+    arm_key: Mapped[str | None] = mapped_column(String(64))
+    in_holdout: Mapped[bool] = mapped_column(default=False)
+    phase: Mapped[int]
+    tier: Mapped[str | None] = mapped_column(String(64))
+    channel: Mapped[str | None] = mapped_column(String(32))
+    first_exposed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Outcome(Base):
+    """What happened after an exposure, reported by a channel or by billing.
+
+    ``retained`` is a status check: "still a customer ``day_n`` days after the first
+    exposure" (30, 60, 90…), one row per (assignment, day). Every other type is an event that
+    happens once per exposure — ``churned`` (on day ``day_n``), ``delivered``, ``accepted``,
+    ``declined``, ``complaint``, ``revenue`` (the revenue attributed to the exposure) — one
+    row per (assignment, type). One unique key says both: (assignment, type, ``day_key``),
+    where the generated ``day_key`` is the check's day for ``retained`` and -1 otherwise (a
+    key on ``day_n`` itself would not do: SQL treats its nulls as distinct, and a churn must
+    not count twice because two reports gave two days). Re-sending an outcome therefore
+    updates its row instead of adding one; the report with the latest ``occurred_at`` wins
+    (ties: the last received), so replaying an old file cannot undo a correction.
+
+    ``decision_id`` is reserved for the decision ledger (a later change): outcomes reported
+    by decision id will store it here. Until decisions exist it is always null.
+    """
+
+    __tablename__ = "outcomes"
+    __table_args__ = (
+        UniqueConstraint("assignment_id", "type", "day_key"),
+        CheckConstraint(_in("type", OUTCOME_TYPES), name="type"),
+        CheckConstraint(f"({_in('type', DAY_N_OUTCOME_TYPES)}) = (day_n IS NOT NULL)",
+                        name="day_n_for_retained_and_churned"),
+        CheckConstraint("day_n >= 0", name="day_n_non_negative"),
+        CheckConstraint("type <> 'revenue' OR value IS NOT NULL", name="revenue_has_value"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    assignment_id: Mapped[int] = mapped_column(BigId, ForeignKey("assignments.id", ondelete="CASCADE"))
+    decision_id: Mapped[str | None] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float | None]
+    day_n: Mapped[int | None]
+    day_key: Mapped[int] = mapped_column(Computed(DAY_KEY, persisted=True))
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -98,29 +98,47 @@ def register_cli(app: Flask) -> None:
                   help="Default: from the file name (.csv, else JSON lines).")
     def import_subscribers_command(path: str, fmt: str | None) -> None:
         """Import subscriber profiles from a CSV or JSON-lines file, with a progress bar."""
-        import os
+        from offers.subscriber_import import import_subscribers
 
-        from offers.subscriber_import import LineReader, import_subscribers
+        _import_file(app, path, fmt, import_subscribers)
 
-        settings = app.config["CAREPILOT_SETTINGS"]
-        fmt = fmt or ("csv" if path.lower().endswith(".csv") else "jsonl")
-        with open(path, "rb") as raw, click.progressbar(length=os.path.getsize(path),
-                                                        label="importing", show_pos=False) as bar:
-            stream = _ProgressStream(raw, bar.update)
-            try:
-                report = import_subscribers(get_database(app).sessionmaker,
-                                            LineReader(stream, max_bytes=settings.max_import_bytes), fmt,
-                                            batch_rows=settings.import_batch_rows,
-                                            max_listed_errors=settings.max_listed_import_errors,
-                                            actor=cli_actor())
-            except ApiError as exc:
-                raise click.ClickException(exc.message) from None
-        result = report.as_json()
-        click.echo(f"accepted {result['accepted']}, rejected {result['rejected_count']}")
-        for bad in result["rejected"][:50]:
-            click.echo(f"  line {bad['line']}: {bad['error']}")
-        if result["rejected_count"] > 50:
-            click.echo(f"  … {result['rejected_count'] - 50} more")
+    @app.cli.command("import-outcomes")
+    @click.argument("path", type=click.Path(exists=True, dir_okay=False))
+    @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]),
+                  help="Default: from the file name (.csv, else JSON lines).")
+    def import_outcomes_command(path: str, fmt: str | None) -> None:
+        """Import experiment outcomes (billing feeds) from a CSV or JSON-lines file, with a
+        progress bar."""
+        from experiments.outcomes import import_outcomes
+
+        _import_file(app, path, fmt, import_outcomes)
+
+
+def _import_file(app: Flask, path: str, fmt: str | None, importer) -> None:  # type: ignore[no-untyped-def]
+    """Stream ``path`` through a bulk importer (``import_subscribers``, ``import_outcomes``)
+    with a progress bar, then print the report (the first 50 bad rows by line)."""
+    import os
+
+    from infra.bulk_import import LineReader
+
+    settings = app.config["CAREPILOT_SETTINGS"]
+    fmt = fmt or ("csv" if path.lower().endswith(".csv") else "jsonl")
+    with open(path, "rb") as raw, click.progressbar(length=os.path.getsize(path),
+                                                    label="importing", show_pos=False) as bar:
+        stream = _ProgressStream(raw, bar.update)
+        try:
+            report = importer(get_database(app).sessionmaker,
+                              LineReader(stream, max_bytes=settings.max_import_bytes), fmt,
+                              batch_rows=settings.import_batch_rows,
+                              max_listed_errors=settings.max_listed_import_errors, actor=cli_actor())
+        except ApiError as exc:
+            raise click.ClickException(exc.message) from None
+    result = report.as_json()
+    click.echo(f"accepted {result['accepted']}, rejected {result['rejected_count']}")
+    for bad in result["rejected"][:50]:
+        click.echo(f"  line {bad['line']}: {bad['error']}")
+    if result["rejected_count"] > 50:
+        click.echo(f"  … {result['rejected_count'] - 50} more")
 
 
 class _ProgressStream:

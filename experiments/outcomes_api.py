@@ -1,0 +1,116 @@
+"""Exposures, outcomes and experiment statistics over HTTP.
+
+    POST /api/v1/experiments/<key>/exposures  {"subscriber_id", "channel"?} → the subscriber's
+                                              arm; 201 when this call recorded the first
+                                              exposure, 200 otherwise           (channels; admin, marketing)
+    POST /api/v1/outcomes                     one outcome: {"experiment", "subscriber_id", "type",
+                                              "value"?, "occurred_at", "day_n"?} or {"decision_id", …};
+                                              201 new, 200 updated             (channels; admin, marketing)
+    POST /api/v1/outcomes/bulk                CSV (text/csv, header row) or JSON lines
+                                              (application/x-ndjson, application/jsonl) →
+                                              {"accepted", "rejected": [{"line", "error"}],
+                                               "rejected_count", "rejected_truncated", "import_id",
+                                               "format"}                        (channels; admin, marketing)
+    GET  /api/v1/experiments/<key>/stats      sufficient statistics per arm (and holdout) and
+                                              per arm × tier                    (every role)
+
+The exposures endpoint is for channels that run an experiment themselves; the decision API
+exposes subscribers as part of each decision. Rules for outcomes: ``experiments.outcomes``.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+from pydantic import field_validator
+
+from experiments.exposures import expose_if_targeted
+from experiments.outcomes import OutcomeIn, import_outcomes, outcome_json, record_outcome
+from experiments.service import get_experiment
+from experiments.stats_sql import experiment_stats
+from infra.auth import CONFIG_READERS, CONFIG_WRITERS, current_principal, require_channel_or_user, require_user
+from infra.bulk_import import upload_lines
+from infra.db import db_session, get_database, utcnow
+from infra.errors import BadRequest, Forbidden
+from infra.http import StrictModel, read_json_body
+from offers.models import Subscriber
+from offers.schemas import Channel
+from offers.subscriber_attributes import ProfileError, validate_subscriber_id
+
+bp = Blueprint("outcomes_api", __name__, url_prefix="/api/v1")
+
+
+class ExposureIn(StrictModel):
+    subscriber_id: str
+    channel: Channel | None = None  # a channel key's own channel when omitted
+
+    @field_validator("subscriber_id")
+    @classmethod
+    def _subscriber_id(cls, value: str) -> str:
+        try:
+            return validate_subscriber_id(value)
+        except ProfileError as exc:
+            raise ValueError(exc.message) from None
+
+
+@bp.post("/experiments/<key>/exposures")
+@require_channel_or_user(*CONFIG_WRITERS)
+def post_exposure(key: str):  # type: ignore[no-untyped-def]
+    """Expose a subscriber to a running experiment and answer with their (sticky) arm."""
+    body = read_json_body(ExposureIn)
+    subscriber_id = body.subscriber_id
+    principal = current_principal()
+    channel = body.channel
+    if principal.kind == "channel":
+        if channel is not None and channel != principal.channel:
+            raise Forbidden(f"this key belongs to channel {principal.channel}; it cannot record "
+                            f"exposures for {channel}", code="channel_mismatch")
+        channel = principal.channel
+    session = db_session()
+    experiment = get_experiment(session, key)
+    profile = session.get(Subscriber, subscriber_id)
+    result = expose_if_targeted(session, experiment, subscriber_id,
+                                attributes=profile.attributes if profile else {},
+                                tier=profile.tier if profile else None, channel=channel, now=utcnow())
+    session.commit()
+    return jsonify(result.as_json()), 201 if result.new else 200
+
+
+@bp.post("/outcomes")
+@require_channel_or_user(*CONFIG_WRITERS)
+def post_outcome():  # type: ignore[no-untyped-def]
+    """Record one outcome; re-sending it updates the same row."""
+    data = read_json_body(OutcomeIn)
+    session = db_session()
+    outcome, experiment, created = record_outcome(session, data, now=utcnow())
+    session.commit()
+    return jsonify(outcome_json(outcome, experiment.key, data.subscriber_id or "")), 201 if created else 200
+
+
+@bp.post("/outcomes/bulk")
+@require_channel_or_user(*CONFIG_WRITERS)
+def bulk_outcomes():  # type: ignore[no-untyped-def]
+    """Stream a CSV or JSON-lines body of outcomes in; report bad rows by line."""
+    settings = current_app.config["CAREPILOT_SETTINGS"]
+    lines, fmt = upload_lines(max_bytes=settings.max_import_bytes, what="the outcomes")
+    actor = current_principal().actor
+    # The import opens its own short sessions; end the request's read transaction now rather
+    # than leave it idle for the length of a large upload.
+    db_session().rollback()
+    report = import_outcomes(get_database().sessionmaker, lines, fmt, batch_rows=settings.import_batch_rows,
+                             max_listed_errors=settings.max_listed_import_errors, actor=actor)
+    return jsonify(report.as_json())
+
+
+@bp.get("/experiments/<key>/stats")
+@require_user(*CONFIG_READERS)
+def get_stats(key: str):  # type: ignore[no-untyped-def]
+    """Exposed, matured, retained and churned at the primary metric day, revenue sums,
+    complaints and channel events, per arm and per arm × tier (``experiments.stats_sql``)."""
+    if request.args:
+        raise BadRequest(f"unknown query parameter(s) {', '.join(sorted(request.args))}; this "
+                         f"endpoint takes none", code="invalid_query")
+    session = db_session()
+    experiment = get_experiment(session, key)
+    out = experiment_stats(session, experiment).as_json()
+    out["status"] = experiment.status
+    return jsonify(out)
