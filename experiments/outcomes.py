@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import AwareDatetime, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, AwareDatetime, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -64,15 +64,24 @@ OUTCOMES = Outcome.__table__
 DECISIONS_PENDING = ("decisions arrive with the decision API; until then report outcomes by "
                      "experiment and subscriber_id")
 
+
+def _valid_subscriber_id(value: str) -> str:
+    try:
+        return validate_subscriber_id(value)
+    except ProfileError as exc:
+        raise ValueError(exc.message) from None
+
+
 OutcomeType = Literal[OUTCOME_TYPES]  # type: ignore[valid-type]
 DecisionId = Annotated[str, Field(min_length=1, max_length=64)]
+SubscriberId = Annotated[str, AfterValidator(_valid_subscriber_id)]  # the profile store's rules
 
 
 class OutcomeIn(StrictModel):
     """One reported outcome (the body of ``POST /api/v1/outcomes``, a line of a bulk body)."""
 
     experiment: Code | None = None
-    subscriber_id: str | None = None
+    subscriber_id: SubscriberId | None = None
     decision_id: DecisionId | None = None
     type: OutcomeType
     value: float | None = Field(None, ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE, allow_inf_nan=False)
@@ -84,23 +93,19 @@ class OutcomeIn(StrictModel):
     def _iso_8601(cls, value: Any) -> Any:
         # Parsed here: pydantic would also read "1700000000" as a Unix time, which a feed
         # sending it surely did not mean
-        if isinstance(value, str):
-            try:
-                return datetime.fromisoformat(value)
-            except ValueError:
-                raise ValueError("occurred_at must be an ISO-8601 date and time with a time zone, "
-                                 "e.g. 2025-06-01T10:00:00Z") from None
-        return value
-
-    @field_validator("subscriber_id")
-    @classmethod
-    def _subscriber_id(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
+        if not isinstance(value, str):
+            return value
         try:
-            return validate_subscriber_id(value)
-        except ProfileError as exc:
-            raise ValueError(exc.message) from None
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("occurred_at must be an ISO-8601 date and time with a time zone, "
+                             "e.g. 2025-06-01T10:00:00Z") from None
+        if moment.tzinfo is None:
+            return moment  # refused, with pydantic's own message, by AwareDatetime
+        try:
+            return moment.astimezone(timezone.utc)
+        except OverflowError:  # 0001-01-01T00:00+01:00 has no UTC equivalent
+            raise ValueError("occurred_at is out of range") from None
 
     @model_validator(mode="after")
     def _consistent(self) -> "OutcomeIn":

@@ -21,10 +21,9 @@ exposes subscribers as part of each decision. Rules for outcomes: ``experiments.
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
-from pydantic import field_validator
 
 from experiments.exposures import expose_if_targeted
-from experiments.outcomes import OutcomeIn, import_outcomes, outcome_json, record_outcome
+from experiments.outcomes import OutcomeIn, SubscriberId, import_outcomes, outcome_json, record_outcome
 from experiments.service import get_experiment
 from experiments.stats_sql import experiment_stats
 from infra.auth import CONFIG_READERS, CONFIG_WRITERS, current_principal, require_channel_or_user, require_user
@@ -34,22 +33,13 @@ from infra.errors import BadRequest, Forbidden
 from infra.http import StrictModel, read_json_body
 from offers.models import Subscriber
 from offers.schemas import Channel
-from offers.subscriber_attributes import ProfileError, validate_subscriber_id
 
 bp = Blueprint("outcomes_api", __name__, url_prefix="/api/v1")
 
 
 class ExposureIn(StrictModel):
-    subscriber_id: str
+    subscriber_id: SubscriberId
     channel: Channel | None = None  # a channel key's own channel when omitted
-
-    @field_validator("subscriber_id")
-    @classmethod
-    def _subscriber_id(cls, value: str) -> str:
-        try:
-            return validate_subscriber_id(value)
-        except ProfileError as exc:
-            raise ValueError(exc.message) from None
 
 
 @bp.post("/experiments/<key>/exposures")

@@ -97,7 +97,7 @@ def db(app):  # type: ignore[no-untyped-def]
         session.close()
         outer.rollback()
         connection.close()
-        database.sessionmaker.configure(bind=database.engine, join_transaction_mode="conservative_savepoint")
+        database.sessionmaker.configure(bind=database.engine, join_transaction_mode="conditional_savepoint")
 
 
 @pytest.fixture()

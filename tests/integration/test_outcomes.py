@@ -177,6 +177,7 @@ def test_occurred_at_must_fit_the_exposure(client, auth, db, exposed):
     ({"occurred_at": "2025-06-01T10:00:00"}, "$.occurred_at"),  # no time zone
     ({"occurred_at": "1700000000"}, "$.occurred_at"),
     ({"occurred_at": "yesterday"}, "$.occurred_at"),
+    ({"occurred_at": "0001-01-01T00:00:00+01:00"}, "$.occurred_at"),  # no UTC equivalent
     ({"subscriber_id": 42}, "$.subscriber_id"),
     ({"subscriber_id": "bad\u0007id"}, "$.subscriber_id"),
     ({"experiment": "no spaces allowed"}, "$.experiment"),
