@@ -34,6 +34,8 @@ worker: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/conditions.py
+	$(BIN)/python bench/ingest_outcomes.py
+	$(BIN)/python bench/aggregate.py
 
 clean:
 	rm -rf $(VENV) instance build *.egg-info
