@@ -1,9 +1,8 @@
 """Benchmark: an experiment's sufficient statistics over 10M outcome rows on PostgreSQL.
 
-``measure_aggregate(database_url, rows)`` creates a dedicated database
-(``carepilot_bench_aggregate``) through an AUTOCOMMIT connection to ``database_url``'s server,
-builds the schema with the project's Alembic migrations, and generates the data server-side
-with ``generate_series``: a running experiment with two arms and a 10% holdout, ``rows / 5``
+``measure_aggregate(database_url, rows)`` builds a throwaway database
+(``carepilot_bench_aggregate``, see ``_pg``) and generates the data server-side with
+``generate_series``: a running experiment with two arms and a 10% holdout, ``rows / 5``
 exposures over four tiers, and five outcomes per exposure (delivered; accepted or declined;
 retained at day 30 or churned by then; retained at day 60 or a complaint; revenue). Outcomes
 are stored one type after another with the exposures in a scattered order within each, as a
@@ -13,8 +12,7 @@ tables are vacuumed and analysed, as autovacuum would have done on a live system
 
 It then times ``experiments.stats_sql.experiment_stats`` — the code behind
 ``GET /api/v1/experiments/<key>/stats`` — three times and reports the first (``seconds``) and
-the best run, and checks the totals against what was generated. The database is dropped
-afterwards.
+the best run, and checks the totals against what was generated.
 
 Goal: ≤ 10 s for 10,000,000 outcome rows.
 
@@ -35,40 +33,20 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alembic import command  # noqa: E402
-from alembic.config import Config  # noqa: E402
-from sqlalchemy import text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from _pg import (DEFAULT_ADMIN_URL, admin_url_argument, create_running_experiment,  # noqa: E402
+                 migrated_database)
+from sqlalchemy import Engine, text  # noqa: E402
 from sqlalchemy.orm import sessionmaker  # noqa: E402
 
-from experiments.models import Experiment, ExperimentArm  # noqa: E402
+from experiments.models import Experiment  # noqa: E402
 from experiments.stats_sql import experiment_stats  # noqa: E402
-from infra.db import make_engine  # noqa: E402
-from infra.settings import PROJECT_ROOT, normalise_database_url  # noqa: E402
 
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BENCH_DATABASE = "carepilot_bench_aggregate"
 EXPERIMENT_KEY = "care-sms-bench"
 OUTCOMES_PER_EXPOSURE = 5
 CUTOFF = datetime(2025, 9, 1, tzinfo=timezone.utc)
 FIRST_EXPOSURE = CUTOFF - timedelta(days=120)
 EXPOSURE_DAYS = 100  # exposures spread over 100 days: those of the last 30 have not matured yet
-
-
-def _create_database(admin_url: str) -> str:
-    admin = make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)"))
-        conn.execute(text(f"CREATE DATABASE {BENCH_DATABASE}"))
-    admin.dispose()
-    return make_url(admin_url).set(database=BENCH_DATABASE).render_as_string(hide_password=False)
-
-
-def _drop_database(admin_url: str) -> None:
-    admin = make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)"))
-    admin.dispose()
 
 
 def _stride(n: int) -> int:
@@ -93,22 +71,9 @@ _OUTCOME_PASSES = (
 )
 
 
-def _generate(engine: Any, exposures: int) -> int:
-    """Schema, experiment, ``exposures`` exposures and five outcomes each; returns the id."""
-    config = Config(str(PROJECT_ROOT / "alembic.ini"))
-    config.attributes["configure_logging"] = False
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
-    with sessionmaker(bind=engine)() as session:
-        experiment = Experiment(key=EXPERIMENT_KEY, name="Care SMS", status="pilot", target={},
-                                hash_seed=EXPERIMENT_KEY, coverage=1.0, holdout_share=0.1, guardrails=[],
-                                promotion_policy={}, phase=1, started_at=FIRST_EXPOSURE)
-        experiment.arms = [ExperimentArm(key="control", weight=1, is_control=True, position=0),
-                           ExperimentArm(key="care_sms", weight=1, is_control=False, position=1)]
-        session.add(experiment)
-        session.commit()
-        experiment_id = experiment.id
+def _generate(engine: Engine, exposures: int) -> int:
+    """The experiment, ``exposures`` exposures and five outcomes each; returns its id."""
+    experiment_id = create_running_experiment(engine, EXPERIMENT_KEY, FIRST_EXPOSURE)
     with engine.begin() as conn:
         conn.execute(text("""
             INSERT INTO assignments (experiment_id, subscriber_id, arm_key, in_holdout, phase, tier,
@@ -147,13 +112,8 @@ def measure_aggregate(database_url: str = DEFAULT_ADMIN_URL, rows: int = 10_000_
                       runs: int = 3) -> dict[str, Any]:
     """Aggregate ``rows`` outcome rows (``rows / 5`` exposures) and report
     ``{"rows", "seconds", "best_seconds", ...}``."""
-    admin_url = normalise_database_url("database_url", database_url)
-    if not admin_url.startswith("postgresql"):
-        raise SystemExit("this benchmark needs a PostgreSQL server URL")
     exposures = rows // OUTCOMES_PER_EXPOSURE
-    bench_url = _create_database(admin_url)
-    engine = make_engine(bench_url)
-    try:
+    with migrated_database(database_url, BENCH_DATABASE) as engine:
         started = time.perf_counter()
         experiment_id = _generate(engine, exposures)
         generate_s = time.perf_counter() - started
@@ -167,9 +127,6 @@ def measure_aggregate(database_url: str = DEFAULT_ADMIN_URL, rows: int = 10_000_
                 stats = experiment_stats(session, experiment, data_cutoff=CUTOFF)
                 timings.append(time.perf_counter() - started)
                 session.rollback()
-    finally:
-        engine.dispose()
-        _drop_database(admin_url)
     exposed = sum(arm.exposed for arm in stats.arms)
     delivered = sum(arm.delivered for arm in stats.arms)
     if stored != rows or exposed != exposures or delivered != exposures:
@@ -189,5 +146,5 @@ def measure_aggregate(database_url: str = DEFAULT_ADMIN_URL, rows: int = 10_000_
 
 
 if __name__ == "__main__":
-    url = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("BENCH_DATABASE_URL", DEFAULT_ADMIN_URL)
-    print(json.dumps(measure_aggregate(url, int(os.environ.get("BENCH_ROWS", "10000000"))), indent=2))
+    print(json.dumps(measure_aggregate(admin_url_argument(), int(os.environ.get("BENCH_ROWS", "10000000"))),
+                     indent=2))

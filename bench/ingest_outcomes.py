@@ -1,15 +1,13 @@
 """Benchmark: streamed CSV import of experiment outcomes into PostgreSQL.
 
-``measure_ingest(database_url, rows)`` creates a dedicated database (``carepilot_bench_outcomes``)
-through an AUTOCOMMIT connection to ``database_url``'s server, builds the schema with the
-project's Alembic migrations, creates a running experiment and bulk-inserts its exposures
-server-side (``generate_series``: one exposure per four outcome rows), writes a seeded synthetic
-CSV of ``rows`` outcomes to a temporary file (streamed, never held in memory) in a realistic
-order — one pass per outcome type, subscribers shuffled within each pass, as billing and
-channel feeds arrive — and times the real import path — ``LineReader`` over the file plus
+``measure_ingest(database_url, rows)`` builds a throwaway database (``carepilot_bench_outcomes``,
+see ``_pg``) with a running experiment and its exposures, inserted server-side
+(``generate_series``: one exposure per four outcome rows), writes a seeded synthetic CSV of
+``rows`` outcomes to a temporary file (streamed, never held in memory) in a realistic order —
+one pass per outcome type, subscribers shuffled within each pass, as billing and channel
+feeds arrive — and times the real import path — ``LineReader`` over the file plus
 ``import_outcomes`` — as the HTTP handler runs it. Every 10,000th row is bad (an unknown
-subscriber or a revenue without a value) and must be reported, not stop the import. The
-database is dropped afterwards.
+subscriber or a revenue without a value) and must be reported, not stop the import.
 
 Goal: ≥ 50,000 rows/s for 1,000,000 rows with flat memory (peak RSS independent of ``rows``).
 
@@ -22,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import resource
 import sys
 import tempfile
 import time
@@ -32,19 +29,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alembic import command  # noqa: E402
-from alembic.config import Config  # noqa: E402
-from sqlalchemy import func, select, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from _pg import (DEFAULT_ADMIN_URL, admin_url_argument, create_running_experiment,  # noqa: E402
+                 migrated_database, peak_rss_mb)
+from sqlalchemy import Engine, func, select, text  # noqa: E402
 from sqlalchemy.orm import sessionmaker  # noqa: E402
 
-from experiments.models import Experiment, ExperimentArm, Outcome  # noqa: E402
+from experiments.models import Outcome  # noqa: E402
 from experiments.outcomes import import_outcomes  # noqa: E402
 from infra.bulk_import import LineReader  # noqa: E402
-from infra.db import make_engine  # noqa: E402
-from infra.settings import PROJECT_ROOT, normalise_database_url  # noqa: E402
 
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BENCH_DATABASE = "carepilot_bench_outcomes"
 BATCH_ROWS = 5_000
 SEED = 20_240_602
@@ -54,38 +47,9 @@ ROWS_PER_EXPOSURE = 4  # delivered, accepted or declined, retained at day 30 or 
 EXPOSED_AT = datetime(2025, 1, 6, 9, 0, tzinfo=timezone.utc)
 
 
-def _create_database(admin_url: str) -> str:
-    admin = make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)"))
-        conn.execute(text(f"CREATE DATABASE {BENCH_DATABASE}"))
-    admin.dispose()
-    return make_url(admin_url).set(database=BENCH_DATABASE).render_as_string(hide_password=False)
-
-
-def _drop_database(admin_url: str) -> None:
-    admin = make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)"))
-    admin.dispose()
-
-
-def _migrate_and_expose(engine: Any, exposures: int) -> None:
-    """Schema, a running experiment and its ``exposures`` (s00000000, s00000001, …)."""
-    config = Config(str(PROJECT_ROOT / "alembic.ini"))
-    config.attributes["configure_logging"] = False
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
-    with sessionmaker(bind=engine)() as session:
-        experiment = Experiment(key=EXPERIMENT_KEY, name="Care SMS", status="pilot", target={},
-                                hash_seed=EXPERIMENT_KEY, coverage=1.0, holdout_share=0.1, guardrails=[],
-                                promotion_policy={}, phase=1, started_at=EXPOSED_AT)
-        experiment.arms = [ExperimentArm(key="control", weight=1, is_control=True, position=0),
-                            ExperimentArm(key="care_sms", weight=1, is_control=False, position=1)]
-        session.add(experiment)
-        session.commit()
-        experiment_id = experiment.id
+def _expose(engine: Engine, exposures: int) -> None:
+    """A running experiment and its ``exposures`` (s00000000, s00000001, …)."""
+    experiment_id = create_running_experiment(engine, EXPERIMENT_KEY, EXPOSED_AT)
     with engine.begin() as conn:  # one server-side statement: the exposures are setup, not measured
         conn.execute(text("""
             INSERT INTO assignments (experiment_id, subscriber_id, arm_key, in_holdout, phase, tier,
@@ -152,10 +116,10 @@ def _postgres_cpu_s() -> float | None:
     total, found = 0.0, False
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            text = stat.read_text()
+            process = stat.read_text()
         except OSError:
             continue
-        name, _, rest = text.partition(" (")[2].partition(") ")
+        name, _, rest = process.partition(" (")[2].partition(") ")
         if name != "postgres":
             continue
         fields = rest.split()
@@ -164,39 +128,37 @@ def _postgres_cpu_s() -> float | None:
     return total if found else None
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+def _host_busy_cpu_s() -> float:
+    """CPU seconds every process on this host has used so far (all but idle and I/O wait),
+    from /proc/stat: what is not this process or PostgreSQL is other load on the machine."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+        int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def measure_ingest(database_url: str = DEFAULT_ADMIN_URL, rows: int = 1_000_000,
                    batch_rows: int = BATCH_ROWS) -> dict[str, Any]:
-    """Import ``rows`` synthetic outcomes as CSV into a fresh PostgreSQL database and report
-    ``{"rows", "rows_per_s", "peak_rss_mb", ...}``."""
-    admin_url = normalise_database_url("database_url", database_url)
-    if not admin_url.startswith("postgresql"):
-        raise SystemExit("this benchmark needs a PostgreSQL server URL")
+    """Import ``rows`` synthetic outcomes as CSV into a fresh database on ``database_url``'s
+    PostgreSQL server and report ``{"rows", "rows_per_s", "peak_rss_mb", ...}``."""
     exposures = -(-rows // ROWS_PER_EXPOSURE)
-    bench_url = _create_database(admin_url)
-    engine = make_engine(bench_url)
-    try:
-        _migrate_and_expose(engine, exposures)
+    with migrated_database(database_url, BENCH_DATABASE) as engine:
+        _expose(engine, exposures)
         with tempfile.TemporaryDirectory(prefix="carepilot-bench-") as folder:
             csv_path = Path(folder) / "outcomes.csv"
             size_bytes = write_synthetic_csv(csv_path, rows, exposures)
-            rss_before_mb = _rss_mb()
+            rss_before_mb = peak_rss_mb()
             factory = sessionmaker(bind=engine, expire_on_commit=False)
-            postgres_cpu_before = _postgres_cpu_s()
+            postgres_cpu_before, host_cpu_before = _postgres_cpu_s(), _host_busy_cpu_s()
             with csv_path.open("rb", buffering=0) as stream:
                 started, cpu_started = time.perf_counter(), time.process_time()
                 report = import_outcomes(factory, LineReader(stream, max_bytes=size_bytes + 1), "csv",
                                          batch_rows=batch_rows, max_listed_errors=100, actor="bench")
                 seconds, python_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
-            postgres_cpu_after = _postgres_cpu_s()
+            postgres_cpu_after, host_cpu_after = _postgres_cpu_s(), _host_busy_cpu_s()
         with engine.connect() as conn:
             stored = conn.scalar(select(func.count()).select_from(Outcome))
-    finally:
-        engine.dispose()
-        _drop_database(admin_url)
+    postgres_cpu_s = (round(postgres_cpu_after - postgres_cpu_before, 2)
+                      if postgres_cpu_before is not None and postgres_cpu_after is not None else None)
     expected_bad = rows // BAD_ROW_EVERY
     if report.rejected_count != expected_bad or stored != rows - expected_bad:
         raise RuntimeError(f"import is wrong: {stored} stored, {report.rejected_count} rejected "
@@ -204,15 +166,17 @@ def measure_ingest(database_url: str = DEFAULT_ADMIN_URL, rows: int = 1_000_000,
     return {
         "rows": rows,
         "rows_per_s": round(rows / seconds, 1),
-        "peak_rss_mb": round(_rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "seconds": round(seconds, 3),
         "rss_before_import_mb": round(rss_before_mb, 1),
         "csv_mb": round(size_bytes / 1e6, 1),
         "exposures": exposures,
-        # where the time goes: CPU of this process and of the PostgreSQL server (all its processes)
+        # where the time goes: CPU of this process, of the PostgreSQL server (all its processes)
+        # and of everything else on the host (other load makes rows_per_s vary between runs)
         "python_cpu_s": round(python_cpu_s, 2),
-        "postgres_cpu_s": (round(postgres_cpu_after - postgres_cpu_before, 2)
-                           if postgres_cpu_before is not None and postgres_cpu_after is not None else None),
+        "postgres_cpu_s": postgres_cpu_s,
+        "other_cpu_s": (round(host_cpu_after - host_cpu_before - python_cpu_s - postgres_cpu_s, 2)
+                        if postgres_cpu_s is not None else None),
         "cpu_count": os.cpu_count(),
         "accepted": report.accepted,
         "rejected": report.rejected_count,
@@ -223,5 +187,4 @@ def measure_ingest(database_url: str = DEFAULT_ADMIN_URL, rows: int = 1_000_000,
 
 
 if __name__ == "__main__":
-    url = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("BENCH_DATABASE_URL", DEFAULT_ADMIN_URL)
-    print(json.dumps(measure_ingest(url, int(os.environ.get("BENCH_ROWS", "1000000"))), indent=2))
+    print(json.dumps(measure_ingest(admin_url_argument(), int(os.environ.get("BENCH_ROWS", "1000000"))), indent=2))

@@ -1,12 +1,10 @@
 """Benchmark: streamed CSV import of subscriber profiles into PostgreSQL.
 
-``measure_import(database_url, rows)`` creates a dedicated database (``carepilot_bench_import``)
-through an AUTOCOMMIT connection to ``database_url``'s server, builds the schema with the
-project's Alembic migrations, seeds two tier schemes (the brief's value tiers and its
-ARPU/need/loyalty segments), writes a seeded synthetic CSV of ``rows`` profiles to a temporary
-file (streamed, never held in memory), and times the real import path — ``LineReader`` over
-the file plus ``import_subscribers`` — as the HTTP handler runs it. The database is dropped
-afterwards.
+``measure_import(database_url, rows)`` builds a throwaway database (``carepilot_bench_import``,
+see ``_pg``), seeds two tier schemes (the brief's value tiers and its ARPU/need/loyalty
+segments), writes a seeded synthetic CSV of ``rows`` profiles to a temporary file (streamed,
+never held in memory), and times the real import path — ``LineReader`` over the file plus
+``import_subscribers`` — as the HTTP handler runs it.
 
 Goal: ≥ 50,000 rows/s for 1,000,000 rows with flat memory (peak RSS independent of ``rows``).
 
@@ -19,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import resource
 import sys
 import tempfile
 import time
@@ -29,18 +26,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alembic import command  # noqa: E402
-from alembic.config import Config  # noqa: E402
-from sqlalchemy import func, select, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from _pg import DEFAULT_ADMIN_URL, admin_url_argument, migrated_database, peak_rss_mb  # noqa: E402
+from sqlalchemy import Engine, func, select, text  # noqa: E402
 from sqlalchemy.orm import sessionmaker  # noqa: E402
 
-from infra.db import make_engine  # noqa: E402
-from infra.settings import PROJECT_ROOT, normalise_database_url  # noqa: E402
 from offers.models import Subscriber, Tier, TierScheme  # noqa: E402
 from offers.subscriber_import import LineReader, import_subscribers  # noqa: E402
 
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BENCH_DATABASE = "carepilot_bench_import"
 BATCH_ROWS = 5_000
 SEED = 20_240_601
@@ -109,28 +101,8 @@ def _profile_line(rng: random.Random, index: int, today: date) -> str:
     )) + "\r\n"
 
 
-def _create_database(admin_url: str) -> str:
-    admin = make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)"))
-        conn.execute(text(f"CREATE DATABASE {BENCH_DATABASE}"))
-    admin.dispose()
-    return make_url(admin_url).set(database=BENCH_DATABASE).render_as_string(hide_password=False)
-
-
-def _drop_database(admin_url: str) -> None:
-    admin = make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)"))
-    admin.dispose()
-
-
-def _migrate_and_seed(engine: Any) -> None:
-    config = Config(str(PROJECT_ROOT / "alembic.ini"))
-    config.attributes["configure_logging"] = False
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+def _seed_tiers(engine: Engine) -> None:
+    """The tier schemes of ``TIER_SCHEMES``, which the import tiers every profile with."""
     with sessionmaker(bind=engine)() as session:
         for scheme in TIER_SCHEMES:
             session.add(TierScheme(code=scheme["code"], name=scheme["name"], is_primary=scheme["is_primary"]))
@@ -151,25 +123,16 @@ def _backend_cpu_s(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
-
-
 def measure_import(database_url: str = DEFAULT_ADMIN_URL, rows: int = 1_000_000,
                    batch_rows: int = BATCH_ROWS) -> dict[str, Any]:
     """Import ``rows`` synthetic profiles as CSV into a fresh PostgreSQL database and report
     ``{"imports_rows_per_s", "rows", "seconds", "peak_rss_mb", ...}``."""
-    admin_url = normalise_database_url("database_url", database_url)
-    if not admin_url.startswith("postgresql"):
-        raise SystemExit("this benchmark needs a PostgreSQL server URL")
-    bench_url = _create_database(admin_url)
-    engine = make_engine(bench_url)
-    try:
-        _migrate_and_seed(engine)
+    with migrated_database(database_url, BENCH_DATABASE) as engine:
+        _seed_tiers(engine)
         with tempfile.TemporaryDirectory(prefix="carepilot-bench-") as folder:
             csv_path = Path(folder) / "subscribers.csv"
             size_bytes = write_synthetic_csv(csv_path, rows)
-            rss_before_mb = _rss_mb()
+            rss_before_mb = peak_rss_mb()
             factory = sessionmaker(bind=engine, expire_on_commit=False)
             with engine.connect() as conn:  # the pooled connection the import will reuse
                 backend_pid = conn.scalar(text("SELECT pg_backend_pid()"))
@@ -183,9 +146,6 @@ def measure_import(database_url: str = DEFAULT_ADMIN_URL, rows: int = 1_000_000,
         with engine.connect() as conn:
             stored = conn.scalar(select(func.count()).select_from(Subscriber))
             tiers = dict(conn.execute(select(Subscriber.tier, func.count()).group_by(Subscriber.tier)).all())
-    finally:
-        engine.dispose()
-        _drop_database(admin_url)
     expected_bad = rows // BAD_ROW_EVERY
     if report.rejected_count != expected_bad or stored != rows - expected_bad:
         raise RuntimeError(f"import is wrong: {stored} stored, {report.rejected_count} rejected "
@@ -194,7 +154,7 @@ def measure_import(database_url: str = DEFAULT_ADMIN_URL, rows: int = 1_000_000,
         "imports_rows_per_s": round(rows / seconds, 1),
         "rows": rows,
         "seconds": round(seconds, 3),
-        "peak_rss_mb": round(_rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_before_import_mb": round(rss_before_mb, 1),
         "csv_mb": round(size_bytes / 1e6, 1),
         # where the time goes: CPU of this process and of the PostgreSQL backend it talked to
@@ -212,5 +172,4 @@ def measure_import(database_url: str = DEFAULT_ADMIN_URL, rows: int = 1_000_000,
 
 
 if __name__ == "__main__":
-    url = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("BENCH_DATABASE_URL", DEFAULT_ADMIN_URL)
-    print(json.dumps(measure_import(url, int(os.environ.get("BENCH_ROWS", "1000000"))), indent=2))
+    print(json.dumps(measure_import(admin_url_argument(), int(os.environ.get("BENCH_ROWS", "1000000"))), indent=2))

@@ -35,8 +35,6 @@ from infra.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 log = logging.getLogger(__name__)
 
-log = logging.getLogger(__name__)
-
 ImportFormat = Literal["csv", "jsonl"]
 CONTENT_TYPES: dict[str, ImportFormat] = {
     "text/csv": "csv",
@@ -185,7 +183,6 @@ class ImportReport:
                 "rejected_truncated": self.rejected_truncated}
 
 
-
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
 
@@ -232,9 +229,11 @@ class PostgresPipeline:
         self.committed_batches = self.committed_rows = 0
 
     def send(self, query: bytes, params: Sequence[bytes | None], rows: int,
-             session: Session | None = None) -> None:
-        """Commit the batch in flight, then send ``query`` with text ``params`` (``rows`` rows,
-        for the counts) in ``session`` (default: a new one), without waiting for it."""
+             session: Session | None = None, *, formats: Sequence[int] | None = None) -> None:
+        """Commit the batch in flight, then send ``query`` with ``params`` (``rows`` rows, for
+        the counts) in ``session`` (default: a new one), without waiting for it. ``formats``
+        says per parameter whether it is text (0, the default for all) or PostgreSQL's binary
+        format (1)."""
         self.collect()
         session = session or self._factory()
         try:
@@ -245,7 +244,7 @@ class PostgresPipeline:
                 pgconn.send_query(b"BEGIN")
                 _flush(pgconn)
                 _raise_for_results(pgconn)
-            pgconn.send_query_params(query, list(params))
+            pgconn.send_query_params(query, list(params), param_formats=formats)
         except BaseException:
             session.rollback()
             session.close()

@@ -3,16 +3,18 @@ day_n, rejection of unknown experiments, subscribers and decisions, roles and va
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import io
 import json
 from datetime import timedelta, timezone
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import func, select, update
 
 from experiments.models import Exposure, Outcome
-from experiments.outcomes import import_outcomes
+from experiments.outcomes import OutcomeIn, import_outcomes
 from infra.audit import AuditEntry
 from infra.db import get_database, utcnow
 from infra.errors import PayloadTooLarge
@@ -294,6 +296,111 @@ def test_bulk_resolves_subscriber_ids_with_awkward_characters(client, auth, db, 
     db.execute(update(Exposure).values(first_exposed_at=T0))
     db.commit()
     r = bulk(client, auth["sms"], jsonl(*[outcome(sid) for sid in awkward]), JSONL)
+    assert r.status_code == 200 and r.json["accepted"] == len(awkward), r.json
+    assert sorted(sid for sid, *_ in stored(db)) == sorted(awkward)
+
+
+CSV_COLUMNS = ("experiment", "subscriber_id", "decision_id", "type", "value", "occurred_at", "day_n")
+
+
+def csv_body(*rows: dict[str, str]) -> str:
+    """A CSV body with every column; cells not given are empty."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        writer.writerow([row.get(name, "") for name in CSV_COLUMNS])
+    return out.getvalue()
+
+
+# Cells the CSV fast path reads itself (plain forms) and cells it leaves to pydantic's lax
+# parsing (spaces, exponents, underscores, signs, other digits, out of range, …)
+@pytest.mark.parametrize("cells", [
+    {"type": "revenue", "value": "12.5"},
+    {"type": "revenue", "value": "-0"},
+    {"type": "revenue", "value": "007.50"},
+    {"type": "revenue", "value": "1000000000000"},
+    {"type": "revenue", "value": "-1000000000000.5"},
+    {"type": "revenue", "value": " 12"},
+    {"type": "revenue", "value": "1e3"},
+    {"type": "revenue", "value": "1_000"},
+    {"type": "revenue", "value": ".5"},
+    {"type": "revenue", "value": "+1"},
+    {"type": "revenue", "value": "nan"},
+    {"type": "revenue", "value": "-inf"},
+    {"type": "revenue", "value": "0x10"},
+    {"type": "revenue", "value": "\uff11\uff12"},  # full-width digits
+    {"type": "revenue", "value": "1" * 400},
+    {"type": "revenue"},
+    {"type": "complaint", "value": "1"},
+    {"type": "retained", "day_n": "30"},
+    {"type": "retained", "day_n": "030"},
+    {"type": "retained", "day_n": "+30"},
+    {"type": "retained", "day_n": "30.0"},
+    {"type": "retained", "day_n": " 30"},
+    {"type": "retained", "day_n": "3650"},
+    {"type": "retained", "day_n": "3651"},
+    {"type": "retained", "day_n": "-1"},
+    {"type": "retained", "day_n": "\u0663"},  # an Arabic-Indic three
+    {"type": "retained", "day_n": "9" * 5000},
+    {"type": "delivered", "day_n": "5"},
+    {"type": "Delivered"},
+    {"type": "delivered "},
+    {"experiment": f" {KEY}"},
+    {"experiment": f"{KEY} "},
+    {"experiment": f"-{KEY}"},
+    {"experiment": ""},
+    {"subscriber_id": " s-2 "},
+    {"subscriber_id": "s-2\u00a0"},
+    {"subscriber_id": "s-2\x1f"},
+    {"subscriber_id": "bad\x07id"},
+    {"subscriber_id": ""},
+    {"subscriber_id": "s" * 65},
+    {"occurred_at": (T0 + timedelta(days=2)).astimezone(timezone(timedelta(hours=8))).isoformat()},
+    {"occurred_at": at(1).replace("Z", "+00:00")},
+    {"occurred_at": at(1).replace("Z", "")},
+    {"occurred_at": f" {at(1)}"},
+    {"occurred_at": "1700000000"},
+    {"occurred_at": "0001-01-01T00:00:00+01:00"},
+    {"occurred_at": ""},
+    {"decision_id": "d-1"},
+    {"decision_id": "d-1", "experiment": "", "subscriber_id": ""},
+])
+def test_bulk_csv_cells_get_the_answer_of_a_single_outcome(app, db, exposed, cells):
+    """Each CSV row is accepted or refused as ``OutcomeIn`` would, value for value and
+    message for message, whichever path reads it."""
+    row = {"experiment": KEY, "subscriber_id": "s-1", "type": "delivered", "occurred_at": at(1), **cells}
+    try:
+        expected = OutcomeIn.model_validate({name: cell for name, cell in row.items() if cell})
+    except ValidationError as exc:
+        expected = exc
+    report = import_outcomes(get_database(app).sessionmaker, io.StringIO(csv_body(row)), "csv",
+                             batch_rows=10, max_listed_errors=10, actor="test")
+    if isinstance(expected, ValidationError):
+        assert report.accepted == 0 and [e["line"] for e in report.rejected] == [2]
+        error = report.rejected[0]["error"]
+        for problem in expected.errors(include_url=False):
+            assert problem["msg"].removeprefix("Value error, ") in error, (error, problem)
+            assert ".".join(map(str, problem["loc"])) in error
+    elif expected.decision_id is not None:
+        assert report.accepted == 0 and "unknown decision id 'd-1'" in report.rejected[0]["error"]
+    else:
+        assert report.accepted == 1, report.rejected
+        day_n = expected.day_n if expected.day_n is not None or expected.type != "retained" else 1
+        assert stored(db) == [(expected.subscriber_id, expected.type, expected.value, day_n, expected.occurred_at)]
+
+
+def test_bulk_resolves_subscriber_ids_that_look_like_array_syntax(client, auth, db, exposed):
+    # The lookup quotes ids in one array literal; ids holding its separator or quotes must
+    # come back as themselves
+    awkward = ['x","y', '"', 'a\\"', '","', "{s-1}", 'NULL","s-1']
+    for sid in awkward:
+        r = client.post(f"/api/v1/experiments/{KEY}/exposures", json={"subscriber_id": sid}, headers=auth["sms"])
+        assert r.status_code == 201, r.json
+    db.execute(update(Exposure).values(first_exposed_at=T0))
+    db.commit()
+    r = bulk(client, auth["sms"], csv_body(*[{"experiment": KEY, "subscriber_id": sid, "type": "delivered",
+                                              "occurred_at": at(1)} for sid in awkward]), CSV)
     assert r.status_code == 200 and r.json["accepted"] == len(awkward), r.json
     assert sorted(sid for sid, *_ in stored(db)) == sorted(awkward)
 
