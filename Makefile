@@ -36,6 +36,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/conditions.py
 	$(BIN)/python bench/ingest_outcomes.py
 	$(BIN)/python bench/aggregate.py
+	$(BIN)/python bench/readout.py
+	$(BIN)/python bench/decision_core.py
 
 clean:
 	rm -rf $(VENV) instance build *.egg-info

@@ -94,6 +94,10 @@ def expose(session: Session, experiment: Experiment, subscriber_id: str, *, tier
     """Expose ``subscriber_id`` to the running ``experiment``: record the first exposure
     (arm, phase, ``tier`` and ``channel`` as of ``now``) or return the one already recorded.
 
+    In rollout (after promotion) a subscriber not yet exposed gets the winning arm — the
+    per-tier winner for their tier where the readout named one — unless they fall in the kept
+    holdout; earlier exposures keep their arms.
+
     Targeting is the caller's job (the decision engine matches the target against the
     profile merged with the request's context). Raises Conflict (409
     ``experiment_not_running``) unless the experiment is in pilot or rollout.
@@ -103,9 +107,13 @@ def expose(session: Session, experiment: Experiment, subscriber_id: str, *, tier
                        f"only while it runs (pilot or rollout)", code="experiment_not_running")
     assignment = assign(experiment_spec(experiment), subscriber_id)
     if assignment.reason in RECORDED_REASONS:
+        arm_key = assignment.arm_key
+        if experiment.status == "rollout" and experiment.winner_arm_key and not assignment.in_holdout:
+            # promoted: the winner (for the subscriber's tier, where it has its own) for everyone new
+            arm_key = (experiment.tier_winners or {}).get(tier or "") or experiment.winner_arm_key
         inserted = session.execute(
             _insert(session).values(experiment_id=experiment.id, subscriber_id=subscriber_id,
-                                    arm_key=assignment.arm_key, in_holdout=assignment.in_holdout,
+                                    arm_key=arm_key, in_holdout=assignment.in_holdout,
                                     phase=experiment.phase, tier=tier, channel=channel,
                                     first_exposed_at=now)
             .on_conflict_do_nothing(index_elements=["experiment_id", "subscriber_id"])

@@ -42,6 +42,7 @@ class Experiment(Timestamps, Base):
         CheckConstraint("phase >= 1", name="phase_positive"),
         CheckConstraint("coverage > 0 AND coverage <= 1", name="coverage_range"),
         CheckConstraint("holdout_share >= 0 AND holdout_share <= 0.5", name="holdout_share_range"),
+        CheckConstraint("readout_interval_minutes >= 5", name="readout_interval_minutes_min"),
         CheckConstraint("namespace_start >= 0 AND namespace_start < namespace_end AND namespace_end <= 1",
                         name="namespace_range"),
         Index("ix_experiments_status", "status"),
@@ -68,6 +69,14 @@ class Experiment(Timestamps, Base):
     budget_code: Mapped[str | None] = mapped_column(ForeignKey("budgets.code", onupdate="CASCADE"))
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # analysis: how often the workers read the experiment out while it runs
+    readout_interval_minutes: Mapped[int] = mapped_column(default=60)
+    # set by promotion (pilot → rollout): the arm new subscribers get, overall and per tier
+    winner_arm_key: Mapped[str | None] = mapped_column(String(64))
+    tier_winners: Mapped[dict[str, Any] | None] = mapped_column(JsonType)  # tier code -> arm key
+    promoted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # the ROI alarm stops paid actions of a rollout until a person resumes it
+    spending_paused: Mapped[bool] = mapped_column(default=False)
 
     arms: Mapped[list[ExperimentArm]] = relationship(
         back_populates="experiment", order_by="ExperimentArm.position", cascade="all, delete-orphan",
@@ -207,3 +216,80 @@ class Outcome(Base):
     day_key: Mapped[int] = mapped_column(Computed(DAY_KEY, persisted=True))
     occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+# --- readouts, promotions and alerts --------------------------------------------------------
+
+READOUT_METHODS = ("conjugate", "hierarchical")
+ALERT_KINDS = ("roi_alarm",)
+
+
+class Readout(Base):
+    """One analysis of an experiment as of ``data_cutoff`` by one version of the models.
+
+    Unique per (experiment, data cutoff, model version), so a readout job that runs twice —
+    retried after a crash, or enqueued twice — stores one row: the second insert does nothing.
+    ``inputs_hash`` is the SHA-256 of the sufficient statistics and settings the results were
+    computed from, so two readouts with the same hash are the same analysis. ``results`` is the
+    readout in the shape of the API (DESIGN §7), promotion verdict included.
+    """
+
+    __tablename__ = "readouts"
+    __table_args__ = (
+        UniqueConstraint("experiment_id", "data_cutoff", "model_version"),
+        CheckConstraint(_in("method", READOUT_METHODS), name="method"),
+        Index("ix_readouts_experiment_id_computed_at", "experiment_id", "computed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    data_cutoff: Mapped[datetime] = mapped_column(UtcDateTime)
+    model_version: Mapped[str] = mapped_column(String(64))
+    inputs_hash: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(20))
+    status_at_readout: Mapped[str] = mapped_column(String(20))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    eligible: Mapped[bool] = mapped_column(default=False)
+    results: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    computed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Promotion(Base):
+    """A pilot promoted to rollout: which readout justified it, the winner (overall and per
+    tier) and who did it (``auto`` by the analysis job, or a person approving). At most one
+    per experiment and status change, whatever retries or races happen."""
+
+    __tablename__ = "promotions"
+    __table_args__ = (UniqueConstraint("experiment_id", "from_status", "to_status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    readout_id: Mapped[int] = mapped_column(ForeignKey("readouts.id"))
+    from_status: Mapped[str] = mapped_column(String(20))
+    to_status: Mapped[str] = mapped_column(String(20))
+    winner_arm_key: Mapped[str] = mapped_column(String(64))
+    tier_winners: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    mode: Mapped[str] = mapped_column(String(10))
+    actor: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Alert(Base):
+    """Something a person must look at, raised by the analysis (the ROI alarm). One per
+    experiment, kind and readout, so a rerun does not raise it twice."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        UniqueConstraint("experiment_id", "kind", "readout_id"),
+        CheckConstraint(_in("kind", ALERT_KINDS), name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    readout_id: Mapped[int] = mapped_column(ForeignKey("readouts.id"))
+    kind: Mapped[str] = mapped_column(String(20))
+    message: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    resolved_by: Mapped[str | None] = mapped_column(String(200))

@@ -33,6 +33,18 @@ class PromotionPolicyIn(StrictModel):
     min_p_roi_above_floor: Share = 0.9
     max_cost_share_of_ltv: float = Field(0.20, gt=0, le=1, allow_inf_nan=False)
     mode: Literal["auto", "approve"] = "approve"
+    # a guardrail (complaints up, ARPU down) is harmed when P(harm) reaches this
+    max_p_guardrail_harm: Share = 0.95
+    # ROI alarm in rollout: P(ROI < roi_floor) at or above this pauses spending
+    roi_alarm_p: Share = 0.9
+    # share of the target kept out as the measured no-care baseline after promotion
+    rollout_holdout_share: float = Field(0.05, ge=0, le=0.5, allow_inf_nan=False)
+    # money value of one retained subscriber; None: the mean LTV of the exposed subscribers
+    value_per_retained: float | None = Field(None, gt=0, le=1e9, allow_inf_nan=False)
+    # retention prior: Beta(1, 1) unless a historical base rate is given, then
+    # Beta(rate × strength, (1 − rate) × strength)
+    prior_base_rate: float | None = Field(None, gt=0, lt=1, allow_inf_nan=False)
+    prior_strength: float = Field(2.0, gt=0, le=1e6, allow_inf_nan=False)
 
 
 DEFAULT_PROMOTION_POLICY: dict[str, Any] = PromotionPolicyIn().model_dump()
@@ -71,6 +83,7 @@ class ExperimentIn(StrictModel):
     guardrails: list[Guardrail] = Field(default_factory=lambda: list(GUARDRAIL_METRICS))
     promotion_policy: PromotionPolicyIn = Field(default_factory=PromotionPolicyIn)
     budget_code: Code | None = None
+    readout_interval_minutes: int = Field(60, ge=5, le=31 * 24 * 60)
     arms: list[ArmIn] = Field(default_factory=list, max_length=MAX_ARMS)
 
     @field_validator("guardrails")
@@ -112,3 +125,19 @@ class PhaseIn(StrictModel):
     weights: dict[Code, Weight] = Field(min_length=2, max_length=MAX_ARMS)
     hash_seed: Seed | None = None
     reason: Text = ""
+
+
+def promotion_policy(stored: dict[str, Any]) -> PromotionPolicyIn:
+    """The experiment's policy with today's defaults for the fields it was stored without."""
+    return PromotionPolicyIn.model_validate({**DEFAULT_PROMOTION_POLICY, **stored})
+
+
+class ApprovalIn(StrictModel):
+    """A person approving the promotion the latest readout allows (mode "approve")."""
+
+    readout_id: int | None = Field(None, ge=1)  # None: the latest readout
+    reason: Text = ""
+
+
+class ResumeSpendingIn(StrictModel):
+    reason: Text = Field(min_length=1)

@@ -52,6 +52,10 @@ READ_ONLY_FIELDS = {
     "phase": "start a new phase with POST /api/v1/experiments/<key>/phases",
     "started_at": "set when the pilot starts",
     "ended_at": "set when the experiment completes or stops",
+    "winner_arm_key": "set by promotion (POST /api/v1/experiments/<key>/promotion)",
+    "tier_winners": "set by promotion (POST /api/v1/experiments/<key>/promotion)",
+    "promoted_at": "set by promotion",
+    "spending_paused": "set by the ROI alarm; resume with POST /api/v1/experiments/<key>/resume-spending",
 }
 PHASES_HINT = ("to change weights of a running experiment, start a new phase "
                "(POST /api/v1/experiments/{key}/phases), which re-seeds assignment; "

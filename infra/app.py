@@ -55,13 +55,15 @@ def _register_blueprints(app: Flask) -> None:
     from admin_ui.views import bp as admin_bp
     from experiments.api import bp as experiments_bp
     from experiments.outcomes_api import bp as outcomes_bp
+    from experiments.readout_api import bp as readout_bp
     from infra.auth_api import bp as auth_bp
     from infra.health import bp as health_bp
     from infra.jobs_api import bp as jobs_bp
     from offers.api import bp as offers_bp
     from offers.subscribers_api import bp as subscribers_bp
 
-    for bp in (health_bp, auth_bp, jobs_bp, offers_bp, subscribers_bp, experiments_bp, outcomes_bp, admin_bp):
+    for bp in (health_bp, auth_bp, jobs_bp, offers_bp, subscribers_bp, experiments_bp, outcomes_bp, readout_bp,
+               admin_bp):
         app.register_blueprint(bp)
 
 

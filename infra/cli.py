@@ -1,4 +1,4 @@
-"""``flask --app wsgi <command>``: users, API keys and the demo data."""
+"""``flask --app wsgi <command>``: users, API keys, the demo data, imports and readouts."""
 
 from __future__ import annotations
 
@@ -91,6 +91,26 @@ def register_cli(app: Flask) -> None:
 
         result = retier_all(get_database(app).sessionmaker)
         click.echo(f"scanned {result['scanned']}, changed {result['changed']}: {result['by_tier']}")
+
+    @app.cli.command("readout")
+    @click.argument("experiment_key")
+    @click.option("--at", "at", default=None,
+                  help="Data cutoff, ISO-8601 with offset (default: now).")
+    def readout_command(experiment_key: str, at: str | None) -> None:
+        """Compute one experiment readout now, in this process, and print its summary."""
+        import json
+
+        from experiments.jobs import run_readout
+        from experiments.readouts import parse_at
+        from infra.db import utcnow
+
+        try:
+            cutoff = parse_at(at) or utcnow().replace(microsecond=0)
+            summary = run_readout(get_database(app).sessionmaker, experiment_key, cutoff,
+                                  progress=lambda stage, share: click.echo(f"{share:4.0%} {stage}", err=True))
+        except ApiError as exc:
+            raise click.ClickException(exc.message) from None
+        click.echo(json.dumps(summary, indent=2))
 
     @app.cli.command("import-subscribers")
     @click.argument("path", type=click.Path(exists=True, dir_okay=False))

@@ -1,12 +1,16 @@
-"""The worker entry point (``carepilot-worker``): one RQ worker with its scheduler.
+"""The worker entry point (``carepilot-worker``): one RQ worker with its scheduler, and
+rq's cron scheduler (``infra.cron``) in a child process for the periodic jobs.
 
-It preloads the numeric stack once in the parent so every forked work horse starts warm,
-and makes sure no database connection crosses the fork.
+It preloads the numeric stack (numpy, scipy, PyMC) once in the parent so every forked work
+horse starts warm, and makes sure no database connection crosses the fork: jobs build their
+engine in the work horse (``infra.job_runtime``). ``--no-cron`` leaves the schedule to
+another host (any number may run it: the ticks only enqueue under deterministic ids).
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import sys
 
 from rq import Worker
@@ -22,6 +26,7 @@ log = logging.getLogger("carepilot.worker")
 def preload() -> None:
     """Import the heavy libraries and configure mappers before forking work horses."""
     import numpy  # noqa: F401
+    import pymc  # noqa: F401  (seconds to import: once here, not in every job)
     import scipy.stats  # noqa: F401
     from sqlalchemy.orm import configure_mappers
 
@@ -37,10 +42,21 @@ def main() -> None:
         sys.exit(f"carepilot-worker: {exc}")
     configure_logging(settings.log_level, settings.log_format)
     preload()
+    cron = None
+    if "--no-cron" not in sys.argv[1:]:
+        from infra.cron import run_cron
+
+        cron = multiprocessing.get_context("fork").Process(target=run_cron, name="carepilot-cron", daemon=True)
+        cron.start()
     connection = connect_redis(settings)
     worker = Worker(list(QUEUE_NAMES), connection=connection)
     log.info("worker %s listening on %s", worker.name, ", ".join(QUEUE_NAMES))
-    worker.work(with_scheduler=True, logging_level=settings.log_level)
+    try:
+        worker.work(with_scheduler=True, logging_level=settings.log_level)
+    finally:
+        if cron is not None:
+            cron.terminate()
+            cron.join(timeout=10)
 
 
 if __name__ == "__main__":
