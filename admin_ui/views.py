@@ -1,4 +1,5 @@
-"""The server-rendered admin UI at ``/admin``: login, overview, offers, tiers, audit log.
+"""The server-rendered admin UI at ``/admin``: login, overview, offers, tiers, experiments and
+their readouts (``experiments_views``), audit log.
 
 People log in with email + password into a session cookie; every unsafe request carries the
 session's CSRF token in a hidden ``csrf_token`` field. Roles: admin and marketing may change
@@ -45,7 +46,7 @@ AUDIT_PAGE_ROWS = 200
 RECENT_AUDIT_ROWS = 10
 MAX_PASSWORD_CHARS = 1000  # argon2 cost grows with input; nobody's password is longer
 NAV = (("admin.overview", "Overview"), ("admin.offers", "Offers"), ("admin.tiers", "Tiers"),
-       ("admin.audit", "Audit log"))
+       ("admin.experiments", "Experiments"), ("admin.audit", "Audit log"))
 FORM_EXPIRED = ("This form has expired or was not sent from this site, so nothing was changed. "
                 "Go back, reload the page and submit it again.")
 # No scripts at all: the UI is plain HTML forms, so the strictest policy costs nothing.
@@ -343,3 +344,8 @@ def audit() -> str:
 def not_found(unknown: str) -> Any:
     """Unknown /admin pages get the HTML 404 page rather than the API's JSON envelope."""
     return _error_page(404, "Not found", f"There is no admin page at /admin/{unknown}.")
+
+
+# The experiment and readout pages live in their own module on this blueprint; imported last
+# because they use the helpers above.
+from admin_ui import experiments_views  # noqa: E402,F401
