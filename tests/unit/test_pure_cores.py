@@ -10,7 +10,11 @@ import pytest
 from infra.settings import PROJECT_ROOT
 
 PURE_MODULES = ["offers.conditions", "offers.tiering", "offers.derived_attributes", "experiments.assignment",
-                "offers.subscriber_attributes"]
+                "offers.subscriber_attributes", "decisioning.risk", "decisioning.snapshot",
+                "decisioning.core", "experiments.stats", "experiments.stats.inputs", "experiments.stats.beta",
+                "experiments.stats.sampling", "experiments.stats.revenue", "experiments.stats.srm",
+                "experiments.stats.rounding", "experiments.stats.results", "experiments.stats.conjugate",
+                "experiments.stats.hierarchical"]
 FORBIDDEN = ("flask", "sqlalchemy", "redis", "rq", "werkzeug")
 
 
