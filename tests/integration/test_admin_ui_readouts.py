@@ -343,7 +343,7 @@ def test_a_readout_with_missing_fields_still_renders(app, client, auth, db, logi
     assert r.status_code == 200
     body = _text(r)
     assert "No retention estimate to chart yet." in body
-    assert "the hierarchical model did not converge" in body and "made up rule" in body
+    assert "the hierarchical model failed its diagnostics" in body and "made up rule" in body
     assert 'data-testid="readout-error"' in body and 'data-testid="hierarchical-fallback"' in body
     assert "r_hat_max" in body and "1.3" in body and "12, —" in body
     assert "Approve promotion" not in body
