@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/aggregate.py
 	$(BIN)/python bench/readout.py
 	$(BIN)/python bench/decision_core.py
+	$(BIN)/python bench/decision_latency.py
 
 clean:
 	rm -rf $(VENV) instance build *.egg-info

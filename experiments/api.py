@@ -13,6 +13,7 @@ Every write is audited in the same transaction as the change.
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
+from pydantic import BaseModel, Field
 
 from experiments import schemas, service
 from experiments.models import STATUSES
@@ -20,11 +21,19 @@ from infra.auth import CONFIG_READERS, CONFIG_WRITERS, current_principal, requir
 from infra.db import db_session
 from infra.errors import BadRequest
 from infra.http import read_json_body, read_json_object
+from infra.openapi import api_doc
+from offers.schemas import Code
 
 bp = Blueprint("experiments_api", __name__, url_prefix="/api/v1")
+KEY = {"key": Code}
+
+
+class ExperimentListQuery(BaseModel):
+    status: schemas.Status | None = Field(None, description="only experiments in this status")
 
 
 @bp.get("/experiments")
+@api_doc("List experiments", query=ExperimentListQuery, responses={200: schemas.ExperimentList})
 @require_user(*CONFIG_READERS)
 def list_experiments():  # type: ignore[no-untyped-def]
     unknown = set(request.args) - {"status"}
@@ -39,6 +48,8 @@ def list_experiments():  # type: ignore[no-untyped-def]
 
 
 @bp.post("/experiments")
+@api_doc("Create a draft experiment with its arms", body=schemas.ExperimentIn,
+         responses={201: schemas.ExperimentDetailOut})
 @require_user(*CONFIG_WRITERS)
 def create_experiment():  # type: ignore[no-untyped-def]
     data = read_json_body(schemas.ExperimentIn)
@@ -49,6 +60,7 @@ def create_experiment():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/experiments/<key>")
+@api_doc("Get an experiment with its phase history", path=KEY, responses={200: schemas.ExperimentDetailOut})
 @require_user(*CONFIG_READERS)
 def get_experiment(key: str):  # type: ignore[no-untyped-def]
     experiment = service.get_experiment(db_session(), key)
@@ -56,6 +68,10 @@ def get_experiment(key: str):  # type: ignore[no-untyped-def]
 
 
 @bp.patch("/experiments/<key>")
+@api_doc("Edit an experiment", description="Send only the fields to change. ``arms`` replaces the whole list; "
+         "``promotion_policy`` is merged over the stored policy. A running experiment keeps its split and "
+         "population frozen (409 experiment_running): start a new phase instead.",
+         body=schemas.ExperimentIn, partial=True, path=KEY, responses={200: schemas.ExperimentDetailOut})
 @require_user(*CONFIG_WRITERS)
 def patch_experiment(key: str):  # type: ignore[no-untyped-def]
     patch = read_json_object()
@@ -66,6 +82,9 @@ def patch_experiment(key: str):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/experiments/<key>/transition")
+@api_doc("Move an experiment through its lifecycle",
+         description="draft → pilot → rollout → completed, and draft | pilot | rollout → stopped.",
+         body=schemas.TransitionIn, path=KEY, responses={200: schemas.ExperimentDetailOut})
 @require_user(*CONFIG_WRITERS)
 def transition_experiment(key: str):  # type: ignore[no-untyped-def]
     body = read_json_body(schemas.TransitionIn)
@@ -77,6 +96,8 @@ def transition_experiment(key: str):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/experiments/<key>/phases")
+@api_doc("Start a new phase (new weights, re-seeded split)", body=schemas.PhaseIn, path=KEY,
+         responses={201: schemas.ExperimentDetailOut})
 @require_user(*CONFIG_WRITERS)
 def start_phase(key: str):  # type: ignore[no-untyped-def]
     body = read_json_body(schemas.PhaseIn)

@@ -59,7 +59,7 @@ from experiments.service import get_experiment
 from infra.bulk_import import (ImportFormat, ImportReport, ImportTooLarge, LineReader, PostgresPipeline,
                                audit_import, csv_records, cyclic_gc_paused, jsonl_lines)
 from infra.db import utcnow
-from infra.errors import BadRequest, NotFound, PayloadTooLarge
+from infra.errors import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge
 from infra.http import StrictModel
 from offers.schemas import Code
 from offers.subscriber_attributes import ProfileError, validate_subscriber_id
@@ -70,8 +70,8 @@ CLOCK_SKEW = timedelta(minutes=5)  # systems' clocks disagree a little; more is 
 MAX_DAY_N = 3650
 MAX_ABS_VALUE = 1e12
 OUTCOMES = Outcome.__table__
-DECISIONS_PENDING = ("decisions arrive with the decision API; until then report outcomes by "
-                     "experiment and subscriber_id")
+NOT_IN_EXPERIMENT = ("that decision was not part of an experiment, and outcomes feed experiment "
+                     "readouts; report outcomes of experiment decisions, or by experiment and subscriber_id")
 
 
 def _valid_subscriber_id(value: str) -> str:
@@ -169,7 +169,40 @@ class OutcomeRow(NamedTuple):
 
 
 def unknown_decision(decision_id: str) -> str:
-    return f"unknown decision id {decision_id!r}: {DECISIONS_PENDING}"
+    return f"unknown decision id {decision_id!r}"
+
+
+def decision_not_in_experiment(decision_id: str) -> str:
+    return f"decision {decision_id!r}: {NOT_IN_EXPERIMENT}"
+
+
+def decisions_exposures(session: Session, decision_ids: Collection[str]) -> dict[str, tuple[str | None, str]]:
+    """decision id → (experiment key or None, subscriber id) for the decisions that exist."""
+    from decisioning.models import Decision  # the ledger lives in decisioning; outcomes only read it
+
+    found: dict[str, tuple[str | None, str]] = {}
+    ids = list(decision_ids)
+    for start in range(0, len(ids), 1000):
+        rows = session.execute(select(Decision.id, Decision.experiment_key, Decision.subscriber_id)
+                               .where(Decision.id.in_(ids[start:start + 1000])))
+        found.update({decision_id: (key, sid) for decision_id, key, sid in rows})
+    return found
+
+
+def _by_decision(data: OutcomeFields | OutcomeIn,
+                 known: dict[str, tuple[str | None, str]]) -> tuple[str, str] | tuple[None, ApiError]:
+    """(experiment, subscriber id) of an outcome reported by decision id, or (None, the error)."""
+    assert data.decision_id is not None
+    decision = known.get(data.decision_id)
+    if decision is None:
+        return None, NotFound(unknown_decision(data.decision_id), code="unknown_decision")
+    key, subscriber_id = decision
+    if key is None:
+        return None, Conflict(decision_not_in_experiment(data.decision_id), code="decision_not_in_experiment")
+    if (data.experiment not in (None, key)) or (data.subscriber_id not in (None, subscriber_id)):
+        return None, Conflict(f"decision {data.decision_id!r} is for experiment {key!r} and subscriber "
+                              f"{subscriber_id!r}, not the ones given", code="decision_mismatch")
+    return key, subscriber_id
 
 
 def not_exposed(experiment_key: str, subscriber_id: str) -> str:
@@ -286,7 +319,10 @@ def record_outcome(session: Session, data: OutcomeIn, *, now: datetime) -> tuple
     new. 404 for an unknown decision id or experiment and for a subscriber never exposed;
     400 for an ``occurred_at`` the exposure rules out."""
     if data.decision_id is not None:
-        raise NotFound(unknown_decision(data.decision_id), code="unknown_decision")
+        key, found = _by_decision(data, decisions_exposures(session, [data.decision_id]))
+        if key is None:
+            raise found  # type: ignore[misc]
+        data = data.model_copy(update={"experiment": key, "subscriber_id": found})
     assert data.experiment is not None and data.subscriber_id is not None  # the schema checks it
     experiment = get_experiment(session, data.experiment)
     exposure = find_exposure(session, experiment.id, data.subscriber_id)
@@ -473,6 +509,19 @@ class _ExposureResolver:
     def resolve(self, session: Session, records: list[Record], now: datetime,
                 reject: Callable[[int, str], None]) -> list[OutcomeRow]:
         """The writable rows of ``records``; the others go to ``reject``."""
+        by_decision = [data.decision_id for _, data in records if data.decision_id is not None]
+        if by_decision:  # resolve decision ids to (experiment, subscriber) first
+            known = decisions_exposures(session, set(by_decision))
+            resolved: list[Record] = []
+            for line_no, data in records:
+                if data.decision_id is not None:
+                    key, found = _by_decision(data, known)
+                    if key is None:
+                        reject(line_no, found.message)  # type: ignore[union-attr]
+                        continue
+                    data = data._replace(experiment=key, subscriber_id=found, decision_id=None)
+                resolved.append((line_no, data))
+            records = resolved
         wanted: dict[str, set[str]] = {}  # experiment key → subscriber ids
         for _, data in records:  # the schema guarantees experiment and subscriber_id without decision_id
             if data.decision_id is None:
@@ -490,9 +539,6 @@ class _ExposureResolver:
         rows: list[OutcomeRow] = []
         append = rows.append
         for line_no, data in records:
-            if data.decision_id is not None:
-                reject(line_no, unknown_decision(data.decision_id))
-                continue
             exposed = exposures[data.experiment]  # type: ignore[index]
             if exposed is None:
                 reject(line_no, f"no experiment {data.experiment!r}")

@@ -20,10 +20,15 @@ exposes subscribers as part of each decision. Rules for outcomes: ``experiments.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from flask import Blueprint, current_app, jsonify, request
+from pydantic import Field
 
 from experiments.exposures import expose_if_targeted
-from experiments.outcomes import OutcomeIn, SubscriberId, import_outcomes, outcome_json, record_outcome
+from experiments.outcomes import (OutcomeIn, OutcomeType, SubscriberId, import_outcomes, outcome_json,
+                                  record_outcome)
+from experiments.schemas import ExperimentStatsOut
 from experiments.service import get_experiment
 from experiments.stats_sql import experiment_stats
 from infra.auth import CONFIG_READERS, CONFIG_WRITERS, current_principal, require_channel_or_user, require_user
@@ -31,8 +36,9 @@ from infra.bulk_import import upload_lines
 from infra.db import db_session, get_database, utcnow
 from infra.errors import BadRequest, Forbidden
 from infra.http import StrictModel, read_json_body
+from infra.openapi import RawBody, ResponseModel, api_doc
 from offers.models import Subscriber
-from offers.schemas import Channel
+from offers.schemas import Channel, Code, ImportReportOut
 
 bp = Blueprint("outcomes_api", __name__, url_prefix="/api/v1")
 
@@ -42,7 +48,45 @@ class ExposureIn(StrictModel):
     channel: Channel | None = None  # a channel key's own channel when omitted
 
 
+class ExposureOut(ResponseModel):
+    """Where the subscriber stands in the experiment. ``reason``: assigned or holdout for a recorded
+    exposure (``new``: this call recorded it), else why they are not in it (not_targeted, …)."""
+
+    experiment: str
+    subscriber_id: str
+    arm: str | None
+    in_experiment: bool
+    in_holdout: bool
+    reason: str
+    new: bool
+    phase: int | None
+    tier: str | None
+    channel: str | None
+    first_exposed_at: datetime | None
+
+
+class OutcomeOut(ResponseModel):
+    """The stored outcome."""
+
+    id: int = Field(ge=1)
+    experiment: str
+    subscriber_id: str
+    decision_id: str | None
+    type: OutcomeType
+    value: float | None
+    day_n: int | None
+    occurred_at: datetime
+    received_at: datetime
+
+
+BULK_OUTCOMES = RawBody(("text/csv", "application/x-ndjson", "application/jsonl"),
+                        "UTF-8. The fields of POST /api/v1/outcomes: a CSV header row naming them, or one "
+                        "JSON object per line.")
+
+
 @bp.post("/experiments/<key>/exposures")
+@api_doc("Expose a subscriber to a running experiment", body=ExposureIn, path={"key": Code},
+         responses={200: ExposureOut, 201: ExposureOut}, tags=("experiments",))
 @require_channel_or_user(*CONFIG_WRITERS)
 def post_exposure(key: str):  # type: ignore[no-untyped-def]
     """Expose a subscriber to a running experiment and answer with their (sticky) arm."""
@@ -66,6 +110,8 @@ def post_exposure(key: str):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/outcomes")
+@api_doc("Report one outcome", body=OutcomeIn, responses={200: OutcomeOut, 201: OutcomeOut},
+         errors={404: "no such experiment, decision or exposure"})
 @require_channel_or_user(*CONFIG_WRITERS)
 def post_outcome():  # type: ignore[no-untyped-def]
     """Record one outcome; re-sending it updates the same row."""
@@ -77,6 +123,7 @@ def post_outcome():  # type: ignore[no-untyped-def]
 
 
 @bp.post("/outcomes/bulk")
+@api_doc("Report many outcomes (CSV or JSON lines)", raw_body=BULK_OUTCOMES, responses={200: ImportReportOut})
 @require_channel_or_user(*CONFIG_WRITERS)
 def bulk_outcomes():  # type: ignore[no-untyped-def]
     """Stream a CSV or JSON-lines body of outcomes in; report bad rows by line."""
@@ -92,6 +139,7 @@ def bulk_outcomes():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/experiments/<key>/stats")
+@api_doc("Sufficient statistics of an experiment", path={"key": Code}, responses={200: ExperimentStatsOut})
 @require_user(*CONFIG_READERS)
 def get_stats(key: str):  # type: ignore[no-untyped-def]
     """Exposed, matured, retained and churned at the primary metric day, revenue sums,

@@ -17,7 +17,10 @@ import csv
 import io
 from typing import Any
 
+from datetime import datetime
+
 from flask import Blueprint, Response, jsonify, request
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from experiments import promotion, readouts, schemas
@@ -28,11 +31,26 @@ from infra.auth import CONFIG_READERS, CONFIG_WRITERS, current_principal, requir
 from infra.db import db_session, utcnow
 from infra.errors import BadRequest, Conflict
 from infra.http import read_json_body
-from infra.jobs_api import redis_or_503
+from infra.jobs_api import JobAccepted, redis_or_503
+from infra.openapi import RawBody, api_doc
 from infra.queues import job_json
+from offers.schemas import Code
 
 bp = Blueprint("readout_api", __name__, url_prefix="/api/v1")
 HISTORY_LIMIT = 500
+KEY = {"key": Code}
+
+
+class ReadoutQuery(BaseModel):
+    at: datetime | None = Field(None, description="ISO-8601 with a UTC offset: the latest readout whose data "
+                                                   "cutoff is at or before this time")
+
+
+class ReadoutJobAccepted(JobAccepted):
+    """The readout job was queued (or one for the same cutoff is already waiting or running)."""
+
+    data_cutoff: datetime
+    poll: str = Field(description="GET this URL for the job's status")
 
 
 def _only_query(*allowed: str) -> None:
@@ -52,6 +70,8 @@ def _latest(key: str) -> tuple[Any, Any]:
 
 
 @bp.get("/experiments/<key>/readout")
+@api_doc("The latest readout of an experiment", query=ReadoutQuery, path=KEY,
+         responses={200: schemas.ReadoutOut})
 @require_user(*CONFIG_READERS)
 def get_readout(key: str):  # type: ignore[no-untyped-def]
     experiment, readout = _latest(key)
@@ -75,6 +95,9 @@ def _csv_row(tier: str, arm: dict[str, Any]) -> list[Any]:
 
 
 @bp.get("/experiments/<key>/readout.csv")
+@api_doc("The latest readout as CSV (per arm, then per tier × arm)", query=ReadoutQuery, path=KEY,
+         responses={200: RawBody(("text/csv",), "one row per arm (tier \"all\") and per tier × arm; "
+                                                  "columns: " + ", ".join(CSV_FIELDS))})
 @require_user(*CONFIG_READERS)
 def get_readout_csv(key: str):  # type: ignore[no-untyped-def]
     experiment, readout = _latest(key)
@@ -92,6 +115,7 @@ def get_readout_csv(key: str):  # type: ignore[no-untyped-def]
 
 
 @bp.get("/experiments/<key>/readouts")
+@api_doc("The readout history of an experiment", path=KEY, responses={200: schemas.ReadoutHistoryOut})
 @require_user(*CONFIG_READERS)
 def list_readouts(key: str):  # type: ignore[no-untyped-def]
     _only_query()
@@ -108,6 +132,8 @@ def list_readouts(key: str):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/experiments/<key>/readouts")
+@api_doc("Compute a readout now (queued)", path=KEY, responses={202: ReadoutJobAccepted},
+         errors={409: "the experiment is a draft", 503: None})
 @require_user(*CONFIG_WRITERS)
 def start_readout(key: str):  # type: ignore[no-untyped-def]
     _only_query()
@@ -122,6 +148,8 @@ def start_readout(key: str):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/experiments/<key>/promotion")
+@api_doc("Approve the promotion the latest readout allows", body=schemas.ApprovalIn, path=KEY,
+         responses={201: schemas.ApprovalOut})
 @require_user(*CONFIG_WRITERS)
 def approve_promotion(key: str):  # type: ignore[no-untyped-def]
     body = read_json_body(schemas.ApprovalIn)
@@ -135,6 +163,7 @@ def approve_promotion(key: str):  # type: ignore[no-untyped-def]
 
 
 @bp.get("/experiments/<key>/promotions")
+@api_doc("Promotions and alerts of an experiment", path=KEY, responses={200: schemas.PromotionsOut})
 @require_user(*CONFIG_READERS)
 def list_promotions(key: str):  # type: ignore[no-untyped-def]
     _only_query()
@@ -147,6 +176,8 @@ def list_promotions(key: str):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/experiments/<key>/resume-spending")
+@api_doc("Resume spending after the ROI alarm", body=schemas.ResumeSpendingIn, path=KEY,
+         responses={200: schemas.ExperimentOut})
 @require_user(*CONFIG_WRITERS)
 def resume_spending(key: str):  # type: ignore[no-untyped-def]
     body = read_json_body(schemas.ResumeSpendingIn)

@@ -267,4 +267,7 @@ def parse_at(raw: str | None) -> datetime | None:
                          code="invalid_query") from None
     if value.tzinfo is None:
         raise BadRequest(f"at={raw!r} has no UTC offset; add Z or +hh:mm", code="invalid_query")
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00+01:00 has no UTC equivalent
+        raise BadRequest(f"at={raw!r} is out of range", code="invalid_query") from None

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from experiments.models import GUARDRAIL_METRICS, PILOT_COVERAGE, PRIMARY_METRICS, STATUSES
-from infra.http import StrictModel
+from infra.http import MAX_ID, StrictModel
+from infra.openapi import ResponseModel
 from offers.schemas import Code, Name, Text
 
 Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
@@ -135,9 +137,262 @@ def promotion_policy(stored: dict[str, Any]) -> PromotionPolicyIn:
 class ApprovalIn(StrictModel):
     """A person approving the promotion the latest readout allows (mode "approve")."""
 
-    readout_id: int | None = Field(None, ge=1)  # None: the latest readout
+    readout_id: int | None = Field(None, ge=1, le=MAX_ID)  # None: the latest readout
     reason: Text = ""
 
 
 class ResumeSpendingIn(StrictModel):
     reason: Text = Field(min_length=1)
+
+
+# --- responses (documentation of what the handlers send; tests check the handlers against them) ---
+
+Probability = Annotated[float, Field(ge=0, le=1)]
+Pair = tuple[float | None, float | None]  # (low, high) of a 95% credible interval
+
+
+class ArmOut(ResponseModel):
+    key: str
+    offer_code: str | None = Field(description="null: no action (the usual control)")
+    weight: float = Field(ge=0, description="relative; normalised over the arms when assigning")
+    is_control: bool
+    position: int = Field(ge=0, description="the GrowthBook variation index")
+
+
+class PhaseWeight(ResponseModel):
+    arm: str
+    weight: float = Field(ge=0)
+
+
+class PhaseOut(ResponseModel):
+    """One phase: a re-seeded split. After promotion the rollout phase gives the winner all the weight."""
+
+    phase: int = Field(ge=1)
+    hash_seed: str
+    weights: list[PhaseWeight]
+    coverage: float = Field(ge=0, le=1)
+    started_at: datetime
+
+
+class ExperimentOut(ExperimentIn, ResponseModel):
+    """An experiment as stored, with its arms in variation order and the states it may move to."""
+
+    id: int = Field(ge=1)
+    status: Status
+    phase: int = Field(ge=1)
+    hash_seed: str  # type: ignore[assignment]  # stored: defaults to the key
+    promotion_policy: dict[str, Any]  # type: ignore[assignment]  # as stored; fields added later take defaults
+    arms: list[ArmOut]  # type: ignore[assignment]
+    allowed_transitions: list[Status]
+    started_at: datetime | None
+    ended_at: datetime | None
+    winner_arm_key: str | None
+    tier_winners: dict[str, str] | None = Field(description="tier code → the arm promoted for that tier")
+    promoted_at: datetime | None
+    spending_paused: bool = Field(description="set by the ROI alarm; resume with POST …/resume-spending")
+    created_at: datetime
+    updated_at: datetime
+
+
+class ExperimentDetailOut(ExperimentOut):
+    """An experiment with its phase history."""
+
+    phases: list[PhaseOut]
+
+
+class ExperimentList(ResponseModel):
+    items: list[ExperimentOut]
+
+
+class ArmStatsOut(ResponseModel):
+    """Sufficient statistics of one arm (or of the holdout: ``arm`` null, ``in_holdout`` true)."""
+
+    arm: str | None
+    is_control: bool
+    in_holdout: bool
+    exposed: int = Field(ge=0)
+    matured: int = Field(ge=0, description="exposed at least day_n days before the data cutoff")
+    retained: int = Field(ge=0)
+    churned: int = Field(ge=0)
+    revenue_n: int = Field(ge=0)
+    revenue_sum: float
+    revenue_sum_squares: float = Field(ge=0)
+    complaints: int = Field(ge=0)
+    delivered: int = Field(ge=0)
+    accepted: int = Field(ge=0)
+    declined: int = Field(ge=0)
+
+
+class TierStatsOut(ResponseModel):
+    tier: str | None
+    arms: list[ArmStatsOut]
+
+
+class ExperimentStatsOut(ResponseModel):
+    """Sufficient statistics per arm (and holdout) and per arm × tier, at the primary metric's day."""
+
+    experiment: str
+    status: Status
+    primary_metric: PrimaryMetric
+    day_n: int = Field(ge=0)
+    data_cutoff: datetime
+    matured_before: datetime
+    arms: list[ArmStatsOut]
+    tiers: list[TierStatsOut]
+
+
+class IntervalOut(ResponseModel):
+    """A posterior mean with its equal-tailed 95% credible interval."""
+
+    mean: float | None
+    ci95: Pair | None
+
+
+class ArmReadoutOut(ResponseModel):
+    """One arm's posterior summaries; comparisons are arm − control (null for the control itself)."""
+
+    key: str
+    is_control: bool
+    exposed: int = Field(ge=0)
+    trials: int = Field(ge=0)
+    retained: int = Field(ge=0)
+    retention_mean: float | None
+    retention_ci95: Pair | None
+    uplift_vs_control: IntervalOut | None
+    p_beats_control: Probability | None
+    p_best: Probability | None
+    expected_loss: float | None
+    arpu_mean: float | None
+    arpu_ci95: Pair | None
+    arpu_uplift: IntervalOut | None
+    p_arpu_harm: Probability | None
+    cost: float | None
+    cost_per_subscriber: float | None
+    incremental_value: IntervalOut | None
+    roi_mean: float | None
+    p_roi_above_floor: Probability | None
+    p_roi_below_floor: Probability | None
+    complaint_rate: float | None
+    p_complaint_harm: Probability | None
+
+
+class TierReadoutOut(ResponseModel):
+    tier: str | None
+    arms: list[ArmReadoutOut]
+    error: str | None
+    error_message: str | None
+
+
+class SrmOut(ResponseModel):
+    """Sample-ratio mismatch: chi-square of first exposures against the configured weights."""
+
+    p_value: Probability | None
+    flag: bool = Field(description="p < 0.001: blocks promotion")
+    chi2: float | None
+    degrees_of_freedom: int | None
+    observed: dict[str, int]
+    expected: dict[str, float | None]
+    error: str | None
+
+
+class PromotionVerdictOut(ResponseModel):
+    eligible: bool
+    winner: str | None
+    tier_winners: dict[str, str]
+    blocked_by: list[str] = Field(description="codes of the rules that block promotion, e.g. min_runtime, srm")
+    reasons: list[dict[str, str]]
+
+
+class ReadoutOut(ResponseModel):
+    """The latest readout of an experiment (DESIGN §7)."""
+
+    readout_id: int = Field(ge=1)
+    experiment: str
+    status: Status = Field(description="the experiment's status now")
+    status_at_readout: Status
+    computed_at: datetime
+    data_cutoff: datetime
+    model_version: str
+    inputs_hash: str
+    method: Literal["conjugate", "hierarchical"]
+    primary_metric: PrimaryMetric
+    value_per_retained: float | None
+    value_source: Literal["policy", "mean_ltv"] | None
+    cost_source: str
+    roi_floor: float | None
+    seed: int
+    draws: int
+    arms: list[ArmReadoutOut]
+    tiers: list[TierReadoutOut]
+    srm: SrmOut
+    holdout: ArmStatsOut | None
+    hierarchical: dict[str, Any] = Field(description="the hierarchical model: attempted, ok, reason, "
+                                                     "diagnostics, per-tier posteriors")
+    promotion: PromotionVerdictOut
+    error: str | None
+    error_message: str | None
+
+
+class ReadoutArmSummary(ResponseModel):
+    key: str
+    retention_mean: float | None
+    p_best: Probability | None
+
+
+class ReadoutSummaryOut(ResponseModel):
+    readout_id: int = Field(ge=1)
+    data_cutoff: datetime
+    computed_at: datetime
+    method: Literal["conjugate", "hierarchical"]
+    model_version: str
+    status_at_readout: Status
+    eligible: bool
+    error: str | None
+    blocked_by: list[str]
+    arms: list[ReadoutArmSummary]
+
+
+class ReadoutHistoryOut(ResponseModel):
+    """The experiment's readouts, newest data cutoff first (at most 500)."""
+
+    items: list[ReadoutSummaryOut]
+
+
+class PromotionOut(ResponseModel):
+    id: int = Field(ge=1)
+    readout_id: int = Field(ge=1)
+    from_status: Status = Field(alias="from")
+    to_status: Status = Field(alias="to")
+    winner: str
+    tier_winners: dict[str, str]
+    mode: Literal["auto", "approve"]
+    actor: str
+    created_at: datetime
+
+
+class AlertOut(ResponseModel):
+    id: int = Field(ge=1)
+    kind: str
+    message: str
+    details: dict[str, Any]
+    readout_id: int = Field(ge=1)
+    created_at: datetime
+    resolved_at: datetime | None
+    resolved_by: str | None
+
+
+class PromotionsOut(ResponseModel):
+    """Promotions (oldest first) and alerts (newest first) of an experiment."""
+
+    promotions: list[PromotionOut]
+    alerts: list[AlertOut]
+    spending_paused: bool
+    running: bool
+
+
+class ApprovalOut(ResponseModel):
+    """The promotion just approved and the experiment after it."""
+
+    promotion: PromotionOut
+    promotion_id: int = Field(ge=1)
+    experiment: ExperimentOut

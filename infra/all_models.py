@@ -3,6 +3,7 @@
 from infra import audit, auth_models  # noqa: F401
 from offers import models  # noqa: F401
 from experiments import models as experiment_models  # noqa: F401
+from decisioning import models as decision_models  # noqa: F401
 
 from infra.db import Base
 

@@ -33,6 +33,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     Database(settings.database_url).init_app(app)
     app.extensions["carepilot.redis"] = None  # connected on first use (infra.redis_conn.get_redis)
+    from infra import config_version
+    from infra.redis_conn import app_redis
+
+    config_version.use_redis(lambda: app_redis(app))
     register_error_handlers(app)
 
     @app.errorhandler(IntegrityError)
@@ -53,17 +57,19 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 def _register_blueprints(app: Flask) -> None:
     from admin_ui.views import bp as admin_bp
+    from decisioning.api import bp as decisions_bp
     from experiments.api import bp as experiments_bp
     from experiments.outcomes_api import bp as outcomes_bp
     from experiments.readout_api import bp as readout_bp
     from infra.auth_api import bp as auth_bp
+    from infra.docs_api import bp as docs_bp
     from infra.health import bp as health_bp
     from infra.jobs_api import bp as jobs_bp
     from offers.api import bp as offers_bp
     from offers.subscribers_api import bp as subscribers_bp
 
-    for bp in (health_bp, auth_bp, jobs_bp, offers_bp, subscribers_bp, experiments_bp, outcomes_bp, readout_bp,
-               admin_bp):
+    for bp in (health_bp, auth_bp, jobs_bp, offers_bp, subscribers_bp, experiments_bp, outcomes_bp, readout_bp, decisions_bp,
+               docs_bp, admin_bp):
         app.register_blueprint(bp)
 
 

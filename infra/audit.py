@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Index, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from infra.config_version import mark_changed
 from infra.db import Base, JsonType, UtcDateTime, utcnow
 
 
@@ -31,7 +32,9 @@ class AuditEntry(Base):
 
 def record_audit(session: Session, *, actor: str, action: str, entity_type: str, entity_key: str,
                  before: Any = None, after: Any = None) -> AuditEntry:
-    """Append one audit row to ``session`` (committed with the change by the caller)."""
+    """Append one audit row to ``session`` (committed with the change by the caller); the
+    config version moves when that transaction commits (``infra.config_version``)."""
+    mark_changed(session)
     entry = AuditEntry(actor=actor, action=action, entity_type=entity_type,
                        entity_key=str(entity_key), before=before, after=after)
     session.add(entry)

@@ -16,6 +16,7 @@ import functools
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
@@ -121,6 +122,7 @@ def revoke_api_key(session: Session, key_id: int, *, actor: str) -> ApiKey:
     if key.revoked_at is None:
         before = api_key_json(key)
         key.revoked_at = utcnow()
+        forget_cached_keys()
         record_audit(session, actor=actor, action="revoke", entity_type="api_key",
                      entity_key=str(key.id), before=before, after=api_key_json(key))
     return key
@@ -148,15 +150,35 @@ def authenticate_password(session: Session, email: str, password: str) -> User |
 
 # --- resolving the caller -------------------------------------------------------------
 
+# Channel keys call the decision API thousands of times a second: each process remembers a
+# valid channel key for a few seconds instead of reading it per request. A revocation takes
+# effect at once in the process that revoked it and within CHANNEL_KEY_CACHE_S everywhere else.
+CHANNEL_KEY_CACHE_S = 5.0
+_channel_keys: dict[str, tuple[float, Principal]] = {}
+
+
+def forget_cached_keys() -> None:
+    _channel_keys.clear()
+
+
 def _principal_from_bearer(header: str) -> Principal:
     scheme, _, raw = header.partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():
         raise Unauthorized("use 'Authorization: Bearer <key>'", code="invalid_authorization")
-    key = db_session().scalar(select(ApiKey).where(ApiKey.key_hash == digest_key(raw.strip())))
+    digest = digest_key(raw.strip())
+    cached = _channel_keys.get(digest)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    key = db_session().scalar(select(ApiKey).where(ApiKey.key_hash == digest))
     if key is None or key.revoked_at is not None:
+        _channel_keys.pop(digest, None)
         raise Unauthorized("the API key is unknown or revoked", code="invalid_api_key")
     if key.kind == "channel":
-        return Principal(kind="channel", name=key.name, channel=key.channel, key_id=key.id)
+        principal = Principal(kind="channel", name=key.name, channel=key.channel, key_id=key.id)
+        if len(_channel_keys) > 10_000:  # bounded: unknown keys are never cached, this is a safety net
+            _channel_keys.clear()
+        _channel_keys[digest] = (time.monotonic() + CHANNEL_KEY_CACHE_S, principal)
+        return principal
     user = db_session().get(User, key.user_id)
     if user is None or not user.active:
         raise Unauthorized("the key's user is deactivated", code="invalid_api_key")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from flask import Blueprint, jsonify, request, session
-from pydantic import Field
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from infra.audit import audit_json, list_audit
@@ -15,7 +16,8 @@ from infra.auth import (CONFIG_READERS, api_key_json, authenticate_password, cre
 from infra.auth_models import ApiKey, User
 from infra.db import db_session
 from infra.errors import BadRequest, Unauthorized
-from infra.http import StrictModel, parse_row_id, read_json_body
+from infra.http import MAX_ID, StrictModel, parse_row_id, read_json_body, refuse_unstorable
+from infra.openapi import ResponseModel, api_doc
 
 bp = Blueprint("auth_api", __name__, url_prefix="/api/v1")
 
@@ -41,7 +43,91 @@ class NewKeyBody(StrictModel):
     channel: Literal["sms", "app", "call_centre", "retail"]
 
 
+class UserOut(ResponseModel):
+    id: int = Field(ge=1)
+    email: str
+    name: str
+    role: Literal["admin", "marketing", "analyst"]
+    active: bool
+
+
+class UserList(ResponseModel):
+    items: list[UserOut]
+
+
+class LoginOut(ResponseModel):
+    """Logged in: the session cookie is set; send csrf_token as X-CSRF-Token on every write."""
+
+    user: UserOut
+    csrf_token: str
+
+
+class LogoutOut(ResponseModel):
+    logged_out: Literal[True]
+
+
+class ApiKeyOut(ResponseModel):
+    """An API key's public facts (never its secret)."""
+
+    id: int = Field(ge=1)
+    name: str
+    kind: Literal["channel", "user"]
+    channel: Literal["sms", "app", "call_centre", "retail"] | None
+    user_id: int | None
+    prefix: str = Field(description="the key's first characters, to recognise it")
+    created_by: str
+    created_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyList(ResponseModel):
+    items: list[ApiKeyOut]
+
+
+class IssuedKeyOut(ResponseModel):
+    """A new key: ``key`` is the secret, shown in this response only."""
+
+    key: str
+    api_key: ApiKeyOut
+    note: str
+
+
+class MeOut(ResponseModel):
+    """Who the credentials belong to."""
+
+    kind: Literal["user", "channel"]
+    name: str
+    role: Literal["admin", "marketing", "analyst"] | None
+    channel: Literal["sms", "app", "call_centre", "retail"] | None
+
+
+class AuditEntryOut(ResponseModel):
+    id: int = Field(ge=1)
+    occurred_at: datetime
+    actor: str
+    action: str
+    entity_type: str
+    entity_key: str
+    before: Any
+    after: Any
+
+
+class AuditList(ResponseModel):
+    """Audit entries, newest first."""
+
+    items: list[AuditEntryOut]
+
+
+class AuditQuery(BaseModel):
+    entity_type: str | None = Field(None, description="e.g. offer, tier, experiment, api_key")
+    entity_key: str | None = Field(None, description="the entity's key (code, id…)")
+    limit: int = Field(100, ge=1, le=500, description="page size")
+    before_id: int | None = Field(None, ge=1, le=MAX_ID, description="entries older than this id (paging)")
+
+
 @bp.post("/auth/login")
+@api_doc("Log in (session cookie)", body=LoginBody, responses={200: LoginOut}, public=True,
+         errors={401: "wrong email or password"})
 def login():  # type: ignore[no-untyped-def]
     """Start an admin session (cookie). Returns the CSRF token that unsafe requests must send."""
     body = read_json_body(LoginBody)
@@ -54,12 +140,15 @@ def login():  # type: ignore[no-untyped-def]
 
 
 @bp.post("/auth/logout")
+@api_doc("Log out (end the session)", responses={200: LogoutOut}, public=True)
 def logout():  # type: ignore[no-untyped-def]
     session.clear()
     return jsonify({"logged_out": True})
 
 
 @bp.post("/auth/tokens")
+@api_doc("Get a personal bearer key for scripts", body=TokenBody, responses={201: IssuedKeyOut}, public=True,
+         errors={401: "wrong email or password"})
 def issue_personal_key():  # type: ignore[no-untyped-def]
     """Exchange email + password for a personal bearer key (shown once) for scripts."""
     body = read_json_body(TokenBody)
@@ -74,12 +163,14 @@ def issue_personal_key():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/me")
+@api_doc("Who am I", responses={200: MeOut}, tags=("auth",))
 def me():  # type: ignore[no-untyped-def]
     p = current_principal()
     return jsonify({"kind": p.kind, "name": p.name, "role": p.role, "channel": p.channel})
 
 
 @bp.get("/users")
+@api_doc("List users", responses={200: UserList})
 @require_user("admin")
 def list_users():  # type: ignore[no-untyped-def]
     users = db_session().scalars(select(User).order_by(User.id))
@@ -87,6 +178,7 @@ def list_users():  # type: ignore[no-untyped-def]
 
 
 @bp.post("/users")
+@api_doc("Add a user", body=NewUserBody, responses={201: UserOut})
 @require_user("admin")
 def add_user():  # type: ignore[no-untyped-def]
     body = read_json_body(NewUserBody)
@@ -98,6 +190,7 @@ def add_user():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/api-keys")
+@api_doc("List API keys", responses={200: ApiKeyList})
 @require_user("admin")
 def list_keys():  # type: ignore[no-untyped-def]
     keys = db_session().scalars(select(ApiKey).order_by(ApiKey.id))
@@ -105,6 +198,7 @@ def list_keys():  # type: ignore[no-untyped-def]
 
 
 @bp.post("/api-keys")
+@api_doc("Create a channel key", body=NewKeyBody, responses={201: IssuedKeyOut})
 @require_user("admin")
 def add_channel_key():  # type: ignore[no-untyped-def]
     """Create a channel key; the secret is in this response only."""
@@ -117,6 +211,8 @@ def add_channel_key():  # type: ignore[no-untyped-def]
 
 
 @bp.delete("/api-keys/<key_id>")
+@api_doc("Revoke an API key", path={"key_id": Annotated[int, Field(ge=1, le=MAX_ID)]},
+         responses={200: ApiKeyOut})
 @require_user("admin")
 def revoke_key(key_id: str):  # type: ignore[no-untyped-def]
     s = db_session()
@@ -126,11 +222,13 @@ def revoke_key(key_id: str):  # type: ignore[no-untyped-def]
 
 
 @bp.get("/audit")
+@api_doc("The audit log", query=AuditQuery, responses={200: AuditList})
 @require_user(*CONFIG_READERS)
 def audit_log():  # type: ignore[no-untyped-def]
     """Newest first. Filters: entity_type, entity_key; paging: limit (≤ 500), before_id."""
+    refuse_unstorable(dict(request.args), "$query")  # PostgreSQL text cannot hold NUL
     limit_text = request.args.get("limit", "100")
-    if not limit_text.isdigit():
+    if not (limit_text.isascii() and limit_text.isdigit()):  # "²".isdigit() is true, int("²") fails
         raise BadRequest("limit must be a whole number between 1 and 500", code="invalid_query")
     limit = int(limit_text)
     before_id = parse_row_id(request.args["before_id"], "before_id") if "before_id" in request.args else None

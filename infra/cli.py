@@ -112,6 +112,16 @@ def register_cli(app: Flask) -> None:
             raise click.ClickException(exc.message) from None
         click.echo(json.dumps(summary, indent=2))
 
+    @app.cli.command("reconcile-ledger")
+    def reconcile_ledger_command() -> None:
+        """Rebuild the Redis budget counters and contact windows from the decisions table."""
+        from decisioning.jobs import reconcile_ledger
+        from infra.redis_conn import app_redis
+
+        summary = reconcile_ledger(get_database(app).sessionmaker, app_redis(app))
+        click.echo(f"rebuilt {summary['budgets']} budget counter(s) and {summary['contact_windows']} "
+                   f"contact window(s): {summary['spent']}")
+
     @app.cli.command("import-subscribers")
     @click.argument("path", type=click.Path(exists=True, dir_okay=False))
     @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]),

@@ -1,8 +1,9 @@
 """The periodic schedule, run by rq's cron scheduler beside each worker.
 
-Two ticks, both cheap and idempotent (they only enqueue, under deterministic job ids):
-every minute the due readouts are enqueued (each experiment has its own interval, default
-hourly), and on the 1st of each month at 03:00 UTC the re-tiering of the whole base.
+Three ticks, all cheap and idempotent: every minute the due readouts are enqueued (each
+experiment has its own interval, default hourly, under deterministic job ids) and the budget
+ledger is rebuilt from the decisions table if Redis lost its data; on the 1st of each month at
+03:00 UTC the re-tiering of the whole base is enqueued.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 
 from rq.cron import CronScheduler
 
+from decisioning.jobs import reconcile_ledger_job
 from experiments.jobs import monthly_retier_job, schedule_readouts_job
 from infra.logging_setup import configure_logging
 from infra.redis_conn import connect_redis
@@ -26,6 +28,7 @@ def build_cron(connection, log_level: str = "INFO") -> CronScheduler:  # type: i
     """A cron scheduler with carepilot's periodic jobs registered."""
     cron = CronScheduler(connection=connection, logging_level=log_level)
     cron.register(schedule_readouts_job, queue_name="default", interval=READOUT_TICK_S, job_timeout=120)
+    cron.register(reconcile_ledger_job, queue_name="default", interval=READOUT_TICK_S, job_timeout=600)
     cron.register(monthly_retier_job, queue_name="default", cron=MONTHLY_RETIER_CRON, job_timeout=120)
     return cron
 

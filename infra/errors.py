@@ -22,6 +22,7 @@ class ApiError(Exception):
 
     status = 400
     code = "bad_request"
+    headers: dict[str, str] = {}  # extra response headers (e.g. Retry-After)
 
     def __init__(self, message: str, *, code: str | None = None, details: Any = None,
                  status: int | None = None) -> None:
@@ -92,7 +93,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):  # type: ignore[no-untyped-def]
         _rollback_request_session()
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        response, status = error_response(exc.status, exc.code, exc.message, exc.details)
+        response.headers.update(exc.headers)
+        return response, status
 
     @app.errorhandler(ValidationError)
     def _validation_error(exc: ValidationError):  # type: ignore[no-untyped-def]

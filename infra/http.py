@@ -49,11 +49,11 @@ def _parse_json(raw: bytes) -> Any:
     return data
 
 
-def _read_raw_json() -> bytes:
+def _read_raw_json(limit: int | None = None) -> bytes:
     """The body's bytes after the content-type and size checks (415, 413)."""
     if not request.is_json:
         raise UnsupportedMediaType("send the body as JSON with Content-Type: application/json")
-    limit = current_app.config["CAREPILOT_SETTINGS"].max_json_body_bytes
+    limit = limit or current_app.config["CAREPILOT_SETTINGS"].max_json_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the JSON body is larger than {limit} bytes")
     raw = request.stream.read(limit + 1)
@@ -62,14 +62,15 @@ def _read_raw_json() -> bytes:
     return raw
 
 
-def read_json_body(model: type[ModelT]) -> ModelT:
-    """Validate the request's JSON body against ``model``.
+def read_json_body(model: type[ModelT], *, limit_bytes: int | None = None) -> ModelT:
+    """Validate the request's JSON body against ``model`` (at most ``limit_bytes``, default the
+    ``max_json_body_bytes`` setting).
 
     Malformed JSON → 400 ``invalid_json``; wrong types or unknown fields → 400
     ``validation_error`` with one JSON path per problem; too large → 413; not JSON → 415.
     Strict mode: "12" is not a number and 1 is not a string.
     """
-    raw = _read_raw_json()
+    raw = _read_raw_json(limit_bytes)
     _parse_json(raw)  # bodies are small: one extra parse buys one set of JSON rules everywhere
     try:
         return model.model_validate_json(raw, strict=True)
@@ -90,11 +91,11 @@ def read_json_object() -> dict[str, Any]:
     return data
 
 
-MAX_ID = 2**63 - 1  # BIGINT; larger numbers cannot name a row and would overflow drivers
+MAX_ID = 2**31 - 1  # INTEGER ids (config rows, keys, audit); larger numbers cannot name a row
 
 
 def parse_row_id(text: str, what: str) -> int:
-    """A database row id from a URL or query string: a whole number in 1..2^63-1, else 400."""
-    if not text.isdigit() or not 1 <= int(text) <= MAX_ID:
+    """A database row id from a URL or query string: a whole number in 1..2^31-1, else 400."""
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_ID:  # "²".isdigit() is true
         raise BadRequest(f"{what} must be a whole number between 1 and {MAX_ID}", code="invalid_id")
     return int(text)

@@ -10,7 +10,9 @@ import os
 
 from sqlalchemy.orm import sessionmaker
 
+from infra import config_version
 from infra.db import Database
+from infra.redis_conn import connect_redis
 from infra.settings import Settings
 
 _state: dict[str, object] = {}
@@ -19,8 +21,11 @@ _state: dict[str, object] = {}
 def job_sessionmaker() -> sessionmaker:
     """A session factory for this process (built on first use, rebuilt after a fork)."""
     if _state.get("pid") != os.getpid():
-        _state["db"] = Database(Settings.from_env().database_url)
+        settings = Settings.from_env()
+        _state["db"] = Database(settings.database_url)
         _state["pid"] = os.getpid()
+        # audited writes of jobs (promotion, ROI alarm) move the config version too
+        config_version.use_redis(_lazy_redis(settings))
     return _state["db"].sessionmaker  # type: ignore[union-attr]
 
 
@@ -28,3 +33,15 @@ def bind_job_database(database: Database) -> None:
     """Make jobs in this process use ``database`` (tests and the in-process burst worker)."""
     _state["db"] = database
     _state["pid"] = os.getpid()
+
+
+def _lazy_redis(settings: Settings):  # type: ignore[no-untyped-def]
+    """A callable that connects to Redis on first call and then returns the same client."""
+    clients: list[object] = []
+
+    def client():  # type: ignore[no-untyped-def]
+        if not clients:
+            clients.append(connect_redis(settings))
+        return clients[0]
+
+    return client

@@ -53,9 +53,20 @@ def embedded_redis_url(instance_dir: Path) -> str:
     return f"unix://{start_embedded_redis(instance_dir).socket_file}"
 
 
-def connect_redis(settings: Settings) -> "redis.Redis":
-    """A client for the configured Redis (short timeouts: callers degrade rather than hang)."""
+def connect_redis(settings: Settings, *, hot_path: bool = False) -> "redis.Redis":
+    """A client for the configured Redis (short timeouts: callers degrade rather than hang).
+
+    ``hot_path``: for the decision API, which must answer (degraded) within its deadline
+    when Redis is away — 250 ms timeouts and no retries, where redis-py's default retries
+    would spend seconds.
+    """
     url = settings.redis_url or embedded_redis_url(settings.instance_dir)
+    if hot_path:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        return redis.Redis.from_url(url, socket_connect_timeout=0.25, socket_timeout=0.25,
+                                    retry=Retry(NoBackoff(), 0), health_check_interval=30)
     return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2,
                                 health_check_interval=30)
 
@@ -64,7 +75,12 @@ def get_redis() -> "redis.Redis":
     """The current app's Redis client, created on first use (not at import or app build)."""
     from flask import current_app
 
-    ext = current_app.extensions
+    return app_redis(current_app)
+
+
+def app_redis(app) -> "redis.Redis":  # type: ignore[no-untyped-def]
+    """``app``'s Redis client, created on first use."""
+    ext = app.extensions
     if ext.get("carepilot.redis") is None:
-        ext["carepilot.redis"] = connect_redis(current_app.config["CAREPILOT_SETTINGS"])
+        ext["carepilot.redis"] = connect_redis(app.config["CAREPILOT_SETTINGS"])
     return ext["carepilot.redis"]

@@ -84,6 +84,9 @@ class Settings:
     max_listed_import_errors: int = 10_000
     demo_password: str = "carepilot-demo"
     session_cookie_secure: bool = False
+    decision_deadline_ms: float = 50.0
+    decision_rate_limit_per_s: int = 10_000
+    max_bulk_decision_bytes: int = 32 * 1024**2
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -166,6 +169,12 @@ _SPECS: tuple[_Spec, ...] = (
           "Password of the demo users that `make run` seeds. Default: carepilot-demo"),
     _Spec("CAREPILOT_SESSION_COOKIE_SECURE", "session_cookie_secure", _parse_bool,
           "Send the admin session cookie over HTTPS only. Default: false"),
+    _Spec("CAREPILOT_DECISION_DEADLINE_MS", "decision_deadline_ms", lambda n, r: float(_parse_int(n, r, 1, 60_000)),
+          "A decision not ready within this many ms gets no action (nothing charged). Default: 50"),
+    _Spec("CAREPILOT_DECISION_RATE_LIMIT", "decision_rate_limit_per_s", lambda n, r: _parse_int(n, r, 1, 10**7),
+          "Decisions per second allowed per API key (bulk contacts count one each); over it: 429. Default: 10000"),
+    _Spec("CAREPILOT_MAX_BULK_DECISION_BYTES", "max_bulk_decision_bytes", lambda n, r: _parse_int(n, r, 1024, 1024**3),
+          "Largest body of POST /api/v1/decisions/bulk (10,000 contacts). Default: 32 MiB"),
 )
 
 

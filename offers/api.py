@@ -10,16 +10,18 @@ policies and budgets. Every kind gets the same five routes:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from flask import Blueprint, jsonify, request
+from pydantic import BaseModel, Field, create_model
 from sqlalchemy.orm import Session
 
 from infra.auth import CONFIG_READERS, CONFIG_WRITERS, current_principal, require_user
 from infra.db import db_session
 from infra.errors import BadRequest
-from infra.http import parse_row_id, read_json_body, read_json_object
-from infra.jobs_api import redis_or_503
+from infra.http import MAX_ID, parse_row_id, read_json_body, read_json_object, refuse_unstorable
+from infra.jobs_api import JobAccepted, redis_or_503
+from infra.openapi import api_doc
 from infra.queues import enqueue_unique, job_json
 from offers import catalogue, schemas
 from offers.config_service import (ConfigKind, create_config, deactivate_config, entity_json,
@@ -48,6 +50,45 @@ def _parse_key(kind: ConfigKind, key: str) -> str | int:
     return parse_row_id(key, f"a {kind.entity_type} id") if kind.key_field == "id" else key
 
 
+# What each kind's routes answer with, for the OpenAPI document: (one row, a list of rows).
+RESPONSE_MODELS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
+    "offer": (schemas.OfferOut, schemas.OfferList),
+    "tier_scheme": (schemas.TierSchemeOut, schemas.TierSchemeList),
+    "tier": (schemas.TierOut, schemas.TierList),
+    "tier_policy": (schemas.TierPolicyOut, schemas.TierPolicyList),
+    "contact_policy": (schemas.ContactPolicyOut, schemas.ContactPolicyList),
+    "budget": (schemas.BudgetOut, schemas.BudgetList),
+}
+KEY_TYPES: dict[str, Any] = {"id": Annotated[int, Field(ge=1, le=MAX_ID)], "channel": schemas.Channel,
+                             "code": schemas.Code}
+
+
+def _list_query(kind: ConfigKind) -> type[BaseModel]:
+    """The list route's query parameters (the handler refuses any other)."""
+    fields: dict[str, Any] = {
+        "include_inactive": (bool, Field(False, description="also list deactivated rows (true, 1 or yes)"))}
+    for column in kind.filters:
+        fields[column] = (str | None, Field(None, description=f"only rows whose {column} equals this"))
+    name = "".join(part.title() for part in kind.entity_type.split("_"))
+    return create_model(f"{name}ListQuery", **fields)
+
+
+def _document(kind: ConfigKind, views: dict[str, Any]) -> None:
+    """Attach the OpenAPI annotations of one kind's five routes."""
+    one, many = RESPONSE_MODELS[kind.entity_type]
+    what = kind.entity_type.replace("_", " ")
+    path = {"key": KEY_TYPES[kind.key_field]}
+    tags = (kind.path,)
+    api_doc(f"List {what}s", query=_list_query(kind), responses={200: many}, tags=tags)(views["list"])
+    article = "an" if what[0] in "aeiou" else "a"
+    api_doc(f"Create {article} {what}", body=kind.schema, responses={201: one}, tags=tags)(views["create"])
+    api_doc(f"Get one {what}", path=path, responses={200: one}, tags=tags)(views["get"])
+    api_doc(f"Edit {article} {what}", description="Send only the fields to change; the merged object must still be "
+            "valid.", body=kind.schema, partial=True, path=path, responses={200: one}, tags=tags)(views["patch"])
+    api_doc(f"Deactivate {article} {what}", description="A soft delete: the row stays for the audit log and past "
+            "decisions, but stops applying.", path=path, responses={200: one}, tags=tags)(views["deactivate"])
+
+
 def _register(kind: ConfigKind) -> None:
     base = f"/{kind.path}"
     item = f"/{kind.path}/<key>"
@@ -58,6 +99,7 @@ def _register(kind: ConfigKind) -> None:
         if unknown:
             raise BadRequest(f"unknown query parameter(s) {', '.join(sorted(unknown))}; "
                              f"filters: {', '.join(kind.filters) or 'none'}", code="invalid_query")
+        refuse_unstorable(dict(request.args), "$query")  # PostgreSQL text cannot hold NUL
         include_inactive = request.args.get("include_inactive", "false").lower() in ("1", "true", "yes")
         filters = {k: request.args[k] for k in kind.filters if k in request.args}
         s = db_session()
@@ -92,6 +134,8 @@ def _register(kind: ConfigKind) -> None:
         s.commit()
         return jsonify(present(s, kind, [entity])[0])
 
+    _document(kind, {"list": list_view, "create": create_view, "get": get_view, "patch": patch_view,
+                     "deactivate": deactivate_view})
     name = kind.entity_type
     bp.add_url_rule(base, f"{name}_list", list_view, methods=["GET"])
     bp.add_url_rule(base, f"{name}_create", create_view, methods=["POST"])
@@ -105,6 +149,7 @@ for _kind in catalogue.CONFIG_KINDS:
 
 
 @bp.post("/tiers/preview")
+@api_doc("Preview the tier of a profile", body=schemas.ProfileIn, responses={200: schemas.TierPreviewOut})
 @require_user(*CONFIG_READERS)
 def preview_tier():  # type: ignore[no-untyped-def]
     """Which tier would this profile get? The primary tier and the tier in every scheme."""
@@ -114,6 +159,8 @@ def preview_tier():  # type: ignore[no-untyped-def]
 
 
 @bp.post("/tier-schemes/<code>/order")
+@api_doc("Re-rank a scheme's tiers", body=schemas.TierOrderIn, path={"code": schemas.Code},
+         responses={200: schemas.TierList})
 @require_user(*CONFIG_WRITERS)
 def reorder_tiers(code: str):  # type: ignore[no-untyped-def]
     """Re-rank a scheme's tiers in one audited step: {"tiers": ["vip", "value", ...]}."""
@@ -125,6 +172,8 @@ def reorder_tiers(code: str):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/subscribers/retier")
+@api_doc("Queue a re-tiering of every subscriber", responses={202: JobAccepted},
+         errors={503: None})
 @require_user(*CONFIG_WRITERS)
 def retier_subscribers():  # type: ignore[no-untyped-def]
     """Queue a re-tiering of the whole base (after tier rules change); 202 with the job."""

@@ -4,12 +4,14 @@ service can create, patch and serialise every config kind."""
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
 from infra.http import StrictModel
+from infra.openapi import ResponseModel
 
 Channel = Literal["sms", "app", "call_centre", "retail"]
 Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
@@ -133,3 +135,99 @@ class TierOrderIn(StrictModel):
 
 class ProfileIn(StrictModel):
     attributes: dict[str, Any]
+
+
+# --- responses (documentation of what the handlers send; tests check the handlers against them) ---
+
+class _StoredRow(ResponseModel):
+    """Columns every catalogue row has besides its editable fields."""
+
+    id: int = Field(ge=1)
+    created_at: datetime
+    updated_at: datetime
+
+
+class OfferOut(OfferIn, _StoredRow):
+    """An offer (care action) as stored."""
+
+
+class TierSchemeOut(TierSchemeIn, _StoredRow):
+    """A tier scheme as stored."""
+
+
+class TierOut(TierIn, _StoredRow):
+    """A tier as stored."""
+
+
+class TierPolicyOut(TierPolicyIn, _StoredRow):
+    """A tier policy as stored; its URL key is its ``id``."""
+
+
+class ContactPolicyOut(ContactPolicyIn, _StoredRow):
+    """A channel's contact policy as stored; its URL key is its ``channel``."""
+
+
+class BudgetOut(BudgetIn, _StoredRow):
+    """A budget as stored, with its cap in money."""
+
+    effective_cap_amount: float = Field(description="cap_amount, or cap_share_of_revenue × the base's "
+                                                    "revenue per month × months in the period")
+
+
+class OfferList(ResponseModel):
+    items: list[OfferOut]
+
+
+class TierSchemeList(ResponseModel):
+    items: list[TierSchemeOut]
+
+
+class TierList(ResponseModel):
+    items: list[TierOut]
+
+
+class TierPolicyList(ResponseModel):
+    items: list[TierPolicyOut]
+
+
+class ContactPolicyList(ResponseModel):
+    items: list[ContactPolicyOut]
+
+
+class BudgetList(ResponseModel):
+    items: list[BudgetOut]
+
+
+class TierPreviewOut(ResponseModel):
+    """The tier a profile would get."""
+
+    tier: str | None = Field(description="the primary scheme's tier, null when no rule matches")
+    by_scheme: dict[str, str | None] = Field(description="scheme code → tier code (null: no rule matched)")
+
+
+class ProfileOut(ResponseModel):
+    """A stored subscriber profile with its computed tiers."""
+
+    subscriber_id: str
+    attributes: dict[str, Any]
+    tier: str | None = Field(description="the primary scheme's tier")
+    tiers: dict[str, str | None] = Field(description="scheme code → tier code")
+    arpu: float | None
+    ltv: float | None
+    updated_at: datetime
+
+
+class RejectedLine(ResponseModel):
+    line: int = Field(ge=1, description="1-based line number in the upload (the CSV header is line 1)")
+    error: str
+
+
+class ImportReportOut(ResponseModel):
+    """What a bulk import did: rows accepted, and the rejected ones by line."""
+
+    import_id: str
+    format: Literal["csv", "jsonl"]
+    accepted: int = Field(ge=0)
+    rejected: list[RejectedLine] = Field(description="the first rejected lines (see rejected_truncated)")
+    rejected_count: int = Field(ge=0)
+    rejected_truncated: bool

@@ -14,7 +14,7 @@ does. Writes take a channel key or the role admin or marketing; reads any authen
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from flask import Blueprint, current_app, jsonify, request
 from pydantic import Field
@@ -23,9 +23,11 @@ from infra.auth import CONFIG_READERS, CONFIG_WRITERS, current_principal, requir
 from infra.db import db_session, get_database
 from infra.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from infra.http import StrictModel, read_json_body
+from infra.openapi import RawBody, api_doc
+from offers.schemas import ImportReportOut, ProfileOut
 from offers.models import Subscriber
 from offers.repository import load_tier_assigner
-from offers.subscriber_attributes import ProfileError, validate_subscriber_id
+from offers.subscriber_attributes import SUBSCRIBER_ID_MAX_LENGTH, ProfileError, validate_subscriber_id
 from offers.subscriber_import import CONTENT_TYPES, LineReader, import_subscribers
 from offers.subscribers_service import get_profile, profile_json, upsert_profile
 
@@ -36,6 +38,10 @@ class ProfileBody(StrictModel):
     attributes: dict[str, Any] = Field(description="flat attributes; typed ones are checked")
 
 
+SubscriberIdPath = Annotated[str, Field(min_length=1, max_length=SUBSCRIBER_ID_MAX_LENGTH,
+                                        description="text without control characters or surrounding spaces")]
+
+
 def _subscriber_id(raw: str) -> str:
     try:
         return validate_subscriber_id(raw)
@@ -44,6 +50,8 @@ def _subscriber_id(raw: str) -> str:
 
 
 @bp.put("/<subscriber_id>")
+@api_doc("Create or replace a subscriber profile", body=ProfileBody, path={"subscriber_id": SubscriberIdPath},
+         responses={200: ProfileOut, 201: ProfileOut})
 @require_channel_or_user(*CONFIG_WRITERS)
 def put_subscriber(subscriber_id: str):  # type: ignore[no-untyped-def]
     """Create or replace one profile; its tiers are computed with the current tier rules."""
@@ -62,6 +70,7 @@ def put_subscriber(subscriber_id: str):  # type: ignore[no-untyped-def]
 
 
 @bp.get("/<subscriber_id>")
+@api_doc("Get a subscriber profile", path={"subscriber_id": SubscriberIdPath}, responses={200: ProfileOut})
 @require_channel_or_user(*CONFIG_READERS)
 def get_subscriber(subscriber_id: str):  # type: ignore[no-untyped-def]
     """The stored profile with its tiers."""
@@ -69,6 +78,11 @@ def get_subscriber(subscriber_id: str):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/bulk")
+@api_doc("Import many subscriber profiles (CSV or JSON lines)",
+         raw_body=RawBody(("text/csv", "application/x-ndjson", "application/jsonl"),
+                          "UTF-8. CSV: a header row with subscriber_id and one column per attribute. "
+                          "JSON lines: one {\"subscriber_id\", \"attributes\"} object per line."),
+         responses={200: ImportReportOut})
 @require_channel_or_user(*CONFIG_WRITERS)
 def bulk_import():  # type: ignore[no-untyped-def]
     """Stream a CSV or JSON-lines body into the profile store; report bad rows by line."""

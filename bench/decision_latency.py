@@ -1,0 +1,220 @@
+"""Benchmark for the decision issue: the core in process, and the HTTP API under gunicorn.
+
+Goals: core_us ≤ 50 µs (30 offers, 5 live experiments); under gunicorn (2 workers) with real
+Redis and PostgreSQL on loopback at concurrency 8: p99 ≤ 10 ms, ≥ 1,000 decisions/s, decision
+throughput ≥ 50% of a trivial endpoint's (``/healthz`` of the same app, same run), and bulk
+≥ 20,000 decisions/s.
+
+Setup: a fresh PostgreSQL database (``carepilot_bench_decisions``) migrated with Alembic and
+seeded with the demo (16 offers, tiers, tier policies, contact caps, budgets, 2,000
+subscribers) plus two running experiments; Redis db 13 of the local server (flushed). The
+load generator runs in 2 processes × 4 threads on persistent connections; each decision is a
+new request id for a demo subscriber on its channel's key.
+
+Prints one JSON object: core_us, p50_ms, p99_ms, decisions_per_s, trivial_per_s,
+throughput_share (decisions ÷ trivial), bulk_decisions_per_s, degraded (answers flagged
+degraded: must be 0), actions (share of decisions with a paid or free action).
+
+    .venv/bin/python bench/decision_latency.py        # local PostgreSQL and Redis
+Env: BENCH_SECONDS (default 10 per phase), BENCH_REDIS_URL (default redis://127.0.0.1:6379/13).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy.orm import sessionmaker  # noqa: E402
+
+from bench._pg import admin_url_argument, drop_database, fresh_database, migrate, postgres_admin_url  # noqa: E402
+from bench.decision_core import measure as measure_core  # noqa: E402
+from experiments import schemas  # noqa: E402
+from experiments.service import create_experiment, transition_experiment  # noqa: E402
+from infra.db import make_engine  # noqa: E402
+from infra.settings import PROJECT_ROOT  # noqa: E402
+from offers.demo_seed import DEMO_ID_PREFIX, DEMO_SUBSCRIBERS, seed_demo  # noqa: E402
+
+DATABASE = "carepilot_bench_decisions"
+CONCURRENCY_PROCESSES, CONCURRENCY_THREADS = 2, 4
+BULK_CONTACTS = 10_000
+THREADS = int(os.environ.get("BENCH_GUNICORN_THREADS", "4"))  # per worker (gthread): overlap I/O waits
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _seed(url: str) -> dict[str, str]:
+    engine = make_engine(url)
+    migrate(engine)
+    with sessionmaker(bind=engine)() as session:
+        report = seed_demo(session, password="bench-password", actor="bench")
+        for key, target in (("care-sms-pilot", {}), ("vip-manager-pilot", {"arpu": {"$gte": 100}})):
+            body = schemas.ExperimentIn.model_validate({
+                "key": key, "name": key, "target": target, "coverage": 0.05,
+                "arms": [{"key": "control"}, {"key": "care", "offer_code": "CARE_SMS"}]})
+            create_experiment(session, body, actor="bench")
+            transition_experiment(session, key, "pilot", actor="bench")
+        session.commit()
+    engine.dispose()
+    return report.channel_keys
+
+
+def _wait_ready(port: int, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("gunicorn did not become ready")
+
+
+def _client_process(port: int, path: str, keys: dict[str, str], seconds: float, proc: int,
+                    out: Any) -> None:
+    """Threads that send requests back to back for ``seconds``; puts (latencies, degraded, acted)."""
+    channels = sorted(keys)
+    latencies: list[float] = []
+    flags = {"degraded": 0, "acted": 0}
+    lock = threading.Lock()
+
+    def run(thread: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        local, degraded, acted, i = [], 0, 0, 0
+        stop_at = time.monotonic() + seconds
+        while time.monotonic() < stop_at:
+            i += 1
+            channel = channels[i % len(channels)]
+            if path == "/healthz":
+                method, body, headers = "GET", None, {}
+            else:
+                sid = f"{DEMO_ID_PREFIX}{(proc * 7919 + thread * 104729 + i) % DEMO_SUBSCRIBERS:05d}"
+                body = json.dumps({"subscriber_id": sid, "channel": channel,
+                                   "request_id": f"b{proc}-{thread}-{i}-{time.time_ns()}"})
+                method = "POST"
+                headers = {"Content-Type": "application/json", "Authorization": f"Bearer {keys[channel]}"}
+            started = time.perf_counter()
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                response = conn.getresponse()
+                payload = response.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                continue
+            local.append(time.perf_counter() - started)
+            if response.status != 200:
+                raise SystemExit(f"{path} answered {response.status}: {payload[:300]!r}")
+            if path != "/healthz":
+                answer = json.loads(payload)
+                degraded += answer["degraded"]
+                acted += answer["action"] is not None
+        with lock:
+            latencies.extend(local)
+            flags["degraded"] += degraded
+            flags["acted"] += acted
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(CONCURRENCY_THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.put((latencies, flags))
+
+
+def _load(port: int, path: str, keys: dict[str, str], seconds: float) -> dict[str, Any]:
+    queue: Any = multiprocessing.get_context("fork").Queue()
+    procs = [multiprocessing.get_context("fork").Process(target=_client_process,
+                                                         args=(port, path, keys, seconds, p, queue))
+             for p in range(CONCURRENCY_PROCESSES)]
+    for p in procs:
+        p.start()
+    results = [queue.get() for _ in procs]
+    for p in procs:
+        p.join()
+    latencies = sorted(lat for lats, _ in results for lat in lats)
+    degraded = sum(flags["degraded"] for _, flags in results)
+    acted = sum(flags["acted"] for _, flags in results)
+    return {"per_s": len(latencies) / seconds, "p50_ms": statistics.median(latencies) * 1000,
+            "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000, "count": len(latencies),
+            "degraded": degraded, "acted": acted}
+
+
+def _bulk(port: int, keys: dict[str, str], rounds: int = 3) -> float:
+    """Decisions per second of POST /decisions/bulk with 10,000 sms contacts per call."""
+    best = 0.0
+    for r in range(rounds):
+        contacts = [{"subscriber_id": f"{DEMO_ID_PREFIX}{i % DEMO_SUBSCRIBERS:05d}", "channel": "sms",
+                     "request_id": f"bulk-{r}-{i}"} for i in range(BULK_CONTACTS)]
+        body = json.dumps({"contacts": contacts})
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        started = time.perf_counter()
+        conn.request("POST", "/api/v1/decisions/bulk", body=body,
+                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {keys['sms']}"})
+        response = conn.getresponse()
+        payload = response.read()
+        elapsed = time.perf_counter() - started
+        if response.status != 200:
+            raise SystemExit(f"bulk answered {response.status}: {payload[:300]!r}")
+        best = max(best, BULK_CONTACTS / elapsed)
+    return best
+
+
+def main() -> None:
+    seconds = float(os.environ.get("BENCH_SECONDS", "10"))
+    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+    admin_url = postgres_admin_url(admin_url_argument())
+    core = measure_core(20_000)
+    url = fresh_database(admin_url, DATABASE)
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    server = None
+    try:
+        keys = _seed(url)
+        port = _free_port()
+        env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "CAREPILOT_LOG_LEVEL": "WARNING",
+               "CAREPILOT_DECISION_RATE_LIMIT": "1000000"}
+        server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", "2", "--threads", str(THREADS), "--bind",
+                                   f"127.0.0.1:{port}", "--log-level", "warning", "wsgi:app"],
+                                  cwd=PROJECT_ROOT, env=env)
+        _wait_ready(port)
+        _load(port, "/api/v1/decisions", keys, 2)  # warm: snapshots, connection pools
+        trivial = _load(port, "/healthz", keys, seconds)
+        decisions = _load(port, "/api/v1/decisions", keys, seconds)
+        bulk = _bulk(port, keys)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        drop_database(admin_url, DATABASE)
+    print(json.dumps({
+        "core_us": core["core_us"], "p50_ms": round(decisions["p50_ms"], 2), "p99_ms": round(decisions["p99_ms"], 2),
+        "decisions_per_s": round(decisions["per_s"]), "trivial_per_s": round(trivial["per_s"]),
+        "throughput_share": round(decisions["per_s"] / trivial["per_s"], 3),
+        "bulk_decisions_per_s": round(bulk), "decisions": decisions["count"],
+        "degraded": decisions["degraded"], "actions": round(decisions["acted"] / max(decisions["count"], 1), 3),
+        "concurrency": CONCURRENCY_PROCESSES * CONCURRENCY_THREADS, "gunicorn_workers": 2,
+        "gunicorn_threads": THREADS}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""The decision API (DESIGN §6–7): one call per contact, or a batch for outbound campaigns.
+
+    POST /api/v1/decisions        {"subscriber_id", "channel", "request_id"?, "context"?}
+                                  optional header Idempotency-Key        (channel keys; admin, marketing)
+    POST /api/v1/decisions/bulk   {"contacts": [...]} up to 10,000 → {"decisions": [...]} in order
+    GET  /api/v1/decisions/<id>   the stored decision with its explanation   (channels; every role)
+
+A channel key decides for its own channel only. Same request id + same body → the stored
+decision (``replayed: true``); same request id + another body → 409. Redis down → answers
+with ``degraded: true`` and no paid action; never a 500. Rate limit per API key: 429.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from flask import Blueprint, current_app, jsonify, request
+
+from decisioning import schemas
+from decisioning.service import DecisionContext, decide_contacts, decision_json, get_decision
+from decisioning.snapshot_cache import SnapshotCache
+from infra.auth import CONFIG_READERS, CONFIG_WRITERS, Principal, current_principal, require_channel_or_user
+from infra.db import db_session, get_database
+from infra.errors import ApiError, BadRequest, Forbidden, NotFound
+from infra.http import read_json_body
+from infra.openapi import api_doc
+from infra.redis_conn import connect_redis
+
+bp = Blueprint("decisions_api", __name__, url_prefix="/api/v1")
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+class RateLimited(ApiError):
+    status, code = 429, "rate_limited"
+    headers = {"Retry-After": "1"}
+
+
+def decision_context() -> DecisionContext:
+    """This app's decision context (built on first use: engine, hot-path Redis, snapshot cache)."""
+    ext = current_app.extensions
+    if ext.get("carepilot.decisions") is None:
+        settings = current_app.config["CAREPILOT_SETTINGS"]
+        ext["carepilot.decisions"] = DecisionContext(get_database().sessionmaker,
+                                                     connect_redis(settings, hot_path=True), SnapshotCache(),
+                                                     deadline_ms=settings.decision_deadline_ms)
+    return ext["carepilot.decisions"]
+
+
+def _caller(principal: Principal) -> str:
+    return f"key:{principal.key_id}" if principal.key_id is not None else f"user:{principal.user_id}"
+
+
+def _check_channel(principal: Principal, channels: set[str]) -> None:
+    if principal.kind == "channel" and channels - {principal.channel}:
+        other = sorted(channels - {principal.channel})
+        raise Forbidden(f"this key belongs to the {principal.channel} channel; it cannot decide for "
+                        f"{', '.join(other)}", code="channel_forbidden")
+
+
+def _rate_limit(ctx: DecisionContext, caller: str, count: int) -> None:
+    """A fixed one-second window per API key in Redis; without Redis the limit is not enforced
+    (decisions then degrade anyway)."""
+    limit = current_app.config["CAREPILOT_SETTINGS"].decision_rate_limit_per_s
+    second = int(time.time())
+    key = f"cp:rate:{caller}:{second}"
+    if not ctx.redis_usable():
+        return
+    try:
+        pipe = ctx.redis_client.pipeline(transaction=False)
+        pipe.incrby(key, count)
+        pipe.expire(key, 2)
+        used = pipe.execute()[0]
+    except (redis.RedisError, OSError):
+        ctx.redis_failed()
+        return
+    if used > limit:
+        raise RateLimited(f"more than {limit} decisions per second for this key; retry after a second",
+                          details={"limit_per_s": limit, "retry_after_s": 1})
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 128 or not key.isascii() or not key.isprintable() or " " in key:
+        raise BadRequest(f"{IDEMPOTENCY_HEADER} must be 1–128 printable ASCII characters without spaces",
+                         code="invalid_header")
+    return key
+
+
+@bp.post("/decisions")
+@api_doc("Decide the next best care action for one contact", body=schemas.DecisionIn,
+         responses={200: schemas.DecisionOut},
+         errors={409: "the request id (or Idempotency-Key) was used before with another body",
+                 429: "more decisions per second than this key may make", 503: "the decision store is down"},
+         headers={IDEMPOTENCY_HEADER: "a retry with the same key and body gets the stored decision"})
+@require_channel_or_user(*CONFIG_WRITERS)
+def create_decision():  # type: ignore[no-untyped-def]
+    body = read_json_body(schemas.DecisionIn)
+    principal = current_principal()
+    _check_channel(principal, {body.channel})
+    idempotency_key = _idempotency_key()
+    if idempotency_key and body.request_id and idempotency_key != body.request_id:
+        raise BadRequest(f"{IDEMPOTENCY_HEADER} and request_id differ; send one of them, or the same value",
+                         code="idempotency_mismatch")
+    ctx = decision_context()
+    caller = _caller(principal)
+    _rate_limit(ctx, caller, 1)
+    [answer] = decide_contacts(ctx, caller, [body], idempotency_key=idempotency_key, session=db_session())
+    return jsonify(answer), 200
+
+
+@bp.post("/decisions/bulk")
+@api_doc("Decide for up to 10,000 contacts of an outbound batch, answered in order",
+         body=schemas.BulkDecisionsIn, responses={200: schemas.BulkDecisionsOut},
+         errors={409: "a request id repeats in the batch or was used before with another body",
+                 429: "more decisions per second than this key may make", 503: "the decision store is down"},
+         headers={IDEMPOTENCY_HEADER: "request ids of contacts without one are derived from it"})
+@require_channel_or_user(*CONFIG_WRITERS)
+def create_decisions_bulk():  # type: ignore[no-untyped-def]
+    settings = current_app.config["CAREPILOT_SETTINGS"]
+    body = read_json_body(schemas.BulkDecisionsIn, limit_bytes=settings.max_bulk_decision_bytes)
+    principal = current_principal()
+    _check_channel(principal, {contact.channel for contact in body.contacts})
+    ctx = decision_context()
+    caller = _caller(principal)
+    _rate_limit(ctx, caller, len(body.contacts))
+    answers = decide_contacts(ctx, caller, body.contacts, idempotency_key=_idempotency_key(),
+                              session=db_session())
+    return jsonify({"decisions": answers}), 200
+
+
+@bp.get("/decisions/<decision_id>")
+@api_doc("A stored decision with its explanation", responses={200: schemas.StoredDecisionOut})
+@require_channel_or_user(*CONFIG_READERS)
+def read_decision(decision_id: str):  # type: ignore[no-untyped-def]
+    if not (len(decision_id) == 32 and all(ch in "0123456789abcdef" for ch in decision_id)):
+        raise NotFound(f"no decision {decision_id!r}", code="decision_not_found")
+    decision = get_decision(db_session(), decision_id)
+    principal = current_principal()
+    if decision is None or (principal.kind == "channel" and decision.channel != principal.channel):
+        raise NotFound(f"no decision {decision_id!r}", code="decision_not_found")
+    return jsonify(decision_json(decision))

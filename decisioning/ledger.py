@@ -1,0 +1,603 @@
+"""The live budget ledger and contact-cap counters in Redis (DESIGN §4 step 7).
+
+What lives where:
+
+- ``cp:ledger:budget:<code>:<period key>`` — a string counter: money reserved against one
+  budget in one period, in **integer minor units** (cents). Changed only with ``INCRBY`` /
+  ``DECRBY`` so no float ever touches the balance: 0.1 + 0.2 is 30, not 0.30000000000000004.
+- ``cp:ledger:contacts:<subscriber>:<channel>`` — a sorted set of request keys scored by the
+  contact time in epoch milliseconds; the contacts in a window are one ``ZCOUNT``. Members older
+  than the channel's window (and the ledger's retention) are trimmed lazily by the reserve
+  script, and the key expires when nobody has been contacted for that long.
+- ``cp:ledger:request:<request key>`` — the request marker: the JSON of what one successful
+  reservation charged, kept for ``marker_ttl_s`` (default 7 days). It makes retries idempotent
+  and tells :meth:`BudgetLedger.release` exactly what to refund.
+
+Why one Lua script: the check ("is there room?") and the charge must be one step, or two
+web processes that both read 999.00 of a 1,000.00 cap would both spend 1.00 more. Redis runs a
+script atomically, so the replay check, the contact cap, every budget's cap and pace and all the
+increments happen with no other command in between — across any number of web processes and
+hosts. Every key a call touches is computed up front and passed as ``KEYS``.
+
+Why idempotent: a channel (or our own HTTP client) may retry a request whose answer was lost.
+The marker, keyed by the request key, turns the retry into a replay: the stored result comes
+back with ``replayed=True`` and nothing is charged twice. A *failed* reservation stores no
+marker on purpose: nothing was charged, so there is nothing to replay, and a retry later (after
+a release, a new period or a raised cap) may legitimately succeed. After the marker's TTL the
+decision row (UNIQUE request id) is what stops a duplicate; the marker only has to cover the
+retry window.
+
+Failure: every Redis error surfaces as :class:`LedgerUnavailable`, so the service can answer
+``degraded: true`` and fail closed for paid actions (never overspend). A Redis restart empties
+the script cache; redis-py's ``Script`` object answers the resulting NOSCRIPT by loading the
+script again and retrying once, and the reconcile job calls :meth:`BudgetLedger.rebuild` with
+the sums from the decisions table (the ledger of record).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+
+import redis
+
+from decisioning.snapshot import BudgetRule, ContactRule
+
+__all__ = ["BudgetLedger", "BudgetLimit", "Charge", "ContactLimit", "LedgerReading", "LedgerUnavailable",
+           "Release", "Reservation", "budget_key", "contacts_key", "from_cents", "limit_to_cents",
+           "period_key_for", "request_key_marker", "to_cents"]
+
+KEY_PREFIX = "cp:ledger:"
+DEFAULT_MARKER_TTL_S = 7 * 24 * 3600
+# Contacts are kept at least this long even when every window is shorter, so lengthening a
+# channel's window (say 7 → 30 days) does not forget contacts that still count.
+DEFAULT_CONTACT_RETENTION_S = 90 * 24 * 3600
+
+_CENT = Decimal("0.01")
+_MICRO = Decimal("0.000001")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_MS = timedelta(milliseconds=1)
+_RELEASE_ATTEMPTS = 5
+_MARKER_VERSION = 1
+
+# Outcome codes; the same words as the decision core's reason codes.
+OK = "ok"
+CONTACT_CAP = "contact_cap"
+BUDGET_EXHAUSTED = "budget_exhausted"
+PACING = "pacing"
+
+
+class LedgerUnavailable(Exception):
+    """Redis could not be reached or refused the command: spend is unknown, so paid actions
+    must fail closed (``degraded: true``). The Redis error is chained as ``__cause__``."""
+
+
+# --- money -----------------------------------------------------------------------------------------
+
+def _decimal(amount: Decimal | int | float | str, what: str) -> Decimal:
+    if isinstance(amount, bool):
+        raise ValueError(f"{what} must be a number, got {amount!r}")
+    try:
+        # str(float) is the shortest repr that round-trips, so 0.285 stays 0.285 rather than
+        # Decimal(0.285) = 0.28499999999999997557…, which would round the wrong way.
+        value = amount if isinstance(amount, Decimal) else Decimal(str(amount))
+    except (InvalidOperation, ValueError):
+        raise ValueError(f"{what} must be a number, got {amount!r}") from None
+    if not value.is_finite():
+        raise ValueError(f"{what} must be finite, got {amount!r}")
+    return value
+
+
+def to_cents(amount: Decimal | int | float | str) -> int:
+    """Money → integer minor units, rounding half up (0.005 → 1, 2.675 → 268). Used for costs and
+    the ledger-of-record sums, which are whole cents already."""
+    return int(_decimal(amount, "amount").quantize(_CENT, rounding=ROUND_HALF_UP) * 100)
+
+
+def limit_to_cents(amount: Decimal | int | float | str) -> int:
+    """A spending limit (cap or paced allowance) → cents, rounded *down*: a share-of-revenue cap
+    of 1234.565 allows 1234.56, never half a cent more. Float noise is removed first (rounded
+    to micro-units), so an allowance computed as 299.99999999997 is still 300.00."""
+    value = _decimal(amount, "limit").quantize(_MICRO, rounding=ROUND_HALF_UP)
+    return int(value.quantize(_CENT, rounding=ROUND_FLOOR) * 100)
+
+
+def from_cents(cents: int) -> Decimal:
+    """Integer minor units → money, exact (12345 → Decimal('123.45'))."""
+    return (Decimal(int(cents)) / 100).quantize(_CENT)
+
+
+# --- keys ------------------------------------------------------------------------------------------
+
+def _part(text: str) -> str:
+    # ":" separates key parts; escape it (and the escape character) so "a:b"+"c" ≠ "a"+"b:c"
+    return str(text).replace("%", "%25").replace(":", "%3A")
+
+
+def budget_key(code: str, period_key: str) -> str:
+    return f"{KEY_PREFIX}budget:{_part(code)}:{_part(period_key)}"
+
+
+def contacts_key(subscriber_id: str, channel: str) -> str:
+    return f"{KEY_PREFIX}contacts:{_part(subscriber_id)}:{_part(channel)}"
+
+
+def request_key_marker(request_key: str) -> str:
+    return f"{KEY_PREFIX}request:{_part(request_key)}"
+
+
+def period_key_for(rule: BudgetRule) -> str:
+    """The period a budget rule spends in, as the decisions table writes it: "2026-11" for a
+    calendar month, "2026-Q4" for a quarter, "2026" for a year, the start date for any other
+    period, and "all" for a budget without period bounds."""
+    start, end = rule.period_start, rule.period_end
+    if start is None or end is None:
+        return "all"
+    if start.day == 1 and end.day == 1 and start.time() == end.time() == datetime.min.time():
+        months = (end.year - start.year) * 12 + end.month - start.month
+        if months == 1:
+            return f"{start:%Y-%m}"
+        if months == 3 and start.month % 3 == 1:
+            return f"{start.year}-Q{(start.month - 1) // 3 + 1}"
+        if months == 12 and start.month == 1:
+            return f"{start.year}"
+    return f"{start:%Y-%m-%d}"
+
+
+def _epoch_ms(now: datetime) -> int:
+    if now.tzinfo is None or now.tzinfo.utcoffset(now) is None:
+        now = now.replace(tzinfo=timezone.utc)  # naive times are UTC, as in decisioning.snapshot
+    return (now - _EPOCH) // _ONE_MS  # integer arithmetic: no float rounding of the timestamp
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# --- inputs and results ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BudgetLimit:
+    """One budget a reservation must fit: its cap for the period and how much may have been
+    spent by now (pacing), both in cents. ``allowed_now_cents`` None: no pacing, the cap only."""
+
+    code: str
+    period_key: str
+    cap_cents: int
+    allowed_now_cents: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.code or not self.period_key:
+            raise ValueError("a budget limit needs a code and a period key")
+        for name in ("cap_cents", "allowed_now_cents"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or value < 0):
+                raise ValueError(f"budget {self.code}: {name} must be a whole number of cents >= 0, got {value!r}")
+
+    @property
+    def effective_allowed_cents(self) -> int:
+        """The pace limit, never above the cap."""
+        allowed = self.allowed_now_cents
+        return self.cap_cents if allowed is None else min(allowed, self.cap_cents)
+
+    @classmethod
+    def from_amounts(cls, code: str, period_key: str, cap: Decimal | float | int | str,
+                     allowed_now: Decimal | float | int | str | None = None) -> BudgetLimit:
+        """From money amounts (rounded down to the cent: see :func:`limit_to_cents`)."""
+        return cls(code, period_key, limit_to_cents(cap),
+                   None if allowed_now is None else limit_to_cents(allowed_now))
+
+    @classmethod
+    def from_rule(cls, rule: BudgetRule, now: datetime) -> BudgetLimit:
+        """The limit the decision core applied: the rule's cap and its paced allowance at ``now``
+        (``cap × elapsed share of the period × (1 + slack)``), for the rule's period."""
+        if now.tzinfo is None or now.tzinfo.utcoffset(now) is None:
+            now = now.replace(tzinfo=timezone.utc)
+        return cls.from_amounts(rule.code, period_key_for(rule), rule.cap_amount, rule.paced_allowance(now))
+
+
+@dataclass(frozen=True)
+class ContactLimit:
+    """The contact cap of one channel for one subscriber: at most ``max_contacts`` within the
+    last ``window_s`` seconds. A reservation with a contact limit records the contact."""
+
+    subscriber_id: str
+    channel: str
+    max_contacts: int
+    window_s: int
+
+    def __post_init__(self) -> None:
+        if not self.subscriber_id or not self.channel:
+            raise ValueError("a contact limit needs a subscriber id and a channel")
+        if type(self.max_contacts) is not int or self.max_contacts < 0:
+            raise ValueError(f"max_contacts must be an int >= 0, got {self.max_contacts!r}")
+        if type(self.window_s) is not int or self.window_s <= 0:
+            raise ValueError(f"window_s must be an int > 0, got {self.window_s!r}")
+
+    @classmethod
+    def from_rule(cls, rule: ContactRule, subscriber_id: str) -> ContactLimit:
+        return cls(subscriber_id, rule.channel, rule.max_contacts, rule.window_days * 86400)
+
+
+class Charge(NamedTuple):
+    """Money charged to one budget in one period."""
+
+    code: str
+    period_key: str
+    cents: int
+
+    @property
+    def amount(self) -> Decimal:
+        return from_cents(self.cents)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """The answer of :meth:`BudgetLedger.reserve`.
+
+    ``ok``: everything was charged (or, with ``replayed``, had been by an earlier call with the
+    same request key). Otherwise ``reason`` is ``contact_cap``, ``budget_exhausted`` or
+    ``pacing`` and nothing was charged; for a budget reason ``budget_code``, ``spent_cents``
+    and ``limit_cents`` (its cap, or its allowance by now) say which budget and why, and for
+    the contact cap ``contacts_in_window`` and ``limit`` (max contacts) do.
+    """
+
+    request_key: str
+    ok: bool
+    reason: str | None
+    cost_cents: int
+    charged: tuple[Charge, ...] = ()
+    contact_recorded: bool = False
+    replayed: bool = False
+    budget_code: str | None = None
+    spent_cents: int | None = None
+    limit_cents: int | None = None
+    contacts_in_window: int | None = None
+    max_contacts: int | None = None
+
+    @property
+    def cost(self) -> Decimal:
+        return from_cents(self.cost_cents)
+
+
+@dataclass(frozen=True)
+class Release:
+    """The answer of :meth:`BudgetLedger.release`: whether a reservation was undone, and what."""
+
+    released: bool
+    refunded: tuple[Charge, ...] = ()
+    contact_removed: bool = False
+
+
+class ReserveRequest(NamedTuple):
+    """One reservation of :meth:`BudgetLedger.reserve_many`."""
+
+    request_key: str
+    cost: Decimal | float | int | str
+    budgets: tuple[BudgetLimit, ...]
+    contact: ContactLimit | None
+
+
+class LedgerReading(NamedTuple):
+    """What the decision core needs from Redis (``DecisionState``'s two mappings): contacts per
+    channel in that channel's window, and money spent per budget code (as float, as the core
+    takes it; the exact value is ``spent_total``)."""
+
+    contacts_in_window: dict[str, int]
+    spent_by_budget: dict[str, float]
+
+
+# --- the scripts --------------------------------------------------------------------------------
+
+# KEYS[1] request marker; KEYS[2 .. 1+nb] budget counters; KEYS[2+nb] contacts (if any).
+# ARGV: 1 marker JSON, 2 marker TTL ms, 3 cost cents, 4 nb, 5 has contact ("1"/"0"),
+#       6 contact member, 7 contact score (now ms), 8 max contacts, 9 window lower bound
+#       ("(<ms>": exclusive), 10 trim bound ("(<ms>"), 11 contacts key TTL ms,
+#       then per budget: cap cents, allowed cents.
+# Bounds are formatted in Python: Lua prints large numbers as 1.7e+12.
+_RESERVE_LUA = """
+local stored = redis.call('GET', KEYS[1])
+if stored then
+  return {'replay', stored}
+end
+local cost = tonumber(ARGV[3])
+local nb = tonumber(ARGV[4])
+local contacts_key = nil
+if ARGV[5] == '1' then
+  contacts_key = KEYS[2 + nb]
+  -- lazy clean-up of contacts no window looks at any more (harmless if the call fails below)
+  redis.call('ZREMRANGEBYSCORE', contacts_key, '-inf', ARGV[10])
+  local n = redis.call('ZCOUNT', contacts_key, ARGV[9], '+inf')
+  if n >= tonumber(ARGV[8]) then
+    return {'contact_cap', 0, n, tonumber(ARGV[8])}
+  end
+end
+if cost > 0 then
+  -- as the decision core: the budget with the least room decides, caps before pacing
+  local spent = {}
+  local cap_i, cap_room, pace_i, pace_room = 0, nil, 0, nil
+  for i = 1, nb do
+    spent[i] = tonumber(redis.call('GET', KEYS[1 + i]) or '0')
+    local room = tonumber(ARGV[10 + 2 * i]) - spent[i]
+    if cap_room == nil or room < cap_room then cap_i, cap_room = i, room end
+    room = tonumber(ARGV[11 + 2 * i]) - spent[i]
+    if pace_room == nil or room < pace_room then pace_i, pace_room = i, room end
+  end
+  if cap_room ~= nil and cost > cap_room then
+    return {'budget_exhausted', cap_i, spent[cap_i], tonumber(ARGV[10 + 2 * cap_i])}
+  end
+  if pace_room ~= nil and cost > pace_room then
+    return {'pacing', pace_i, spent[pace_i], tonumber(ARGV[11 + 2 * pace_i])}
+  end
+  for i = 1, nb do
+    redis.call('INCRBY', KEYS[1 + i], ARGV[3])
+  end
+end
+if contacts_key then
+  redis.call('ZADD', contacts_key, ARGV[7], ARGV[6])
+  local ttl = tonumber(ARGV[11])
+  if redis.call('PTTL', contacts_key) < ttl then
+    redis.call('PEXPIRE', contacts_key, ttl)
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {'ok'}
+"""
+
+# KEYS[1] request marker; KEYS[2 .. 1+nb] budget counters; KEYS[2+nb] contacts (if any).
+# ARGV: 1 the marker as read (compare-and-delete), 2 nb, 3 contact member ("" for none),
+#       then the cents to refund per budget.
+_RELEASE_LUA = """
+local stored = redis.call('GET', KEYS[1])
+if not stored then
+  return 0
+end
+if stored ~= ARGV[1] then
+  return -1
+end
+local nb = tonumber(ARGV[2])
+for i = 1, nb do
+  redis.call('DECRBY', KEYS[1 + i], ARGV[3 + i])
+end
+if ARGV[3] ~= '' then
+  redis.call('ZREM', KEYS[2 + nb], ARGV[3])
+end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
+# --- the ledger ------------------------------------------------------------------------------------
+
+class BudgetLedger:
+    """Budget counters, contact windows and idempotent reservations over one Redis client.
+
+    Thread-safe as the client is (redis-py pools connections); create one per process.
+    """
+
+    def __init__(self, redis_client: redis.Redis, *, marker_ttl_s: int = DEFAULT_MARKER_TTL_S,
+                 contact_retention_s: int = DEFAULT_CONTACT_RETENTION_S) -> None:
+        if marker_ttl_s <= 0 or contact_retention_s <= 0:
+            raise ValueError("marker_ttl_s and contact_retention_s must be positive")
+        self._redis = redis_client
+        self.marker_ttl_s = marker_ttl_s
+        self.contact_retention_s = contact_retention_s
+        # register_script only hashes the text; EVALSHA is tried first and the script loaded on
+        # NOSCRIPT (a fresh or restarted server), so the source is not resent on every call.
+        self._reserve_script = redis_client.register_script(_RESERVE_LUA)
+        self._release_script = redis_client.register_script(_RELEASE_LUA)
+
+    # -- reads --
+
+    def read_state(self, subscriber_id: str, channels_with_windows: Mapping[str, int],
+                   budget_periods: Iterable[tuple[str, str]], now: datetime) -> LedgerReading:
+        """Contacts per channel within its window (seconds) and spend per budget code in the
+        given period, in one round trip (a pipeline).
+
+        Advisory: the decision core uses it to pick an action; :meth:`reserve` re-checks
+        atomically, so a change in between can only turn a pick into a refusal, never an
+        overspend.
+        """
+        return self.read_states([(subscriber_id, channels_with_windows, budget_periods)], now)[0]
+
+    def read_states(self, requests: Sequence[tuple[str, Mapping[str, int], Iterable[tuple[str, str]]]],
+                    now: datetime) -> list[LedgerReading]:
+        """:meth:`read_state` for many subscribers, in one round trip (a bulk decision call)."""
+        now_ms = _epoch_ms(now)
+        plans = []
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for subscriber_id, channels_with_windows, budget_periods in requests:
+                channels = list(channels_with_windows.items())
+                periods = list(budget_periods)
+                codes = [code for code, _ in periods]
+                if len(set(codes)) != len(codes):
+                    raise ValueError(f"one period per budget code, got {periods!r}")
+                for channel, window_s in channels:
+                    pipe.zcount(contacts_key(subscriber_id, channel), f"({now_ms - int(window_s) * 1000}", "+inf")
+                for code, period_key in periods:
+                    pipe.get(budget_key(code, period_key))
+                plans.append((channels, codes))
+            replies = pipe.execute()
+        except redis.RedisError as exc:
+            raise LedgerUnavailable(f"budget ledger unavailable: {exc}") from exc
+        readings, at = [], 0
+        for channels, codes in plans:
+            contact_replies = replies[at:at + len(channels)]
+            spend_replies = replies[at + len(channels):at + len(channels) + len(codes)]
+            at += len(channels) + len(codes)
+            contacts = {channel: int(count) for (channel, _), count in zip(channels, contact_replies)}
+            spent = {code: (int(_text(raw)) if raw is not None else 0) / 100
+                     for code, raw in zip(codes, spend_replies)}
+            readings.append(LedgerReading(contacts, spent))
+        return readings
+
+    def spent_total(self, code: str, period_key: str) -> Decimal:
+        """Money reserved against a budget in a period, exact."""
+        try:
+            raw = self._redis.get(budget_key(code, period_key))
+        except redis.RedisError as exc:
+            raise LedgerUnavailable(f"budget ledger unavailable: {exc}") from exc
+        return from_cents(int(_text(raw)) if raw is not None else 0)
+
+    # -- reservations --
+
+    def reserve(self, request_key: str, *, cost: Decimal | float | int | str, budgets: Sequence[BudgetLimit],
+                contact: ContactLimit | None, now: datetime) -> Reservation:
+        """Check and charge in one atomic step: the contact cap, then every budget's cap and
+        pacing; only if all pass, add ``cost`` to every budget, record the contact and store
+        the request marker. All or nothing: a refusal charges nothing and stores nothing.
+
+        The same ``request_key`` again (within the marker TTL) returns the first successful
+        result with ``replayed=True`` and charges nothing, whatever the other arguments say;
+        compare ``cost_cents``/``charged`` if a mismatch matters. Free actions (cost 0) skip
+        the budgets but still count against the contact cap.
+        """
+        return self.reserve_many([ReserveRequest(request_key, cost, tuple(budgets), contact)], now)[0]
+
+    def reserve_many(self, requests: Sequence["ReserveRequest"], now: datetime) -> list[Reservation]:
+        """:meth:`reserve` for many requests in one round trip (a pipeline of script calls):
+        each one is still atomic on its own and they run in order, so two contacts of one
+        batch competing for a budget are decided exactly as two separate calls would be."""
+        calls = [self._reserve_call(request, now) for request in requests]
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for keys, args, _, _ in calls:
+                self._reserve_script(keys=keys, args=args, client=pipe)
+            replies = pipe.execute()
+        except redis.RedisError as exc:
+            raise LedgerUnavailable(f"budget ledger unavailable: {exc}") from exc
+        return [self._reservation(request, reply, cost_cents, charged)
+                for request, reply, (_, _, cost_cents, charged) in zip(requests, replies, calls)]
+
+    def _reserve_call(self, request: "ReserveRequest", now: datetime) -> tuple[list[str], list[Any], int,
+                                                                               tuple[Charge, ...]]:
+        request_key, budgets, contact = request.request_key, request.budgets, request.contact
+        if not request_key:
+            raise ValueError("request_key must be a non-empty string")
+        cost_cents = to_cents(request.cost)
+        if cost_cents < 0:
+            raise ValueError(f"cost must be >= 0, got {request.cost!r}")
+        pairs = [(b.code, b.period_key) for b in budgets]
+        if len(set(pairs)) != len(pairs):
+            raise ValueError(f"each budget period may be charged once per reservation, got {pairs!r}")
+        now_ms = _epoch_ms(now)
+        charged = tuple(Charge(b.code, b.period_key, cost_cents) for b in budgets) if cost_cents else ()
+        marker = json.dumps({
+            "v": _MARKER_VERSION, "cost_cents": cost_cents, "at_ms": now_ms,
+            "budgets": [[c.code, c.period_key, c.cents] for c in charged],
+            "contact": [contact.subscriber_id, contact.channel] if contact else None,
+        }, separators=(",", ":"), sort_keys=True)
+
+        keys = [request_key_marker(request_key), *(budget_key(code, period) for code, period in pairs)]
+        args: list[Any] = [marker, self.marker_ttl_s * 1000, cost_cents, len(budgets)]
+        if contact is not None:
+            keys.append(contacts_key(contact.subscriber_id, contact.channel))
+            horizon_ms = max(contact.window_s, self.contact_retention_s) * 1000
+            args += [1, request_key, now_ms, contact.max_contacts, f"({now_ms - contact.window_s * 1000}",
+                     f"({now_ms - horizon_ms}", horizon_ms]
+        else:
+            args += [0, "", 0, 0, "+inf", "-inf", 1]
+        for budget in budgets:
+            args += [budget.cap_cents, budget.effective_allowed_cents]
+        return keys, args, cost_cents, charged
+
+    @staticmethod
+    def _reservation(request: "ReserveRequest", reply: Any, cost_cents: int,
+                     charged: tuple[Charge, ...]) -> Reservation:
+        request_key = request.request_key
+        outcome = _text(reply[0])
+        if outcome == OK:
+            return Reservation(request_key, True, None, cost_cents, charged, request.contact is not None)
+        if outcome == "replay":
+            return _replayed(request_key, _text(reply[1]))
+        if outcome == CONTACT_CAP:
+            return Reservation(request_key, False, CONTACT_CAP, cost_cents,
+                               contacts_in_window=int(reply[2]), max_contacts=int(reply[3]))
+        budget = request.budgets[int(reply[1]) - 1]  # Lua indexes from 1
+        return Reservation(request_key, False, outcome, cost_cents, budget_code=budget.code,
+                           spent_cents=int(reply[2]), limit_cents=int(reply[3]))
+
+    def release(self, request_key: str) -> Release:
+        """Undo a successful reservation: refund what its marker says was charged, forget the
+        contact and delete the marker, atomically. For when the decision row cannot be written
+        after the reservation. Idempotent: with no marker (already released, never reserved,
+        refused, or expired) nothing happens and ``released`` is False.
+
+        Two steps so every key is known before the script runs: read the marker, then a script
+        that refunds only if the marker is still exactly that one (compare-and-delete); if it
+        changed in between (released and reserved again), read it again.
+        """
+        marker_key = request_key_marker(request_key)
+        try:
+            for _ in range(_RELEASE_ATTEMPTS):
+                raw = self._redis.get(marker_key)
+                if raw is None:
+                    return Release(False)
+                stored = _text(raw)
+                record = json.loads(stored)
+                refunds = tuple(Charge(code, period, int(cents)) for code, period, cents in record["budgets"])
+                keys = [marker_key, *(budget_key(c.code, c.period_key) for c in refunds)]
+                contact = record.get("contact")
+                if contact:
+                    keys.append(contacts_key(contact[0], contact[1]))
+                args = [stored, len(refunds), request_key if contact else "", *(c.cents for c in refunds)]
+                done = int(self._release_script(keys=keys, args=args))
+                if done == 1:
+                    return Release(True, refunds, bool(contact))
+                if done == 0:
+                    return Release(False)
+        except redis.RedisError as exc:
+            raise LedgerUnavailable(f"budget ledger unavailable: {exc}") from exc
+        raise LedgerUnavailable(f"request marker {request_key!r} kept changing during release")
+
+    # -- reconcile --
+
+    def rebuild(self, spent: Mapping[tuple[str, str], Decimal | float | int | str],
+                contacts: Mapping[tuple[str, str], Iterable[tuple[str, int]]]) -> None:
+        """Reset the counters from the ledger of record (the decisions table) after a Redis
+        restart or a drift: SET every given budget counter to its sum (in money), and add the
+        given contacts ``(member, timestamp ms)`` to their windows — added, not replaced, so
+        contacts recorded since the restart are kept (the request key as member makes a
+        contact already present count once).
+
+        One MULTI/EXEC: other clients never see half a rebuild. A reservation made while the
+        sums were being computed, whose decision row was not yet committed, is overwritten;
+        run the reconcile when traffic is low, or accept that bounded under-count.
+        """
+        counters = {}
+        for (code, period_key), amount in spent.items():
+            cents = to_cents(amount)
+            if cents < 0:
+                raise ValueError(f"budget {code} {period_key}: spend must be >= 0, got {amount!r}")
+            counters[budget_key(code, period_key)] = cents
+        windows = {contacts_key(subscriber_id, channel): {str(member): int(ts_ms) for member, ts_ms in members}
+                   for (subscriber_id, channel), members in contacts.items()}
+        retention_ms = self.contact_retention_s * 1000
+        wall_ms = int(time.time() * 1000)
+        try:
+            with self._redis.pipeline(transaction=True) as pipe:
+                for key, cents in counters.items():
+                    pipe.set(key, cents)
+                for key, scores in windows.items():
+                    if not scores:
+                        continue
+                    pipe.zadd(key, scores)
+                    # an idle subscriber's key disappears a retention after its newest contact,
+                    # but never sooner than a reservation made now would keep it (Redis 6.2,
+                    # the embedded server, has no PEXPIREAT ... GT)
+                    pipe.pexpireat(key, max(max(scores.values()), wall_ms) + retention_ms)
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise LedgerUnavailable(f"budget ledger unavailable: {exc}") from exc
+
+
+def _replayed(request_key: str, stored: str) -> Reservation:
+    record = json.loads(stored)
+    charged = tuple(Charge(code, period, int(cents)) for code, period, cents in record["budgets"])
+    return Reservation(request_key, True, None, int(record["cost_cents"]), charged,
+                       record.get("contact") is not None, replayed=True)

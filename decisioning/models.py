@@ -1,0 +1,67 @@
+"""The decisions table: one row per answered contact, and the ledger of record for spend.
+
+Redis holds the live budget counters and contact windows for speed; this table is what they
+are rebuilt from after a Redis restart (``decisioning.jobs.reconcile_ledger_job``): the cost
+of every decision that reserved money, with the budgets and period it was charged to.
+
+Idempotency: UNIQUE(caller, request_id). A channel that retries a request gets the stored
+answer (same body) or a 409 (another body, recognised by ``request_hash``), and the Redis
+reservation is keyed by the same pair, so a retry never charges twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Numeric, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from infra.db import Base, JsonType, UtcDateTime, utcnow
+
+Money = Numeric(12, 2)
+
+
+class Decision(Base):
+    """One decision: who, where, what was chosen (or nothing), why, and what it cost."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (
+        UniqueConstraint("caller", "request_id"),
+        Index("ix_decisions_subscriber_id_created_at", "subscriber_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # uuid4 hex, shown to channels
+    caller: Mapped[str] = mapped_column(String(64))  # "key:<api key id>" or "user:<id>"
+    request_id: Mapped[str] = mapped_column(String(128))
+    request_hash: Mapped[str] = mapped_column(String(64))  # SHA-256 of the canonical request body
+    subscriber_id: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(20))
+    tier: Mapped[str | None] = mapped_column(String(64))
+    risk_level: Mapped[str] = mapped_column(String(10))
+    experiment_key: Mapped[str | None] = mapped_column(String(64))
+    arm_key: Mapped[str | None] = mapped_column(String(64))
+    in_holdout: Mapped[bool] = mapped_column(default=False)
+    # the experiment exposure this decision made or met (outcomes reported by decision id use it)
+    assignment_id: Mapped[int | None] = mapped_column(BigInteger)
+    offer_code: Mapped[str | None] = mapped_column(String(64))
+    cost: Mapped[Decimal] = mapped_column(Money, default=Decimal("0"))
+    probability: Mapped[float]
+    degraded: Mapped[bool] = mapped_column(default=False)
+    snapshot_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    response: Mapped[dict[str, Any]] = mapped_column(JsonType)  # the answer as sent, with reasons
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class BudgetCharge(Base):
+    """The cost of one decision charged to one budget in one period (``period_key`` "2026-11",
+    "2026-Q4" or "2026"): what the Redis counters must add up to."""
+
+    __tablename__ = "budget_charges"
+    __table_args__ = (Index("ix_budget_charges_budget_code_period_key", "budget_code", "period_key"),)
+
+    decision_id: Mapped[str] = mapped_column(ForeignKey("decisions.id", ondelete="CASCADE"), primary_key=True)
+    budget_code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period_key: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[Decimal] = mapped_column(Money)

@@ -1,0 +1,69 @@
+"""The configuration version: a counter in Redis bumped after every audited write commits.
+
+Decision processes keep a compiled config snapshot and rebuild it only when this counter
+moves (DESIGN §4: never per request). Every config change writes an audit row in its
+transaction (``infra.audit.record_audit`` marks the session), and after that transaction
+commits the counter is incremented — after, so a process that sees the new version and
+rebuilds reads the committed change.
+
+If Redis cannot be reached at that moment the bump is lost, so readers also rebuild when their
+snapshot is older than ``MAX_SNAPSHOT_AGE_S`` (see ``decisioning.snapshot_cache``).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+CONFIG_VERSION_KEY = "cp:config_version"
+CONFIG_EPOCH_KEY = "cp:config_epoch"
+CHANGED_FLAG = "carepilot.config_changed"
+log = logging.getLogger("carepilot.config")
+
+_redis_source: list[Callable[[], Any]] = []
+
+
+def use_redis(source: Callable[[], Any]) -> None:
+    """Where to bump the counter: a callable returning this process's Redis client."""
+    _redis_source[:] = [source]
+
+
+def mark_changed(session: Session) -> None:
+    """Note that ``session``'s transaction changes configuration (bumped when it commits)."""
+    session.info[CHANGED_FLAG] = True
+
+
+def read_version(client: Any) -> tuple[str, int]:
+    """(epoch, counter). The counter starts at 0; the epoch is a random token set once per Redis
+    dataset, so a Redis that lost its data (counter back to 0) is never mistaken for the
+    configuration a snapshot was built from."""
+    epoch, value = client.mget(CONFIG_EPOCH_KEY, CONFIG_VERSION_KEY)
+    if epoch is None:
+        client.set(CONFIG_EPOCH_KEY, uuid.uuid4().hex, nx=True)
+        epoch, value = client.mget(CONFIG_EPOCH_KEY, CONFIG_VERSION_KEY)
+    return epoch.decode() if isinstance(epoch, bytes) else str(epoch), int(value) if value is not None else 0
+
+
+def bump(client: Any) -> int:
+    return int(client.incr(CONFIG_VERSION_KEY))
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    if not session.info.pop(CHANGED_FLAG, False) or not _redis_source:
+        return
+    try:
+        bump(_redis_source[0]())
+    except (redis.RedisError, OSError) as exc:  # readers fall back to the snapshot's maximum age
+        log.warning("config version not bumped (Redis unavailable: %s)", exc)
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop(CHANGED_FLAG, None)
