@@ -49,7 +49,7 @@ from offers.demo_seed import DEMO_ID_PREFIX, DEMO_SUBSCRIBERS, seed_demo  # noqa
 DATABASE = "carepilot_bench_decisions"
 CONCURRENCY_PROCESSES, CONCURRENCY_THREADS = 2, 4
 BULK_CONTACTS = 10_000
-THREADS = int(os.environ.get("BENCH_GUNICORN_THREADS", "4"))  # per worker (gthread): overlap I/O waits
+THREADS = int(os.environ.get("BENCH_GUNICORN_THREADS", "1"))  # >1: gthread workers
 
 
 def _free_port() -> int:

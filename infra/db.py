@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
+import orjson
+
 from flask import Flask, current_app, g
 from sqlalchemy import JSON, DateTime, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
@@ -75,7 +77,17 @@ def make_engine(database_url: str, echo: bool = False) -> Engine:
             conn.exec_driver_sql("BEGIN")
 
         return engine
-    return create_engine(database_url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    # No pre-ping (it costs a round trip per checkout on the decision hot path): a connection
+    # broken by a server restart fails its first use, SQLAlchemy then invalidates the whole pool,
+    # and the request gets a 503 it may retry; connections are also recycled every 10 minutes.
+    return create_engine(database_url, echo=echo, pool_size=10, max_overflow=10, pool_recycle=600,
+                         json_serializer=_json_text)
+
+
+def _json_text(value: Any) -> str:
+    """JSON columns encoded with orjson: several times faster than the standard library on
+    the decision rows, same JSON for the values the project stores."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 class Database:
