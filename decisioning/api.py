@@ -12,10 +12,7 @@ with ``degraded: true`` and no paid action; never a 500. Rate limit per API key:
 
 from __future__ import annotations
 
-import time
-
 import orjson
-import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from decisioning import schemas
@@ -23,18 +20,13 @@ from decisioning.service import DecisionContext, decide_contacts, decision_json,
 from decisioning.snapshot_cache import SnapshotCache
 from infra.auth import CONFIG_READERS, CONFIG_WRITERS, Principal, current_principal, require_channel_or_user
 from infra.db import db_session, get_database
-from infra.errors import ApiError, BadRequest, Forbidden, NotFound
+from infra.errors import BadRequest, Forbidden, NotFound
 from infra.http import read_json_body
 from infra.openapi import api_doc
 from infra.redis_conn import connect_redis
 
 bp = Blueprint("decisions_api", __name__, url_prefix="/api/v1")
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-
-
-class RateLimited(ApiError):
-    status, code = 429, "rate_limited"
-    headers = {"Retry-After": "1"}
 
 
 def decision_context() -> DecisionContext:
@@ -57,27 +49,6 @@ def _check_channel(principal: Principal, channels: set[str]) -> None:
         other = sorted(channels - {principal.channel})
         raise Forbidden(f"this key belongs to the {principal.channel} channel; it cannot decide for "
                         f"{', '.join(other)}", code="channel_forbidden")
-
-
-def _rate_limit(ctx: DecisionContext, caller: str, count: int) -> None:
-    """A fixed one-second window per API key in Redis; without Redis the limit is not enforced
-    (decisions then degrade anyway)."""
-    limit = current_app.config["CAREPILOT_SETTINGS"].decision_rate_limit_per_s
-    second = int(time.time())
-    key = f"cp:rate:{caller}:{second}"
-    if not ctx.redis_usable():
-        return
-    try:
-        pipe = ctx.redis_client.pipeline(transaction=False)
-        pipe.incrby(key, count)
-        pipe.expire(key, 2)
-        used = pipe.execute()[0]
-    except (redis.RedisError, OSError):
-        ctx.redis_failed()
-        return
-    if used > limit:
-        raise RateLimited(f"more than {limit} decisions per second for this key; retry after a second",
-                          details={"limit_per_s": limit, "retry_after_s": 1})
 
 
 def _json(body: dict) -> Response:  # type: ignore[type-arg]
@@ -112,8 +83,8 @@ def create_decision():  # type: ignore[no-untyped-def]
                          code="idempotency_mismatch")
     ctx = decision_context()
     caller = _caller(principal)
-    _rate_limit(ctx, caller, 1)
-    [answer] = decide_contacts(ctx, caller, [body], idempotency_key=idempotency_key, session=db_session())
+    [answer] = decide_contacts(ctx, caller, [body], idempotency_key=idempotency_key, session=db_session(),
+                               rate_limit_per_s=current_app.config["CAREPILOT_SETTINGS"].decision_rate_limit_per_s)
     return _json(answer)
 
 
@@ -131,9 +102,8 @@ def create_decisions_bulk():  # type: ignore[no-untyped-def]
     _check_channel(principal, {contact.channel for contact in body.contacts})
     ctx = decision_context()
     caller = _caller(principal)
-    _rate_limit(ctx, caller, len(body.contacts))
     answers = decide_contacts(ctx, caller, body.contacts, idempotency_key=_idempotency_key(),
-                              session=db_session())
+                              session=db_session(), rate_limit_per_s=settings.decision_rate_limit_per_s)
     return _json({"decisions": answers})
 
 

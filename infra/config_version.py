@@ -43,7 +43,13 @@ def read_version(client: Any) -> tuple[str, int]:
     """(epoch, counter). The counter starts at 0; the epoch is a random token set once per Redis
     dataset, so a Redis that lost its data (counter back to 0) is never mistaken for the
     configuration a snapshot was built from."""
-    epoch, value = client.mget(CONFIG_EPOCH_KEY, CONFIG_VERSION_KEY)
+    return parse_version(client, client.mget(CONFIG_EPOCH_KEY, CONFIG_VERSION_KEY))
+
+
+def parse_version(client: Any, reply: list[Any]) -> tuple[str, int]:
+    """(epoch, counter) from a reply to ``MGET CONFIG_EPOCH_KEY CONFIG_VERSION_KEY`` (callers may
+    pipeline it with other commands); sets the epoch first if this dataset has none."""
+    epoch, value = reply
     if epoch is None:
         client.set(CONFIG_EPOCH_KEY, uuid.uuid4().hex, nx=True)
         epoch, value = client.mget(CONFIG_EPOCH_KEY, CONFIG_VERSION_KEY)
