@@ -233,3 +233,20 @@ def test_the_cron_tick_enqueues_each_due_readout_once_and_the_worker_runs_them(a
     queue.enqueue(schedule_readouts_job)  # a second scheduler on another host
     _burst(app, redis)
     assert _count(db, Readout, experiment) == 1
+
+
+def test_the_cli_runs_one_readout_synchronously(app, client, auth, db, redis):
+    import json
+
+    experiment = start_pilot(client, auth, db)
+    populate(db, experiment, winning_cells(200), now=utcnow())
+    runner = app.test_cli_runner()
+    r = runner.invoke(args=["readout", KEY, "--at", "2026-11-01T00:00:00Z"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout[r.stdout.index("{"):])
+    assert summary["new"] is True and summary["experiment"] == KEY
+    assert _count(db, Readout, experiment) == 1
+    again = runner.invoke(args=["readout", KEY, "--at", "2026-11-01T00:00:00Z"])
+    assert again.exit_code == 0 and json.loads(again.stdout[again.stdout.index("{"):])["new"] is False
+    assert runner.invoke(args=["readout", "nope"]).exit_code != 0
+    assert runner.invoke(args=["readout", KEY, "--at", "yesterday"]).exit_code != 0
