@@ -406,34 +406,39 @@ class BudgetLedger:
 
     def read_states(self, requests: Sequence[tuple[str, Mapping[str, int], Iterable[tuple[str, str]]]],
                     now: datetime) -> list[LedgerReading]:
-        """:meth:`read_state` for many subscribers, in one round trip (a bulk decision call)."""
+        """:meth:`read_state` for many subscribers, in one round trip (a bulk decision call);
+        each budget counter is read once however many contacts share it."""
         now_ms = _epoch_ms(now)
         plans = []
+        budget_slots: dict[tuple[str, str], int] = {}
         try:
             pipe = self._redis.pipeline(transaction=False)
-            for subscriber_id, channels_with_windows, budget_periods in requests:
-                channels = list(channels_with_windows.items())
+            for subscriber_id, channels_with_windows, _ in requests:
+                for channel, window_s in channels_with_windows.items():
+                    pipe.zcount(contacts_key(subscriber_id, channel), f"({now_ms - int(window_s) * 1000}", "+inf")
+            for _, _, budget_periods in requests:
                 periods = list(budget_periods)
                 codes = [code for code, _ in periods]
                 if len(set(codes)) != len(codes):
                     raise ValueError(f"one period per budget code, got {periods!r}")
-                for channel, window_s in channels:
-                    pipe.zcount(contacts_key(subscriber_id, channel), f"({now_ms - int(window_s) * 1000}", "+inf")
-                for code, period_key in periods:
-                    pipe.get(budget_key(code, period_key))
-                plans.append((channels, codes))
+                for pair in periods:
+                    if pair not in budget_slots:
+                        budget_slots[pair] = len(budget_slots)
+                plans.append(periods)
+            for code, period_key in budget_slots:
+                pipe.get(budget_key(code, period_key))
             replies = pipe.execute()
         except redis.RedisError as exc:
             raise LedgerUnavailable(f"budget ledger unavailable: {exc}") from exc
+        contact_count = sum(len(windows) for _, windows, _ in requests)
+        spend = [(int(_text(raw)) if raw is not None else 0) / 100 for raw in replies[contact_count:]]
         readings, at = [], 0
-        for channels, codes in plans:
-            contact_replies = replies[at:at + len(channels)]
-            spend_replies = replies[at + len(channels):at + len(channels) + len(codes)]
-            at += len(channels) + len(codes)
-            contacts = {channel: int(count) for (channel, _), count in zip(channels, contact_replies)}
-            spent = {code: (int(_text(raw)) if raw is not None else 0) / 100
-                     for code, raw in zip(codes, spend_replies)}
-            readings.append(LedgerReading(contacts, spent))
+        for (_, windows, _), periods in zip(requests, plans):
+            counts = replies[at:at + len(windows)]
+            at += len(windows)
+            contacts = {channel: int(count) for channel, count in zip(windows, counts)}
+            readings.append(LedgerReading(contacts, {code: spend[budget_slots[(code, period)]]
+                                                     for code, period in periods}))
         return readings
 
     def spent_total(self, code: str, period_key: str) -> Decimal:
