@@ -83,7 +83,7 @@ def create_decision():  # type: ignore[no-untyped-def]
                          code="idempotency_mismatch")
     ctx = decision_context()
     caller = _caller(principal)
-    [answer] = decide_contacts(ctx, caller, [body], idempotency_key=idempotency_key, session=db_session(),
+    [answer] = decide_contacts(ctx, caller, [body], idempotency_key=idempotency_key,
                                rate_limit_per_s=current_app.config["CAREPILOT_SETTINGS"].decision_rate_limit_per_s)
     return _json(answer)
 
@@ -103,7 +103,7 @@ def create_decisions_bulk():  # type: ignore[no-untyped-def]
     ctx = decision_context()
     caller = _caller(principal)
     answers = decide_contacts(ctx, caller, body.contacts, idempotency_key=_idempotency_key(),
-                              session=db_session(), rate_limit_per_s=settings.decision_rate_limit_per_s)
+                              rate_limit_per_s=settings.decision_rate_limit_per_s)
     return _json({"decisions": answers})
 
 

@@ -291,7 +291,52 @@ class LedgerReading(NamedTuple):
     spent_by_budget: dict[str, float]
 
 
+StateRequest = tuple[str, Mapping[str, int], Iterable[tuple[str, str]]]
+"""One subscriber's reads: (subscriber id, {channel: window seconds}, [(budget code, period key)])."""
+
+
+@dataclass(frozen=True)
+class StateReads:
+    """The reads of :meth:`BudgetLedger.read_states` as one call of the state script: its keys
+    (contact sets, then budget counters) and arguments (window bounds), and how to turn its
+    reply into readings."""
+
+    requests: Sequence[StateRequest]
+    plans: list[list[tuple[str, str]]]
+    budget_slots: dict[tuple[str, str], int]
+    keys: list[str]
+    args: list[Any]
+
+    def readings(self, reply: Sequence[Any]) -> list[LedgerReading]:
+        """The readings, in request order, from the script's reply."""
+        contact_count = self.args[0]
+        spend = [(int(_text(raw)) if raw is not None else 0) / 100 for raw in reply[contact_count:]]
+        readings, at = [], 0
+        for (_, windows, _), periods in zip(self.requests, self.plans):
+            counts = reply[at:at + len(windows)]
+            at += len(windows)
+            contacts = {channel: int(count) for channel, count in zip(windows, counts)}
+            readings.append(LedgerReading(contacts, {code: spend[self.budget_slots[(code, period)]]
+                                                     for code, period in periods}))
+        return readings
+
+
 # --- the scripts --------------------------------------------------------------------------------
+
+# KEYS[1 .. nc] contact sets, then budget counters. ARGV: 1 nc, then per contact set the window's
+# lower bound ("(<ms>": exclusive). Returns the contacts in each window, then each counter (nil
+# for none). One script call instead of a command per key: a bulk call reads thousands.
+_STATE_LUA = """
+local nc = tonumber(ARGV[1])
+local out = {}
+for i = 1, nc do
+  out[i] = redis.call('ZCOUNT', KEYS[i], ARGV[1 + i], '+inf')
+end
+for i = nc + 1, #KEYS do
+  out[i] = redis.call('GET', KEYS[i]) or false
+end
+return out
+"""
 
 # KEYS[1] request marker; KEYS[2 .. 1+nb] budget counters; KEYS[2+nb] contacts (if any).
 # ARGV: 1 marker JSON, 2 marker TTL ms, 3 cost cents, 4 nb, 5 has contact ("1"/"0"),
@@ -390,6 +435,7 @@ class BudgetLedger:
         # NOSCRIPT (a fresh or restarted server), so the source is not resent on every call.
         self._reserve_script = redis_client.register_script(_RESERVE_LUA)
         self._release_script = redis_client.register_script(_RELEASE_LUA)
+        self._state_script = redis_client.register_script(_STATE_LUA)
 
     # -- reads --
 
@@ -404,42 +450,45 @@ class BudgetLedger:
         """
         return self.read_states([(subscriber_id, channels_with_windows, budget_periods)], now)[0]
 
-    def read_states(self, requests: Sequence[tuple[str, Mapping[str, int], Iterable[tuple[str, str]]]],
-                    now: datetime) -> list[LedgerReading]:
-        """:meth:`read_state` for many subscribers, in one round trip (a bulk decision call);
-        each budget counter is read once however many contacts share it."""
-        now_ms = _epoch_ms(now)
-        plans = []
-        budget_slots: dict[tuple[str, str], int] = {}
+    def read_states(self, requests: Sequence[StateRequest], now: datetime) -> list[LedgerReading]:
+        """:meth:`read_state` for many subscribers, in one round trip (one script call for a
+        bulk decision call); each budget counter is read once however many contacts share it."""
+        reads = self.plan_state_reads(requests, now)
         try:
-            pipe = self._redis.pipeline(transaction=False)
-            for subscriber_id, channels_with_windows, _ in requests:
-                for channel, window_s in channels_with_windows.items():
-                    pipe.zcount(contacts_key(subscriber_id, channel), f"({now_ms - int(window_s) * 1000}", "+inf")
-            for _, _, budget_periods in requests:
-                periods = list(budget_periods)
-                codes = [code for code, _ in periods]
-                if len(set(codes)) != len(codes):
-                    raise ValueError(f"one period per budget code, got {periods!r}")
-                for pair in periods:
-                    if pair not in budget_slots:
-                        budget_slots[pair] = len(budget_slots)
-                plans.append(periods)
-            for code, period_key in budget_slots:
-                pipe.get(budget_key(code, period_key))
-            replies = pipe.execute()
+            [reply] = self._evalsha_many(self._state_script, [(reads.keys, reads.args)])
         except redis.RedisError as exc:
             raise LedgerUnavailable(f"budget ledger unavailable: {exc}") from exc
-        contact_count = sum(len(windows) for _, windows, _ in requests)
-        spend = [(int(_text(raw)) if raw is not None else 0) / 100 for raw in replies[contact_count:]]
-        readings, at = [], 0
-        for (_, windows, _), periods in zip(requests, plans):
-            counts = replies[at:at + len(windows)]
-            at += len(windows)
-            contacts = {channel: int(count) for channel, count in zip(windows, counts)}
-            readings.append(LedgerReading(contacts, {code: spend[budget_slots[(code, period)]]
-                                                     for code, period in periods}))
-        return readings
+        return reads.readings(reply)
+
+    def queue_state_reads(self, pipe: Any, requests: Sequence[StateRequest], now: datetime) -> "StateReads":
+        """Add the reads of :meth:`read_states` to a caller's pipeline, as one script call, so
+        they share its round trip. Its reply is :meth:`StateReads.readings`' input; a
+        ``NoScriptError`` reply (a restarted server) means: call :meth:`read_states`."""
+        reads = self.plan_state_reads(requests, now)
+        pipe.evalsha(self._state_script.sha, len(reads.keys), *reads.keys, *reads.args)
+        return reads
+
+    @staticmethod
+    def plan_state_reads(requests: Sequence[StateRequest], now: datetime) -> "StateReads":
+        now_ms = _epoch_ms(now)
+        contact_keys, bounds = [], []
+        plans = []
+        budget_slots: dict[tuple[str, str], int] = {}
+        for subscriber_id, channels_with_windows, _ in requests:
+            for channel, window_s in channels_with_windows.items():
+                contact_keys.append(contacts_key(subscriber_id, channel))
+                bounds.append(f"({now_ms - int(window_s) * 1000}")
+        for _, _, budget_periods in requests:
+            periods = list(budget_periods)
+            codes = [code for code, _ in periods]
+            if len(set(codes)) != len(codes):
+                raise ValueError(f"one period per budget code, got {periods!r}")
+            for pair in periods:
+                if pair not in budget_slots:
+                    budget_slots[pair] = len(budget_slots)
+            plans.append(periods)
+        keys = [*contact_keys, *(budget_key(code, period_key) for code, period_key in budget_slots)]
+        return StateReads(requests, plans, budget_slots, keys, [len(contact_keys), *bounds])
 
     def spent_total(self, code: str, period_key: str) -> Decimal:
         """Money reserved against a budget in a period, exact."""
@@ -470,14 +519,38 @@ class BudgetLedger:
         batch competing for a budget are decided exactly as two separate calls would be."""
         calls = [self._reserve_call(request, now) for request in requests]
         try:
-            pipe = self._redis.pipeline(transaction=False)
-            for keys, args, _, _ in calls:
-                self._reserve_script(keys=keys, args=args, client=pipe)
-            replies = pipe.execute()
+            replies = self._evalsha_many(self._reserve_script, [(keys, args) for keys, args, _, _ in calls])
         except redis.RedisError as exc:
             raise LedgerUnavailable(f"budget ledger unavailable: {exc}") from exc
         return [self._reservation(request, reply, cost_cents, charged)
                 for request, reply, (_, _, cost_cents, charged) in zip(requests, replies, calls)]
+
+    def _evalsha_many(self, script: Any, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run ``script`` once per (keys, args) in one pipelined round trip. EVALSHA is sent
+        directly (redis-py's pipelined ``Script`` would first ask ``SCRIPT EXISTS``: a second
+        round trip on every call); calls answered NOSCRIPT (a fresh or restarted server) did
+        not run, so they are sent again once the script is loaded."""
+        pending = list(range(len(calls)))
+        replies: list[Any] = [None] * len(calls)
+        for attempt in range(2):
+            pipe = self._redis.pipeline(transaction=False)
+            for i in pending:
+                keys, args = calls[i]
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            answers = pipe.execute(raise_on_error=False)
+            missing = []
+            for i, answer in zip(pending, answers):
+                if isinstance(answer, redis.exceptions.NoScriptError) and attempt == 0:
+                    missing.append(i)
+                elif isinstance(answer, Exception):
+                    raise answer
+                else:
+                    replies[i] = answer
+            if not missing:
+                break
+            self._redis.script_load(script.script)
+            pending = missing
+        return replies
 
     def _reserve_call(self, request: "ReserveRequest", now: datetime) -> tuple[list[str], list[Any], int,
                                                                                tuple[Charge, ...]]:

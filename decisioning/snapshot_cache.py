@@ -126,6 +126,11 @@ class SnapshotCache:
         self._loaded_at = 0.0
         self._lock = threading.Lock()
 
+    @property
+    def loaded(self) -> LoadedConfig | None:
+        """The config loaded last (possibly stale), or None before the first load."""
+        return self._loaded
+
     def current(self, session_factory: Any, version: tuple[str, int] | None, now: datetime) -> LoadedConfig:
         """The config for ``version`` ((epoch, counter); None: Redis could not say)."""
         loaded = self._loaded

@@ -65,8 +65,10 @@ def connect_redis(settings: Settings, *, hot_path: bool = False) -> "redis.Redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
+        # RESP2: the decision's replies are flat arrays and integers, which hiredis parses
+        # faster in the older protocol
         return redis.Redis.from_url(url, socket_connect_timeout=0.25, socket_timeout=0.25,
-                                    retry=Retry(NoBackoff(), 0), health_check_interval=30)
+                                    retry=Retry(NoBackoff(), 0), health_check_interval=30, protocol=2)
     return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2,
                                 health_check_interval=30)
 

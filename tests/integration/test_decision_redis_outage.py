@@ -126,10 +126,9 @@ def outage_catalogue(db):  # type: ignore[no-untyped-def]
 def outage_context(app, db, settings, private_redis, outage_catalogue):  # type: ignore[no-untyped-def]
     """A decision context as a web process builds it (hot-path client), over the test's
     database session and the private Redis."""
-    with app.app_context():
-        client = connect_redis(dataclasses.replace(settings, redis_url=private_redis.url), hot_path=True)
-        yield DecisionContext(get_database().sessionmaker, client, SnapshotCache())
-        client.close()
+    client = connect_redis(dataclasses.replace(settings, redis_url=private_redis.url), hot_path=True)
+    yield DecisionContext(get_database(app).sessionmaker, client, SnapshotCache())
+    client.close()
 
 
 def _decide(ctx: DecisionContext, request_id: str, subscriber: str = "s-0") -> tuple[dict, float]:

@@ -23,6 +23,7 @@ from decisioning.ledger import (
     Charge,
     ContactLimit,
     LedgerUnavailable,
+    ReserveRequest,
     budget_key,
     contacts_key,
     limit_to_cents,
@@ -218,6 +219,9 @@ def test_a_flushed_script_cache_is_reloaded_transparently(ledger, redis):
     redis.script_flush()
     assert ledger.release("r-2").released
     assert counter(redis, "PROG") == 100
+    redis.script_flush()  # a batch: every call answered NOSCRIPT runs once, after the reload
+    batch = ledger.reserve_many([ReserveRequest(f"b-{i}", 1, (cap("PROG", "10"),), None) for i in range(3)], NOW)
+    assert [r.ok for r in batch] == [True] * 3 and counter(redis, "PROG") == 400
 
 
 # --- release -------------------------------------------------------------------------------------------

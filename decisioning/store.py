@@ -1,0 +1,277 @@
+"""Where the decision service reads profiles and writes decisions: the decision store.
+
+Two stores answer the same four questions, so the service has one code path:
+
+* :class:`SqlStore` — SQLAlchemy, any backend (the embedded SQLite default, and the tests'
+  reference);
+* :class:`decisioning.store_pg.PostgresStore` — PostgreSQL on the hot path: one statement to
+  read and one to write, each its own transaction (autocommit), so a decision costs two
+  database round trips instead of six or seven.
+
+Both keep the same guarantees: exposures are inserted if absent (the first one wins), the
+decision row and its budget charges land together or not at all, and a request id another
+request stored first is reported back as "lost", never stored twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from sqlalchemy import BigInteger, Boolean, String, cast, literal, null, select, tuple_, union_all
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from decisioning.core import DecisionResult
+from decisioning.models import BudgetCharge, Decision
+from decisioning.schemas import DecisionIn
+from experiments.models import Exposure
+from infra.db import JsonType
+from offers.models import Subscriber
+
+IN_CHUNK = 1000  # ids per IN (...) list
+
+Replays = dict[str, tuple[str, dict[str, Any]]]
+"""Stored decisions by request id: (request hash, the response as answered)."""
+
+Experiments = dict[str, tuple[int, int]]
+"""Running experiments: key → (database id, phase)."""
+
+
+class StoreUnavailable(Exception):
+    """The database could not be reached or failed the statement; nothing was written."""
+
+
+@dataclass
+class Contact:
+    """One contact as it goes through the decision steps."""
+
+    index: int
+    body: DecisionIn
+    request_id: str
+    request_hash: str
+    profile: dict[str, Any] = field(default_factory=dict)
+    sticky: dict[str, tuple[str | None, bool]] = field(default_factory=dict)  # experiment → (arm, holdout)
+    assignment_ids: dict[str, int] = field(default_factory=dict)  # experiment → exposure id
+    result: DecisionResult | None = None
+    response: dict[str, Any] | None = None
+    charges: tuple[tuple[str, str, Decimal], ...] = ()  # (budget code, period key, amount)
+    reserved_key: str | None = None  # the ledger request key, when a reservation was charged
+
+    def new_exposure(self, experiments: Experiments) -> tuple[int, int] | None:
+        """(experiment id, phase) when the core exposed this contact for the first time."""
+        experiment = self.result.experiment if self.result is not None else None
+        if experiment is None or experiment.key in self.sticky or experiment.key not in experiments:
+            return None
+        return experiments[experiment.key]
+
+
+class DecisionStore(Protocol):
+    """Where decisions are read and written: :meth:`connect` gives one connection for a call."""
+
+    def connect(self) -> AbstractContextManager["StoreConnection"]:
+        """A connection for one decision call; raises StoreUnavailable for database failures
+        inside it."""
+
+
+class StoreConnection(Protocol):
+    """What the decision service needs from the database."""
+
+    def read(self, caller: str, contacts: list[Contact], experiments: Experiments) -> Replays:
+        """Set each contact's profile and recorded arms; return the decisions already stored
+        for these request ids (a retry is answered from them)."""
+
+    def write(self, caller: str, contacts: list[Contact], experiments: Experiments, snapshot_version: int,
+              now: datetime) -> set[str]:
+        """Record new exposures, the decision rows and their budget charges in one transaction
+        (insert-if-absent on caller + request id); return the request ids another request
+        stored first."""
+
+    def stored(self, caller: str, request_ids: list[str]) -> Replays:
+        """The stored decisions of these request ids."""
+
+    def charged(self, caller: str, request_ids: list[str]) -> set[str]:
+        """Which of these request ids have a stored decision that charged a budget."""
+
+
+def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def decision_row(caller: str, contact: Contact, experiments: Experiments, snapshot_version: int,
+                 now: datetime) -> dict[str, Any]:
+    """The decisions-table row of a decided contact (``assignment_id`` as known so far)."""
+    body, result = contact.response, contact.result
+    assert body is not None and result is not None
+    experiment = result.experiment
+    action = body["action"]
+    return {"id": body["decision_id"], "caller": caller, "request_id": contact.request_id,
+            "request_hash": contact.request_hash, "subscriber_id": contact.body.subscriber_id,
+            "channel": contact.body.channel, "tier": result.tier, "risk_level": result.risk_level,
+            "experiment_key": experiment.key if experiment else None,
+            "arm_key": experiment.arm_key if experiment else None,
+            "in_holdout": bool(experiment and experiment.in_holdout),
+            "assignment_id": contact.assignment_ids.get(experiment.key) if experiment else None,
+            "offer_code": action["offer_code"] if action else None,
+            "cost": Decimal(str(action["cost"])) if action else Decimal("0"),
+            "probability": body["probability"], "degraded": body["degraded"],
+            "snapshot_version": snapshot_version, "response": body, "created_at": now}
+
+
+def exposure_row(contact: Contact, experiment_id: int, phase: int, now: datetime) -> dict[str, Any]:
+    """The assignments-table row of a contact's first exposure."""
+    assert contact.result is not None and contact.result.experiment is not None
+    experiment = contact.result.experiment
+    return {"experiment_id": experiment_id, "subscriber_id": contact.body.subscriber_id,
+            "arm_key": experiment.arm_key, "in_holdout": experiment.in_holdout, "phase": phase,
+            "tier": contact.result.tier, "channel": contact.body.channel, "first_exposed_at": now}
+
+
+def apply_reads(contacts: list[Contact], profiles: dict[str, dict[str, Any]],
+                sticky: dict[str, list[tuple[str, int, str | None, bool]]]) -> None:
+    """Set what was read on the contacts: profiles by subscriber id, and recorded arms by
+    subscriber id as (experiment key, exposure id, arm key, in holdout)."""
+    for c in contacts:
+        c.profile = profiles.get(c.body.subscriber_id) or {}
+        for experiment_key, exposure_id, arm_key, in_holdout in sticky.get(c.body.subscriber_id, ()):
+            c.sticky[experiment_key] = (arm_key, in_holdout)
+            c.assignment_ids[experiment_key] = exposure_id
+
+
+class SqlStore:
+    """The decision store over SQLAlchemy sessions (every backend)."""
+
+    def __init__(self, session_factory: sessionmaker) -> None:
+        self.session_factory = session_factory
+
+    @contextmanager
+    def connect(self) -> Iterator["SqlConnection"]:
+        with _database_errors(), self.session_factory() as session:
+            yield SqlConnection(session)
+
+
+class SqlConnection:
+    """The store's statements on one session; each method is one transaction."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        """The session, committed at the end, reads included (SQLite: a reader must not hold
+        an old snapshot into the write; a commit rather than a rollback also keeps SQLite's
+        savepoint stack tidy when the store shares a caller's connection, as the tests'
+        transactional fixture does)."""
+        yield self.session
+        self.session.commit()
+
+    def read(self, caller: str, contacts: list[Contact], experiments: Experiments) -> Replays:
+        """One statement per 1,000 contacts: a UNION ALL of the stored decisions of these
+        request ids, the profiles and the arms recorded in running experiments."""
+        by_id = {ids[0]: key for key, ids in experiments.items()}
+        replays: Replays = {}
+        profiles: dict[str, dict[str, Any]] = {}
+        sticky: dict[str, list[tuple[str, int, str | None, bool]]] = {}
+        no_int, no_flag, no_json = cast(null(), BigInteger), cast(null(), Boolean), cast(null(), JsonType)
+        with self._session() as session:
+            for chunk in chunks(contacts):
+                request_ids = [c.request_id for c in chunk]
+                subscriber_ids = list({c.body.subscriber_id for c in chunk})
+                parts = [
+                    select(literal("d").label("kind"), Decision.request_id.label("key"),
+                           Decision.request_hash.label("text"), no_int.label("id"), no_int.label("experiment_id"),
+                           no_flag.label("flag"), Decision.response.label("json"))
+                    .where(Decision.caller == caller, Decision.request_id.in_(request_ids)),
+                    select(literal("p"), Subscriber.id, cast(null(), String), no_int, no_int, no_flag,
+                           Subscriber.attributes)
+                    .where(Subscriber.id.in_(subscriber_ids))]
+                if by_id:
+                    parts.append(select(literal("a"), Exposure.subscriber_id, Exposure.arm_key, Exposure.id,
+                                        Exposure.experiment_id, Exposure.in_holdout, no_json)
+                                 .where(Exposure.experiment_id.in_(list(by_id)),
+                                        Exposure.subscriber_id.in_(subscriber_ids)))
+                for kind, key, text, row_id, experiment_id, flag, document in session.execute(union_all(*parts)):
+                    if kind == "d":
+                        replays[key] = (text, document)
+                    elif kind == "p":
+                        profiles[key] = document
+                    else:
+                        sticky.setdefault(key, []).append((by_id[experiment_id], row_id, text, bool(flag)))
+        apply_reads(contacts, profiles, sticky)
+        return replays
+
+    def write(self, caller: str, contacts: list[Contact], experiments: Experiments, snapshot_version: int,
+              now: datetime) -> set[str]:
+        with self._session() as session:
+            self._record_exposures(session, contacts, experiments, now)
+            rows = [decision_row(caller, c, experiments, snapshot_version, now) for c in contacts]
+            inserted: set[str] = set()
+            for chunk in chunks(rows):
+                inserted.update(session.execute(_insert(session, Decision).on_conflict_do_nothing(
+                    index_elements=["caller", "request_id"]).returning(Decision.request_id), chunk).scalars())
+            charges = [{"decision_id": c.response["decision_id"], "budget_code": code, "period_key": period,
+                        "amount": amount}
+                       for c in contacts if c.request_id in inserted and c.response is not None
+                       for code, period, amount in c.charges]
+            if charges:
+                session.execute(_insert(session, BudgetCharge), charges)
+        return {c.request_id for c in contacts} - inserted
+
+    @staticmethod
+    def _record_exposures(session: Session, contacts: list[Contact], experiments: Experiments,
+                          now: datetime) -> None:
+        """Insert the first exposures (insert-if-absent: concurrent channels store one row)
+        and note their ids on the contacts."""
+        new = [(c, ids) for c in contacts if (ids := c.new_exposure(experiments)) is not None]
+        if not new:
+            return
+        session.execute(_insert(session, Exposure).on_conflict_do_nothing(
+            index_elements=["experiment_id", "subscriber_id"]),
+            [exposure_row(c, experiment_id, phase, now) for c, (experiment_id, phase) in new])
+        keys = list({(experiment_id, c.body.subscriber_id) for c, (experiment_id, _) in new})
+        found: dict[tuple[int, str], int] = {}
+        for chunk in chunks(keys):
+            found.update({(eid, sid): xid for eid, sid, xid in session.execute(
+                select(Exposure.experiment_id, Exposure.subscriber_id, Exposure.id)
+                .where(tuple_(Exposure.experiment_id, Exposure.subscriber_id).in_(chunk)))})
+        for c, (experiment_id, _) in new:
+            assert c.result is not None and c.result.experiment is not None
+            c.assignment_ids[c.result.experiment.key] = found[(experiment_id, c.body.subscriber_id)]
+
+    def stored(self, caller: str, request_ids: list[str]) -> Replays:
+        found: Replays = {}
+        with self._session() as session:
+            for chunk in chunks(request_ids):
+                rows = session.execute(select(Decision.request_id, Decision.request_hash, Decision.response)
+                                       .where(Decision.caller == caller, Decision.request_id.in_(chunk)))
+                found.update({rid: (digest, response) for rid, digest, response in rows})
+        return found
+
+    def charged(self, caller: str, request_ids: list[str]) -> set[str]:
+        with self._session() as session:
+            return set(session.scalars(
+                select(Decision.request_id).join(BudgetCharge, BudgetCharge.decision_id == Decision.id)
+                .where(Decision.caller == caller, Decision.request_id.in_(request_ids))))
+
+
+
+@contextmanager
+def _database_errors() -> Iterator[None]:
+    """Turn SQLAlchemy's connection failures into :class:`StoreUnavailable`."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise StoreUnavailable(str(exc)) from exc
+
+
+def _insert(session: Session, model: Any) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(model)
