@@ -16,6 +16,7 @@ from decisioning.schemas import DecisionIn
 from decisioning.service import decide_contacts
 from experiments.models import Exposure
 from infra.db import utcnow
+from offers.models import Subscriber
 
 URL = "/api/v1/decisions"
 CREDIT = {"code": "BILL_CREDIT_5", "name": "€5 bill credit", "unit_cost": 5.0, "channels": ["sms", "app"],
@@ -172,6 +173,25 @@ def test_bulk_answers_in_order_and_refuses_oversized_batches(client, auth, catal
     assert client.post(f"{URL}/bulk", json=repeated, headers=auth["sms"]).status_code == 409
     mixed = {"contacts": [contacts[0], {"subscriber_id": "s-1", "channel": "app"}]}
     assert client.post(f"{URL}/bulk", json=mixed, headers=auth["sms"]).status_code == 403
+
+
+def test_a_large_batch_gets_actions_the_deadline_is_per_decision(app, client, auth, catalogue, db, redis,
+                                                                  monkeypatch):
+    """A batch takes longer than one decision's deadline in all; its contacts must still get
+    their actions, charged exactly once each (the deadline scales with the batch)."""
+    with app.app_context():
+        monkeypatch.setattr(decision_context(), "deadline_ms", 2.0)  # 400 contacts take far longer
+    db.add_all([Subscriber(id=f"b-{i}", attributes={"arpu": 30.0, "ltv": 1000.0}, tier=None, tiers={}, ltv=1000.0)
+                for i in range(400)])
+    db.commit()
+    contacts = [{"subscriber_id": f"b-{i}", "channel": "sms", "request_id": f"big-{i}"} for i in range(400)]
+    r = client.post(f"{URL}/bulk", json={"contacts": contacts}, headers=auth["sms"])
+    assert r.status_code == 200, r.json
+    decisions = r.json["decisions"]
+    assert all(d["action"] is not None and d["action"]["offer_code"] == "BILL_CREDIT_5" for d in decisions)
+    assert not [x for d in decisions for x in d["reasons"] if x["code"] == "deadline"]
+    assert db.scalar(select(func.sum(BudgetCharge.amount))) == 5 * 400
+    assert BudgetLedger(redis).spent_total("fund", utcnow().strftime("%Y-%m")) == 5 * 400
 
 
 def test_the_rate_limit_answers_429(app, client, auth, catalogue):
