@@ -26,6 +26,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -51,6 +52,7 @@ from infra.errors import ApiError, Conflict
 log = logging.getLogger("carepilot.decisions")
 DEFAULT_DEADLINE_MS = 50.0
 REDIS_RETRY_AFTER_S = 1.0
+WRITE_CHUNK = 2_000  # contacts per decision write in a bulk call
 
 
 class DecisionStoreUnavailable(ApiError):
@@ -152,12 +154,12 @@ REFUSALS = {"budget_exhausted": "budget {budget} is spent for this period",
 
 
 def _reserve(ctx: DecisionContext, snapshot: DecisionSnapshot, caller: str, contacts: list[Contact],
-             now: datetime, started: float) -> None:
+             now: datetime, started: float, call_size: int) -> None:
     """Charge every chosen action atomically (one pipelined round trip for the batch), or turn
     it into "no action" with the reason."""
     held: list[tuple[Contact, ReserveRequest]] = []
-    # the deadline is per decision: a batch of n contacts has n times the time of one
-    late = (time.perf_counter() - started) * 1000 > ctx.deadline_ms * max(1, len(contacts))
+    # the deadline is per decision: a call of n contacts has n times the time of one
+    late = (time.perf_counter() - started) * 1000 > ctx.deadline_ms * max(1, call_size)
     for c in contacts:
         result = c.result
         if result is None or result.action is None:
@@ -243,17 +245,7 @@ def decide_contacts(ctx: DecisionContext, caller: str, bodies: Sequence[Decision
                     states = _states(fresh, [early_states[c.index] for c in fresh])
                 else:  # the config moved (or Redis was skipped): read against the new snapshot
                     states = _ledger_states(ctx, snapshot, fresh, now, redis_ok)
-                for c, state in zip(fresh, states):
-                    c.result = decide(snapshot, DecisionRequest(c.body.subscriber_id, c.body.channel, c.profile,
-                                                                c.body.context), state, now)
-                    c.response = {"decision_id": uuid.uuid4().hex, **c.result.as_json(),
-                                  "created_at": now.isoformat(), "replayed": False}
-                _reserve(ctx, snapshot, caller, fresh, now, started)
-                try:
-                    lost = db.write(caller, fresh, experiments, snapshot.version, now)
-                except Exception:
-                    _release(ctx, fresh)
-                    raise
+                lost = _decide_reserve_store(ctx, db, caller, config, fresh, states, now, started)
                 if lost:  # a concurrent retry stored these first: answer with what it stored
                     losers = [c for c in fresh if c.request_id in lost]
                     again = db.stored(caller, [c.request_id for c in losers])
@@ -271,6 +263,54 @@ def decide_contacts(ctx: DecisionContext, caller: str, bodies: Sequence[Decision
             assert c.response is not None
             out.append(c.response)
     return out
+
+
+def _decide_reserve_store(ctx: DecisionContext, db: StoreConnection, caller: str, config: LoadedConfig,
+                          fresh: list[Contact], states: list[DecisionState], now: datetime,
+                          started: float) -> set[str]:
+    """Decide, reserve and store the fresh contacts, ``WRITE_CHUNK`` at a time; returns the
+    request ids another request stored first. In a bulk call the database writes a chunk
+    while this thread decides the next one (the write is mostly the database server's work,
+    on another core). A chunk whose write fails has its reservations released and the error
+    is raised once every chunk sent is accounted for: stored chunks stay stored and charged."""
+    snapshot, experiments = config
+    overlap = len(fresh) > WRITE_CHUNK and db.writes_concurrently
+    writer = ThreadPoolExecutor(1, thread_name_prefix="decision-writer") if overlap else None
+    sent: list[tuple[list[Contact], Future[set[str]]]] = []
+    try:
+        for start in range(0, len(fresh), WRITE_CHUNK):
+            chunk = fresh[start:start + WRITE_CHUNK]
+            for c, state in zip(chunk, states[start:start + WRITE_CHUNK]):
+                c.result = decide(snapshot, DecisionRequest(c.body.subscriber_id, c.body.channel, c.profile,
+                                                            c.body.context), state, now)
+                c.response = {"decision_id": uuid.uuid4().hex, **c.result.as_json(),
+                              "created_at": now.isoformat(), "replayed": False}
+            _reserve(ctx, snapshot, caller, chunk, now, started, len(fresh))
+            future: Future[set[str]] = Future()
+            if writer is not None:
+                future = writer.submit(db.write, caller, chunk, experiments, snapshot.version, now)
+            else:
+                try:
+                    future.set_result(db.write(caller, chunk, experiments, snapshot.version, now))
+                except Exception as exc:  # noqa: BLE001 — handed on below, with the chunk released
+                    future.set_exception(exc)
+            sent.append((chunk, future))
+            if future.done() and future.exception() is not None:
+                break  # the database failed: decide (and charge) nothing more
+    finally:
+        if writer is not None:
+            writer.shutdown(wait=True)
+    lost: set[str] = set()
+    failures = []
+    for chunk, future in sent:
+        if future.exception() is None:
+            lost |= future.result()
+        else:
+            _release(ctx, chunk)
+            failures.append(future.exception())
+    if failures:
+        raise failures[0]
+    return lost
 
 
 def _preflight(ctx: DecisionContext, caller: str, contacts: list[Contact], cached: LoadedConfig | None,

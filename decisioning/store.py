@@ -81,6 +81,10 @@ class DecisionStore(Protocol):
 class StoreConnection(Protocol):
     """What the decision service needs from the database."""
 
+    writes_concurrently: bool
+    """True: :meth:`write` may run on another thread while the caller goes on (a bulk call
+    then decides the next chunk while the database stores this one)."""
+
     def read(self, caller: str, contacts: list[Contact], experiments: Experiments) -> Replays:
         """Set each contact's profile and recorded arms; return the decisions already stored
         for these request ids (a retry is answered from them)."""
@@ -157,6 +161,8 @@ class SqlStore:
 
 class SqlConnection:
     """The store's statements on one session; each method is one transaction."""
+
+    writes_concurrently = False  # a session (and SQLite's connection) belongs to one thread
 
     def __init__(self, session: Session) -> None:
         self.session = session

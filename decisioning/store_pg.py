@@ -147,6 +147,8 @@ class PostgresStore:
 class PostgresConnection:
     """The store's statements on one psycopg connection."""
 
+    writes_concurrently = True  # psycopg serialises a connection's use across threads
+
     def __init__(self, connection: psycopg.Connection[Any]) -> None:
         self.connection = connection
 

@@ -194,6 +194,45 @@ def test_a_large_batch_gets_actions_the_deadline_is_per_decision(app, client, au
     assert BudgetLedger(redis).spent_total("fund", utcnow().strftime("%Y-%m")) == 5 * 400
 
 
+def test_a_bulk_write_failing_midway_keeps_what_was_stored_and_refunds_the_rest(
+        app, client, auth, catalogue, db, redis, monkeypatch):
+    """A bulk call stores its decisions chunk by chunk. If the database fails one chunk, that
+    chunk's reservations are refunded, the chunks stored stay stored and charged, the caller
+    gets a 503, and Redis still equals the ledger of record; the retry completes the batch."""
+    from decisioning import service
+    from decisioning.store import SqlConnection, StoreUnavailable
+    from decisioning.store_pg import PostgresConnection
+
+    db.add_all([Subscriber(id=f"w-{i}", attributes={"arpu": 30.0, "ltv": 1000.0}, tier=None, tiers={}, ltv=1000.0)
+                for i in range(9)])
+    db.commit()
+    monkeypatch.setattr(service, "WRITE_CHUNK", 3)
+    calls = []
+    for connection_class in (SqlConnection, PostgresConnection):
+        def failing_second_write(self, *args, _write=connection_class.write, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(1)
+            if len(calls) == 2:
+                raise StoreUnavailable("injected: the database went away during the second chunk")
+            return _write(self, *args, **kwargs)
+        monkeypatch.setattr(connection_class, "write", failing_second_write)
+
+    contacts = [{"subscriber_id": f"w-{i}", "channel": "sms", "request_id": f"w-{i}"} for i in range(9)]
+    r = client.post(f"{URL}/bulk", json={"contacts": contacts}, headers=auth["sms"])
+    assert r.status_code == 503 and r.json["error"]["code"] == "decisions_unavailable"
+    stored = set(db.scalars(select(Decision.request_id)))
+    assert {"w-0", "w-1", "w-2"} <= stored and not stored & {"w-3", "w-4", "w-5"}
+    period = utcnow().strftime("%Y-%m")
+    charged = db.scalar(select(func.coalesce(func.sum(BudgetCharge.amount), 0)))
+    assert charged >= 15 and BudgetLedger(redis).spent_total("fund", period) == charged
+
+    again = client.post(f"{URL}/bulk", json={"contacts": contacts}, headers=auth["sms"])
+    assert again.status_code == 200, again.json
+    assert [d["replayed"] for d in again.json["decisions"][:3]] == [True] * 3
+    assert all(d["action"]["offer_code"] == "BILL_CREDIT_5" for d in again.json["decisions"])
+    assert db.scalar(select(func.sum(BudgetCharge.amount))) == 45
+    assert BudgetLedger(redis).spent_total("fund", period) == 45
+
+
 def test_the_rate_limit_answers_429(app, client, auth, catalogue):
     settings = app.config["CAREPILOT_SETTINGS"]
     app.config["CAREPILOT_SETTINGS"] = dataclasses.replace(settings, decision_rate_limit_per_s=3)
