@@ -201,7 +201,8 @@ class DecisionResult:
                              for code in self.risk_reasons],
             "action": self.action.as_json() if self.action is not None else None,
             "experiment": self.experiment.as_json() if self.experiment is not None else None,
-            "reasons": [reason._asdict() for reason in self.reasons],
+            "reasons": [{"offer_code": code, "code": reason, "message": template.format(*args) if args else template}
+                        for code, reason, template, args in self.excluded],
             "probability": self.probability, "degraded": self.degraded})
         if self.error is not None:
             body["error"] = self.error

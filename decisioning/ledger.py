@@ -43,6 +43,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
+import orjson
 import redis
 
 from decisioning.snapshot import BudgetRule, ContactRule
@@ -565,11 +566,11 @@ class BudgetLedger:
             raise ValueError(f"each budget period may be charged once per reservation, got {pairs!r}")
         now_ms = _epoch_ms(now)
         charged = tuple(Charge(b.code, b.period_key, cost_cents) for b in budgets) if cost_cents else ()
-        marker = json.dumps({
+        marker = orjson.dumps({
             "v": _MARKER_VERSION, "cost_cents": cost_cents, "at_ms": now_ms,
             "budgets": [[c.code, c.period_key, c.cents] for c in charged],
             "contact": [contact.subscriber_id, contact.channel] if contact else None,
-        }, separators=(",", ":"), sort_keys=True)
+        }, option=orjson.OPT_SORT_KEYS).decode()
 
         keys = [request_key_marker(request_key), *(budget_key(code, period) for code, period in pairs)]
         args: list[Any] = [marker, self.marker_ttl_s * 1000, cost_cents, len(budgets)]

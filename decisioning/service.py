@@ -158,6 +158,7 @@ def _reserve(ctx: DecisionContext, snapshot: DecisionSnapshot, caller: str, cont
     """Charge every chosen action atomically (one pipelined round trip for the batch), or turn
     it into "no action" with the reason."""
     held: list[tuple[Contact, ReserveRequest]] = []
+    limits: dict[str, BudgetLimit] = {}  # one per budget: the same cap and pace for every contact
     # the deadline is per decision: a call of n contacts has n times the time of one
     late = (time.perf_counter() - started) * 1000 > ctx.deadline_ms * max(1, call_size)
     for c in contacts:
@@ -170,8 +171,8 @@ def _reserve(ctx: DecisionContext, snapshot: DecisionSnapshot, caller: str, cont
             continue
         rule = snapshot.contact_rules.get(c.body.channel)
         contact_limit = ContactLimit.from_rule(rule, c.body.subscriber_id) if rule else None
-        budgets = tuple(BudgetLimit.from_rule(snapshot.budgets_by_code[code], now)
-                        for code in result.budgets_to_reserve)
+        budgets = tuple(limits.get(code) or limits.setdefault(code, BudgetLimit.from_rule(
+            snapshot.budgets_by_code[code], now)) for code in result.budgets_to_reserve)
         if contact_limit is None and not budgets:
             continue  # free and uncapped: nothing to hold
         held.append((c, ReserveRequest(f"{caller}|{c.request_id}", Decimal(str(result.action.cost)), budgets,
