@@ -20,7 +20,8 @@ contacts given an action), degraded (answers flagged degraded: must be 0), actio
 decisions with a paid or free action).
 
     .venv/bin/python bench/decision_latency.py        # local PostgreSQL and Redis
-Env: BENCH_SECONDS (default 10 per phase), BENCH_REDIS_URL (default redis://127.0.0.1:6379/13).
+Env: BENCH_SECONDS (default 10 per phase), BENCH_REDIS_URL (default redis://127.0.0.1:6379/13),
+BENCH_GUNICORN_THREADS (default: ``make run``'s 4 threads per worker; 1 = sync workers).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from bench.decision_core import measure as measure_core  # noqa: E402
 from experiments import schemas  # noqa: E402
 from experiments.service import create_experiment, transition_experiment  # noqa: E402
 from infra.db import make_engine  # noqa: E402
-from infra.settings import PROJECT_ROOT  # noqa: E402
+from infra.settings import PROJECT_ROOT, Settings  # noqa: E402
 from offers.demo_seed import DEMO_ID_PREFIX, DEMO_SUBSCRIBERS, seed_demo  # noqa: E402
 from offers.models import Budget  # noqa: E402
 
@@ -60,7 +61,8 @@ BULK_ID_PREFIX = "bulk-"
 # answer into "no action" and the paid path (reservations) is measured whenever the bench runs
 _OFFSET_H = (12 - time.gmtime().tm_hour + 12) % 24 - 12
 MIDDAY_ZONE = "UTC" if _OFFSET_H == 0 else f"Etc/GMT{-_OFFSET_H:+d}"  # Etc/GMT signs are inverted
-THREADS = int(os.environ.get("BENCH_GUNICORN_THREADS", "1"))  # >1: gthread workers
+# as `make run` serves the app (CAREPILOT_WEB_THREADS); BENCH_GUNICORN_THREADS=1: sync workers
+THREADS = int(os.environ.get("BENCH_GUNICORN_THREADS", str(Settings.web_threads)))
 
 
 def _free_port() -> int:

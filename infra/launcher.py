@@ -80,6 +80,7 @@ def main() -> None:
 
     children = [
         subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", str(settings.web_workers),
+                          "--threads", str(settings.web_threads),
                           "--bind", f"{settings.host}:{settings.port}", "--access-logfile", "-",
                           "--graceful-timeout", "5", "wsgi:app"], cwd=PROJECT_ROOT, env=env),
         subprocess.Popen([sys.executable, "-m", "infra.worker"], cwd=PROJECT_ROOT, env=env),

@@ -76,6 +76,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     web_workers: int = 2
+    web_threads: int = 4
     log_level: str = "INFO"
     log_format: str = "text"
     max_json_body_bytes: int = 1_048_576
@@ -152,6 +153,9 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("PORT", "port", lambda n, r: _parse_int(n, r, 1, 65535), "Web server port. Default: 8000"),
     _Spec("CAREPILOT_WEB_WORKERS", "web_workers", lambda n, r: _parse_int(n, r, 1, 64),
           "gunicorn worker processes started by `make run`. Default: 2"),
+    _Spec("CAREPILOT_WEB_THREADS", "web_threads", lambda n, r: _parse_int(n, r, 1, 64),
+          "Threads per gunicorn worker (gthread: keep-alive, and one thread decides while another "
+          "waits on the database). Default: 4"),
     _Spec("CAREPILOT_LOG_LEVEL", "log_level", lambda n, r: _parse_choice(n, r, LOG_LEVELS, upper=True),
           "DEBUG, INFO, WARNING or ERROR. Default: INFO"),
     _Spec("CAREPILOT_LOG_FORMAT", "log_format", lambda n, r: _parse_choice(n, r, LOG_FORMATS),

