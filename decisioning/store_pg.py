@@ -128,7 +128,7 @@ class PostgresStore:
             return
         try:
             pooled = bind.raw_connection()
-        except SqlAlchemyOperationalError as exc:
+        except (SqlAlchemyOperationalError, psycopg.OperationalError) as exc:  # the pool does not wrap it
             raise StoreUnavailable(str(exc)) from exc
         connection = pooled.driver_connection
         try:

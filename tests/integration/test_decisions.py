@@ -233,6 +233,31 @@ def test_a_bulk_write_failing_midway_keeps_what_was_stored_and_refunds_the_rest(
     assert BudgetLedger(redis).spent_total("fund", period) == 45
 
 
+@pytest.mark.parametrize("unreachable", ["postgresql+psycopg://postgres@127.0.0.1:1/nowhere",
+                                         "sqlite:////nonexistent-carepilot-dir/carepilot.db"])
+def test_an_unreachable_decision_store_answers_503_and_keeps_no_charge(app, db, redis, catalogue, unreachable):
+    """The snapshot is loaded, Redis answers, the database of record does not: the call fails
+    with DecisionStoreUnavailable (a 503 the channel may retry), and whatever was reserved is
+    released, so Redis holds no charge the ledger of record lacks."""
+    from sqlalchemy.orm import sessionmaker
+
+    from decisioning.service import DecisionContext, DecisionStoreUnavailable
+    from decisioning.snapshot_cache import SnapshotCache
+    from infra.config_version import CONFIG_EPOCH_KEY, CONFIG_VERSION_KEY, parse_version
+    from infra.db import get_database, make_engine
+
+    engine = make_engine(unreachable)
+    ctx = DecisionContext(sessionmaker(bind=engine), redis, SnapshotCache())
+    version = parse_version(redis, redis.mget(CONFIG_EPOCH_KEY, CONFIG_VERSION_KEY))
+    ctx.cache.current(get_database(app).sessionmaker, version, utcnow())  # loaded while the database was up
+    body = DecisionIn(subscriber_id="s-vip", channel="sms", request_id="down-1")
+    with pytest.raises(DecisionStoreUnavailable):
+        decide_contacts(ctx, "key:test", [body])
+    assert BudgetLedger(redis).spent_total("fund", utcnow().strftime("%Y-%m")) == 0
+    assert not redis.keys("cp:ledger:request:*")
+    engine.dispose()
+
+
 def test_the_rate_limit_answers_429(app, client, auth, catalogue):
     settings = app.config["CAREPILOT_SETTINGS"]
     app.config["CAREPILOT_SETTINGS"] = dataclasses.replace(settings, decision_rate_limit_per_s=3)
