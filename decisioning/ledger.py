@@ -443,7 +443,7 @@ class BudgetLedger:
     def read_state(self, subscriber_id: str, channels_with_windows: Mapping[str, int],
                    budget_periods: Iterable[tuple[str, str]], now: datetime) -> LedgerReading:
         """Contacts per channel within its window (seconds) and spend per budget code in the
-        given period, in one round trip (a pipeline).
+        given period, in one round trip (one script call).
 
         Advisory: the decision core uses it to pick an action; :meth:`reserve` re-checks
         atomically, so a change in between can only turn a pick into a refusal, never an
@@ -471,6 +471,8 @@ class BudgetLedger:
 
     @staticmethod
     def plan_state_reads(requests: Sequence[StateRequest], now: datetime) -> "StateReads":
+        """The keys and arguments of the state script for these reads (each budget counter
+        once, however many requests share it)."""
         now_ms = _epoch_ms(now)
         contact_keys, bounds = [], []
         plans = []

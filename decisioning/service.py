@@ -1,7 +1,9 @@
-"""The decision use case (DESIGN §4): profile + context → pure core → exposure → reservation
-→ ledger row. One code path for a single contact and for a batch of up to 10,000: the batch
-is read with one query per table and one Redis round trip per step, so a bulk call costs a
-few round trips, not a few per contact.
+"""The decision use case (DESIGN §4): profile + context → pure core → reservation → exposure
+and ledger row. One code path for a single contact and for a batch of up to 10,000, in four
+round trips whatever the size: one Redis pipeline (rate limit, config version, contact windows
+and spend), one database read (replays, profiles, recorded arms: ``decisioning.store``), one
+Redis reservation, one database write (exposures, decisions, charges). A bulk call writes in
+chunks, the database storing one while the next is decided.
 
 Money is never overspent:
 
@@ -11,7 +13,8 @@ Money is never overspent:
 * a retried request (same caller + request id) replays the stored reservation — never a second
   charge — and, once its decision row exists, gets the stored answer (another body: 409);
 * Redis down: the core is told spend is unknown, so paid actions fail closed (``degraded``);
-* if the decision row cannot be written after a reservation, the reservation is released.
+* if the decision row cannot be written after a reservation, the reservation is released
+  (in a bulk call: the reservations of the chunks not stored).
 
 Deadline: a contact whose decision is not ready within ``deadline_ms`` (default 50 ms) before
 reserving gets no action (reason ``deadline``), and nothing is charged. A batch of n contacts
