@@ -5,7 +5,9 @@
     POST /api/v1/decisions/bulk   {"contacts": [...]} up to 10,000 → {"decisions": [...]} in order
     GET  /api/v1/decisions/<id>   the stored decision with its explanation   (channels; every role)
 
-A channel key decides for its own channel only. Same request id + same body → the stored
+Single decisions arriving together in one process are decided together (``decisioning.batcher``):
+each request still gets its own answer or error. A channel key decides for its own channel
+only. Same request id + same body → the stored
 decision (``replayed: true``); same request id + another body → 409. Redis down → answers
 with ``degraded: true`` and no paid action; never a 500. Rate limit per API key: 429.
 """
@@ -16,6 +18,7 @@ import orjson
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from decisioning import schemas
+from decisioning.batcher import DecisionBatcher
 from decisioning.service import DecisionContext, decide_contacts, decision_json, get_decision
 from decisioning.snapshot_cache import SnapshotCache
 from infra.auth import CONFIG_READERS, CONFIG_WRITERS, Principal, current_principal, require_channel_or_user
@@ -82,9 +85,10 @@ def create_decision():  # type: ignore[no-untyped-def]
         raise BadRequest(f"{IDEMPOTENCY_HEADER} and request_id differ; send one of them, or the same value",
                          code="idempotency_mismatch")
     ctx = decision_context()
-    caller = _caller(principal)
-    [answer] = decide_contacts(ctx, caller, [body], idempotency_key=idempotency_key,
-                               rate_limit_per_s=current_app.config["CAREPILOT_SETTINGS"].decision_rate_limit_per_s)
+    if ctx.batcher is None:
+        ctx.batcher = DecisionBatcher(ctx)
+    answer = ctx.batcher.decide(_caller(principal), body, idempotency_key=idempotency_key,
+                                rate_limit_per_s=current_app.config["CAREPILOT_SETTINGS"].decision_rate_limit_per_s)
     return _json(answer)
 
 

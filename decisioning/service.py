@@ -47,7 +47,8 @@ from decisioning.models import Decision
 from decisioning.schemas import DecisionIn
 from decisioning.snapshot import DecisionSnapshot
 from decisioning.snapshot_cache import LoadedConfig, SnapshotCache
-from decisioning.store import Contact, DecisionStore, Replays, SqlStore, StoreConnection, StoreUnavailable
+from decisioning.store import (Contact, DecisionStore, Replays, RequestKey, SqlStore, StoreConnection,
+                               StoreUnavailable)
 from infra.config_version import CONFIG_EPOCH_KEY, CONFIG_VERSION_KEY, parse_version
 from infra.db import utcnow
 from infra.errors import ApiError, Conflict
@@ -78,6 +79,7 @@ class DecisionContext:
 
     ledger: BudgetLedger = field(init=False)
     store: DecisionStore = field(init=False)
+    batcher: Any = field(init=False, default=None, repr=False)  # decisioning.batcher, made on first use
     # after a Redis failure, skip Redis for a moment: a hung server would otherwise cost a
     # timeout per round trip on every decision, far past the deadline
     redis_down_until: float = 0.0
@@ -156,8 +158,8 @@ REFUSALS = {"budget_exhausted": "budget {budget} is spent for this period",
             "contact_cap": "contact cap reached on {channel}"}
 
 
-def _reserve(ctx: DecisionContext, snapshot: DecisionSnapshot, caller: str, contacts: list[Contact],
-             now: datetime, started: float, call_size: int) -> None:
+def _reserve(ctx: DecisionContext, snapshot: DecisionSnapshot, contacts: list[Contact], now: datetime,
+             started: float, call_size: int) -> None:
     """Charge every chosen action atomically (one pipelined round trip for the batch), or turn
     it into "no action" with the reason."""
     held: list[tuple[Contact, ReserveRequest]] = []
@@ -178,7 +180,7 @@ def _reserve(ctx: DecisionContext, snapshot: DecisionSnapshot, caller: str, cont
             snapshot.budgets_by_code[code], now)) for code in result.budgets_to_reserve)
         if contact_limit is None and not budgets:
             continue  # free and uncapped: nothing to hold
-        held.append((c, ReserveRequest(f"{caller}|{c.request_id}", Decimal(str(result.action.cost)), budgets,
+        held.append((c, ReserveRequest(f"{c.caller}|{c.request_id}", Decimal(str(result.action.cost)), budgets,
                                        contact_limit)))
     if not held:
         return
@@ -206,26 +208,41 @@ def _reserve(ctx: DecisionContext, snapshot: DecisionSnapshot, caller: str, cont
 
 # --- the use case ------------------------------------------------------------------------------
 
+@dataclass
+class Outcome:
+    """One contact's result in a batch: its answer, or the error its request gets instead."""
+
+    response: dict[str, Any] | None = None
+    error: BaseException | None = None
+
+    def answer(self) -> dict[str, Any]:
+        if self.error is not None:
+            raise self.error
+        assert self.response is not None
+        return self.response
+
+
+def new_contact(index: int, caller: str, body: DecisionIn, idempotency_key: str | None = None,
+                call_size: int = 1) -> Contact:
+    """A contact of a request: its request id is the body's, else the Idempotency-Key (with
+    ``#<index>`` in a bulk call), else a new one."""
+    request_id = body.request_id or (f"{idempotency_key}#{index}" if idempotency_key and call_size > 1
+                                     else idempotency_key) or uuid.uuid4().hex
+    return Contact(index, caller, body, request_id, request_hash(body))
+
+
 def decide_contacts(ctx: DecisionContext, caller: str, bodies: Sequence[DecisionIn], *,
                     idempotency_key: str | None = None, now: datetime | None = None,
                     rate_limit_per_s: int | None = None) -> list[dict[str, Any]]:
-    """Decide for every contact, in order; returns the response bodies (DESIGN §7).
-
-    Round trips: one Redis pipeline (rate limit, config version, contact windows and spend),
-    one database read (replays, profiles, recorded arms), one Redis reservation, one database
-    write (exposures, decisions, charges) — for one contact or for 10,000.
+    """Decide for every contact of one request, in order; returns the response bodies
+    (DESIGN §7). All or nothing for request errors: nothing is decided when one contact's
+    request id clashes or the caller is over its rate limit.
 
     Raises Conflict (409 ``idempotency_conflict``) when a request id was used before with
     another body, RateLimited (429) when ``rate_limit_per_s`` is given and exceeded, and
     DecisionStoreUnavailable (503) when the database cannot be read or written.
     """
-    started = time.perf_counter()
-    now = now or utcnow()
-    contacts = []
-    for index, body in enumerate(bodies):
-        request_id = body.request_id or (f"{idempotency_key}#{index}" if idempotency_key and len(bodies) > 1
-                                         else idempotency_key) or uuid.uuid4().hex
-        contacts.append(Contact(index, body, request_id, request_hash(body)))
+    contacts = [new_contact(index, caller, body, idempotency_key, len(bodies)) for index, body in enumerate(bodies)]
     seen: set[str] = set()
     for c in contacts:
         if c.request_id in seen:
@@ -233,54 +250,81 @@ def decide_contacts(ctx: DecisionContext, caller: str, bodies: Sequence[Decision
                            code="duplicate_request_id", details=[{"path": f"$.contacts[{c.index}].request_id",
                                                                   "message": "repeated"}])
         seen.add(c.request_id)
+    return [outcome.answer() for outcome in
+            decide_batch(ctx, contacts, {caller: rate_limit_per_s}, now=now, all_or_nothing=True)]
 
+
+def decide_batch(ctx: DecisionContext, contacts: list[Contact], rate_limits: dict[str, int | None], *,
+                 now: datetime | None = None, all_or_nothing: bool = False) -> list[Outcome]:
+    """Decide for contacts of one or many requests (callers) at once, in four round trips: one
+    Redis pipeline (rate limits, config version, contact windows and spend), one database read
+    (replays, profiles, recorded arms), one Redis reservation, one database write (exposures,
+    decisions, charges). Each contact's (caller, request id) must be unique in the batch.
+
+    ``all_or_nothing`` (one request): an idempotency clash or the rate limit raises before
+    anything is decided. Otherwise (single decisions batched together: ``decisioning.batcher``)
+    such an error is that contact's outcome and the others go on. DecisionStoreUnavailable
+    (503) is raised for the whole batch.
+    """
+    started = time.perf_counter()
+    now = now or utcnow()
     cached = ctx.cache.loaded
-    version, redis_ok, early_states = _preflight(ctx, caller, contacts, cached, now, rate_limit_per_s)
+    version, redis_ok, early_states, limited = _preflight(ctx, contacts, cached, now, rate_limits)
+    for c in contacts:
+        if c.caller in limited:
+            limit = rate_limits[c.caller]
+            c.error = RateLimited(f"more than {limit} decisions per second for this key; retry after a second",
+                                  details={"limit_per_s": limit, "retry_after_s": 1})
+            if all_or_nothing:
+                raise c.error
+    replays: Replays = {}
     try:
         config = ctx.cache.current(ctx.session_factory, version, now)
         snapshot, experiments = config
+        live = [c for c in contacts if c.error is None]
         with ctx.store.connect() as db:
             # a retry must not be decided (or charged) again: answer it with the stored decision
-            replays = db.read(caller, contacts, experiments)
-            _check_replays(contacts, replays)
-            fresh = [c for c in contacts if c.request_id not in replays]
+            replays = db.read(live, experiments) if live else {}
+            _refuse_clashes(live, replays, len(contacts), all_or_nothing)
+            fresh = [c for c in live if c.error is None and c.key not in replays]
             if fresh:
                 if early_states is not None and config is cached:
-                    states = _states(fresh, [early_states[c.index] for c in fresh])
+                    states = _states(fresh, [early_states[c.key] for c in fresh])
                 else:  # the config moved (or Redis was skipped): read against the new snapshot
                     states = _ledger_states(ctx, snapshot, fresh, now, redis_ok)
-                lost = _decide_reserve_store(ctx, db, caller, config, fresh, states, now, started)
+                lost = _decide_reserve_store(ctx, db, config, fresh, states, now, started)
                 if lost:  # a concurrent retry stored these first: answer with what it stored
-                    losers = [c for c in fresh if c.request_id in lost]
-                    again = db.stored(caller, [c.request_id for c in losers])
-                    _release_unrecorded(ctx, db, caller, losers)
-                    _check_replays(fresh, again)
+                    losers = [c for c in fresh if c.key in lost]
+                    again = db.stored([c.key for c in losers])
+                    _release_unrecorded(ctx, db, losers)
+                    _refuse_clashes(losers, again, len(contacts), all_or_nothing)
                     replays.update(again)
     except (StoreUnavailable, OperationalError) as exc:  # the snapshot loads through SQLAlchemy
         log.error("decision store unavailable: %s", exc)
         raise DecisionStoreUnavailable("the decision store (database) is unavailable; retry shortly") from None
-    out = []
+    outcomes = []
     for c in contacts:
-        if c.request_id in replays:
-            out.append({**replays[c.request_id][1], "replayed": True})
+        if c.error is not None:
+            outcomes.append(Outcome(error=c.error))
+        elif c.key in replays:
+            outcomes.append(Outcome({**replays[c.key][1], "replayed": True}))
         else:
-            assert c.response is not None
-            out.append(c.response)
-    return out
+            outcomes.append(Outcome(c.response))
+    return outcomes
 
 
-def _decide_reserve_store(ctx: DecisionContext, db: StoreConnection, caller: str, config: LoadedConfig,
+def _decide_reserve_store(ctx: DecisionContext, db: StoreConnection, config: LoadedConfig,
                           fresh: list[Contact], states: list[DecisionState], now: datetime,
-                          started: float) -> set[str]:
+                          started: float) -> set[RequestKey]:
     """Decide, reserve and store the fresh contacts, ``WRITE_CHUNK`` at a time; returns the
-    request ids another request stored first. In a bulk call the database writes a chunk
-    while this thread decides the next one (the write is mostly the database server's work,
-    on another core). A chunk whose write fails has its reservations released and the error
-    is raised once every chunk sent is accounted for: stored chunks stay stored and charged."""
+    requests another request stored first. In a bulk call the database writes a chunk while
+    this thread decides the next one (the write is mostly the database server's work, on
+    another core). A chunk whose write fails has its reservations released and the error is
+    raised once every chunk sent is accounted for: stored chunks stay stored and charged."""
     snapshot, experiments = config
     overlap = len(fresh) > WRITE_CHUNK and db.writes_concurrently
     writer = ThreadPoolExecutor(1, thread_name_prefix="decision-writer") if overlap else None
-    sent: list[tuple[list[Contact], Future[set[str]]]] = []
+    sent: list[tuple[list[Contact], Future[set[RequestKey]]]] = []
     try:
         for start in range(0, len(fresh), WRITE_CHUNK):
             chunk = fresh[start:start + WRITE_CHUNK]
@@ -289,13 +333,13 @@ def _decide_reserve_store(ctx: DecisionContext, db: StoreConnection, caller: str
                                                             c.body.context), state, now)
                 c.response = {"decision_id": uuid.uuid4().hex, **c.result.as_json(),
                               "created_at": now.isoformat(), "replayed": False}
-            _reserve(ctx, snapshot, caller, chunk, now, started, len(fresh))
-            future: Future[set[str]] = Future()
+            _reserve(ctx, snapshot, chunk, now, started, len(fresh))
+            future: Future[set[RequestKey]] = Future()
             if writer is not None:
-                future = writer.submit(db.write, caller, chunk, experiments, snapshot.version, now)
+                future = writer.submit(db.write, chunk, experiments, snapshot.version, now)
             else:
                 try:
-                    future.set_result(db.write(caller, chunk, experiments, snapshot.version, now))
+                    future.set_result(db.write(chunk, experiments, snapshot.version, now))
                 except Exception as exc:  # noqa: BLE001 — handed on below, with the chunk released
                     future.set_exception(exc)
             sent.append((chunk, future))
@@ -304,7 +348,7 @@ def _decide_reserve_store(ctx: DecisionContext, db: StoreConnection, caller: str
     finally:
         if writer is not None:
             writer.shutdown(wait=True)
-    lost: set[str] = set()
+    lost: set[RequestKey] = set()
     failures = []
     for chunk, future in sent:
         if future.exception() is None:
@@ -317,19 +361,26 @@ def _decide_reserve_store(ctx: DecisionContext, db: StoreConnection, caller: str
     return lost
 
 
-def _preflight(ctx: DecisionContext, caller: str, contacts: list[Contact], cached: LoadedConfig | None,
-               now: datetime, rate_limit_per_s: int | None) -> tuple[tuple[str, int] | None, bool, list[Any] | None]:
-    """One Redis round trip before deciding: count these decisions against the caller's rate
-    limit (a fixed one-second window; 429 when over), read the config version and, against
-    the snapshot this process has, the contact windows and spend. Returns (version, Redis
-    usable, readings or None). Without Redis the limit is not enforced: decisions degrade."""
+def _preflight(ctx: DecisionContext, contacts: list[Contact], cached: LoadedConfig | None, now: datetime,
+               rate_limits: dict[str, int | None]
+               ) -> tuple[tuple[str, int] | None, bool, dict[RequestKey, Any] | None, set[str]]:
+    """One Redis round trip before deciding: count each caller's decisions against its rate
+    limit (a fixed one-second window), read the config version and, against the snapshot this
+    process has, the contact windows and spend. Returns (version, Redis usable, readings by
+    request or None, the callers over their limit). Without Redis no limit is enforced:
+    decisions degrade anyway."""
     if not ctx.redis_usable():
-        return None, False, None
+        return None, False, None, set()
+    counts: dict[str, int] = {}
+    for c in contacts:
+        counts[c.caller] = counts.get(c.caller, 0) + 1
+    limited_callers = [caller for caller, limit in rate_limits.items() if limit is not None and caller in counts]
     try:
         pipe = ctx.redis_client.pipeline(transaction=False)
-        if rate_limit_per_s is not None:
-            window = f"cp:rate:{caller}:{int(time.time())}"
-            pipe.incrby(window, len(contacts))
+        second = int(time.time())
+        for caller in limited_callers:
+            window = f"cp:rate:{caller}:{second}"
+            pipe.incrby(window, counts[caller])
             pipe.expire(window, 2)
         pipe.mget(CONFIG_EPOCH_KEY, CONFIG_VERSION_KEY)
         version_at = len(pipe) - 1
@@ -343,26 +394,34 @@ def _preflight(ctx: DecisionContext, caller: str, contacts: list[Contact], cache
         version = parse_version(ctx.redis_client, replies[version_at])
     except (redis.RedisError, OSError):
         ctx.redis_failed()
-        return None, False, None
-    if rate_limit_per_s is not None and replies[0] > rate_limit_per_s:
-        raise RateLimited(f"more than {rate_limit_per_s} decisions per second for this key; retry after a second",
-                          details={"limit_per_s": rate_limit_per_s, "retry_after_s": 1})
-    if reads is None or isinstance(replies[-1], Exception):  # NOSCRIPT: decide_contacts reads again
-        return version, True, None
-    return version, True, reads.readings(replies[-1])
+        return None, False, None, set()
+    over = {caller for i, caller in enumerate(limited_callers) if replies[2 * i] > rate_limits[caller]}  # type: ignore[operator]
+    if reads is None or isinstance(replies[-1], Exception):  # NOSCRIPT: decide_batch reads again
+        return version, True, None, over
+    return version, True, {c.key: r for c, r in zip(contacts, reads.readings(replies[-1]))}, over
 
 
-def _check_replays(contacts: list[Contact], replays: Replays) -> None:
-    clashes = [c for c in contacts if c.request_id in replays and replays[c.request_id][0] != c.request_hash]
-    if clashes:
-        raise Conflict("a request id was used before with another body; send the same body to get the stored "
-                       "decision, or use a new request id", code="idempotency_conflict",
-                       details=[{"path": f"$.contacts[{c.index}]" if len(contacts) > 1 else "$",
-                                 "message": f"request id {c.request_id!r} was used with another body"}
-                                for c in clashes])
+def _refuse_clashes(contacts: list[Contact], replays: Replays, call_size: int, all_or_nothing: bool) -> None:
+    """Contacts whose request id was stored with another body get a 409 (all_or_nothing: the
+    whole call does, naming every clash)."""
+    clashes = [c for c in contacts if c.key in replays and replays[c.key][0] != c.request_hash]
+    if not clashes:
+        return
+    if all_or_nothing:
+        raise _clash(clashes, call_size)
+    for c in clashes:
+        c.error = _clash([c], 1)
 
 
-def _release_unrecorded(ctx: DecisionContext, db: StoreConnection, caller: str, losers: list[Contact]) -> None:
+def _clash(clashes: list[Contact], call_size: int) -> Conflict:
+    return Conflict("a request id was used before with another body; send the same body to get the stored "
+                    "decision, or use a new request id", code="idempotency_conflict",
+                    details=[{"path": f"$.contacts[{c.index}]" if call_size > 1 else "$",
+                              "message": f"request id {c.request_id!r} was used with another body"}
+                             for c in clashes])
+
+
+def _release_unrecorded(ctx: DecisionContext, db: StoreConnection, losers: list[Contact]) -> None:
     """A request that lost the insert to a concurrent retry of itself keeps no charge the
     stored decision does not record: if the winner charged, it replayed this very
     reservation (same request key) and nothing is released; if it did not, the charge made
@@ -370,8 +429,8 @@ def _release_unrecorded(ctx: DecisionContext, db: StoreConnection, caller: str, 
     charging = [c for c in losers if c.reserved_key]
     if not charging:
         return
-    recorded = db.charged(caller, [c.request_id for c in charging])
-    _release(ctx, [c for c in charging if c.request_id not in recorded])
+    recorded = db.charged([c.key for c in charging])
+    _release(ctx, [c for c in charging if c.key not in recorded])
 
 
 def _release(ctx: DecisionContext, contacts: list[Contact]) -> None:

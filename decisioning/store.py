@@ -35,8 +35,11 @@ from offers.models import Subscriber
 
 IN_CHUNK = 1000  # ids per IN (...) list
 
-Replays = dict[str, tuple[str, dict[str, Any]]]
-"""Stored decisions by request id: (request hash, the response as answered)."""
+RequestKey = tuple[str, str]
+"""(caller, request id): what identifies a request, and its decision row."""
+
+Replays = dict[RequestKey, tuple[str, dict[str, Any]]]
+"""Stored decisions by request key: (request hash, the response as answered)."""
 
 Experiments = dict[str, tuple[int, int]]
 """Running experiments: key → (database id, phase)."""
@@ -50,7 +53,8 @@ class StoreUnavailable(Exception):
 class Contact:
     """One contact as it goes through the decision steps."""
 
-    index: int
+    index: int  # its place in its request's body (error paths)
+    caller: str  # "key:<api key id>" or "user:<id>"
     body: DecisionIn
     request_id: str
     request_hash: str
@@ -61,6 +65,11 @@ class Contact:
     response: dict[str, Any] | None = None
     charges: tuple[tuple[str, str, Decimal], ...] = ()  # (budget code, period key, amount)
     reserved_key: str | None = None  # the ledger request key, when a reservation was charged
+    error: BaseException | None = None  # what this contact's request is answered with instead
+
+    @property
+    def key(self) -> RequestKey:
+        return self.caller, self.request_id
 
     def new_exposure(self, experiments: Experiments) -> tuple[int, int] | None:
         """(experiment id, phase) when the core exposed this contact for the first time."""
@@ -85,21 +94,21 @@ class StoreConnection(Protocol):
     """True: :meth:`write` may run on another thread while the caller goes on (a bulk call
     then decides the next chunk while the database stores this one)."""
 
-    def read(self, caller: str, contacts: list[Contact], experiments: Experiments) -> Replays:
+    def read(self, contacts: list[Contact], experiments: Experiments) -> Replays:
         """Set each contact's profile and recorded arms; return the decisions already stored
-        for these request ids (a retry is answered from them)."""
+        for these requests (a retry is answered from them)."""
 
-    def write(self, caller: str, contacts: list[Contact], experiments: Experiments, snapshot_version: int,
-              now: datetime) -> set[str]:
+    def write(self, contacts: list[Contact], experiments: Experiments, snapshot_version: int,
+              now: datetime) -> set[RequestKey]:
         """Record new exposures, the decision rows and their budget charges in one transaction
-        (insert-if-absent on caller + request id); return the request ids another request
-        stored first."""
+        (insert-if-absent on caller + request id); return the requests another request stored
+        first."""
 
-    def stored(self, caller: str, request_ids: list[str]) -> Replays:
-        """The stored decisions of these request ids."""
+    def stored(self, keys: list[RequestKey]) -> Replays:
+        """The stored decisions of these requests."""
 
-    def charged(self, caller: str, request_ids: list[str]) -> set[str]:
-        """Which of these request ids have a stored decision that charged a budget."""
+    def charged(self, keys: list[RequestKey]) -> set[RequestKey]:
+        """Which of these requests have a stored decision that charged a budget."""
 
 
 def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
@@ -107,14 +116,14 @@ def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]
         yield items[start:start + size]
 
 
-def decision_row(caller: str, contact: Contact, experiments: Experiments, snapshot_version: int,
+def decision_row(contact: Contact, experiments: Experiments, snapshot_version: int,
                  now: datetime) -> dict[str, Any]:
     """The decisions-table row of a decided contact (``assignment_id`` as known so far)."""
     body, result = contact.response, contact.result
     assert body is not None and result is not None
     experiment = result.experiment
     action = body["action"]
-    return {"id": body["decision_id"], "caller": caller, "request_id": contact.request_id,
+    return {"id": body["decision_id"], "caller": contact.caller, "request_id": contact.request_id,
             "request_hash": contact.request_hash, "subscriber_id": contact.body.subscriber_id,
             "channel": contact.body.channel, "tier": result.tier, "risk_level": result.risk_level,
             "experiment_key": experiment.key if experiment else None,
@@ -176,34 +185,38 @@ class SqlConnection:
         yield self.session
         self.session.commit()
 
-    def read(self, caller: str, contacts: list[Contact], experiments: Experiments) -> Replays:
+    def read(self, contacts: list[Contact], experiments: Experiments) -> Replays:
         """One statement per 1,000 contacts: a UNION ALL of the stored decisions of these
-        request ids, the profiles and the arms recorded in running experiments."""
+        requests, the profiles and the arms recorded in running experiments."""
         by_id = {ids[0]: key for key, ids in experiments.items()}
+        wanted = {c.key for c in contacts}
         replays: Replays = {}
         profiles: dict[str, dict[str, Any]] = {}
         sticky: dict[str, list[tuple[str, int, str | None, bool]]] = {}
-        no_int, no_flag, no_json = cast(null(), BigInteger), cast(null(), Boolean), cast(null(), JsonType)
+        no_int, no_flag, no_json, no_text = (cast(null(), BigInteger), cast(null(), Boolean), cast(null(), JsonType),
+                                             cast(null(), String))
         with self._session() as session:
             for chunk in chunks(contacts):
+                callers = list({c.caller for c in chunk})
                 request_ids = [c.request_id for c in chunk]
                 subscriber_ids = list({c.body.subscriber_id for c in chunk})
                 parts = [
                     select(literal("d").label("kind"), Decision.request_id.label("key"),
                            Decision.request_hash.label("text"), no_int.label("id"), no_int.label("experiment_id"),
-                           no_flag.label("flag"), Decision.response.label("json"))
-                    .where(Decision.caller == caller, Decision.request_id.in_(request_ids)),
-                    select(literal("p"), Subscriber.id, cast(null(), String), no_int, no_int, no_flag,
-                           Subscriber.attributes)
+                           no_flag.label("flag"), Decision.response.label("json"), Decision.caller.label("owner"))
+                    .where(Decision.caller.in_(callers), Decision.request_id.in_(request_ids)),
+                    select(literal("p"), Subscriber.id, no_text, no_int, no_int, no_flag, Subscriber.attributes, no_text)
                     .where(Subscriber.id.in_(subscriber_ids))]
                 if by_id:
                     parts.append(select(literal("a"), Exposure.subscriber_id, Exposure.arm_key, Exposure.id,
-                                        Exposure.experiment_id, Exposure.in_holdout, no_json)
+                                        Exposure.experiment_id, Exposure.in_holdout, no_json, no_text)
                                  .where(Exposure.experiment_id.in_(list(by_id)),
                                         Exposure.subscriber_id.in_(subscriber_ids)))
-                for kind, key, text, row_id, experiment_id, flag, document in session.execute(union_all(*parts)):
+                for kind, key, text, row_id, experiment_id, flag, document, owner in session.execute(
+                        union_all(*parts)):
                     if kind == "d":
-                        replays[key] = (text, document)
+                        if (owner, key) in wanted:  # callers × ids over-fetches across callers
+                            replays[(owner, key)] = (text, document)
                     elif kind == "p":
                         profiles[key] = document
                     else:
@@ -211,22 +224,23 @@ class SqlConnection:
         apply_reads(contacts, profiles, sticky)
         return replays
 
-    def write(self, caller: str, contacts: list[Contact], experiments: Experiments, snapshot_version: int,
-              now: datetime) -> set[str]:
+    def write(self, contacts: list[Contact], experiments: Experiments, snapshot_version: int,
+              now: datetime) -> set[RequestKey]:
         with self._session() as session:
             self._record_exposures(session, contacts, experiments, now)
-            rows = [decision_row(caller, c, experiments, snapshot_version, now) for c in contacts]
-            inserted: set[str] = set()
+            rows = [decision_row(c, experiments, snapshot_version, now) for c in contacts]
+            inserted: set[RequestKey] = set()
             for chunk in chunks(rows):
-                inserted.update(session.execute(_insert(session, Decision).on_conflict_do_nothing(
-                    index_elements=["caller", "request_id"]).returning(Decision.request_id), chunk).scalars())
+                inserted.update(tuple(row) for row in session.execute(
+                    _insert(session, Decision).on_conflict_do_nothing(index_elements=["caller", "request_id"])
+                    .returning(Decision.caller, Decision.request_id), chunk))
             charges = [{"decision_id": c.response["decision_id"], "budget_code": code, "period_key": period,
                         "amount": amount}
-                       for c in contacts if c.request_id in inserted and c.response is not None
+                       for c in contacts if c.key in inserted and c.response is not None
                        for code, period, amount in c.charges]
             if charges:
                 session.execute(_insert(session, BudgetCharge), charges)
-        return {c.request_id for c in contacts} - inserted
+        return {c.key for c in contacts} - inserted
 
     @staticmethod
     def _record_exposures(session: Session, contacts: list[Contact], experiments: Experiments,
@@ -249,21 +263,26 @@ class SqlConnection:
             assert c.result is not None and c.result.experiment is not None
             c.assignment_ids[c.result.experiment.key] = found[(experiment_id, c.body.subscriber_id)]
 
-    def stored(self, caller: str, request_ids: list[str]) -> Replays:
-        found: Replays = {}
+    def stored(self, keys: list[RequestKey]) -> Replays:
+        wanted, found = set(keys), {}  # type: set[RequestKey], Replays
         with self._session() as session:
-            for chunk in chunks(request_ids):
-                rows = session.execute(select(Decision.request_id, Decision.request_hash, Decision.response)
-                                       .where(Decision.caller == caller, Decision.request_id.in_(chunk)))
-                found.update({rid: (digest, response) for rid, digest, response in rows})
+            for chunk in chunks(keys):
+                rows = session.execute(
+                    select(Decision.caller, Decision.request_id, Decision.request_hash, Decision.response)
+                    .where(Decision.caller.in_(list({caller for caller, _ in chunk})),
+                           Decision.request_id.in_([rid for _, rid in chunk])))
+                found.update({(caller, rid): (digest, response) for caller, rid, digest, response in rows
+                              if (caller, rid) in wanted})
         return found
 
-    def charged(self, caller: str, request_ids: list[str]) -> set[str]:
+    def charged(self, keys: list[RequestKey]) -> set[RequestKey]:
+        wanted = set(keys)
         with self._session() as session:
-            return set(session.scalars(
-                select(Decision.request_id).join(BudgetCharge, BudgetCharge.decision_id == Decision.id)
-                .where(Decision.caller == caller, Decision.request_id.in_(request_ids))))
-
+            rows = session.execute(
+                select(Decision.caller, Decision.request_id).join(BudgetCharge, BudgetCharge.decision_id == Decision.id)
+                .where(Decision.caller.in_(list({caller for caller, _ in keys})),
+                       Decision.request_id.in_([rid for _, rid in keys])))
+            return {(caller, rid) for caller, rid in rows if (caller, rid) in wanted}
 
 
 @contextmanager

@@ -26,16 +26,17 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.exc import OperationalError as SqlAlchemyOperationalError
 
-from decisioning.store import Contact, Experiments, Replays, StoreUnavailable, apply_reads, decision_row
+from decisioning.store import (Contact, Experiments, Replays, RequestKey, StoreUnavailable, apply_reads,
+                               decision_row)
 
 _READ_SQL = """
-SELECT 'd', request_id, request_hash, NULL::bigint, NULL::bigint, NULL::boolean, response::text
-  FROM decisions WHERE caller = %(caller)s AND request_id = ANY(%(request_ids)s::text[])
+SELECT 'd', request_id, request_hash, NULL::bigint, NULL::bigint, NULL::boolean, response::text, caller
+  FROM decisions WHERE caller = ANY(%(callers)s::text[]) AND request_id = ANY(%(request_ids)s::text[])
 UNION ALL
-SELECT 'p', id, NULL, NULL, NULL, NULL, attributes::text
+SELECT 'p', id, NULL, NULL, NULL, NULL, attributes::text, NULL
   FROM subscribers WHERE id = ANY(%(subscriber_ids)s::text[])
 UNION ALL
-SELECT 'a', subscriber_id, arm_key, id, experiment_id, in_holdout, NULL
+SELECT 'a', subscriber_id, arm_key, id, experiment_id, in_holdout, NULL, NULL
   FROM assignments
  WHERE experiment_id = ANY(%(experiment_ids)s::bigint[]) AND subscriber_id = ANY(%(subscriber_ids)s::text[])
 """
@@ -49,7 +50,8 @@ SELECT 'a', subscriber_id, arm_key, id, experiment_id, in_holdout, NULL
 _WRITE_SQL = """
 WITH input AS (
   SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS t(
-    id text, request_id text, request_hash text, subscriber_id text, channel text, tier text, risk_level text,
+    id text, caller text, request_id text, request_hash text, subscriber_id text, channel text, tier text,
+    risk_level text,
     experiment_key text, arm_key text, in_holdout boolean, assignment_id bigint, offer_code text, cost numeric,
     probability float8, degraded boolean, response jsonb, experiment_id bigint, phase integer, new_exposure boolean)
 ), exposed AS (
@@ -63,13 +65,13 @@ WITH input AS (
   INSERT INTO decisions (id, caller, request_id, request_hash, subscriber_id, channel, tier, risk_level,
                          experiment_key, arm_key, in_holdout, assignment_id, offer_code, cost, probability,
                          degraded, snapshot_version, response, created_at)
-  SELECT i.id, %(caller)s, i.request_id, i.request_hash, i.subscriber_id, i.channel, i.tier, i.risk_level,
+  SELECT i.id, i.caller, i.request_id, i.request_hash, i.subscriber_id, i.channel, i.tier, i.risk_level,
          i.experiment_key, i.arm_key, i.in_holdout, COALESCE(i.assignment_id, e.id), i.offer_code, i.cost,
          i.probability, i.degraded, %(snapshot_version)s, i.response, %(now)s
     FROM input i
     LEFT JOIN exposed e ON e.experiment_id = i.experiment_id AND e.subscriber_id = i.subscriber_id
   ON CONFLICT (caller, request_id) DO NOTHING
-  RETURNING id, request_id, experiment_key IS NOT NULL AND assignment_id IS NULL AS unlinked
+  RETURNING id, caller, request_id, experiment_key IS NOT NULL AND assignment_id IS NULL AS unlinked
 ), charged AS (
   INSERT INTO budget_charges (decision_id, budget_code, period_key, amount)
   SELECT c.decision_id, c.budget_code, c.period_key, c.amount
@@ -77,7 +79,7 @@ WITH input AS (
                                                      amount numeric)
     JOIN stored s ON s.id = c.decision_id
 )
-SELECT request_id, unlinked FROM stored
+SELECT caller, request_id, unlinked FROM stored
 """
 
 _LINK_SQL = """
@@ -88,13 +90,13 @@ UPDATE decisions d SET assignment_id = a.id
 """
 
 _STORED_SQL = """
-SELECT request_id, request_hash, response::text FROM decisions
- WHERE caller = %(caller)s AND request_id = ANY(%(request_ids)s::text[])
+SELECT caller, request_id, request_hash, response::text FROM decisions
+ WHERE caller = ANY(%(callers)s::text[]) AND request_id = ANY(%(request_ids)s::text[])
 """
 
 _CHARGED_SQL = """
-SELECT DISTINCT d.request_id FROM decisions d JOIN budget_charges c ON c.decision_id = d.id
- WHERE d.caller = %(caller)s AND d.request_id = ANY(%(request_ids)s::text[])
+SELECT DISTINCT d.caller, d.request_id FROM decisions d JOIN budget_charges c ON c.decision_id = d.id
+ WHERE d.caller = ANY(%(callers)s::text[]) AND d.request_id = ANY(%(request_ids)s::text[])
 """
 
 
@@ -157,18 +159,21 @@ class PostgresConnection:
             cursor.execute(sql, params)
             return cursor.fetchall() if cursor.description is not None else []
 
-    def read(self, caller: str, contacts: list[Contact], experiments: Experiments) -> Replays:
+    def read(self, contacts: list[Contact], experiments: Experiments) -> Replays:
         by_id = {ids[0]: key for key, ids in experiments.items()}
+        wanted = {c.key for c in contacts}
         replays: Replays = {}
         profiles: dict[str, dict[str, Any]] = {}
         sticky: dict[str, list[tuple[str, int, str | None, bool]]] = {}
         rows = self._execute(_READ_SQL, {
-            "caller": caller, "request_ids": array_literal(c.request_id for c in contacts),
+            "callers": array_literal({c.caller for c in contacts}),
+            "request_ids": array_literal(c.request_id for c in contacts),
             "subscriber_ids": array_literal({c.body.subscriber_id for c in contacts}),
             "experiment_ids": array_literal(by_id)})
-        for kind, key, text, row_id, experiment_id, flag, document in rows:
+        for kind, key, text, row_id, experiment_id, flag, document, owner in rows:
             if kind == "d":
-                replays[key] = (text, orjson.loads(document))
+                if (owner, key) in wanted:  # callers × ids over-fetches across callers
+                    replays[(owner, key)] = (text, orjson.loads(document))
             elif kind == "p":
                 profiles[key] = orjson.loads(document) if document is not None else {}
             else:
@@ -176,12 +181,12 @@ class PostgresConnection:
         apply_reads(contacts, profiles, sticky)
         return replays
 
-    def write(self, caller: str, contacts: list[Contact], experiments: Experiments, snapshot_version: int,
-              now: datetime) -> set[str]:
+    def write(self, contacts: list[Contact], experiments: Experiments, snapshot_version: int,
+              now: datetime) -> set[RequestKey]:
         rows, charges = [], []
         experiment_of: dict[str, int] = {}
         for c in contacts:
-            row = decision_row(caller, c, experiments, snapshot_version, now)
+            row = decision_row(c, experiments, snapshot_version, now)
             ids = experiments.get(row["experiment_key"]) if row["experiment_key"] is not None else None
             if ids is not None:
                 experiment_of[row["id"]] = ids[0]
@@ -193,25 +198,30 @@ class PostgresConnection:
         stored = self._execute(_WRITE_SQL, {
             "rows": orjson.dumps(rows, default=_json_default).decode(),
             "charges": orjson.dumps(charges, default=_json_default).decode(),
-            "caller": caller, "snapshot_version": snapshot_version, "now": now})
-        unlinked = {request_id for request_id, flag in stored if flag}
+            "snapshot_version": snapshot_version, "now": now})
+        unlinked = {(caller, request_id) for caller, request_id, flag in stored if flag}
         if unlinked:
             decision_ids = [c.response["decision_id"] for c in contacts
-                            if c.request_id in unlinked and c.response is not None]
+                            if c.key in unlinked and c.response is not None]
             self._execute(_LINK_SQL, {"decision_ids": array_literal(decision_ids),
                                       "experiment_ids": array_literal(experiment_of[d] for d in decision_ids)})
-        inserted = {request_id for request_id, _ in stored}
-        return {c.request_id for c in contacts} - inserted
+        inserted = {(caller, request_id) for caller, request_id, _ in stored}
+        return {c.key for c in contacts} - inserted
 
-    def stored(self, caller: str, request_ids: list[str]) -> Replays:
-        rows = self._execute(_STORED_SQL, {"caller": caller, "request_ids": array_literal(request_ids)})
-        return {rid: (digest, orjson.loads(response)) for rid, digest, response in rows}
+    def stored(self, keys: list[RequestKey]) -> Replays:
+        wanted = set(keys)
+        rows = self._execute(_STORED_SQL, {"callers": array_literal({caller for caller, _ in keys}),
+                                           "request_ids": array_literal(rid for _, rid in keys)})
+        return {(caller, rid): (digest, orjson.loads(response)) for caller, rid, digest, response in rows
+                if (caller, rid) in wanted}
 
-    def charged(self, caller: str, request_ids: list[str]) -> set[str]:
-        rows = self._execute(_CHARGED_SQL, {"caller": caller, "request_ids": array_literal(request_ids)})
-        return {rid for (rid,) in rows}
+    def charged(self, keys: list[RequestKey]) -> set[RequestKey]:
+        wanted = set(keys)
+        rows = self._execute(_CHARGED_SQL, {"callers": array_literal({caller for caller, _ in keys}),
+                                            "request_ids": array_literal(rid for _, rid in keys)})
+        return {(caller, rid) for caller, rid in rows if (caller, rid) in wanted}
 
 
-_ROW_FIELDS = ("id", "request_id", "request_hash", "subscriber_id", "channel", "tier", "risk_level",
+_ROW_FIELDS = ("id", "caller", "request_id", "request_hash", "subscriber_id", "channel", "tier", "risk_level",
                "experiment_key", "arm_key", "in_holdout", "assignment_id", "offer_code", "cost", "probability",
                "degraded", "response")

@@ -29,6 +29,7 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.engine import make_url
 
 from decisioning.ledger import BudgetLedger
+from decisioning.batcher import DecisionBatcher
 from decisioning.models import BudgetCharge, Decision
 from decisioning.schemas import DecisionIn
 from decisioning.service import DecisionContext, decide_contacts
@@ -116,20 +117,25 @@ def _summary(answer: dict[str, Any]) -> dict[str, Any]:
             "degraded": answer["degraded"], "replayed": answer["replayed"]}
 
 
-def _decide_in_process(settings: Settings, bodies: list[DecisionIn], now: datetime,
+def _decide_in_process(settings: Settings, bodies: list[DecisionIn], now: datetime, via: str,
                        results: Any) -> None:  # type: ignore[no-untyped-def]
     """One forked "web process": its own engine, Redis client and decision context, shared by
-    THREADS_PER_PROCESS threads that each decide one contact per call (as the HTTP API does)."""
+    THREADS_PER_PROCESS threads that each decide one contact per call — straight through the
+    service, or through the batcher that combines concurrent calls (as the HTTP API does)."""
     try:
         database = Database(settings.database_url)
         ctx = DecisionContext(database.sessionmaker, connect_redis(settings, hot_path=True), SnapshotCache(),
                               deadline_ms=DEADLINE_MS)
         answers: list[dict[str, Any]] = []
+        batcher = DecisionBatcher(ctx, clock=lambda: now)
 
         def run(share: list[DecisionIn]) -> None:
             for body in share:
                 try:
-                    [answer] = decide_contacts(ctx, CALLER, [body], now=now)
+                    if via == "batcher":
+                        answer = batcher.decide(CALLER, body)
+                    else:
+                        [answer] = decide_contacts(ctx, CALLER, [body], now=now)
                     summary = _summary(answer)
                 except Exception as exc:  # reported to the parent, which fails the test with it
                     summary = {"decision_id": None, "error": f"{type(exc).__name__}: {exc}"}
@@ -148,13 +154,14 @@ def _decide_in_process(settings: Settings, bodies: list[DecisionIn], now: dateti
         results.put(traceback.format_exc())
 
 
-def _race(settings: Settings, bodies: list[DecisionIn], now: datetime) -> tuple[dict[str, dict[str, Any]], float]:
+def _race(settings: Settings, bodies: list[DecisionIn], now: datetime,
+          via: str = "service") -> tuple[dict[str, dict[str, Any]], float]:
     """Send every body once, spread over PROCESSES forked processes; returns request id → summary
     and the wall time."""
     context = multiprocessing.get_context("fork")
     results = context.Queue()
     started = time.perf_counter()
-    processes = [context.Process(target=_decide_in_process, args=(settings, bodies[p::PROCESSES], now, results))
+    processes = [context.Process(target=_decide_in_process, args=(settings, bodies[p::PROCESSES], now, via, results))
                  for p in range(PROCESSES)]
     for process in processes:
         process.start()
@@ -187,7 +194,8 @@ def _ledger_of_record(database: Database) -> tuple[int, int, Decimal, int]:
                 session.scalar(select(func.count()).select_from(BudgetCharge)))
 
 
-def test_racing_decisions_reserve_exactly_the_budget_and_replays_charge_nothing(settings, redis, race_database):
+@pytest.mark.parametrize("via", ["service", "batcher"])
+def test_racing_decisions_reserve_exactly_the_budget_and_replays_charge_nothing(settings, redis, race_database, via):
     _seed(race_database, REQUESTS)
     race_database.engine.dispose()  # no pooled connection crosses the fork
     redis_url = settings.redis_url or embedded_redis_url(settings.instance_dir)
@@ -196,7 +204,7 @@ def test_racing_decisions_reserve_exactly_the_budget_and_replays_charge_nothing(
     period_key = f"{now:%Y-%m}"
     bodies = _bodies(REQUESTS)
 
-    answers, race_s = _race(process_settings, bodies, now)
+    answers, race_s = _race(process_settings, bodies, now, via)
     outcomes = Counter((a["offer_code"], a["first_reason"]) for a in answers.values())
     assert outcomes[(OFFER_CODE, None)] == AFFORDABLE, outcomes
     assert outcomes[(None, "budget_exhausted")] == REQUESTS - AFFORDABLE, outcomes
@@ -207,7 +215,7 @@ def test_racing_decisions_reserve_exactly_the_budget_and_replays_charge_nothing(
     ledger = BudgetLedger(redis)
     assert ledger.spent_total(BUDGET_CODE, period_key) == charged
 
-    replays, replay_s = _race(process_settings, bodies, now)
+    replays, replay_s = _race(process_settings, bodies, now, via)
     assert all(r["replayed"] for r in replays.values())
     assert {rid: r["decision_id"] for rid, r in replays.items()} == {rid: a["decision_id"] for rid, a in answers.items()}
     assert Counter(r["offer_code"] for r in replays.values()) == {OFFER_CODE: AFFORDABLE, None: REQUESTS - AFFORDABLE}
@@ -220,13 +228,13 @@ def test_racing_decisions_reserve_exactly_the_budget_and_replays_charge_nothing(
         session.execute(update(Budget).where(Budget.code == BUDGET_CODE).values(cap_amount=REQUESTS * COST))
     race_database.engine.dispose()
     bump(redis)
-    late, late_s = _race(process_settings, bodies, now)
+    late, late_s = _race(process_settings, bodies, now, via)
     assert all(r["replayed"] for r in late.values())
     assert {rid: r["decision_id"] for rid, r in late.items()} == {rid: a["decision_id"] for rid, a in answers.items()}
     assert Counter(r["offer_code"] for r in late.values()) == {OFFER_CODE: AFFORDABLE, None: REQUESTS - AFFORDABLE}
     assert _ledger_of_record(race_database) == (decisions, paid, charged, charge_rows)
     assert ledger.spent_total(BUDGET_CODE, period_key) == CAP
-    print(f"\n{REQUESTS} decisions by {PROCESSES}×{THREADS_PER_PROCESS} threads in {race_s:.1f} s "
+    print(f"\n{REQUESTS} decisions ({via}) by {PROCESSES}×{THREADS_PER_PROCESS} threads in {race_s:.1f} s "
           f"({REQUESTS / race_s:.0f}/s); replayed in {replay_s:.1f} s ({REQUESTS / replay_s:.0f}/s), "
           f"again with budget room in {late_s:.1f} s")
 
