@@ -17,7 +17,11 @@ new request id for a demo subscriber on its channel's key, in a time zone where 
 Prints one JSON object: core_us, p50_ms, p99_ms, decisions_per_s, trivial_per_s,
 throughput_share (decisions ÷ trivial), bulk_decisions_per_s, bulk_actions (share of the bulk
 contacts given an action), degraded (answers flagged degraded: must be 0), actions (share of
-decisions with a paid or free action).
+decisions with a paid or free action), and what each phase cost the whole machine in CPU
+(``cpu_ms_per_decision``, ``cpu_ms_per_trivial``, ``cpu_ms_per_bulk_decision``: busy CPU time of
+every process, this load generator included, per request or contact, from /proc/stat). The
+cost is steadier than the rates on a shared machine, and says how far a goal is: on ``cores``
+cores, n decisions/s cannot cost more than cores × 1000 / n ms each.
 
     .venv/bin/python bench/decision_latency.py        # local PostgreSQL and Redis
 Env: BENCH_SECONDS (default 10 per phase), BENCH_REDIS_URL (default redis://127.0.0.1:6379/13),
@@ -164,7 +168,20 @@ def _client_process(port: int, path: str, keys: dict[str, str], seconds: float, 
     out.put((latencies, flags))
 
 
+def _busy_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot (every process: the app, the
+    database, Redis, the load generator, the kernel), from /proc/stat; 0 where there is none."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def _load(port: int, path: str, keys: dict[str, str], seconds: float) -> dict[str, Any]:
+    busy_before = _busy_cpu_s()
     queue: Any = multiprocessing.get_context("fork").Queue()
     procs = [multiprocessing.get_context("fork").Process(target=_client_process,
                                                          args=(port, path, keys, seconds, p, queue))
@@ -174,30 +191,32 @@ def _load(port: int, path: str, keys: dict[str, str], seconds: float) -> dict[st
     results = [queue.get() for _ in procs]
     for p in procs:
         p.join()
+    busy_s = _busy_cpu_s() - busy_before
     latencies = sorted(lat for lats, _ in results for lat in lats)
     degraded = sum(flags["degraded"] for _, flags in results)
     acted = sum(flags["acted"] for _, flags in results)
     return {"per_s": len(latencies) / seconds, "p50_ms": statistics.median(latencies) * 1000,
             "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000, "count": len(latencies),
-            "degraded": degraded, "acted": acted}
+            "degraded": degraded, "acted": acted, "cpu_ms": busy_s * 1000 / max(len(latencies), 1)}
 
 
-def _bulk(port: int, keys: dict[str, str], rounds: int = BULK_ROUNDS) -> tuple[float, float]:
+def _bulk(port: int, keys: dict[str, str], rounds: int = BULK_ROUNDS) -> tuple[float, float, float]:
     """Decisions per second of POST /decisions/bulk with 10,000 sms contacts per call (the
-    best round), and the share of contacts given an action in that round."""
-    best, acted = 0.0, 0.0
+    best round), the share of contacts given an action and the machine's CPU ms per decision
+    in that round."""
+    best, acted, cpu_ms = 0.0, 0.0, 0.0
     for r in range(rounds):
         contacts = [{"subscriber_id": f"{BULK_ID_PREFIX}{r * BULK_CONTACTS + i:05d}", "channel": "sms",
                      "context": {"timezone": MIDDAY_ZONE}, "request_id": f"bulk-{r}-{i}"}
                     for i in range(BULK_CONTACTS)]
         body = json.dumps({"contacts": contacts})
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        started = time.perf_counter()
+        started, busy_before = time.perf_counter(), _busy_cpu_s()
         conn.request("POST", "/api/v1/decisions/bulk", body=body,
                      headers={"Content-Type": "application/json", "Authorization": f"Bearer {keys['sms']}"})
         response = conn.getresponse()
         payload = response.read()
-        elapsed = time.perf_counter() - started
+        elapsed, busy_s = time.perf_counter() - started, _busy_cpu_s() - busy_before
         if response.status != 200:
             raise SystemExit(f"bulk answered {response.status}: {payload[:300]!r}")
         answers = json.loads(payload)["decisions"]
@@ -205,7 +224,8 @@ def _bulk(port: int, keys: dict[str, str], rounds: int = BULK_ROUNDS) -> tuple[f
             raise SystemExit("bulk answers were cut short (deadline or degraded): the figure would be flattering")
         if BULK_CONTACTS / elapsed > best:
             best, acted = BULK_CONTACTS / elapsed, sum(a["action"] is not None for a in answers) / len(answers)
-    return best, acted
+            cpu_ms = busy_s * 1000 / BULK_CONTACTS
+    return best, acted, cpu_ms
 
 
 def main() -> None:
@@ -230,7 +250,7 @@ def main() -> None:
         _load(port, "/api/v1/decisions", keys, 2)  # warm: snapshots, connection pools
         trivial = _load(port, "/healthz", keys, seconds)
         decisions = _load(port, "/api/v1/decisions", keys, seconds)
-        bulk, bulk_acted = _bulk(port, keys)
+        bulk, bulk_acted, bulk_cpu_ms = _bulk(port, keys)
     finally:
         if server is not None:
             server.terminate()
@@ -241,6 +261,8 @@ def main() -> None:
         "decisions_per_s": round(decisions["per_s"]), "trivial_per_s": round(trivial["per_s"]),
         "throughput_share": round(decisions["per_s"] / trivial["per_s"], 3),
         "bulk_decisions_per_s": round(bulk), "bulk_actions": round(bulk_acted, 3), "decisions": decisions["count"],
+        "cpu_ms_per_decision": round(decisions["cpu_ms"], 3), "cpu_ms_per_trivial": round(trivial["cpu_ms"], 3),
+        "cpu_ms_per_bulk_decision": round(bulk_cpu_ms, 3), "cores": os.cpu_count(),
         "degraded": decisions["degraded"], "actions": round(decisions["acted"] / max(decisions["count"], 1), 3),
         "concurrency": CONCURRENCY_PROCESSES * CONCURRENCY_THREADS, "gunicorn_workers": 2,
         "gunicorn_threads": THREADS}))
