@@ -42,18 +42,20 @@ SELECT 'a', subscriber_id, arm_key, id, experiment_id, in_holdout, NULL, NULL
 """
 
 # One statement, one transaction. The rows come as one JSON document (orjson writes it and
-# PostgreSQL parses it far faster than psycopg adapts 19 arrays). The exposures inserted here
-# are joined to the decisions through RETURNING (CTEs share one snapshot, so a plain SELECT
-# would not see them); a decision that met an exposure recorded concurrently by another
-# request comes back ``unlinked`` and is linked by a second statement (two first contacts of
-# one subscriber racing). Kept under psycopg's 4 KiB limit for caching the parsed query.
+# PostgreSQL parses it far faster than psycopg adapts 19 arrays); as ``json``, not ``jsonb``, so
+# each answer goes into its ``json`` column as the text it is, never built into jsonb. The
+# exposures inserted here are joined to the decisions through RETURNING (CTEs share one
+# snapshot, so a plain SELECT would not see them); a decision that met an exposure recorded
+# concurrently by another request comes back ``unlinked`` and is linked by a second statement
+# (two first contacts of one subscriber racing). Kept under psycopg's 4 KiB limit for caching
+# the parsed query.
 _WRITE_SQL = """
 WITH input AS (
-  SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS t(
+  SELECT * FROM json_to_recordset(%(rows)s::json) AS t(
     id text, caller text, request_id text, request_hash text, subscriber_id text, channel text, tier text,
     risk_level text,
     experiment_key text, arm_key text, in_holdout boolean, assignment_id bigint, offer_code text, cost numeric,
-    probability float8, degraded boolean, response jsonb, experiment_id bigint, phase integer, new_exposure boolean)
+    probability float8, degraded boolean, response json, experiment_id bigint, phase integer, new_exposure boolean)
 ), exposed AS (
   INSERT INTO assignments (experiment_id, subscriber_id, arm_key, in_holdout, phase, tier, channel,
                            first_exposed_at)
@@ -75,7 +77,7 @@ WITH input AS (
 ), charged AS (
   INSERT INTO budget_charges (decision_id, budget_code, period_key, amount)
   SELECT c.decision_id, c.budget_code, c.period_key, c.amount
-    FROM jsonb_to_recordset(%(charges)s::jsonb) AS c(decision_id text, budget_code text, period_key text,
+    FROM json_to_recordset(%(charges)s::json) AS c(decision_id text, budget_code text, period_key text,
                                                      amount numeric)
     JOIN stored s ON s.id = c.decision_id
 )
