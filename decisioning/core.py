@@ -201,12 +201,34 @@ class DecisionResult:
                              for code in self.risk_reasons],
             "action": self.action.as_json() if self.action is not None else None,
             "experiment": self.experiment.as_json() if self.experiment is not None else None,
-            "reasons": [{"offer_code": code, "code": reason, "message": template.format(*args) if args else template}
-                        for code, reason, template, args in self.excluded],
+            "reasons": [_reason_json(facts) for facts in self.excluded],
             "probability": self.probability, "degraded": self.degraded})
         if self.error is not None:
             body["error"] = self.error
         return body
+
+
+# Reasons without arguments (not eligible, tier not allowed, channel not supported: most of an
+# answer's reasons) repeat from answer to answer: their JSON is built once per process. The
+# key is the facts tuple itself, so the cache is bounded by the catalogue's offers × reasons
+# and follows it when a new snapshot brings new facts.
+_STATIC_REASONS: dict[ReasonFacts, dict[str, str]] = {}
+_STATIC_REASONS_MAX = 10_000
+
+
+def _reason_json(facts: ReasonFacts) -> dict[str, str]:
+    """One reason as the answer gives it. Shared between answers when it has no arguments:
+    callers must not change the dict (``decisioning.service`` inserts new reasons, never
+    edits one)."""
+    code, reason, template, args = facts
+    if args:
+        return {"offer_code": code, "code": reason, "message": template.format(*args)}
+    cached = _STATIC_REASONS.get(facts)
+    if cached is None:
+        if len(_STATIC_REASONS) >= _STATIC_REASONS_MAX:
+            _STATIC_REASONS.clear()  # old snapshots' facts; the current ones come back at once
+        cached = _STATIC_REASONS[facts] = {"offer_code": code, "code": reason, "message": template}
+    return cached
 
 
 # --- the decision ------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ class Decision(Base):
         Index("ix_decisions_subscriber_id_created_at", "subscriber_id", "created_at"),
     )
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # uuid4 hex, shown to channels
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # 128 random bits as hex, shown to channels
     caller: Mapped[str] = mapped_column(String(64))  # "key:<api key id>" or "user:<id>"
     request_id: Mapped[str] = mapped_column(String(128))
     request_hash: Mapped[str] = mapped_column(String(64))  # SHA-256 of the canonical request body

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -222,12 +222,20 @@ class Outcome:
         return self.response
 
 
+def new_ids(count: int) -> list[str]:
+    """``count`` random 128-bit ids as 32 hex digits (decision ids, request ids made up for
+    callers that gave none): one read of the system's random source for them all, where
+    ``uuid4()`` costs a read and a UUID object each (a tenth of a bulk call's deciding)."""
+    digits = os.urandom(16 * count).hex()
+    return [digits[i:i + 32] for i in range(0, 32 * count, 32)]
+
+
 def new_contact(index: int, caller: str, body: DecisionIn, idempotency_key: str | None = None,
                 call_size: int = 1) -> Contact:
     """A contact of a request: its request id is the body's, else the Idempotency-Key (with
     ``#<index>`` in a bulk call), else a new one."""
     request_id = body.request_id or (f"{idempotency_key}#{index}" if idempotency_key and call_size > 1
-                                     else idempotency_key) or uuid.uuid4().hex
+                                     else idempotency_key) or new_ids(1)[0]
     return Contact(index, caller, body, request_id, request_hash(body))
 
 
@@ -328,11 +336,12 @@ def _decide_reserve_store(ctx: DecisionContext, db: StoreConnection, config: Loa
     try:
         for start in range(0, len(fresh), WRITE_CHUNK):
             chunk = fresh[start:start + WRITE_CHUNK]
-            for c, state in zip(chunk, states[start:start + WRITE_CHUNK]):
+            created_at = now.isoformat()
+            for c, state, decision_id in zip(chunk, states[start:start + WRITE_CHUNK], new_ids(len(chunk))):
                 c.result = decide(snapshot, DecisionRequest(c.body.subscriber_id, c.body.channel, c.profile,
                                                             c.body.context), state, now)
-                c.response = {"decision_id": uuid.uuid4().hex, **c.result.as_json(),
-                              "created_at": now.isoformat(), "replayed": False}
+                c.response = {"decision_id": decision_id, **c.result.as_json(), "created_at": created_at,
+                              "replayed": False}
             _reserve(ctx, snapshot, chunk, now, started, len(fresh))
             future: Future[set[RequestKey]] = Future()
             if writer is not None:

@@ -330,3 +330,12 @@ def test_reconcile_rebuilds_the_counters_from_the_ledger_after_redis_lost_them(a
     # the mark is there: the next tick leaves the counters alone; a forced run rebuilds the same sums
     assert reconcile_ledger(get_database(app).sessionmaker, redis)["budgets"] == 1
     assert ledger.spent_total("fund", period) == spent_before
+
+
+def test_new_ids_are_distinct_128_bit_hex():
+    from decisioning.service import new_ids
+
+    ids = new_ids(10_000)
+    assert len(set(ids)) == 10_000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert new_ids(0) == []

@@ -552,6 +552,17 @@ def test_as_json_has_the_design_shape():
     json.dumps(body)  # serialisable as it is
 
 
+def test_answers_share_no_reason_list_and_keep_their_own_formatted_reasons():
+    """Reasons without arguments are built once per process; each answer still has its own
+    list (the service inserts refusals into it) and its own formatted reasons."""
+    snap = snapshot([offer("A", 2.0), offer("B", channels=("app",)), offer("C", 900.0)])
+    first, second = (run(snap, PROFILE).as_json() for _ in range(2))
+    assert first["reasons"] == second["reasons"] and first["reasons"] is not second["reasons"]
+    first["reasons"].insert(0, {"offer_code": "A", "code": "contact_cap", "message": "refused"})
+    assert [r["code"] for r in second["reasons"]] == [r["code"] for r in first["reasons"][1:]]
+    assert "ltv_cap" in {r["code"] for r in second["reasons"]}  # formatted with its figures
+
+
 @pytest.mark.parametrize(("request_", "error"), [
     (DecisionRequest("", "sms", PROFILE), "invalid_subscriber_id"),
     (DecisionRequest("x" * 65, "sms", PROFILE), "invalid_subscriber_id"),
