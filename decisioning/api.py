@@ -22,6 +22,7 @@ from decisioning.batcher import DecisionBatcher
 from decisioning.service import DecisionContext, decide_contacts, decision_json, get_decision
 from decisioning.snapshot_cache import SnapshotCache
 from infra.auth import CONFIG_READERS, CONFIG_WRITERS, Principal, current_principal, require_channel_or_user
+from infra.bulk_import import cyclic_gc_paused
 from infra.db import db_session, get_database
 from infra.errors import BadRequest, Forbidden, NotFound
 from infra.http import read_json_body
@@ -101,14 +102,17 @@ def create_decision():  # type: ignore[no-untyped-def]
 @require_channel_or_user(*CONFIG_WRITERS)
 def create_decisions_bulk():  # type: ignore[no-untyped-def]
     settings = current_app.config["CAREPILOT_SETTINGS"]
-    body = read_json_body(schemas.BulkDecisionsIn, limit_bytes=settings.max_bulk_decision_bytes)
-    principal = current_principal()
-    _check_channel(principal, {contact.channel for contact in body.contacts})
-    ctx = decision_context()
-    caller = _caller(principal)
-    answers = decide_contacts(ctx, caller, body.contacts, idempotency_key=_idempotency_key(),
-                              rate_limit_per_s=settings.decision_rate_limit_per_s)
-    return _json({"decisions": answers})
+    # 10,000 contacts allocate a few million objects, none in a reference cycle: the cyclic
+    # collector would walk them over and over for nothing (about a tenth of the call)
+    with cyclic_gc_paused():
+        body = read_json_body(schemas.BulkDecisionsIn, limit_bytes=settings.max_bulk_decision_bytes)
+        principal = current_principal()
+        _check_channel(principal, {contact.channel for contact in body.contacts})
+        ctx = decision_context()
+        caller = _caller(principal)
+        answers = decide_contacts(ctx, caller, body.contacts, idempotency_key=_idempotency_key(),
+                                  rate_limit_per_s=settings.decision_rate_limit_per_s)
+        return _json({"decisions": answers})
 
 
 @bp.get("/decisions/<decision_id>")
