@@ -49,8 +49,8 @@ import redis
 from decisioning.snapshot import BudgetRule, ContactRule
 
 __all__ = ["BudgetLedger", "BudgetLimit", "Charge", "ContactLimit", "LedgerReading", "LedgerUnavailable",
-           "Release", "Reservation", "budget_key", "contacts_key", "from_cents", "limit_to_cents",
-           "period_key_for", "request_key_marker", "to_cents"]
+           "RESERVATIONS_PER_CALL", "Release", "Reservation", "budget_key", "contacts_key", "from_cents",
+           "limit_to_cents", "period_key_for", "request_key_marker", "to_cents"]
 
 KEY_PREFIX = "cp:ledger:"
 DEFAULT_MARKER_TTL_S = 7 * 24 * 3600
@@ -63,6 +63,9 @@ _MICRO = Decimal("0.000001")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_MS = timedelta(milliseconds=1)
 _RELEASE_ATTEMPTS = 5
+# Reservations per script call: Redis runs a call whole, so a call of a bulk chunk's 2,000
+# would hold every other client for several milliseconds; 200 hold it for under one.
+RESERVATIONS_PER_CALL = 200
 _MARKER_VERSION = 1
 
 # Outcome codes; the same words as the decision core's reason codes.
@@ -339,59 +342,76 @@ end
 return out
 """
 
-# KEYS[1] request marker; KEYS[2 .. 1+nb] budget counters; KEYS[2+nb] contacts (if any).
-# ARGV: 1 marker JSON, 2 marker TTL ms, 3 cost cents, 4 nb, 5 has contact ("1"/"0"),
+# Reservations in order, each atomic (the whole call is). ARGV[1] the number of reservations;
+# then, per reservation, its key count, its argument count and its arguments; KEYS holds every
+# reservation's keys one after the other. One call for many reservations: a bulk chunk's
+# hundreds cost Redis one command, and redis-py one to pack and one reply to read.
+# One reservation's keys: 1 request marker; 2 .. 1+nb budget counters; 2+nb contacts (if any).
+# Its arguments: 1 marker JSON, 2 marker TTL ms, 3 cost cents, 4 nb, 5 has contact ("1"/"0"),
 #       6 contact member, 7 contact score (now ms), 8 max contacts, 9 window lower bound
 #       ("(<ms>": exclusive), 10 trim bound ("(<ms>"), 11 contacts key TTL ms,
 #       then per budget: cap cents, allowed cents.
+# ``reserve(k, a)`` reads the reservation's keys at KEYS[k + i] and arguments at ARGV[a + i].
 # Bounds are formatted in Python: Lua prints large numbers as 1.7e+12.
 _RESERVE_LUA = """
-local stored = redis.call('GET', KEYS[1])
-if stored then
-  return {'replay', stored}
+local function reserve(k, a)
+  local marker_key = KEYS[k + 1]
+  local stored = redis.call('GET', marker_key)
+  if stored then
+    return {'replay', stored}
+  end
+  local cost = tonumber(ARGV[a + 3])
+  local nb = tonumber(ARGV[a + 4])
+  local contacts_key = nil
+  if ARGV[a + 5] == '1' then
+    contacts_key = KEYS[k + 2 + nb]
+    -- lazy clean-up of contacts no window looks at any more (harmless if refused below)
+    redis.call('ZREMRANGEBYSCORE', contacts_key, '-inf', ARGV[a + 10])
+    local n = redis.call('ZCOUNT', contacts_key, ARGV[a + 9], '+inf')
+    if n >= tonumber(ARGV[a + 8]) then
+      return {'contact_cap', 0, n, tonumber(ARGV[a + 8])}
+    end
+  end
+  if cost > 0 then
+    -- as the decision core: the budget with the least room decides, caps before pacing
+    local spent = {}
+    local cap_i, cap_room, pace_i, pace_room = 0, nil, 0, nil
+    for i = 1, nb do
+      spent[i] = tonumber(redis.call('GET', KEYS[k + 1 + i]) or '0')
+      local room = tonumber(ARGV[a + 10 + 2 * i]) - spent[i]
+      if cap_room == nil or room < cap_room then cap_i, cap_room = i, room end
+      room = tonumber(ARGV[a + 11 + 2 * i]) - spent[i]
+      if pace_room == nil or room < pace_room then pace_i, pace_room = i, room end
+    end
+    if cap_room ~= nil and cost > cap_room then
+      return {'budget_exhausted', cap_i, spent[cap_i], tonumber(ARGV[a + 10 + 2 * cap_i])}
+    end
+    if pace_room ~= nil and cost > pace_room then
+      return {'pacing', pace_i, spent[pace_i], tonumber(ARGV[a + 11 + 2 * pace_i])}
+    end
+    for i = 1, nb do
+      redis.call('INCRBY', KEYS[k + 1 + i], ARGV[a + 3])
+    end
+  end
+  if contacts_key then
+    redis.call('ZADD', contacts_key, ARGV[a + 7], ARGV[a + 6])
+    local ttl = tonumber(ARGV[a + 11])
+    if redis.call('PTTL', contacts_key) < ttl then
+      redis.call('PEXPIRE', contacts_key, ttl)
+    end
+  end
+  redis.call('SET', marker_key, ARGV[a + 1], 'PX', ARGV[a + 2])
+  return {'ok'}
 end
-local cost = tonumber(ARGV[3])
-local nb = tonumber(ARGV[4])
-local contacts_key = nil
-if ARGV[5] == '1' then
-  contacts_key = KEYS[2 + nb]
-  -- lazy clean-up of contacts no window looks at any more (harmless if the call fails below)
-  redis.call('ZREMRANGEBYSCORE', contacts_key, '-inf', ARGV[10])
-  local n = redis.call('ZCOUNT', contacts_key, ARGV[9], '+inf')
-  if n >= tonumber(ARGV[8]) then
-    return {'contact_cap', 0, n, tonumber(ARGV[8])}
-  end
+
+local out = {}
+local k, a = 0, 1
+for r = 1, tonumber(ARGV[1]) do
+  local nk, na = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  out[r] = reserve(k, a + 2)
+  k, a = k + nk, a + 2 + na
 end
-if cost > 0 then
-  -- as the decision core: the budget with the least room decides, caps before pacing
-  local spent = {}
-  local cap_i, cap_room, pace_i, pace_room = 0, nil, 0, nil
-  for i = 1, nb do
-    spent[i] = tonumber(redis.call('GET', KEYS[1 + i]) or '0')
-    local room = tonumber(ARGV[10 + 2 * i]) - spent[i]
-    if cap_room == nil or room < cap_room then cap_i, cap_room = i, room end
-    room = tonumber(ARGV[11 + 2 * i]) - spent[i]
-    if pace_room == nil or room < pace_room then pace_i, pace_room = i, room end
-  end
-  if cap_room ~= nil and cost > cap_room then
-    return {'budget_exhausted', cap_i, spent[cap_i], tonumber(ARGV[10 + 2 * cap_i])}
-  end
-  if pace_room ~= nil and cost > pace_room then
-    return {'pacing', pace_i, spent[pace_i], tonumber(ARGV[11 + 2 * pace_i])}
-  end
-  for i = 1, nb do
-    redis.call('INCRBY', KEYS[1 + i], ARGV[3])
-  end
-end
-if contacts_key then
-  redis.call('ZADD', contacts_key, ARGV[7], ARGV[6])
-  local ttl = tonumber(ARGV[11])
-  if redis.call('PTTL', contacts_key) < ttl then
-    redis.call('PEXPIRE', contacts_key, ttl)
-  end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return {'ok'}
+return out
 """
 
 # KEYS[1] request marker; KEYS[2 .. 1+nb] budget counters; KEYS[2+nb] contacts (if any).
@@ -517,12 +537,22 @@ class BudgetLedger:
         return self.reserve_many([ReserveRequest(request_key, cost, tuple(budgets), contact)], now)[0]
 
     def reserve_many(self, requests: Sequence["ReserveRequest"], now: datetime) -> list[Reservation]:
-        """:meth:`reserve` for many requests in one round trip (a pipeline of script calls):
-        each one is still atomic on its own and they run in order, so two contacts of one
-        batch competing for a budget are decided exactly as two separate calls would be."""
+        """:meth:`reserve` for many requests in one round trip (script calls of up to
+        ``RESERVATIONS_PER_CALL`` reservations each, pipelined): each one is still atomic on
+        its own and they run in order, so two contacts of one batch competing for a budget are
+        decided exactly as two separate calls would be."""
         calls = [self._reserve_call(request, now) for request in requests]
+        script_calls = []
+        for start in range(0, len(calls), RESERVATIONS_PER_CALL):
+            batch = calls[start:start + RESERVATIONS_PER_CALL]
+            keys: list[str] = []
+            args: list[Any] = [len(batch)]
+            for call_keys, call_args, _, _ in batch:
+                keys += call_keys
+                args += [len(call_keys), len(call_args), *call_args]
+            script_calls.append((keys, args))
         try:
-            replies = self._evalsha_many(self._reserve_script, [(keys, args) for keys, args, _, _ in calls])
+            replies = [reply for batch in self._evalsha_many(self._reserve_script, script_calls) for reply in batch]
         except redis.RedisError as exc:
             raise LedgerUnavailable(f"budget ledger unavailable: {exc}") from exc
         return [self._reservation(request, reply, cost_cents, charged)

@@ -22,6 +22,7 @@ from decisioning.ledger import (
     BudgetLimit,
     Charge,
     ContactLimit,
+    RESERVATIONS_PER_CALL,
     LedgerUnavailable,
     ReserveRequest,
     budget_key,
@@ -222,6 +223,27 @@ def test_a_flushed_script_cache_is_reloaded_transparently(ledger, redis):
     redis.script_flush()  # a batch: every call answered NOSCRIPT runs once, after the reload
     batch = ledger.reserve_many([ReserveRequest(f"b-{i}", 1, (cap("PROG", "10"),), None) for i in range(3)], NOW)
     assert [r.ok for r in batch] == [True] * 3 and counter(redis, "PROG") == 400
+
+
+def test_a_batch_across_several_script_calls_is_decided_in_order_as_separate_calls_would_be(ledger, redis):
+    # 2.5 script calls' worth: each reservation sees every earlier one, across call boundaries
+    count = RESERVATIONS_PER_CALL * 5 // 2
+    ledger.reserve("seen-before", cost=1, budgets=[cap("PROG", "10")], contact=None, now=NOW)
+    sms = ContactLimit("s-capped", "sms", 1, WEEK_S)
+    requests = [ReserveRequest("seen-before", 1, (cap("PROG", "10"),), None)]  # a replay
+    requests += [ReserveRequest(f"b-{i}", "0.01", (cap("PROG", "10"), cap("CHAN", "1")), None)
+                 for i in range(count)]
+    requests += [ReserveRequest("cap-1", 0, (), sms), ReserveRequest("cap-2", 0, (), sms)]
+    results = ledger.reserve_many(requests, NOW)
+
+    assert results[0].replayed and results[0].ok
+    # CHAN affords 100 cents: the first 100 one-cent reservations, then every one is refused by it
+    assert [r.ok for r in results[1:count + 1]] == [True] * 100 + [False] * (count - 100)
+    assert {(r.reason, r.budget_code, r.spent_cents) for r in results[101:count + 1]} == {
+        ("budget_exhausted", "CHAN", 100)}
+    assert [r.ok for r in results[-2:]] == [True, False] and results[-1].reason == "contact_cap"
+    assert (counter(redis, "PROG"), counter(redis, "CHAN")) == (200, 100)
+    assert redis.exists(request_key_marker("b-99"), request_key_marker("b-100")) == 1  # refusals leave none
 
 
 # --- release -------------------------------------------------------------------------------------------
