@@ -32,6 +32,19 @@ def test_fnv1a32_published_vectors():
     assert fnv1a32("foobar") == 0xBF9CF968
 
 
+@pytest.mark.parametrize("length", [1, 10, 63, 64, 65, 200])
+@pytest.mark.parametrize("alphabet", ["subscriber-0123456789", "€😀é"])
+def test_fnv1a32_equals_the_step_by_step_definition_at_every_length(length, alphabet):
+    # short strings are masked once at the end, long ones at every step: both are FNV-1a
+    text = (alphabet * length)[:length]
+    units = text.encode("utf-16-le")
+    expected = 0x811C9DC5
+    for i in range(0, len(units), 2):
+        expected = ((expected ^ int.from_bytes(units[i:i + 2], "little")) * 0x01000193) % 2**32
+    assert fnv1a32(text) == expected
+    assert fnv1a32(text[length // 2:], fnv1a32(text[:length // 2])) == expected
+
+
 def test_fnv1a32_hashes_utf16_code_units_like_javascript():
     prime, basis = 0x01000193, 0x811C9DC5
     # "€" is one UTF-16 unit 0x20AC (outside Latin-1): one xor-multiply step
