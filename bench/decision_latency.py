@@ -7,7 +7,7 @@ throughput ≥ 50% of a trivial endpoint's (``/healthz`` of the same app, same r
 
 Setup: a fresh PostgreSQL database (``carepilot_bench_decisions``) migrated with Alembic and
 seeded with the demo (16 offers, tiers, tier policies, contact caps, budgets, 2,000
-subscribers) plus two running experiments, and 30,000 copies of the demo profiles that the bulk
+subscribers) plus two running experiments, and 90,000 copies of the demo profiles that the bulk
 rounds contact (10,000 distinct subscribers per call, none contacted before, so actions are
 reserved as in a real outbound batch); Redis db 13 of the local server (flushed). The load
 generator runs in 2 processes × 4 threads on persistent connections (raw sockets: see
@@ -16,10 +16,13 @@ key, in a time zone where it is midday (outside quiet hours, so actions are chos
 cost reserved).
 
 Prints one JSON object: core_us, p50_ms, p99_ms, decisions_per_s, trivial_per_s,
-throughput_share (decisions ÷ trivial), bulk_decisions_per_s, bulk_actions (share of the bulk
-contacts given an action), degraded (answers flagged degraded: must be 0), actions (share of
+throughput_share (decisions ÷ trivial), bulk_decisions_per_s (one call of 10,000 at a time: a
+call is decided by one thread of one worker, so this is what one outbound batch gets),
+bulk_concurrent_decisions_per_s (``bulk_concurrent_calls`` calls in flight, one per worker: what
+the service gets through), bulk_actions (share of the bulk contacts given an action), degraded (answers flagged degraded: must be 0), actions (share of
 decisions with a paid or free action), and what each phase cost the whole machine in CPU
-(``cpu_ms_per_decision``, ``cpu_ms_per_trivial``, ``cpu_ms_per_bulk_decision``: busy CPU time of
+(``cpu_ms_per_decision``, ``cpu_ms_per_trivial``, ``cpu_ms_per_bulk_decision``,
+``cpu_ms_per_bulk_decision_concurrent``: busy CPU time of
 every process, this load generator included, per request or contact, from /proc/stat). The
 cost is steadier than the rates on a shared machine, and says how far a goal is: on ``cores``
 cores, n decisions/s cannot cost more than cores × 1000 / n ms each.
@@ -66,6 +69,9 @@ DATABASE = "carepilot_bench_decisions"
 CONCURRENCY_PROCESSES, CONCURRENCY_THREADS = 2, 4
 BULK_CONTACTS, BULK_ROUNDS = 10_000, 3
 BULK_ID_PREFIX = "bulk-"
+# bulk is measured one call at a time, then with this many calls in flight (one per worker,
+# as two outbound campaigns sent at once)
+BULK_CONCURRENT_CALLS = 2
 # contacts come from a time zone where it is about noon, so quiet hours do not turn every
 # answer into "no action" and the paid path (reservations) is measured whenever the bench runs
 _OFFSET_H = (12 - time.gmtime().tm_hour + 12) % 24 - 12
@@ -97,10 +103,10 @@ def _seed(url: str) -> dict[str, str]:
         # used the demo's 2,000 up to their contact caps): copies of the demo profiles
         session.execute(text(
             "INSERT INTO subscribers (id, attributes, tier, tiers, arpu, ltv, updated_at) "
-            "SELECT :prefix || lpad(g::text, 5, '0'), s.attributes, s.tier, s.tiers, s.arpu, s.ltv, s.updated_at "
+            "SELECT :prefix || lpad(g::text, 6, '0'), s.attributes, s.tier, s.tiers, s.arpu, s.ltv, s.updated_at "
             "FROM generate_series(0, :count - 1) AS g "
             "JOIN subscribers s ON s.id = :demo || lpad((g % :demo_count)::text, 5, '0')"),
-            {"prefix": BULK_ID_PREFIX, "count": BULK_CONTACTS * BULK_ROUNDS, "demo": DEMO_ID_PREFIX,
+            {"prefix": BULK_ID_PREFIX, "count": BULK_CONTACTS * BULK_ROUNDS * (1 + BULK_CONCURRENT_CALLS), "demo": DEMO_ID_PREFIX,
              "demo_count": DEMO_SUBSCRIBERS})
         session.commit()
     engine.dispose()
@@ -248,31 +254,56 @@ def _load(port: int, path: str, keys: dict[str, str], seconds: float) -> dict[st
             "client_cpu_ms": client_s * 1000 / count}
 
 
-def _bulk(port: int, keys: dict[str, str], rounds: int = BULK_ROUNDS) -> tuple[float, float, float]:
-    """Decisions per second of POST /decisions/bulk with 10,000 sms contacts per call (the
-    best round), the share of contacts given an action and the machine's CPU ms per decision
-    in that round."""
+def _bulk_call(port: int, key: str, first: int, round_: int) -> bytes:
+    """One POST /decisions/bulk of BULK_CONTACTS sms contacts, subscribers ``first`` onwards;
+    returns the answer's body."""
+    contacts = [{"subscriber_id": f"{BULK_ID_PREFIX}{first + i:06d}", "channel": "sms",
+                 "context": {"timezone": MIDDAY_ZONE}, "request_id": f"bulk-{round_}-{first + i}"}
+                for i in range(BULK_CONTACTS)]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    conn.request("POST", "/api/v1/decisions/bulk", body=orjson.dumps({"contacts": contacts}),
+                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    response = conn.getresponse()
+    payload = response.read()
+    conn.close()
+    if response.status != 200:
+        raise SystemExit(f"bulk answered {response.status}: {payload[:300]!r}")
+    return payload
+
+
+def _bulk(port: int, keys: dict[str, str], calls: int, first_subscriber: int,
+          rounds: int = BULK_ROUNDS) -> tuple[float, float, float]:
+    """Decisions per second of POST /decisions/bulk with ``calls`` calls of 10,000 sms
+    contacts in flight at once (the best of ``rounds`` rounds), the share of contacts given an
+    action and the machine's CPU ms per decision in that round. Every call contacts
+    subscribers nobody contacted before, numbered from ``first_subscriber``."""
     best, acted, cpu_ms = 0.0, 0.0, 0.0
     for r in range(rounds):
-        contacts = [{"subscriber_id": f"{BULK_ID_PREFIX}{r * BULK_CONTACTS + i:05d}", "channel": "sms",
-                     "context": {"timezone": MIDDAY_ZONE}, "request_id": f"bulk-{r}-{i}"}
-                    for i in range(BULK_CONTACTS)]
-        body = json.dumps({"contacts": contacts})
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        firsts = [first_subscriber + (r * calls + c) * BULK_CONTACTS for c in range(calls)]
+        payloads: list[bytes] = []
+        failures: list[BaseException] = []
+
+        def call(first: int) -> None:
+            try:
+                payloads.append(_bulk_call(port, keys["sms"], first, r))
+            except BaseException as exc:  # noqa: BLE001 — SystemExit included: reported below
+                failures.append(exc)
+
         started, busy_before = time.perf_counter(), _busy_cpu_s()
-        conn.request("POST", "/api/v1/decisions/bulk", body=body,
-                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {keys['sms']}"})
-        response = conn.getresponse()
-        payload = response.read()
+        threads = [threading.Thread(target=call, args=(first,)) for first in firsts]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         elapsed, busy_s = time.perf_counter() - started, _busy_cpu_s() - busy_before
-        if response.status != 200:
-            raise SystemExit(f"bulk answered {response.status}: {payload[:300]!r}")
-        answers = json.loads(payload)["decisions"]
+        if failures:
+            raise SystemExit(f"a bulk call failed: {failures[0]}")
+        answers = [a for payload in payloads for a in orjson.loads(payload)["decisions"]]
         if any(reason["code"] in ("deadline", "degraded") for a in answers for reason in a["reasons"]):
             raise SystemExit("bulk answers were cut short (deadline or degraded): the figure would be flattering")
-        if BULK_CONTACTS / elapsed > best:
-            best, acted = BULK_CONTACTS / elapsed, sum(a["action"] is not None for a in answers) / len(answers)
-            cpu_ms = busy_s * 1000 / BULK_CONTACTS
+        if len(answers) / elapsed > best:
+            best, acted = len(answers) / elapsed, sum(a["action"] is not None for a in answers) / len(answers)
+            cpu_ms = busy_s * 1000 / len(answers)
     return best, acted, cpu_ms
 
 
@@ -298,7 +329,8 @@ def main() -> None:
         _load(port, "/api/v1/decisions", keys, 2)  # warm: snapshots, connection pools
         trivial = _load(port, "/healthz", keys, seconds)
         decisions = _load(port, "/api/v1/decisions", keys, seconds)
-        bulk, bulk_acted, bulk_cpu_ms = _bulk(port, keys)
+        bulk, bulk_acted, bulk_cpu_ms = _bulk(port, keys, 1, 0)
+        concurrent, _, concurrent_cpu_ms = _bulk(port, keys, BULK_CONCURRENT_CALLS, BULK_CONTACTS * BULK_ROUNDS)
     finally:
         if server is not None:
             server.terminate()
@@ -308,9 +340,12 @@ def main() -> None:
         "core_us": core["core_us"], "p50_ms": round(decisions["p50_ms"], 2), "p99_ms": round(decisions["p99_ms"], 2),
         "decisions_per_s": round(decisions["per_s"]), "trivial_per_s": round(trivial["per_s"]),
         "throughput_share": round(decisions["per_s"] / trivial["per_s"], 3),
-        "bulk_decisions_per_s": round(bulk), "bulk_actions": round(bulk_acted, 3), "decisions": decisions["count"],
+        "bulk_decisions_per_s": round(bulk), "bulk_actions": round(bulk_acted, 3),
+        "bulk_concurrent_decisions_per_s": round(concurrent), "bulk_concurrent_calls": BULK_CONCURRENT_CALLS,
+        "decisions": decisions["count"],
         "cpu_ms_per_decision": round(decisions["cpu_ms"], 3), "cpu_ms_per_trivial": round(trivial["cpu_ms"], 3),
-        "cpu_ms_per_bulk_decision": round(bulk_cpu_ms, 3), "cores": os.cpu_count(),
+        "cpu_ms_per_bulk_decision": round(bulk_cpu_ms, 3),
+        "cpu_ms_per_bulk_decision_concurrent": round(concurrent_cpu_ms, 3), "cores": os.cpu_count(),
         "client_cpu_ms_per_decision": round(decisions["client_cpu_ms"], 3),
         "client_cpu_ms_per_trivial": round(trivial["client_cpu_ms"], 3),
         "degraded": decisions["degraded"], "actions": round(decisions["acted"] / max(decisions["count"], 1), 3),
