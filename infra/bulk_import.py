@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import select
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterable, Iterator, Literal, Sequence
@@ -191,21 +192,42 @@ def _refuse_constant(name: str) -> None:
 decode_json_line = json.JSONDecoder(parse_constant=_refuse_constant).decode
 
 
+class _CollectorPause:
+    """Who has paused the cyclic collector: it resumes when the last of them is done, so one
+    thread's bulk call ending never lets the collector walk another's objects mid-call."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.holders = 0
+        self.resume = False  # whether the collector was enabled before the first holder
+
+
+_COLLECTOR_PAUSE = _CollectorPause()
+
+
 @contextmanager
 def cyclic_gc_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector for a bulk loop.
 
     Every row allocates a few dicts, which triggers a generation-0 collection every few
     hundred rows; rows form no reference cycles, so reference counting alone frees them and
-    memory stays flat. Measured: ~17% more rows/s on the 1M-row benchmark.
+    memory stays flat. Measured: ~17% more rows/s on the 1M-row benchmark. Threads may nest
+    pauses (two bulk calls in one web process): the collector resumes when the last one ends,
+    and only if it was enabled when the first began.
     """
-    was_enabled = gc.isenabled()
-    gc.disable()
+    pause = _COLLECTOR_PAUSE
+    with pause.lock:
+        if pause.holders == 0:
+            pause.resume = gc.isenabled()
+            gc.disable()
+        pause.holders += 1
     try:
         yield
     finally:
-        if was_enabled:
-            gc.enable()
+        with pause.lock:
+            pause.holders -= 1
+            if pause.holders == 0 and pause.resume:
+                gc.enable()
 
 
 class PostgresPipeline:
