@@ -135,6 +135,23 @@ def test_an_experiment_decides_for_its_subscribers_and_records_the_exposure(clie
     assert row.assignment_id is not None and row.arm_key == first["experiment"]["arm"]
 
 
+def test_a_bulk_call_of_first_exposures_links_every_decision_to_its_exposure(client, auth, catalogue, db):
+    # an experiment at full coverage: every contact of the batch is its subscriber's first exposure
+    experiment = {"key": "credit-all", "name": "Credit for all", "coverage": 1.0,
+                  "arms": [{"key": "control"}, {"key": "credit", "offer_code": "BILL_CREDIT_5"}]}
+    assert client.post("/api/v1/experiments", json=experiment, headers=auth["marketing"]).status_code == 201
+    assert client.post("/api/v1/experiments/credit-all/transition", json={"to": "pilot"},
+                       headers=auth["marketing"]).status_code == 200
+    contacts = [{"subscriber_id": f"first-{i}", "channel": "sms"} for i in range(300)]
+    r = client.post(f"{URL}/bulk", json={"contacts": contacts}, headers=auth["sms"])
+    assert r.status_code == 200, r.json
+    assert all(a["experiment"]["key"] == "credit-all" for a in r.json["decisions"])
+    linked = db.execute(select(Decision.subscriber_id, Decision.arm_key, Exposure.subscriber_id, Exposure.arm_key)
+                        .join(Exposure, Exposure.id == Decision.assignment_id)).all()
+    assert len(linked) == 300
+    assert all(d_sub == e_sub and d_arm == e_arm for d_sub, d_arm, e_sub, e_arm in linked)
+
+
 def test_a_config_change_is_seen_by_the_next_decision(client, auth, catalogue):
     before = client.post(URL, json={"subscriber_id": "s-basic", "channel": "sms"}, headers=auth["sms"]).json
     assert before["action"]["offer_code"] == "BILL_CREDIT_5"
