@@ -58,6 +58,7 @@ from sqlalchemy.orm import sessionmaker  # noqa: E402
 
 from bench._pg import admin_url_argument, drop_database, fresh_database, migrate, postgres_admin_url  # noqa: E402
 from bench.decision_core import measure as measure_core  # noqa: E402
+from decisioning.jobs import reconcile_ledger  # noqa: E402
 from experiments import schemas  # noqa: E402
 from experiments.service import create_experiment, transition_experiment  # noqa: E402
 from infra.db import make_engine  # noqa: E402
@@ -319,6 +320,9 @@ def main() -> None:
     server = None
     try:
         keys = _seed(url)
+        engine = make_engine(url)  # the ledger of record is empty: mark the emptied counters rebuilt
+        reconcile_ledger(sessionmaker(bind=engine), redis.Redis.from_url(redis_url), grace_s=0)
+        engine.dispose()
         port = _free_port()
         env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "CAREPILOT_LOG_LEVEL": "WARNING",
                "CAREPILOT_DECISION_RATE_LIMIT": "1000000"}

@@ -2,14 +2,30 @@
 
 Redis holds the live counters for speed; the ``budget_charges`` and ``decisions`` tables are
 what they must add up to. After a Redis restart that lost its data the counters would start
-from zero and allow a second month of spend — so the cron tick checks every minute whether
-Redis still carries the mark of the last rebuild, and rebuilds when it does not. The CLI
-(``flask --app wsgi reconcile-ledger``) runs it by hand.
+from zero and allow a second month of spend. They cannot: the ready mark went with the data,
+and without it the reservation script refuses every paid reservation (the decision service
+answers ``degraded``, paid actions held back). The cron tick checks every minute whether
+Redis still carries the mark, and rebuilds when it does not. The CLI
+(``flask --app wsgi reconcile-ledger``) rebuilds by hand.
+
+A rebuild, in order:
+
+1. takes the ready mark away and a lease (``BudgetLedger.begin_rebuild``): from here no paid
+   reservation succeeds, so nothing is charged that the sums could miss;
+2. waits ``grace_s`` (default ``REBUILD_GRACE_S``) for the decision rows of reservations made
+   before that moment to be written — a sum read before a row commits would drop its charge;
+3. sums the charges and collects the contacts still inside their windows;
+4. sets the counters and the ready mark together, if its lease was not taken by another
+   rebuild meanwhile (then that one finishes the job).
+
+Paid actions are held back from step 1 to step 4. ``grace_s=0`` is for a Redis nobody
+decides against yet (``make run``'s embedded server before the web starts, tests).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,19 +34,34 @@ from rq import get_current_job
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
-from decisioning.ledger import BudgetLedger
+from decisioning.ledger import LEDGER_READY_KEY, BudgetLedger
 from decisioning.models import BudgetCharge, Decision
 from infra.db import utcnow
 from infra.job_runtime import job_sessionmaker
 from offers.models import ContactPolicy
 
 log = logging.getLogger("carepilot.ledger")
-REBUILT_MARK = "cp:ledger:rebuilt_at"
+REBUILT_MARK = LEDGER_READY_KEY
+# Longer than a decision takes from its reservation to its row (milliseconds; a bulk call's
+# chunk waits behind at most one other chunk's write)
+REBUILD_GRACE_S = 15.0
+_LEASE_MARGIN_S = 600.0  # the job's timeout: a rebuild that dies gives the lease back by then
 
 
-def reconcile_ledger(factory: sessionmaker, redis_client: Any, now: datetime | None = None) -> dict[str, Any]:
+class RebuildSuperseded(Exception):
+    """Another rebuild took the lease while this one was summing: it sets the counters."""
+
+
+def reconcile_ledger(factory: sessionmaker, redis_client: Any, now: datetime | None = None, *,
+                     grace_s: float = REBUILD_GRACE_S) -> dict[str, Any]:
     """Set every budget counter to the sum of its charges, re-add the contacts still inside
-    their windows, and mark Redis as rebuilt. Returns what was rebuilt."""
+    their windows, and mark Redis as rebuilt (module docstring: paid actions are held back
+    meanwhile). Returns what was rebuilt; raises RebuildSuperseded when another rebuild took
+    over."""
+    ledger = BudgetLedger(redis_client)
+    token = ledger.begin_rebuild(lease_s=grace_s + _LEASE_MARGIN_S)
+    if grace_s > 0:
+        time.sleep(grace_s)
     now = now or utcnow()
     with factory() as session:
         spent = {(code, period): amount for code, period, amount in session.execute(
@@ -49,18 +80,23 @@ def reconcile_ledger(factory: sessionmaker, redis_client: Any, now: datetime | N
                 # the member is the reservation's request key, so a contact already there counts once
                 contacts[(subscriber_id, channel)].append((f"{caller}|{request_id}",
                                                            int(created_at.timestamp() * 1000)))
-    BudgetLedger(redis_client).rebuild(spent, contacts)
-    redis_client.set(REBUILT_MARK, now.isoformat())
+    if not ledger.rebuild(spent, contacts, token=token, mark=now.isoformat()):
+        raise RebuildSuperseded("another ledger rebuild started while this one was summing; it finishes the job")
     summary = {"budgets": len(spent), "contact_windows": len(contacts),
                "spent": {f"{code}/{period}": str(amount) for (code, period), amount in spent.items()}}
     log.info("ledger rebuilt from the decisions table: %s", summary)
     return summary
 
 
-def reconcile_ledger_job(force: bool = False) -> dict[str, Any]:
-    """RQ entry point (cron tick, every minute): rebuild when Redis lost the rebuild mark (a
-    restart without its data), or always with ``force``."""
+def reconcile_ledger_job(force: bool = False, grace_s: float = REBUILD_GRACE_S) -> dict[str, Any]:
+    """RQ entry point (cron tick, every minute): rebuild when Redis lost the ready mark (a
+    restart without its data) and no rebuild is under way, or always with ``force``."""
     connection = get_current_job().connection
-    if not force and connection.exists(REBUILT_MARK):
+    ledger = BudgetLedger(connection)
+    if not force and (ledger.is_ready() or ledger.rebuilding()):
         return {"rebuilt": False}
-    return {"rebuilt": True, **reconcile_ledger(job_sessionmaker(), connection)}
+    try:
+        return {"rebuilt": True, **reconcile_ledger(job_sessionmaker(), connection, grace_s=grace_s)}
+    except RebuildSuperseded as exc:
+        log.info("%s", exc)
+        return {"rebuilt": False, "superseded": True}

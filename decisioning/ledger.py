@@ -12,6 +12,11 @@ What lives where:
 - ``cp:ledger:request:<request key>`` — the request marker: the JSON of what one successful
   reservation charged, kept for ``marker_ttl_s`` (default 7 days). It makes retries idempotent
   and tells :meth:`BudgetLedger.release` exactly what to refund.
+- ``cp:ledger:rebuilt_at`` (``LEDGER_READY_KEY``) — the ready mark: present while the counters
+  hold everything the ledger of record does. A Redis that lost its data lost the mark too, and
+  its counters would start from zero, so **no paid reservation succeeds without the mark**: the
+  reconcile job (``decisioning.jobs``) rebuilds the counters and sets it.
+  ``cp:ledger:rebuilding`` holds the token of the rebuild under way (a lease).
 
 Why one Lua script: the check ("is there room?") and the charge must be one step, or two
 web processes that both read 999.00 of a 1,000.00 cap would both spend 1.00 more. Redis runs a
@@ -37,7 +42,9 @@ the sums from the decisions table (the ledger of record).
 from __future__ import annotations
 
 import json
+import logging
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
@@ -48,10 +55,11 @@ import redis
 
 from decisioning.snapshot import BudgetRule, ContactRule
 
-__all__ = ["BudgetLedger", "BudgetLimit", "Charge", "ContactLimit", "LedgerReading", "LedgerUnavailable",
-           "RESERVATIONS_PER_CALL", "Release", "Reservation", "budget_key", "contacts_key", "from_cents",
+__all__ = ["BudgetLedger", "BudgetLimit", "Charge", "ContactLimit", "LEDGER_READY_KEY", "LedgerReading",
+           "LedgerUnavailable", "NOT_READY", "RESERVATIONS_PER_CALL", "Release", "Reservation", "budget_key", "contacts_key", "from_cents",
            "limit_to_cents", "period_key_for", "request_key_marker", "to_cents"]
 
+log = logging.getLogger("carepilot.ledger")
 KEY_PREFIX = "cp:ledger:"
 DEFAULT_MARKER_TTL_S = 7 * 24 * 3600
 # Contacts are kept at least this long even when every window is shorter, so lengthening a
@@ -73,6 +81,10 @@ OK = "ok"
 CONTACT_CAP = "contact_cap"
 BUDGET_EXHAUSTED = "budget_exhausted"
 PACING = "pacing"
+NOT_READY = "ledger_not_ready"  # the counters are not rebuilt (see LEDGER_READY_KEY): no paid reservation
+
+LEDGER_READY_KEY = f"{KEY_PREFIX}rebuilt_at"
+LEDGER_REBUILDING_KEY = f"{KEY_PREFIX}rebuilding"
 
 
 class LedgerUnavailable(Exception):
@@ -244,8 +256,9 @@ class Reservation:
     """The answer of :meth:`BudgetLedger.reserve`.
 
     ``ok``: everything was charged (or, with ``replayed``, had been by an earlier call with the
-    same request key). Otherwise ``reason`` is ``contact_cap``, ``budget_exhausted`` or
-    ``pacing`` and nothing was charged; for a budget reason ``budget_code``, ``spent_cents``
+    same request key). Otherwise ``reason`` is ``contact_cap``, ``budget_exhausted``,
+    ``pacing`` or ``ledger_not_ready`` (a paid reservation while the counters are not rebuilt)
+    and nothing was charged; for a budget reason ``budget_code``, ``spent_cents``
     and ``limit_cents`` (its cap, or its allowance by now) say which budget and why, and for
     the contact cap ``contacts_in_window`` and ``limit`` (max contacts) do.
     """
@@ -342,9 +355,10 @@ end
 return out
 """
 
-# Reservations in order, each atomic (the whole call is). ARGV[1] the number of reservations;
+# Reservations in order, each atomic (the whole call is). KEYS[1] the ledger's ready mark: paid
+# reservations are refused ('not_ready') without it. ARGV[1] the number of reservations;
 # then, per reservation, its key count, its argument count and its arguments; KEYS holds every
-# reservation's keys one after the other. One call for many reservations: a bulk chunk's
+# reservation's keys one after the other, from KEYS[2]. One call for many reservations: a bulk chunk's
 # hundreds cost Redis one command, and redis-py one to pack and one reply to read.
 # One reservation's keys: 1 request marker; 2 .. 1+nb budget counters; 2+nb contacts (if any).
 # Its arguments: 1 marker JSON, 2 marker TTL ms, 3 cost cents, 4 nb, 5 has contact ("1"/"0"),
@@ -354,6 +368,7 @@ return out
 # ``reserve(k, a)`` reads the reservation's keys at KEYS[k + i] and arguments at ARGV[a + i].
 # Bounds are formatted in Python: Lua prints large numbers as 1.7e+12.
 _RESERVE_LUA = """
+local ready = redis.call('EXISTS', KEYS[1]) == 1
 local function reserve(k, a)
   local marker_key = KEYS[k + 1]
   local stored = redis.call('GET', marker_key)
@@ -361,6 +376,9 @@ local function reserve(k, a)
     return {'replay', stored}
   end
   local cost = tonumber(ARGV[a + 3])
+  if cost > 0 and not ready then
+    return {'not_ready'}
+  end
   local nb = tonumber(ARGV[a + 4])
   local contacts_key = nil
   if ARGV[a + 5] == '1' then
@@ -405,7 +423,7 @@ local function reserve(k, a)
 end
 
 local out = {}
-local k, a = 0, 1
+local k, a = 1, 1
 for r = 1, tonumber(ARGV[1]) do
   local nk, na = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   out[r] = reserve(k, a + 2)
@@ -541,11 +559,12 @@ class BudgetLedger:
         ``RESERVATIONS_PER_CALL`` reservations each, pipelined): each one is still atomic on
         its own and they run in order, so two contacts of one batch competing for a budget are
         decided exactly as two separate calls would be."""
-        calls = [self._reserve_call(request, now) for request in requests]
+        attempt = uuid.uuid4().hex  # in every marker this call stores: what _undo may release
+        calls = [self._reserve_call(request, now, attempt) for request in requests]
         script_calls = []
         for start in range(0, len(calls), RESERVATIONS_PER_CALL):
             batch = calls[start:start + RESERVATIONS_PER_CALL]
-            keys: list[str] = []
+            keys: list[str] = [LEDGER_READY_KEY]
             args: list[Any] = [len(batch)]
             for call_keys, call_args, _, _ in batch:
                 keys += call_keys
@@ -554,6 +573,10 @@ class BudgetLedger:
         try:
             replies = [reply for batch in self._evalsha_many(self._reserve_script, script_calls) for reply in batch]
         except redis.RedisError as exc:
+            # the scripts may have run and only their answer been lost (a timeout, one failed
+            # call of the pipeline): the caller will answer without these reservations, so undo
+            # whichever went through
+            self._undo(requests, calls)
             raise LedgerUnavailable(f"budget ledger unavailable: {exc}") from exc
         return [self._reservation(request, reply, cost_cents, charged)
                 for request, reply, (_, _, cost_cents, charged) in zip(requests, replies, calls)]
@@ -585,7 +608,25 @@ class BudgetLedger:
             pending = missing
         return replies
 
-    def _reserve_call(self, request: "ReserveRequest", now: datetime) -> tuple[list[str], list[Any], int,
+    def _undo(self, requests: Sequence["ReserveRequest"],
+              calls: Sequence[tuple[list[str], list[Any], int, tuple[Charge, ...]]]) -> None:
+        """Best effort, one round trip: release every reservation of ``calls`` whose marker is
+        exactly the one that call would have stored (so this call made it: an earlier
+        attempt's marker, a replay, is left alone). If Redis cannot take even that, the
+        counters stay above the ledger of record: money held back, never overspent."""
+        undo_calls = []
+        for request, (keys, args, _, charged) in zip(requests, calls):
+            # the release keys: the marker, the counters charged (all of the reservation's
+            # budgets, or none for a free one), then its contact window if any
+            charged_keys = keys[1:1 + len(request.budgets)] if charged else []
+            undo_calls.append(([keys[0], *charged_keys, *(keys[-1:] if request.contact else [])], [args[0], len(charged), request.request_key if request.contact else "",
+                                      *(charge.cents for charge in charged)]))
+        try:
+            self._evalsha_many(self._release_script, undo_calls)
+        except redis.RedisError as exc:
+            log.warning("could not undo %d reservation(s) after a failed reserve: %s", len(undo_calls), exc)
+
+    def _reserve_call(self, request: "ReserveRequest", now: datetime, attempt: str) -> tuple[list[str], list[Any], int,
                                                                                tuple[Charge, ...]]:
         request_key, budgets, contact = request.request_key, request.budgets, request.contact
         if not request_key:
@@ -599,7 +640,7 @@ class BudgetLedger:
         now_ms = _epoch_ms(now)
         charged = tuple(Charge(b.code, b.period_key, cost_cents) for b in budgets) if cost_cents else ()
         marker = orjson.dumps({
-            "v": _MARKER_VERSION, "cost_cents": cost_cents, "at_ms": now_ms,
+            "v": _MARKER_VERSION, "cost_cents": cost_cents, "at_ms": now_ms, "attempt": attempt,
             "budgets": [[c.code, c.period_key, c.cents] for c in charged],
             "contact": [contact.subscriber_id, contact.channel] if contact else None,
         }, option=orjson.OPT_SORT_KEYS).decode()
@@ -626,6 +667,8 @@ class BudgetLedger:
             return Reservation(request_key, True, None, cost_cents, charged, request.contact is not None)
         if outcome == "replay":
             return _replayed(request_key, _text(reply[1]))
+        if outcome == "not_ready":
+            return Reservation(request_key, False, NOT_READY, cost_cents)
         if outcome == CONTACT_CAP:
             return Reservation(request_key, False, CONTACT_CAP, cost_cents,
                                contacts_in_window=int(reply[2]), max_contacts=int(reply[3]))
@@ -668,17 +711,50 @@ class BudgetLedger:
 
     # -- reconcile --
 
+    def is_ready(self) -> bool:
+        """Whether the counters hold the ledger of record (the ready mark is there)."""
+        try:
+            return bool(self._redis.exists(LEDGER_READY_KEY))
+        except redis.RedisError as exc:
+            raise LedgerUnavailable(f"budget ledger unavailable: {exc}") from exc
+
+    def rebuilding(self) -> bool:
+        """Whether a rebuild holds its lease now."""
+        try:
+            return bool(self._redis.exists(LEDGER_REBUILDING_KEY))
+        except redis.RedisError as exc:
+            raise LedgerUnavailable(f"budget ledger unavailable: {exc}") from exc
+
+    def begin_rebuild(self, lease_s: float) -> str:
+        """Take the ready mark away (paid reservations are refused from now on) and take the
+        rebuild lease for ``lease_s`` seconds; returns the lease's token for :meth:`rebuild`.
+        A later ``begin_rebuild`` supersedes this one; a rebuild that dies leaves the mark
+        away until the lease expires and the next reconcile runs."""
+        token = uuid.uuid4().hex
+        try:
+            with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(LEDGER_READY_KEY)
+                pipe.set(LEDGER_REBUILDING_KEY, token, px=max(1, int(lease_s * 1000)))
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise LedgerUnavailable(f"budget ledger unavailable: {exc}") from exc
+        return token
+
     def rebuild(self, spent: Mapping[tuple[str, str], Decimal | float | int | str],
-                contacts: Mapping[tuple[str, str], Iterable[tuple[str, int]]]) -> None:
+                contacts: Mapping[tuple[str, str], Iterable[tuple[str, int]]], *,
+                token: str | None = None, mark: str = "") -> bool:
         """Reset the counters from the ledger of record (the decisions table) after a Redis
         restart or a drift: SET every given budget counter to its sum (in money), and add the
         given contacts ``(member, timestamp ms)`` to their windows — added, not replaced, so
         contacts recorded since the restart are kept (the request key as member makes a
         contact already present count once).
 
-        One MULTI/EXEC: other clients never see half a rebuild. A reservation made while the
-        sums were being computed, whose decision row was not yet committed, is overwritten;
-        run the reconcile when traffic is low, or accept that bounded under-count.
+        With the ``token`` of :meth:`begin_rebuild`: the counters are set, the ready mark
+        (value ``mark``) set and the lease given back in one MULTI/EXEC, only if the lease is
+        still this token; returns False (and sets no counter) when another rebuild took it.
+        The sums must then have been read after ``begin_rebuild`` and after every reservation
+        made before it was written (``decisioning.jobs`` waits for them), so no reservation is
+        lost: none was charged in between. Without a token the counters are set as given.
         """
         counters = {}
         for (code, period_key), amount in spent.items():
@@ -692,8 +768,6 @@ class BudgetLedger:
         wall_ms = int(time.time() * 1000)
         try:
             with self._redis.pipeline(transaction=True) as pipe:
-                for key, cents in counters.items():
-                    pipe.set(key, cents)
                 for key, scores in windows.items():
                     if not scores:
                         continue
@@ -702,7 +776,31 @@ class BudgetLedger:
                     # but never sooner than a reservation made now would keep it (Redis 6.2,
                     # the embedded server, has no PEXPIREAT ... GT)
                     pipe.pexpireat(key, max(max(scores.values()), wall_ms) + retention_ms)
+                if token is None:
+                    for key, cents in counters.items():
+                        pipe.set(key, cents)
                 pipe.execute()
+            if token is None:
+                return True
+            # counters the ledger of record has no charge for (a period whose every charge was
+            # released, or orphans) go back to zero with the rest
+            stale = [key for key in self._redis.scan_iter(match=f"{KEY_PREFIX}budget:*", count=1000)
+                     if _text(key) not in counters]
+            with self._redis.pipeline(transaction=True) as pipe:
+                pipe.watch(LEDGER_REBUILDING_KEY)
+                if _text(pipe.get(LEDGER_REBUILDING_KEY) or b"") != token:
+                    return False
+                pipe.multi()
+                if stale:
+                    pipe.delete(*stale)
+                for key, cents in counters.items():
+                    pipe.set(key, cents)
+                pipe.set(LEDGER_READY_KEY, mark or "rebuilt")
+                pipe.delete(LEDGER_REBUILDING_KEY)
+                pipe.execute()
+            return True
+        except redis.WatchError:
+            return False
         except redis.RedisError as exc:
             raise LedgerUnavailable(f"budget ledger unavailable: {exc}") from exc
 

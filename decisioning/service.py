@@ -41,8 +41,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from decisioning.core import DecisionRequest, DecisionState, decide
-from decisioning.ledger import (BudgetLedger, BudgetLimit, ContactLimit, LedgerUnavailable, ReserveRequest, StateReads,
-                                period_key_for)
+from decisioning.ledger import (LEDGER_READY_KEY, NOT_READY, BudgetLedger, BudgetLimit, ContactLimit, LedgerUnavailable,
+                                ReserveRequest, StateReads, period_key_for)
 from decisioning.models import Decision
 from decisioning.schemas import DecisionIn
 from decisioning.snapshot import DecisionSnapshot
@@ -125,10 +125,10 @@ def _state_requests(snapshot: DecisionSnapshot, contacts: list[Contact]) -> list
 
 
 def _ledger_states(ctx: DecisionContext, snapshot: DecisionSnapshot, contacts: list[Contact],
-                   now: datetime, redis_ok: bool) -> list[DecisionState]:
+                   now: datetime, ledger_ok: bool) -> list[DecisionState]:
     """Contacts in window and spend, for every contact in one round trip; degraded states
     (spend unknown: paid actions fail closed) when Redis cannot be read."""
-    if redis_ok:
+    if ledger_ok:
         try:
             readings = ctx.ledger.read_states(_state_requests(snapshot, contacts), now)
             return _states(contacts, readings)
@@ -153,6 +153,7 @@ def _refuse(contact: Contact, code: str, message: str) -> None:
     body["reasons"].insert(0, {"offer_code": offer_code, "code": code, "message": message})
 
 
+_LEDGER_DOWN = "budget service unavailable: paid actions are held back until it is back"
 REFUSALS = {"budget_exhausted": "budget {budget} is spent for this period",
             "pacing": "budget {budget} is ahead of its pace for this period",
             "contact_cap": "contact cap reached on {channel}"}
@@ -194,9 +195,14 @@ def _reserve(ctx: DecisionContext, snapshot: DecisionSnapshot, contacts: list[Co
             assert c.response is not None
             c.response["degraded"] = True
             if Decimal(str(request.cost)) > 0:
-                _refuse(c, "degraded", "budget service unavailable: paid actions are held back until it is back")
+                _refuse(c, "degraded", _LEDGER_DOWN)
         return
     for (c, request), reservation in zip(held, reservations):
+        if reservation.reason == NOT_READY:  # the counters went away since the preflight
+            assert c.response is not None
+            c.response["degraded"] = True
+            _refuse(c, "degraded", _LEDGER_DOWN)
+            continue
         if not reservation.ok:
             template = REFUSALS.get(str(reservation.reason), str(reservation.reason))
             _refuse(c, str(reservation.reason), template.format(budget=reservation.budget_code,
@@ -277,7 +283,7 @@ def decide_batch(ctx: DecisionContext, contacts: list[Contact], rate_limits: dic
     started = time.perf_counter()
     now = now or utcnow()
     cached = ctx.cache.loaded
-    version, redis_ok, early_states, limited = _preflight(ctx, contacts, cached, now, rate_limits)
+    version, ledger_ok, early_states, limited = _preflight(ctx, contacts, cached, now, rate_limits)
     for c in contacts:
         if c.caller in limited:
             limit = rate_limits[c.caller]
@@ -299,7 +305,7 @@ def decide_batch(ctx: DecisionContext, contacts: list[Contact], rate_limits: dic
                 if early_states is not None and config is cached:
                     states = _states(fresh, [early_states[c.key] for c in fresh])
                 else:  # the config moved (or Redis was skipped): read against the new snapshot
-                    states = _ledger_states(ctx, snapshot, fresh, now, redis_ok)
+                    states = _ledger_states(ctx, snapshot, fresh, now, ledger_ok)
                 lost = _decide_reserve_store(ctx, db, config, fresh, states, now, started)
                 if lost:  # a concurrent retry stored these first: answer with what it stored
                     losers = [c for c in fresh if c.key in lost]
@@ -374,10 +380,11 @@ def _preflight(ctx: DecisionContext, contacts: list[Contact], cached: LoadedConf
                rate_limits: dict[str, int | None]
                ) -> tuple[tuple[str, int] | None, bool, dict[RequestKey, Any] | None, set[str]]:
     """One Redis round trip before deciding: count each caller's decisions against its rate
-    limit (a fixed one-second window), read the config version and, against the snapshot this
-    process has, the contact windows and spend. Returns (version, Redis usable, readings by
-    request or None, the callers over their limit). Without Redis no limit is enforced:
-    decisions degrade anyway."""
+    limit (a fixed one-second window), read the config version, the ledger's ready mark and,
+    against the snapshot this process has, the contact windows and spend. Returns (version,
+    ledger usable, readings by request or None, the callers over their limit). The ledger is
+    not usable when Redis is down or its counters are being rebuilt (no ready mark): decisions
+    degrade, paid actions fail closed. Without Redis no limit is enforced."""
     if not ctx.redis_usable():
         return None, False, None, set()
     counts: dict[str, int] = {}
@@ -391,7 +398,7 @@ def _preflight(ctx: DecisionContext, contacts: list[Contact], cached: LoadedConf
             window = f"cp:rate:{caller}:{second}"
             pipe.incrby(window, counts[caller])
             pipe.expire(window, 2)
-        pipe.mget(CONFIG_EPOCH_KEY, CONFIG_VERSION_KEY)
+        pipe.mget(CONFIG_EPOCH_KEY, CONFIG_VERSION_KEY, LEDGER_READY_KEY)
         version_at = len(pipe) - 1
         reads: StateReads | None = None
         if cached is not None:
@@ -400,11 +407,13 @@ def _preflight(ctx: DecisionContext, contacts: list[Contact], cached: LoadedConf
         for reply in replies[:-1] if reads is not None else replies:
             if isinstance(reply, Exception):
                 raise reply
-        version = parse_version(ctx.redis_client, replies[version_at])
+        version = parse_version(ctx.redis_client, replies[version_at][:2])
     except (redis.RedisError, OSError):
         ctx.redis_failed()
         return None, False, None, set()
     over = {caller for i, caller in enumerate(limited_callers) if replies[2 * i] > rate_limits[caller]}  # type: ignore[operator]
+    if replies[version_at][2] is None:  # the counters are being rebuilt: spend unknown
+        return version, False, None, over
     if reads is None or isinstance(replies[-1], Exception):  # NOSCRIPT: decide_batch reads again
         return version, True, None, over
     return version, True, {c.key: r for c, r in zip(contacts, reads.readings(replies[-1]))}, over

@@ -113,12 +113,20 @@ def register_cli(app: Flask) -> None:
         click.echo(json.dumps(summary, indent=2))
 
     @app.cli.command("reconcile-ledger")
-    def reconcile_ledger_command() -> None:
-        """Rebuild the Redis budget counters and contact windows from the decisions table."""
-        from decisioning.jobs import reconcile_ledger
+    @click.option("--grace-s", type=click.FloatRange(min=0), default=None,
+                  help="Seconds to wait for decisions in flight before summing (default: the job's). "
+                       "0 only when nothing decides against this Redis.")
+    def reconcile_ledger_command(grace_s: float | None) -> None:
+        """Rebuild the Redis budget counters and contact windows from the decisions table (paid
+        actions are held back until it is done)."""
+        from decisioning.jobs import REBUILD_GRACE_S, RebuildSuperseded, reconcile_ledger
         from infra.redis_conn import app_redis
 
-        summary = reconcile_ledger(get_database(app).sessionmaker, app_redis(app))
+        try:
+            summary = reconcile_ledger(get_database(app).sessionmaker, app_redis(app),
+                                       grace_s=REBUILD_GRACE_S if grace_s is None else grace_s)
+        except RebuildSuperseded as exc:
+            raise click.ClickException(str(exc)) from None
         click.echo(f"rebuilt {summary['budgets']} budget counter(s) and {summary['contact_windows']} "
                    f"contact window(s): {summary['spent']}")
 

@@ -2,7 +2,8 @@
 
 1. read the settings (a bad one stops here with a clear message);
 2. start the embedded Redis server when ``REDIS_URL`` is unset;
-3. migrate the database to the latest revision and seed the demo (idempotent);
+3. migrate the database to the latest revision, seed the demo (idempotent) and rebuild the
+   budget ledger in Redis if Redis lost it (paid actions wait for it: ``decisioning.jobs``);
 4. start the web server (gunicorn) and one RQ worker with its scheduler, sharing that Redis;
 5. print the URL and the demo login; stop everything cleanly on Ctrl-C / SIGTERM.
 """
@@ -38,6 +39,27 @@ def seed(settings: Settings) -> dict[str, str]:
         report = seed_demo(session, password=settings.demo_password, actor="make run (demo seed)")
     database.engine.dispose()
     return report.channel_keys
+
+
+def rebuild_ledger_if_needed(settings: Settings, embedded: bool) -> None:
+    """Rebuild the budget counters when Redis has no ready mark (a new or emptied Redis), so paid
+    actions are possible from the first request. Without a wait for decisions in flight only
+    on the embedded server, which nothing else can reach; a shared one waits the usual grace."""
+    from decisioning.jobs import REBUILD_GRACE_S, reconcile_ledger
+    from decisioning.ledger import BudgetLedger
+    from infra.db import Database
+    from infra.redis_conn import connect_redis
+
+    client = connect_redis(settings)
+    try:
+        if BudgetLedger(client).is_ready():
+            return
+        print("rebuilding the budget ledger in Redis from the decisions table…", flush=True)
+        database = Database(settings.database_url)
+        reconcile_ledger(database.sessionmaker, client, grace_s=0 if embedded else REBUILD_GRACE_S)
+        database.engine.dispose()
+    finally:
+        client.close()
 
 
 def _banner(settings: Settings, channel_keys: dict[str, str]) -> str:
@@ -77,6 +99,7 @@ def main() -> None:
     migrate(settings)
     print("seeding the demo data…", flush=True)
     channel_keys = seed(settings)
+    rebuild_ledger_if_needed(settings, embedded=embedded is not None)
 
     children = [
         subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", str(settings.web_workers),

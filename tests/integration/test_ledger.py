@@ -22,6 +22,8 @@ from decisioning.ledger import (
     BudgetLimit,
     Charge,
     ContactLimit,
+    LEDGER_READY_KEY,
+    NOT_READY,
     RESERVATIONS_PER_CALL,
     LedgerUnavailable,
     ReserveRequest,
@@ -387,6 +389,66 @@ def test_rebuild_sets_counters_to_the_ledger_of_record_and_adds_contacts(ledger,
     assert ledger.read_state("s-1", {"sms": WEEK_S}, [], NOW).contacts_in_window == {"sms": 2}
     assert redis.ttl(contacts_key("s-1", "sms")) > 0
     assert redis.exists(contacts_key("s-2", "app")) == 0
+
+
+def test_without_the_ready_mark_paid_reservations_are_refused_and_free_ones_and_replays_go_on(ledger, redis):
+    paid = ledger.reserve("r-paid", cost=5, budgets=[cap("PROG", "100")], contact=None, now=NOW)
+    redis.delete(LEDGER_READY_KEY)  # Redis restarted empty (or a rebuild began): spend unknown
+    refused = ledger.reserve("r-late", cost=5, budgets=[cap("PROG", "100")], contact=None, now=NOW)
+    assert (refused.ok, refused.reason, refused.charged) == (False, NOT_READY, ())
+    free = ledger.reserve("r-free", cost=0, budgets=[], contact=ContactLimit("s-1", "sms", 5, WEEK_S), now=NOW)
+    assert free.ok and free.contact_recorded
+    replay = ledger.reserve("r-paid", cost=5, budgets=[cap("PROG", "100")], contact=None, now=NOW)
+    assert replay.ok and replay.replayed and replay.charged == paid.charged
+    assert counter(redis, "PROG") == 500 and not redis.exists(request_key_marker("r-late"))
+    # the same inside one batched script call: only the paid reservation is refused
+    outcomes = ledger.reserve_many([ReserveRequest("b-1", 0, (), ContactLimit("s-2", "sms", 5, WEEK_S)),
+                                    ReserveRequest("b-2", 1, (cap("PROG", "100"),), None)], NOW)
+    assert [o.reason for o in outcomes] == [None, NOT_READY]
+
+
+def test_a_rebuild_takes_the_mark_away_and_sets_the_counters_only_while_it_holds_the_lease(ledger, redis):
+    ledger.reserve("r-1", cost=5, budgets=[cap("PROG", "100")], contact=None, now=NOW)
+    ledger.reserve("r-2", cost=7, budgets=[cap("OLD", "100")], contact=None, now=NOW)
+    first = ledger.begin_rebuild(lease_s=60)
+    assert not ledger.is_ready() and ledger.rebuilding()
+    assert ledger.reserve("r-3", cost=1, budgets=[cap("PROG", "100")], contact=None, now=NOW).reason == NOT_READY
+
+    second = ledger.begin_rebuild(lease_s=60)  # another reconcile started meanwhile
+    assert ledger.rebuild({("PROG", PERIOD): 99}, {}, token=first, mark="first") is False
+    assert counter(redis, "PROG") == 500 and not ledger.is_ready()  # the superseded one set nothing
+
+    assert ledger.rebuild({("PROG", PERIOD): 5}, {}, token=second, mark="second") is True
+    assert counter(redis, "PROG") == 500 and redis.get(LEDGER_READY_KEY) == b"second"
+    assert counter(redis, "OLD") is None  # no charge in the ledger of record: back to zero
+    assert not ledger.rebuilding()
+    assert ledger.reserve("r-4", cost=1, budgets=[cap("PROG", "100")], contact=None, now=NOW).ok
+
+
+def test_a_reserve_whose_answer_is_lost_is_undone(ledger, redis, monkeypatch):
+    """The scripts ran but the reply never came back (a timeout): the caller answers without
+    the reservations, so they are released; an earlier attempt's reservation is kept."""
+    contact = ContactLimit("s-1", "sms", 5, WEEK_S)
+    kept = ledger.reserve("r-earlier", cost=2, budgets=[cap("PROG", "100")], contact=None, now=NOW)
+    real = BudgetLedger._evalsha_many
+
+    def answer_lost(self, script, calls):  # type: ignore[no-untyped-def]
+        replies = real(self, script, calls)
+        if script is self._reserve_script:
+            raise redis_lib.TimeoutError("Timeout reading from socket")
+        return replies
+
+    monkeypatch.setattr(BudgetLedger, "_evalsha_many", answer_lost)
+    requests = [ReserveRequest("r-paid", 5, (cap("PROG", "100"), cap("SMS", "100")), contact),
+                ReserveRequest("r-free", 0, (cap("PROG", "100"),), ContactLimit("s-2", "sms", 5, WEEK_S)),
+                ReserveRequest("r-earlier", 2, (cap("PROG", "100"),), None)]
+    with pytest.raises(LedgerUnavailable):
+        ledger.reserve_many(requests, NOW)
+    monkeypatch.setattr(BudgetLedger, "_evalsha_many", real)
+    assert counter(redis, "PROG") == 200 and counter(redis, "SMS") == 0  # only the earlier attempt's charge
+    assert not redis.exists(request_key_marker("r-paid")) and not redis.exists(request_key_marker("r-free"))
+    assert redis.zcard(contacts_key("s-1", "sms")) == 0 and redis.zcard(contacts_key("s-2", "sms")) == 0
+    assert redis.exists(request_key_marker("r-earlier")) and kept.ok
 
 
 # --- unavailable ------------------------------------------------------------------------------------------
