@@ -34,7 +34,7 @@ from rq import get_current_job
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
-from decisioning.ledger import LEDGER_READY_KEY, BudgetLedger
+from decisioning.ledger import LEDGER_READY_KEY, RESERVATION_TO_ROW_S, BudgetLedger
 from decisioning.models import BudgetCharge, Decision
 from infra.db import utcnow
 from infra.job_runtime import job_sessionmaker
@@ -42,9 +42,7 @@ from offers.models import ContactPolicy
 
 log = logging.getLogger("carepilot.ledger")
 REBUILT_MARK = LEDGER_READY_KEY
-# Longer than a decision takes from its reservation to its row (milliseconds; a bulk call's
-# chunk waits behind at most one other chunk's write)
-REBUILD_GRACE_S = 15.0
+REBUILD_GRACE_S = RESERVATION_TO_ROW_S
 _LEASE_MARGIN_S = 600.0  # the job's timeout: a rebuild that dies gives the lease back by then
 
 

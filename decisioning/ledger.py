@@ -56,8 +56,9 @@ import redis
 from decisioning.snapshot import BudgetRule, ContactRule
 
 __all__ = ["BudgetLedger", "BudgetLimit", "Charge", "ContactLimit", "LEDGER_READY_KEY", "LedgerReading",
-           "LedgerUnavailable", "NOT_READY", "RESERVATIONS_PER_CALL", "Release", "Reservation", "budget_key", "contacts_key", "from_cents",
-           "limit_to_cents", "period_key_for", "request_key_marker", "to_cents"]
+           "LedgerUnavailable", "NOT_READY", "RESERVATIONS_PER_CALL", "RESERVATION_TO_ROW_S", "Release",
+           "Reservation", "budget_key", "contacts_key", "from_cents", "limit_to_cents", "period_key_for",
+           "request_key_marker", "to_cents"]
 
 log = logging.getLogger("carepilot.ledger")
 KEY_PREFIX = "cp:ledger:"
@@ -84,6 +85,10 @@ PACING = "pacing"
 NOT_READY = "ledger_not_ready"  # the counters are not rebuilt (see LEDGER_READY_KEY): no paid reservation
 
 LEDGER_READY_KEY = f"{KEY_PREFIX}rebuilt_at"
+# Longer than any decision takes from its reservation to its row (milliseconds; a bulk call's
+# chunk waits behind at most one other chunk's write). The reconcile waits this long before
+# summing, and a retry treats an earlier attempt's reservation this old as abandoned.
+RESERVATION_TO_ROW_S = 15.0
 LEDGER_REBUILDING_KEY = f"{KEY_PREFIX}rebuilding"
 
 
@@ -275,6 +280,15 @@ class Reservation:
     limit_cents: int | None = None
     contacts_in_window: int | None = None
     max_contacts: int | None = None
+    reserved_at_ms: int | None = None  # a replay: when the earlier call reserved (epoch ms)
+
+    def charges_as(self, request: "ReserveRequest") -> bool:
+        """Whether this reservation charged what ``request`` asks: the same cost to the same
+        budget periods, with a contact if and only if it has one (a replay may not)."""
+        cents = to_cents(request.cost)
+        wanted = {(b.code, b.period_key) for b in request.budgets} if cents else set()
+        return (self.cost_cents == cents and {(c.code, c.period_key) for c in self.charged} == wanted
+                and self.contact_recorded == (request.contact is not None))
 
     @property
     def cost(self) -> Decimal:
@@ -619,8 +633,9 @@ class BudgetLedger:
             # the release keys: the marker, the counters charged (all of the reservation's
             # budgets, or none for a free one), then its contact window if any
             charged_keys = keys[1:1 + len(request.budgets)] if charged else []
-            undo_calls.append(([keys[0], *charged_keys, *(keys[-1:] if request.contact else [])], [args[0], len(charged), request.request_key if request.contact else "",
-                                      *(charge.cents for charge in charged)]))
+            release_keys = [keys[0], *charged_keys, *(keys[-1:] if request.contact else [])]
+            member = request.request_key if request.contact else ""
+            undo_calls.append((release_keys, [args[0], len(charged), member, *(c.cents for c in charged)]))
         try:
             self._evalsha_many(self._release_script, undo_calls)
         except redis.RedisError as exc:
@@ -809,4 +824,4 @@ def _replayed(request_key: str, stored: str) -> Reservation:
     record = json.loads(stored)
     charged = tuple(Charge(code, period, int(cents)) for code, period, cents in record["budgets"])
     return Reservation(request_key, True, None, int(record["cost_cents"]), charged,
-                       record.get("contact") is not None, replayed=True)
+                       record.get("contact") is not None, replayed=True, reserved_at_ms=record.get("at_ms"))

@@ -41,8 +41,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from decisioning.core import DecisionRequest, DecisionState, decide
-from decisioning.ledger import (LEDGER_READY_KEY, NOT_READY, BudgetLedger, BudgetLimit, ContactLimit, LedgerUnavailable,
-                                ReserveRequest, StateReads, period_key_for)
+from decisioning.ledger import (LEDGER_READY_KEY, NOT_READY, RESERVATION_TO_ROW_S, BudgetLedger, BudgetLimit,
+                                ContactLimit, LedgerUnavailable, Reservation, ReserveRequest, StateReads,
+                                period_key_for)
 from decisioning.models import Decision
 from decisioning.schemas import DecisionIn
 from decisioning.snapshot import DecisionSnapshot
@@ -154,7 +155,10 @@ def _refuse(contact: Contact, code: str, message: str) -> None:
 
 
 _LEDGER_DOWN = "budget service unavailable: paid actions are held back until it is back"
-REFUSALS = {"budget_exhausted": "budget {budget} is spent for this period",
+IN_PROGRESS = "request_in_progress"
+EARLIER_ATTEMPT_DEAD_AFTER_S = RESERVATION_TO_ROW_S  # reserved this long ago, no row: that attempt is dead
+REFUSALS = {IN_PROGRESS: "an earlier attempt of this request is still being decided: no action, nothing charged; "
+                         "retry to get the stored answer","budget_exhausted": "budget {budget} is spent for this period",
             "pacing": "budget {budget} is ahead of its pace for this period",
             "contact_cap": "contact cap reached on {channel}"}
 
@@ -197,6 +201,7 @@ def _reserve(ctx: DecisionContext, snapshot: DecisionSnapshot, contacts: list[Co
             if Decimal(str(request.cost)) > 0:
                 _refuse(c, "degraded", _LEDGER_DOWN)
         return
+    reservations = _settle_earlier_attempts(ctx, held, reservations, now)
     for (c, request), reservation in zip(held, reservations):
         if reservation.reason == NOT_READY:  # the counters went away since the preflight
             assert c.response is not None
@@ -210,6 +215,41 @@ def _reserve(ctx: DecisionContext, snapshot: DecisionSnapshot, contacts: list[Co
             continue
         c.reserved_key = None if reservation.replayed else request.request_key
         c.charges = tuple((charge.code, charge.period_key, charge.amount) for charge in reservation.charged)
+
+
+def _settle_earlier_attempts(ctx: DecisionContext, held: list[tuple[Contact, ReserveRequest]],
+                             reservations: list[Reservation], now: datetime) -> list[Reservation]:
+    """A replayed reservation belongs to an earlier attempt of the same request, whose decision
+    row was not there when this attempt read. If it charged what this decision charges, it is
+    this decision's. If not (the earlier attempt chose otherwise, then failed before storing its
+    row, or is still running):
+
+    * reserved more than ``EARLIER_ATTEMPT_DEAD_AFTER_S`` ago, that attempt is dead (no
+      decision takes that long from its reservation to its row): its reservation is released
+      and this decision's made, so the row and the counters agree on what was charged;
+    * younger, it may still store its row: this attempt takes no action and charges nothing
+      (``request_in_progress``); a retry gets whichever answer was stored.
+    """
+    now_ms = int(now.timestamp() * 1000)
+    dead: list[int] = []
+    settled = list(reservations)
+    for i, ((c, request), reservation) in enumerate(zip(held, reservations)):
+        if not reservation.replayed or reservation.charges_as(request):
+            continue
+        if now_ms - (reservation.reserved_at_ms or 0) > EARLIER_ATTEMPT_DEAD_AFTER_S * 1000:
+            dead.append(i)
+        else:
+            settled[i] = Reservation(request.request_key, False, IN_PROGRESS, reservation.cost_cents)
+    if dead:
+        try:
+            for i in dead:
+                ctx.ledger.release(held[i][1].request_key)
+            for i, reservation in zip(dead, ctx.ledger.reserve_many([held[i][1] for i in dead], now)):
+                settled[i] = reservation
+        except LedgerUnavailable:  # the earlier charge stays (money held back, never overspent)
+            for i in dead:
+                settled[i] = Reservation(held[i][1].request_key, False, IN_PROGRESS, reservations[i].cost_cents)
+    return settled
 
 
 # --- the use case ------------------------------------------------------------------------------

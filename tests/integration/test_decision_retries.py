@@ -1,0 +1,88 @@
+"""A retry that finds an earlier attempt's reservation but no decision row (the earlier attempt
+chose another action, then died before storing it, or is still running): the stored row and the
+Redis counters must still agree on what was charged, and nothing is charged twice."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from decisioning.ledger import BudgetLimit, ContactLimit
+from decisioning.models import BudgetCharge, Decision
+from decisioning.schemas import DecisionIn
+from decisioning.service import EARLIER_ATTEMPT_DEAD_AFTER_S, DecisionContext, decide_contacts
+from decisioning.snapshot_cache import SnapshotCache
+from infra.db import get_database
+from offers.models import Budget, Offer, Subscriber
+
+CALLER = "key:retry-test"
+PAID, FREE, BUDGET = "BILL_CREDIT_5", "CARE_SMS", "fund"
+NOW = datetime(2026, 11, 30, 23, 0, tzinfo=timezone.utc)  # pacing allows nearly all the cap
+PERIOD = "2026-11"
+
+
+@pytest.fixture()
+def ctx(app, db, redis):  # type: ignore[no-untyped-def]
+    db.add_all([
+        Offer(code=PAID, name="€5 bill credit", unit_cost=Decimal("5.00"), channels=["sms"], eligibility={},
+              prior_uplift=0.05),
+        Offer(code=FREE, name="Care SMS", unit_cost=Decimal("0"), channels=["sms"], eligibility={},
+              prior_uplift=0.001),
+        Budget(code=BUDGET, name="Retention fund", period="month", cap_amount=Decimal("1000.00")),
+        Subscriber(id="s-1", attributes={"ltv": 1000.0}, tier=None, tiers={}, ltv=1000.0),
+    ])
+    db.commit()
+    context = DecisionContext(get_database(app).sessionmaker, redis, SnapshotCache())
+    context.deadline_ms = 60_000  # a loaded machine must not turn the action into "no action"
+    return context
+
+
+def _earlier_attempt(ctx: DecisionContext, request_id: str, reserved_at: datetime) -> None:
+    """What an attempt that chose the free action left behind when it died before its row: a
+    contact-only reservation under the request's key."""
+    outcome = ctx.ledger.reserve(f"{CALLER}|{request_id}", cost=0, budgets=[],
+                                 contact=ContactLimit("s-1", "sms", 100, 7 * 86_400), now=reserved_at)
+    assert outcome.ok and not outcome.replayed
+
+
+def _decide(ctx: DecisionContext, request_id: str) -> dict:
+    [answer] = decide_contacts(ctx, CALLER, [DecisionIn(subscriber_id="s-1", channel="sms", request_id=request_id)],
+                               now=NOW)
+    return answer
+
+
+def _ledger_of_record(db) -> Decimal:  # type: ignore[no-untyped-def]
+    return db.scalar(select(func.coalesce(func.sum(BudgetCharge.amount), 0)))
+
+
+def test_a_retry_after_a_dead_attempt_that_chose_otherwise_charges_what_its_row_records(ctx, db):
+    _earlier_attempt(ctx, "r-1", NOW - timedelta(seconds=EARLIER_ATTEMPT_DEAD_AFTER_S + 60))
+    answer = _decide(ctx, "r-1")
+    assert answer["action"]["offer_code"] == PAID and answer["replayed"] is False
+    row = db.get(Decision, answer["decision_id"])
+    assert row.cost == Decimal("5.00")
+    # before: the retry took over the dead attempt's contact-only reservation, so the row said 5.00
+    # while no budget was charged at all
+    assert _ledger_of_record(db) == Decimal("5.00") == ctx.ledger.spent_total(BUDGET, PERIOD)
+    again = _decide(ctx, "r-1")  # and a further retry replays the row, charging nothing
+    assert again["replayed"] is True and ctx.ledger.spent_total(BUDGET, PERIOD) == Decimal("5.00")
+
+
+def test_a_retry_racing_an_attempt_still_running_takes_no_action_and_charges_nothing(ctx, db):
+    _earlier_attempt(ctx, "r-2", NOW - timedelta(seconds=1))
+    answer = _decide(ctx, "r-2")
+    assert answer["action"] is None
+    assert answer["reasons"][0]["offer_code"] == PAID and answer["reasons"][0]["code"] == "request_in_progress"
+    assert _ledger_of_record(db) == 0 == ctx.ledger.spent_total(BUDGET, PERIOD)
+
+
+def test_a_retry_that_chooses_what_the_earlier_attempt_reserved_uses_that_reservation(ctx, db):
+    key = f"{CALLER}|r-3"
+    ctx.ledger.reserve(key, cost=Decimal("5.00"), budgets=[BudgetLimit.from_amounts(BUDGET, PERIOD, 1000)],
+                       contact=None, now=NOW - timedelta(seconds=1))
+    answer = _decide(ctx, "r-3")
+    assert answer["action"]["offer_code"] == PAID
+    assert _ledger_of_record(db) == Decimal("5.00") == ctx.ledger.spent_total(BUDGET, PERIOD)  # charged once
