@@ -14,7 +14,8 @@ The flow:
    are put on the profile as ``tier`` and ``risk_level`` for eligibility and experiment targets.
 3. Experiments, in key order: a recorded (sticky) arm wins — whatever the target says now, the
    subscriber stays in the arm they were first given (intention to treat, as
-   ``experiments.exposures``); otherwise a subscriber matching the target is hashed
+   ``experiments.exposures``), and a recorded arm in any experiment comes before hashing into
+   another; otherwise a subscriber matching the target is hashed
    (``experiments.assignment.assign``), and in rollout a newly assigned subscriber gets the
    tier's winner or the winner. The first experiment that places the subscriber (in an arm or
    in its holdout) decides: the arm's offer, or no action for the control and the holdout.
@@ -257,12 +258,18 @@ def decide(snapshot: DecisionSnapshot, request: DecisionRequest, state: Decision
     plan = snapshot.plan_for(tier, channel)
     blocked = _channel_block(snapshot.contact_rules.get(channel), channel, attributes, state, now_utc)
 
+    # a recorded arm in any experiment first: hashing into an earlier-keyed experiment must not
+    # take a subscriber out of the arm another experiment already gave them (intention to treat)
     sticky = state.sticky_arms
-    for experiment in snapshot.experiments:
-        placement = _placement(experiment, subscriber_id, attributes, tier, sticky.get(experiment.key))
-        if placement is not None:
-            return _experiment_decision(snapshot, plan, experiment, placement, request, state, now_utc,
-                                        tier, risk, stage, blocked)
+    for recorded_only in (True, False) if sticky else (False,):
+        for experiment in snapshot.experiments:
+            recorded = sticky.get(experiment.key)
+            if recorded_only and recorded is None:
+                continue
+            placement = _placement(experiment, subscriber_id, attributes, tier, recorded)
+            if placement is not None:
+                return _experiment_decision(snapshot, plan, experiment, placement, request, state, now_utc,
+                                            tier, risk, stage, blocked)
     return _arbitrate(snapshot, plan, request, state, now_utc, attributes, tier, risk, stage, blocked)
 
 

@@ -375,6 +375,19 @@ def test_recorded_arm_wins_over_the_hash_and_the_target():
     assert held.action is None and held.experiment.in_holdout
 
 
+def test_a_recorded_arm_in_a_later_experiment_wins_over_hashing_into_an_earlier_one():
+    # "a-new" sorts first and would place every subscriber (full coverage, no target); the
+    # subscriber was already given an arm in "pack-test": they stay there
+    snap = two_offer_snapshot(experiment("a-new", [("control", None), ("best", "BEST")]),
+                              experiment("pack-test", ARMS))
+    subscriber = subscriber_where(lambda s: assign(snap.experiments[0].spec, s).arm_key == "control")
+    result = run(snap, subscriber=subscriber, state=DecisionState(sticky_arms={"pack-test": ("pack", False)}))
+    assert (result.experiment.key, result.experiment.arm_key, result.action.offer_code) == ("pack-test", "pack", "PACK")
+    assert result.experiment.new_exposure is False
+    fresh = run(snap, subscriber=subscriber)  # recorded nowhere: the first experiment places them
+    assert (fresh.experiment.key, fresh.experiment.new_exposure, fresh.action) == ("a-new", True, None)
+
+
 def test_recorded_arms_of_ended_experiments_are_ignored():
     snap = two_offer_snapshot(experiment("pack-test", ARMS, status="completed"))
     result = run(snap, state=DecisionState(sticky_arms={"pack-test": ("pack", False)}))
