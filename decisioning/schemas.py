@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from experiments.outcomes import SubscriberId
 from infra.http import StrictModel
 from infra.openapi import ResponseModel
 from offers.schemas import Channel
+from offers.subscriber_attributes import ProfileError, coerce_profile
 
 RequestId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
 MAX_BULK_CONTACTS = 10_000
@@ -24,6 +25,23 @@ class DecisionIn(StrictModel):
     channel: Channel
     request_id: RequestId | None = None
     context: dict[str, Any] = Field(default_factory=dict, max_length=MAX_CONTEXT_KEYS)
+
+    @field_validator("context")
+    @classmethod
+    def _typed_like_a_profile(cls, context: dict[str, Any]) -> dict[str, Any]:
+        """The checks a stored profile's attributes get (``offers.subscriber_attributes``): a
+        known attribute has its type and range (``has_broadband`` a boolean, ``ltv`` a finite
+        amount), any other is a flat JSON value, and computed names (``tier``,
+        ``hours_since_join``…) cannot be sent. A null is kept: the attribute is unknown now,
+        whatever the stored profile says."""
+        if not context:
+            return context
+        known = {name: value for name, value in context.items() if value is not None}
+        try:
+            typed = coerce_profile(known, "json")
+        except ProfileError as exc:
+            raise ValueError(str(exc)) from None
+        return typed if len(known) == len(context) else {name: typed.get(name) for name in context}
 
 
 class BulkDecisionsIn(StrictModel):

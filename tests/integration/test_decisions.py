@@ -367,3 +367,28 @@ def test_new_ids_are_distinct_128_bit_hex():
     assert len(set(ids)) == 10_000
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
     assert new_ids(0) == []
+
+
+@pytest.mark.parametrize("context, message", [
+    ({"ltv": 10 ** 400}, "ltv: is far too large"),  # was a 500: the request hash could not encode it
+    ({"has_broadband": "false"}, "has_broadband: must be true or false"),  # a string is not a boolean
+    ({"churn_score": True}, "churn_score"),
+    ({"tier": "vip"}, "tier cannot be stored as an attribute"),  # computed by the tier rules
+    ({"hours_since_join": 1}, "computed at contact time"),
+    ({"offers": {"nested": 1}}, "profiles are flat"),
+])
+def test_context_attributes_are_checked_like_a_stored_profile(client, auth, catalogue, context, message):
+    response = client.post(URL, json={"subscriber_id": "s-vip", "channel": "sms", "context": context},
+                           headers=auth["sms"])
+    assert response.status_code in (400, 422), response.json
+    assert message in str(response.json), response.json
+    bulk = client.post(f"{URL}/bulk", json={"contacts": [{"subscriber_id": "s-vip", "channel": "sms"},
+                                                         {"subscriber_id": "s-vip", "channel": "sms",
+                                                          "context": context}]}, headers=auth["sms"])
+    assert bulk.status_code in (400, 422) and "contacts" in str(bulk.json), bulk.json
+
+
+def test_a_null_context_attribute_is_kept_as_unknown_now(client, auth, catalogue):
+    response = client.post(URL, json={"subscriber_id": "s-vip", "channel": "sms", "context": {"ltv": None}},
+                           headers=auth["sms"])
+    assert response.status_code == 200, response.json
