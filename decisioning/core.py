@@ -179,6 +179,9 @@ class DecisionResult:
     cost: float
     degraded: bool
     error: str | None = None
+    # the risk reasons' sentences under the snapshot's risk policy (its thresholds)
+    risk_messages: Mapping[str, str] = field(default_factory=lambda: RISK_REASON_MESSAGES, repr=False,
+                                             compare=False)
 
     @property
     def reasons(self) -> tuple[Reason, ...]:
@@ -198,7 +201,7 @@ class DecisionResult:
         body.update({
             "subscriber_id": self.subscriber_id, "channel": self.channel, "tier": self.tier,
             "risk_level": self.risk_level,
-            "risk_reasons": [{"code": code, "message": RISK_REASON_MESSAGES.get(code, code)}
+            "risk_reasons": [{"code": code, "message": self.risk_messages.get(code, code)}
                              for code in self.risk_reasons],
             "action": self.action.as_json() if self.action is not None else None,
             "experiment": self.experiment.as_json() if self.experiment is not None else None,
@@ -384,7 +387,7 @@ def _experiment_decision(snapshot: DecisionSnapshot, plan: ChannelPlan, experime
         excluded=overridden if failure is None else (failure, *overridden),
         probability=experiment.arm_probability(arm_key, in_holdout, tier), score=None,
         budgets_to_reserve=reserve, cost=action.cost if action is not None else 0.0,
-        degraded=bool(state.degraded))
+        degraded=bool(state.degraded), risk_messages=snapshot.risk_policy.messages)
 
 
 # --- money -----------------------------------------------------------------------------------------
@@ -498,4 +501,4 @@ def _arbitrate(snapshot: DecisionSnapshot, plan: ChannelPlan, request: DecisionR
         tier=tier, risk_level=risk.level, risk_reasons=risk.reasons, lifecycle_stage=stage,
         action=action, experiment=None, excluded=tuple(excluded), probability=1.0, score=best_score,
         budgets_to_reserve=reserve, cost=action.cost if action is not None else 0.0,
-        degraded=bool(degraded))
+        degraded=bool(degraded), risk_messages=snapshot.risk_policy.messages)

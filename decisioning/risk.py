@@ -28,7 +28,7 @@ not numbers (missing, text, booleans) count as absent; nothing here raises on pr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
 __all__ = ["LEVELS", "RISK_REASON_MESSAGES", "RiskAssessment", "RiskPolicy", "assess_risk"]
@@ -36,20 +36,22 @@ __all__ = ["LEVELS", "RISK_REASON_MESSAGES", "RiskAssessment", "RiskPolicy", "as
 RiskLevel = Literal["blue", "yellow", "red"]
 LEVELS: tuple[RiskLevel, ...] = ("blue", "yellow", "red")
 
-# reason code -> a sentence a call-centre agent can read
-RISK_REASON_MESSAGES = {
-    "churn_score_red": "churn score at or above the red threshold",
-    "churn_score_yellow": "churn score at or above the yellow threshold",
-    "inactive_months": "no usage for 3 or more consecutive months",
-    "consecutive_downgrades": "plan downgraded in each of the last 3 months",
-    "unresolved_complaint": "has an unresolved complaint",
-    "complaint_surge": "complaint surge in the last 90 days",
+# reason code -> a sentence a call-centre agent can read, with the policy's thresholds
+_MESSAGE_TEMPLATES = {
+    "churn_score_red": "churn score at or above the red threshold ({red_churn_score:g})",
+    "churn_score_yellow": "churn score at or above the yellow threshold ({yellow_churn_score:g})",
+    "inactive_months": "no usage for {inactive_months} or more consecutive months",
+    "consecutive_downgrades": "plan downgraded in each of the last {consecutive_downgrades} months",
+    "unresolved_complaint": "{unresolved_complaints_text}",
+    "complaint_surge": "complaint surge: {complaint_surge_90d} or more complaints in the last 90 days",
 }
 
 
 @dataclass(frozen=True)
 class RiskPolicy:
-    """Thresholds of the warning levels; the defaults are the playbooks' numbers."""
+    """Thresholds of the warning levels; the defaults are the playbooks' numbers. Marketing sets
+    them as the active risk-level policy (``/api/v1/risk-policies``). ``messages``: each reason
+    code's sentence under these thresholds."""
 
     yellow_churn_score: float = 0.4
     red_churn_score: float = 0.7
@@ -58,6 +60,8 @@ class RiskPolicy:
     unresolved_complaints: int = 1
     complaint_surge_90d: int = 3
 
+    messages: Mapping[str, str] = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         if not 0 <= self.yellow_churn_score <= self.red_churn_score <= 1:
             raise ValueError("churn score thresholds must satisfy 0 <= yellow <= red <= 1")
@@ -65,6 +69,13 @@ class RiskPolicy:
                      "complaint_surge_90d"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        complaints = ("has an unresolved complaint" if self.unresolved_complaints == 1 else
+                      f"has {self.unresolved_complaints} or more unresolved complaints")
+        values = {**{name: getattr(self, name) for name in self.__dataclass_fields__ if name != "messages"},
+                  "unresolved_complaints_text": complaints}
+        # reason code -> its sentence under these thresholds, built once per policy
+        object.__setattr__(self, "messages", {code: template.format(**values)
+                                              for code, template in _MESSAGE_TEMPLATES.items()})
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,7 @@ class RiskAssessment:
 
 
 DEFAULT_RISK_POLICY = RiskPolicy()
+RISK_REASON_MESSAGES = DEFAULT_RISK_POLICY.messages  # the sentences under the playbooks' thresholds
 _NUMBER = (int, float)  # bool deliberately absent: True is not a count
 _BLUE = RiskAssessment("blue")  # most subscribers: one shared instance, no allocation per decision
 

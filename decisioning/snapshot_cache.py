@@ -17,9 +17,10 @@ from typing import Any, NamedTuple
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from decisioning.risk import DEFAULT_RISK_POLICY, RiskPolicy
 from decisioning.snapshot import DecisionSnapshot, build_snapshot
 from experiments.models import RUNNING_STATUSES, Experiment, ExperimentArm, Readout
-from offers.models import Budget, ContactPolicy, Offer, Tier, TierPolicy, TierScheme
+from offers.models import Budget, ContactPolicy, Offer, RiskLevelPolicy, Tier, TierPolicy, TierScheme
 from offers.repository import base_revenue_per_month
 
 MAX_SNAPSHOT_AGE_S = 30.0
@@ -78,6 +79,17 @@ class LoadedConfig(NamedTuple):
     experiments: dict[str, tuple[int, int]]
 
 
+def _risk_policy(session: Session) -> RiskPolicy:
+    """The active risk-level policy's thresholds; the playbooks' defaults when none is active."""
+    row = session.scalar(select(RiskLevelPolicy).where(RiskLevelPolicy.active.is_(True))
+                         .order_by(RiskLevelPolicy.updated_at.desc()).limit(1))
+    if row is None:
+        return DEFAULT_RISK_POLICY
+    return RiskPolicy(yellow_churn_score=row.yellow_churn_score, red_churn_score=row.red_churn_score,
+                      inactive_months=row.inactive_months, consecutive_downgrades=row.consecutive_downgrades,
+                      unresolved_complaints=row.unresolved_complaints, complaint_surge_90d=row.complaint_surge_90d)
+
+
 def load_config(session: Session, version: int, now: datetime) -> LoadedConfig:
     """Read the whole decision config and compile it."""
     offers = _rows(session, Offer, "code", "name", "unit_cost", "channels", "eligibility", "prior_uplift",
@@ -112,7 +124,7 @@ def load_config(session: Session, version: int, now: datetime) -> LoadedConfig:
     snapshot = build_snapshot(version=version, offers=offers, tiers=tiers, primary_scheme=primary,
                               tier_policies=policies, contact_policies=contacts, budgets=budgets,
                               experiments=experiments, uplift_estimates=_uplift_estimates(session, running),
-                              now=now)
+                              risk_policy=_risk_policy(session), now=now)
     return LoadedConfig(snapshot, {e.key: (e.id, e.phase) for e in running})
 
 

@@ -1,5 +1,5 @@
 """JSON admin API for the catalogue: offers, tier schemes, tiers, tier policies, contact
-policies and budgets. Every kind gets the same five routes:
+policies, budgets and risk-level policies. Every kind gets the same five routes:
 
     GET    /api/v1/<kind>            list (active only unless ?include_inactive=true; filters)
     POST   /api/v1/<kind>            create                       (admin, marketing)
@@ -58,6 +58,7 @@ RESPONSE_MODELS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "tier_policy": (schemas.TierPolicyOut, schemas.TierPolicyList),
     "contact_policy": (schemas.ContactPolicyOut, schemas.ContactPolicyList),
     "budget": (schemas.BudgetOut, schemas.BudgetList),
+    "risk_policy": (schemas.RiskPolicyOut, schemas.RiskPolicyList),
 }
 KEY_TYPES: dict[str, Any] = {"id": Annotated[int, Field(ge=1, le=MAX_ID)], "channel": schemas.Channel,
                              "code": schemas.Code}

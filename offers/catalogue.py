@@ -12,7 +12,7 @@ from infra.errors import BadRequest, Conflict
 from offers import schemas
 from offers.conditions import ConditionError, validate_condition
 from offers.config_service import ConfigKind
-from offers.models import Budget, ContactPolicy, Offer, Tier, TierPolicy, TierScheme
+from offers.models import Budget, ContactPolicy, Offer, RiskLevelPolicy, Tier, TierPolicy, TierScheme
 
 
 def check_condition(field_name: str, condition: Any) -> None:
@@ -81,6 +81,18 @@ def _policy_targets_exist(session: Session, data: schemas.TierPolicyIn, entity: 
                        f"(id {holder.id}); update that one", code="tier_policy_exists")
 
 
+def _single_active_risk_policy(session: Session, data: schemas.RiskPolicyIn, entity: Any, actor: str) -> None:
+    """One risk policy applies at a time: saving an active one deactivates the others (audited)."""
+    if not data.active:
+        return
+    others = session.scalars(select(RiskLevelPolicy).where(RiskLevelPolicy.active.is_(True),
+                                                           RiskLevelPolicy.code != data.code))
+    for other in others:
+        other.active = False
+        record_audit(session, actor=actor, action="update", entity_type="risk_policy",
+                     entity_key=other.code, before={"active": True}, after={"active": False})
+
+
 def _budget_scope_exists(session: Session, data: schemas.BudgetIn, entity: Any, actor: str) -> None:
     if data.scope_type == "tier" and not _exists(session, Tier, "code", data.scope_value):
         raise BadRequest(f"no tier {data.scope_value!r}", code="unknown_reference",
@@ -104,8 +116,10 @@ CONTACT_POLICIES = ConfigKind("contact_policy", "contact-policies", ContactPolic
                               schemas.ContactPolicyIn, "channel", order_by=("channel",))
 BUDGETS = ConfigKind("budget", "budgets", Budget, schemas.BudgetIn, "code", order_by=("code",),
                      filters=("scope_type", "scope_value"), rules=(_budget_scope_exists,))
+RISK_POLICIES = ConfigKind("risk_policy", "risk-policies", RiskLevelPolicy, schemas.RiskPolicyIn, "code",
+                           order_by=("code",), rules=(_single_active_risk_policy,))
 
-CONFIG_KINDS = (OFFERS, TIER_SCHEMES, TIERS, TIER_POLICIES, CONTACT_POLICIES, BUDGETS)
+CONFIG_KINDS = (OFFERS, TIER_SCHEMES, TIERS, TIER_POLICIES, CONTACT_POLICIES, BUDGETS, RISK_POLICIES)
 
 
 def reorder_scheme(session: Session, scheme_code: str, tier_codes: list[str], *, actor: str) -> list[Tier]:

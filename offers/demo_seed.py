@@ -107,7 +107,8 @@ OFFERS: tuple[dict[str, Any], ...] = (
                     "call-back script; the follow-up at red risk or for an unresolved complaint.",
      "unit_cost": 6.00, "channels": ["call_centre"],
      "eligibility": {**_NOT_CHURNED,
-                     "$or": [{"unresolved_complaints": {"$gte": 1}}, {"churn_score": {"$gte": 0.6}}]},
+                     "$or": [{"risk_level": "red"}, {"unresolved_complaints": {"$gte": 1}},
+                             {"churn_score": {"$gte": 0.6}}]},
      "prior_uplift": 0.04, "value_horizon_months": 6},
     {"code": "BIRTHDAY_PRIVILEGE", "name": "Birthday privilege",
      "description": "A birthday gift: 5 GB of data and a partner voucher. Trigger: birthday today.",
@@ -265,6 +266,14 @@ TIER_POLICIES: dict[str, dict[str, dict[str, Any]]] = {
 
 # --- contact caps and quiet hours (no "message bombing") ---------------------------------------
 
+# The playbooks' warning levels (decisioning.risk): blue → care SMS, red → agent follow-up
+RISK_POLICIES: tuple[dict[str, Any], ...] = (
+    {"code": "playbook", "name": "Playbook warning levels",
+     "yellow_churn_score": 0.4, "red_churn_score": 0.7, "inactive_months": 3, "consecutive_downgrades": 3,
+     "unresolved_complaints": 1, "complaint_surge_90d": 3,
+     "note": "The churn score sets the starting level; each churn signal raises it one step."},
+)
+
 CONTACT_POLICIES: tuple[dict[str, Any], ...] = (
     {"channel": "sms", "max_contacts": 4, "window_days": 30,
      "quiet_start": "21:00", "quiet_end": "08:00", "timezone": DEMO_TIMEZONE},
@@ -312,6 +321,7 @@ class SeedReport:
     tiers: int = 0
     tier_policies: int = 0
     contact_policies: int = 0
+    risk_policies: int = 0
     budgets: int = 0
     subscribers: int = 0
     channel_keys: dict[str, str] = field(default_factory=dict)
@@ -320,7 +330,7 @@ class SeedReport:
     def created_anything(self) -> bool:
         return bool(self.channel_keys) or any(
             (self.users, self.offers, self.tier_schemes, self.tiers, self.tier_policies,
-             self.contact_policies, self.budgets, self.subscribers))
+             self.contact_policies, self.risk_policies, self.budgets, self.subscribers))
 
 
 def seed_demo(session: Session, *, password: str, actor: str = "seed", now: datetime | None = None,
@@ -342,6 +352,8 @@ def seed_demo(session: Session, *, password: str, actor: str = "seed", now: date
     report.tier_policies = _create_missing(session, catalogue.TIER_POLICIES, tier_policy_rows(), actor)
     report.contact_policies = _create_missing(session, catalogue.CONTACT_POLICIES, CONTACT_POLICIES, actor)
     report.budgets = _create_missing(session, catalogue.BUDGETS, BUDGETS, actor)
+    if session.scalar(select(catalogue.RISK_POLICIES.model.id).limit(1)) is None:  # never over an operator's
+        report.risk_policies = _create_missing(session, catalogue.RISK_POLICIES, RISK_POLICIES, actor)
     report.channel_keys = _create_demo_channel_keys(session, actor)
     report.subscribers = _create_demo_subscribers(session, subscribers, now)
     return report

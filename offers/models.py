@@ -1,5 +1,5 @@
 """The catalogue tables: offers, tier schemes and tiers, tier policies, contact policies,
-budgets and subscribers (DESIGN §3)."""
+risk-level policies, budgets and subscribers (DESIGN §3)."""
 
 from __future__ import annotations
 
@@ -113,6 +113,31 @@ class ContactPolicy(Timestamps, Base):
     quiet_start: Mapped[str | None] = mapped_column(String(5))  # "HH:MM" local time
     quiet_end: Mapped[str | None] = mapped_column(String(5))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    active: Mapped[bool] = mapped_column(default=True)
+
+
+class RiskLevelPolicy(Timestamps, Base):
+    """The thresholds of the blue / yellow / red warning levels (``decisioning.risk``). The
+    active one applies; with none active, the playbooks' defaults do."""
+
+    __tablename__ = "risk_policies"
+    __table_args__ = (
+        CheckConstraint("yellow_churn_score >= 0 AND yellow_churn_score <= red_churn_score "
+                        "AND red_churn_score <= 1", name="churn_scores_ordered"),
+        CheckConstraint("inactive_months >= 1 AND consecutive_downgrades >= 1 AND unresolved_complaints >= 1 "
+                        "AND complaint_surge_90d >= 1", name="signal_thresholds_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    yellow_churn_score: Mapped[float]
+    red_churn_score: Mapped[float]
+    inactive_months: Mapped[int]
+    consecutive_downgrades: Mapped[int]
+    unresolved_complaints: Mapped[int]
+    complaint_surge_90d: Mapped[int]
+    note: Mapped[str] = mapped_column(Text, default="")
     active: Mapped[bool] = mapped_column(default=True)
 
 

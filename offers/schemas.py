@@ -104,6 +104,31 @@ class ContactPolicyIn(StrictModel):
         return self
 
 
+class RiskPolicyIn(StrictModel):
+    """The thresholds of the warning levels (``decisioning.risk``): the churn score's band sets
+    the starting level, and each churn signal at or above its threshold raises it one step.
+    Saving an active policy deactivates the one active before it."""
+
+    code: Code
+    name: Name
+    yellow_churn_score: float = Field(0.4, ge=0, le=1, allow_inf_nan=False,
+                                      description="churn score from which a subscriber starts at yellow")
+    red_churn_score: float = Field(0.7, ge=0, le=1, allow_inf_nan=False,
+                                   description="churn score from which a subscriber starts at red")
+    inactive_months: int = Field(3, ge=1, le=120, description="consecutive months without usage")
+    consecutive_downgrades: int = Field(3, ge=1, le=120, description="consecutive months with a plan downgrade")
+    unresolved_complaints: int = Field(1, ge=1, le=1000, description="open complaints")
+    complaint_surge_90d: int = Field(3, ge=1, le=1000, description="complaints in the last 90 days")
+    note: Text = ""
+    active: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "RiskPolicyIn":
+        if self.yellow_churn_score > self.red_churn_score:
+            raise ValueError("yellow_churn_score must not be above red_churn_score")
+        return self
+
+
 class BudgetIn(StrictModel):
     code: Code
     name: Name
@@ -167,6 +192,10 @@ class ContactPolicyOut(ContactPolicyIn, _StoredRow):
     """A channel's contact policy as stored; its URL key is its ``channel``."""
 
 
+class RiskPolicyOut(RiskPolicyIn, _StoredRow):
+    """A risk-level policy as stored; its URL key is its ``code``."""
+
+
 class BudgetOut(BudgetIn, _StoredRow):
     """A budget as stored, with its cap in money."""
 
@@ -192,6 +221,10 @@ class TierPolicyList(ResponseModel):
 
 class ContactPolicyList(ResponseModel):
     items: list[ContactPolicyOut]
+
+
+class RiskPolicyList(ResponseModel):
+    items: list[RiskPolicyOut]
 
 
 class BudgetList(ResponseModel):

@@ -19,8 +19,9 @@ from experiments.schemas import ExperimentDetailOut
 from infra.db import get_database, utcnow
 from infra.openapi import API_PREFIX, openapi_path, undocumented_routes
 from offers import catalogue
-from offers.models import Budget, ContactPolicy, Offer, Tier, TierPolicy, TierScheme
-from offers.schemas import BudgetOut, ContactPolicyOut, OfferOut, TierOut, TierPolicyOut, TierSchemeOut
+from offers.models import Budget, ContactPolicy, Offer, RiskLevelPolicy, Tier, TierPolicy, TierScheme
+from offers.schemas import (BudgetOut, ContactPolicyOut, OfferOut, RiskPolicyOut, TierOut, TierPolicyOut,
+                            TierSchemeOut)
 from tests.integration.readout_data import KEY, LENIENT_POLICY, OFFER, Cell, populate, start_pilot
 
 PUBLIC_OPERATIONS = {"POST /api/v1/auth/login", "POST /api/v1/auth/logout", "POST /api/v1/auth/tokens",
@@ -193,13 +194,14 @@ def test_response_models_list_every_column_of_their_tables():
     """A column added to a catalogue table must be added to its response model (the handlers
     send every column)."""
     pairs = [(Offer, OfferOut), (TierScheme, TierSchemeOut), (Tier, TierOut), (TierPolicy, TierPolicyOut),
-             (ContactPolicy, ContactPolicyOut), (Budget, BudgetOut), (Experiment, ExperimentDetailOut)]
+             (ContactPolicy, ContactPolicyOut), (Budget, BudgetOut), (RiskLevelPolicy, RiskPolicyOut),
+             (Experiment, ExperimentDetailOut)]
     for table, model in pairs:
         columns = {column.key for column in table.__table__.columns}
         fields = {info.alias or name for name, info in model.model_fields.items()}
         assert columns <= fields, (model.__name__, columns - fields)
     assert {kind.entity_type for kind in catalogue.CONFIG_KINDS} == {
-        "offer", "tier_scheme", "tier", "tier_policy", "contact_policy", "budget"}
+        "offer", "tier_scheme", "tier", "tier_policy", "contact_policy", "budget", "risk_policy"}
 
 
 # --- real responses against the document --------------------------------------------------------
@@ -227,6 +229,8 @@ def seed_api_state(client, auth, db) -> dict[str, Any]:  # type: ignore[no-untyp
     call("POST", "/api/v1/contact-policies", json={"channel": "sms", "max_contacts": 3, "window_days": 30,
                                                    "quiet_start": "21:00", "quiet_end": "08:00",
                                                    "timezone": "Asia/Shanghai"})
+    call("POST", "/api/v1/risk-policies", json={"code": "strict", "name": "Strict warning levels",
+                                                "yellow_churn_score": 0.3, "red_churn_score": 0.6})
     call("PUT", "/api/v1/subscribers/s-1", "/api/v1/subscribers/{subscriber_id}",
          json={"attributes": {"arpu": 95.0, "tenure_months": 40}})
     call("POST", "/api/v1/tier-schemes/value/order", "/api/v1/tier-schemes/{code}/order",

@@ -561,7 +561,7 @@ def test_as_json_has_the_design_shape():
                                 "message": "delivered by app, not by sms"}]
     assert body["risk_level"] == "yellow"
     assert body["risk_reasons"] == [{"code": "churn_score_yellow",
-                                     "message": "churn score at or above the yellow threshold"}]
+                                     "message": "churn score at or above the yellow threshold (0.4)"}]
     json.dumps(body)  # serialisable as it is
 
 
@@ -635,3 +635,13 @@ def test_the_callers_profile_and_context_are_not_modified():
     before = (dict(profile), dict(context))
     run(snapshot([offer("A")]), profile, context=context)
     assert (profile, context) == before
+
+
+def test_red_risk_makes_the_agent_call_back_eligible_whatever_the_churn_score(demo):
+    # the playbooks: blue → care SMS, red → a dedicated agent follow-up. Two churn signals make a
+    # quiet score red; the call-back is then eligible although the score is far below 0.6
+    signals = {"churn_score": 0.3, "inactive_months": 3, "downgrades_3m": 3}
+    red = demo_run(demo, "loyal-broadband", "call_centre", signals)
+    assert red.risk_level == "red" and red.reason_codes.get("AGENT_CALLBACK_48H") != "not_eligible"
+    quiet = demo_run(demo, "loyal-broadband", "call_centre", {"churn_score": 0.3})
+    assert quiet.risk_level == "blue" and quiet.reason_codes["AGENT_CALLBACK_48H"] == "not_eligible"
