@@ -48,6 +48,7 @@ Never raises for bad input: a result with ``error`` set (and no action) instead.
 
 from __future__ import annotations
 
+import math
 from collections import abc
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -79,11 +80,13 @@ MAX_SUBSCRIBER_ID_LENGTH = 64  # the subscribers.id column
 # Message templates, formatted only when a reason is read (see ReasonFacts in snapshot.py)
 _NO_VALUE = "no lifetime value or ARPU on the profile to value the offer against"
 _LTV_CAP = "costs {0:.2f}, more than {1:.0%} of the subscriber's lifetime value {2:.2f}"
-_ROI_BELOW_FLOOR = "expected ROI {0:.2f} is below the floor of {1:g}"
+_VALUE_CAP = ("costs {0:.2f}, more than {1:.0%} of the subscriber's value {2:.2f} (no lifetime value on the "
+              "profile: ARPU × {3:g} months)")
+_ROI_BELOW_FLOOR = "expected ROI {0:.2f} is below the floor of {1:g}"  # {0} rounded down: 1.4995 is 1.49
 _DEGRADED = "paid offers are held back while the budget ledger is unavailable"
 _BUDGET_EXHAUSTED = "budget {0} has {1:.2f} left of {2:.2f}; the offer costs {3:.2f}"
-_PACING = ("budget {0} is ahead of pace: {1:.2f} spent of {2:.2f} allowed by now this period; "
-           "the offer costs {3:.2f}")
+_PACING = ("budget {0} is paced: {2:.2f} may be spent by now this period and {1:.2f} is; "
+           "the offer's {3:.2f} would go past it")
 _NOT_POSITIVE = "expected gain {0:.2f} does not exceed the cost {1:.2f}"
 _LOWER_SCORE = "scored {0:.2f}; {1} scored {2:.2f}"
 _CONTACT_CAP = "{0} contacts by {1} in the last {2} days (cap {3})"
@@ -463,12 +466,13 @@ def _arbitrate(snapshot: DecisionSnapshot, plan: ChannelPlan, request: DecisionR
             exclude((code, "no_value", _NO_VALUE, ()))
             continue
         if cost > ltv_share * value + _MONEY_TOLERANCE:
-            exclude((code, "ltv_cap", _LTV_CAP, (cost, ltv_share, value)))
+            exclude((code, "ltv_cap", _LTV_CAP, (cost, ltv_share, value)) if ltv is not None else
+                    (code, "ltv_cap", _VALUE_CAP, (cost, ltv_share, value, horizon)))
             continue
         gain = gain_factor * value
         if cost > 0:
             if gain < roi_floor * cost:
-                exclude((code, "roi_below_floor", _ROI_BELOW_FLOOR, (gain / cost, roi_floor)))
+                exclude((code, "roi_below_floor", _ROI_BELOW_FLOOR, (math.floor(gain / cost * 100 + 1e-9) / 100, roi_floor)))
                 continue
             if degraded:
                 exclude((code, "degraded", _DEGRADED, ()))

@@ -111,6 +111,9 @@ def test_roi_below_floor_excludes_paid_offers_and_free_offers_pass():
     assert result.reason_codes["WEAK"] == "roi_below_floor"
     assert result.reasons[0].message == "expected ROI 1.25 is below the floor of 1.5"
     assert result.action.offer_code == "FREE"
+    # just under the floor reads as under it: 1.4995 is shown as 1.49, never as "1.50 is below 1.5"
+    almost = run(snapshot([offer("ALMOST", 10.0, uplift=0.014995)]))
+    assert almost.reasons[0].message == "expected ROI 1.49 is below the floor of 1.5"
 
 
 def test_the_strictest_roi_floor_among_budgets_in_scope_applies():
@@ -129,6 +132,10 @@ def test_ltv_cap_is_20_percent_of_lifetime_value_by_default():
     assert result.reason_codes == {"PRICEY": "ltv_cap"}
     assert result.reasons[0].message == "costs 250.00, more than 20% of the subscriber's lifetime value 1000.00"
     assert run(snap, {**PROFILE, "ltv": 1250.0}).action.offer_code == "PRICEY"  # exactly 20%
+    # no lifetime value: the value is ARPU × the offer's horizon, and the reason says so
+    by_arpu = run(snap, {"arpu": 50.0})
+    assert by_arpu.reasons[0].message == ("costs 250.00, more than 20% of the subscriber's value 600.00 (no "
+                                          "lifetime value on the profile: ARPU × 12 months)")
 
 
 def test_ltv_share_is_the_strictest_among_budgets_in_scope():
@@ -242,8 +249,8 @@ def test_pacing_allows_the_elapsed_share_of_the_cap_plus_slack():
               "period_start": NOW - timedelta(days=10), "period_end": NOW + timedelta(days=20)}
     snap = snapshot([offer("A", 2.0)], budgets=[budget])
     result = run(snap, state=DecisionState(spent_by_budget={"FUND": 109.0}))
-    assert result.reasons == (("A", "pacing", "budget FUND is ahead of pace: 109.00 spent of 110.00 allowed by now "
-                                              "this period; the offer costs 2.00"),)
+    assert result.reasons == (("A", "pacing", "budget FUND is paced: 110.00 may be spent by now this period and "
+                                              "109.00 is; the offer's 2.00 would go past it"),)
     assert run(snap, state=DecisionState(spent_by_budget={"FUND": 108.0})).action.offer_code == "A"
     assert run(snap, state=DecisionState(spent_by_budget={"FUND": 299.0})).reason_codes == {"A": "budget_exhausted"}
 
