@@ -41,6 +41,7 @@ the sums from the decisions table (the ledger of record).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -281,6 +282,7 @@ class Reservation:
     contacts_in_window: int | None = None
     max_contacts: int | None = None
     reserved_at_ms: int | None = None  # a replay: when the earlier call reserved (epoch ms)
+    attempt: str | None = None  # the call that holds the marker now (this one, replay or not)
 
     def charges_as(self, request: "ReserveRequest") -> bool:
         """Whether this reservation charged what ``request`` asks: the same cost to the same
@@ -370,9 +372,12 @@ return out
 """
 
 # Reservations in order, each atomic (the whole call is). KEYS[1] the ledger's ready mark: paid
-# reservations are refused ('not_ready') without it. ARGV[1] the number of reservations;
-# then, per reservation, its key count, its argument count and its arguments; KEYS holds every
-# reservation's keys one after the other, from KEYS[2]. One call for many reservations: a bulk chunk's
+# reservations are refused ('not_ready') without it. ARGV[1] the number of reservations, ARGV[2]
+# this call's attempt id; then, per reservation, its key count, its argument count and its
+# arguments; KEYS holds every reservation's keys one after the other, from KEYS[2]. A replay
+# hands the marker to this attempt (its "attempt" field), so an earlier attempt whose row then
+# fails to be written does not release what this one's row records (``release(attempt=…)``).
+# One call for many reservations: a bulk chunk's
 # hundreds cost Redis one command, and redis-py one to pack and one reply to read.
 # One reservation's keys: 1 request marker; 2 .. 1+nb budget counters; 2+nb contacts (if any).
 # Its arguments: 1 marker JSON, 2 marker TTL ms, 3 cost cents, 4 nb, 5 has contact ("1"/"0"),
@@ -383,10 +388,16 @@ return out
 # Bounds are formatted in Python: Lua prints large numbers as 1.7e+12.
 _RESERVE_LUA = """
 local ready = redis.call('EXISTS', KEYS[1]) == 1
+local attempt = ARGV[2]
 local function reserve(k, a)
   local marker_key = KEYS[k + 1]
   local stored = redis.call('GET', marker_key)
   if stored then
+    local record = cjson.decode(stored)
+    if record['attempt'] ~= attempt then
+      record['attempt'] = attempt
+      redis.call('SET', marker_key, cjson.encode(record), 'KEEPTTL')
+    end
     return {'replay', stored}
   end
   local cost = tonumber(ARGV[a + 3])
@@ -437,7 +448,7 @@ local function reserve(k, a)
 end
 
 local out = {}
-local k, a = 1, 1
+local k, a = 1, 2
 for r = 1, tonumber(ARGV[1]) do
   local nk, na = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   out[r] = reserve(k, a + 2)
@@ -579,7 +590,7 @@ class BudgetLedger:
         for start in range(0, len(calls), RESERVATIONS_PER_CALL):
             batch = calls[start:start + RESERVATIONS_PER_CALL]
             keys: list[str] = [LEDGER_READY_KEY]
-            args: list[Any] = [len(batch)]
+            args: list[Any] = [len(batch), attempt]
             for call_keys, call_args, _, _ in batch:
                 keys += call_keys
                 args += [len(call_keys), len(call_args), *call_args]
@@ -592,7 +603,7 @@ class BudgetLedger:
             # whichever went through
             self._undo(requests, calls)
             raise LedgerUnavailable(f"budget ledger unavailable: {exc}") from exc
-        return [self._reservation(request, reply, cost_cents, charged)
+        return [self._reservation(request, reply, cost_cents, charged, attempt)
                 for request, reply, (_, _, cost_cents, charged) in zip(requests, replies, calls)]
 
     def _evalsha_many(self, script: Any, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
@@ -674,14 +685,15 @@ class BudgetLedger:
         return keys, args, cost_cents, charged
 
     @staticmethod
-    def _reservation(request: "ReserveRequest", reply: Any, cost_cents: int,
-                     charged: tuple[Charge, ...]) -> Reservation:
+    def _reservation(request: "ReserveRequest", reply: Any, cost_cents: int, charged: tuple[Charge, ...],
+                     attempt: str) -> Reservation:
         request_key = request.request_key
         outcome = _text(reply[0])
         if outcome == OK:
-            return Reservation(request_key, True, None, cost_cents, charged, request.contact is not None)
+            return Reservation(request_key, True, None, cost_cents, charged, request.contact is not None,
+                               attempt=attempt)
         if outcome == "replay":
-            return _replayed(request_key, _text(reply[1]))
+            return dataclasses.replace(_replayed(request_key, _text(reply[1])), attempt=attempt)
         if outcome == "not_ready":
             return Reservation(request_key, False, NOT_READY, cost_cents)
         if outcome == CONTACT_CAP:
@@ -691,11 +703,14 @@ class BudgetLedger:
         return Reservation(request_key, False, outcome, cost_cents, budget_code=budget.code,
                            spent_cents=int(reply[2]), limit_cents=int(reply[3]))
 
-    def release(self, request_key: str) -> Release:
+    def release(self, request_key: str, attempt: str | None = None) -> Release:
         """Undo a successful reservation: refund what its marker says was charged, forget the
         contact and delete the marker, atomically. For when the decision row cannot be written
         after the reservation. Idempotent: with no marker (already released, never reserved,
         refused, or expired) nothing happens and ``released`` is False.
+
+        With ``attempt`` (``Reservation.attempt``), only while that call still holds the marker:
+        a retry that replayed it since holds it now, and its row may record the charge.
 
         Two steps so every key is known before the script runs: read the marker, then a script
         that refunds only if the marker is still exactly that one (compare-and-delete); if it
@@ -709,6 +724,8 @@ class BudgetLedger:
                     return Release(False)
                 stored = _text(raw)
                 record = json.loads(stored)
+                if attempt is not None and record.get("attempt") != attempt:
+                    return Release(False)
                 refunds = tuple(Charge(code, period, int(cents)) for code, period, cents in record["budgets"])
                 keys = [marker_key, *(budget_key(c.code, c.period_key) for c in refunds)]
                 contact = record.get("contact")

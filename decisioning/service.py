@@ -214,6 +214,7 @@ def _reserve(ctx: DecisionContext, snapshot: DecisionSnapshot, contacts: list[Co
                                                                 channel=c.body.channel))
             continue
         c.reserved_key = None if reservation.replayed else request.request_key
+        c.reserved_attempt = reservation.attempt
         c.charges = tuple((charge.code, charge.period_key, charge.amount) for charge in reservation.charged)
 
 
@@ -495,8 +496,8 @@ def _release(ctx: DecisionContext, contacts: list[Contact]) -> None:
     for c in contacts:
         if c.reserved_key:
             try:
-                ctx.ledger.release(c.reserved_key)
-            except LedgerUnavailable:  # the reconcile job rebuilds counters from the ledger of record
+                ctx.ledger.release(c.reserved_key, attempt=c.reserved_attempt)
+            except LedgerUnavailable:  # the counter stays above the ledger: money held back, not overspent
                 log.warning("could not release reservation %s", c.reserved_key)
 
 

@@ -65,6 +65,7 @@ class Contact:
     response: dict[str, Any] | None = None
     charges: tuple[tuple[str, str, Decimal], ...] = ()  # (budget code, period key, amount)
     reserved_key: str | None = None  # the ledger request key, when a reservation was charged
+    reserved_attempt: str | None = None  # the reserving call's attempt id (see BudgetLedger.release)
     error: BaseException | None = None  # what this contact's request is answered with instead
 
     @property

@@ -26,6 +26,7 @@ from decisioning.ledger import (
     NOT_READY,
     RESERVATIONS_PER_CALL,
     LedgerUnavailable,
+    Release,
     ReserveRequest,
     budget_key,
     contacts_key,
@@ -271,6 +272,27 @@ def test_release_refunds_exactly_once(ledger, redis):
     # released means forgotten: the same request key is a new reservation, the contact counts again
     again = ledger.reserve("undo", cost="3.25", budgets=budgets, contact=sms, now=NOW)
     assert again.ok and not again.replayed and counter(redis, "PROG") == 525
+
+
+def test_a_retry_that_replayed_the_reservation_holds_it_so_the_first_attempt_cannot_release_it(ledger, redis):
+    """Attempt A reserves; its retry B replays A's reservation and stores the decision row with
+    its charge; then A's own write fails. A's release must not refund what B's row records."""
+    request = ReserveRequest("r-1", Decimal("5.00"), (cap("PROG", "100"),), ContactLimit("s-1", "sms", 5, WEEK_S))
+    [first] = ledger.reserve_many([request], NOW)
+    [retry] = ledger.reserve_many([request], NOW + timedelta(seconds=1))
+    assert first.ok and not first.replayed and retry.replayed and retry.attempt != first.attempt
+    assert ledger.release("r-1", attempt=first.attempt) == Release(False)
+    assert counter(redis, "PROG") == 500 and redis.zcard(contacts_key("s-1", "sms")) == 1
+    # the marker (handed to the retry) still replays the same charge, and the retry may release it
+    [again] = ledger.reserve_many([request], NOW + timedelta(seconds=2))
+    assert again.replayed and again.charged == first.charged and again.cost_cents == 500
+    assert ledger.release("r-1", attempt=again.attempt).released
+    assert counter(redis, "PROG") == 0 and redis.zcard(contacts_key("s-1", "sms")) == 0
+    # a free, uncapped-budget reservation's marker survives the hand-over too
+    free = ReserveRequest("r-free", 0, (), ContactLimit("s-2", "sms", 5, WEEK_S))
+    ledger.reserve_many([free], NOW)
+    [free_retry] = ledger.reserve_many([free], NOW)
+    assert free_retry.replayed and free_retry.charged == () and ledger.release("r-free").released
 
 
 def test_release_refunds_nothing_for_a_marker_that_changed_after_it_was_read(ledger, redis):
