@@ -574,7 +574,8 @@ class BudgetLedger:
 
         The same ``request_key`` again (within the marker TTL) returns the first successful
         result with ``replayed=True`` and charges nothing, whatever the other arguments say;
-        compare ``cost_cents``/``charged`` if a mismatch matters. Free actions (cost 0) skip
+        compare ``cost_cents``/``charged`` if a mismatch matters. The replaying call then holds
+        the marker (``Reservation.attempt``): the first call can no longer release it. Free actions (cost 0) skip
         the budgets but still count against the contact cap.
         """
         return self.reserve_many([ReserveRequest(request_key, cost, tuple(budgets), contact)], now)[0]
