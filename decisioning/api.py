@@ -31,6 +31,7 @@ from infra.redis_conn import connect_redis
 
 bp = Blueprint("decisions_api", __name__, url_prefix="/api/v1")
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[\\x21-\\x7e]+$"}
 
 
 def decision_context() -> DecisionContext:
@@ -75,7 +76,8 @@ def _idempotency_key() -> str | None:
          responses={200: schemas.DecisionOut},
          errors={409: "the request id (or Idempotency-Key) was used before with another body",
                  429: "more decisions per second than this key may make", 503: "the decision store is down"},
-         headers={IDEMPOTENCY_HEADER: "a retry with the same key and body gets the stored decision"})
+         headers={IDEMPOTENCY_HEADER: ("a retry with the same key and body gets the stored decision; 1–128 "
+                                       "printable ASCII characters, no spaces", IDEMPOTENCY_KEY_SCHEMA)})
 @require_channel_or_user(*CONFIG_WRITERS)
 def create_decision():  # type: ignore[no-untyped-def]
     body = read_json_body(schemas.DecisionIn)
@@ -98,7 +100,9 @@ def create_decision():  # type: ignore[no-untyped-def]
          body=schemas.BulkDecisionsIn, responses={200: schemas.BulkDecisionsOut},
          errors={409: "a request id repeats in the batch or was used before with another body",
                  429: "more decisions per second than this key may make", 503: "the decision store is down"},
-         headers={IDEMPOTENCY_HEADER: "request ids of contacts without one are derived from it"})
+         headers={IDEMPOTENCY_HEADER: ("covers the whole call: the same key and body replay it, another body "
+                                       "is a 409; contacts without a request id get <key>#<index>",
+                                       IDEMPOTENCY_KEY_SCHEMA)})
 @require_channel_or_user(*CONFIG_WRITERS)
 def create_decisions_bulk():  # type: ignore[no-untyped-def]
     settings = current_app.config["CAREPILOT_SETTINGS"]
@@ -113,7 +117,7 @@ def create_decisions_bulk():  # type: ignore[no-untyped-def]
         ctx = decision_context()
         caller = _caller(principal)
         answers = decide_contacts(ctx, caller, body.contacts, idempotency_key=_idempotency_key(),
-                                  rate_limit_per_s=settings.decision_rate_limit_per_s)
+                                  rate_limit_per_s=settings.decision_rate_limit_per_s, bulk=True)
         response = _json({"decisions": answers})
         del body, answers
     return response

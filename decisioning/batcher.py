@@ -89,15 +89,24 @@ class DecisionBatcher:
     def _run_batch(self) -> None:
         with self._lock:
             batch = self._take()
-        contacts = [new_contact(0, t.caller, t.body, t.idempotency_key) for t in batch]  # each its own request
-        limits = {t.caller: t.rate_limit_per_s for t in batch}
         self.batches += 1  # only the leader counts: one thread at a time
         self.decided += len(batch)
+        # whatever goes wrong, every ticket gets an outcome and the lead is passed on below: a
+        # leader that left without doing so would leave every later request waiting for ever
+        deciding: list[_Ticket] = []
+        contacts = []
+        for ticket in batch:  # each its own request; one that cannot be read fails alone
+            try:
+                contacts.append(new_contact(0, ticket.caller, ticket.body, ticket.idempotency_key))
+                deciding.append(ticket)
+            except Exception as exc:  # noqa: BLE001 — that request's own error
+                ticket.outcome = Outcome(error=exc)
         try:
-            outcomes = decide_batch(self.ctx, contacts, limits, now=self.clock())
+            limits = {t.caller: t.rate_limit_per_s for t in deciding}
+            outcomes = decide_batch(self.ctx, contacts, limits, now=self.clock()) if contacts else []
         except BaseException as exc:  # noqa: BLE001 — every request of the batch gets the error
-            outcomes = [Outcome(error=exc) for _ in batch]
-        for ticket, outcome in zip(batch, outcomes):
+            outcomes = [Outcome(error=exc) for _ in deciding]
+        for ticket, outcome in zip(deciding, outcomes):
             ticket.outcome = outcome
         with self._lock:
             following = self._queue[0] if self._queue else None

@@ -52,12 +52,13 @@ from decisioning.store import (Contact, DecisionStore, Replays, RequestKey, SqlS
                                StoreUnavailable)
 from infra.config_version import CONFIG_EPOCH_KEY, CONFIG_VERSION_KEY, parse_version
 from infra.db import utcnow
-from infra.errors import ApiError, Conflict
+from infra.errors import ApiError, BadRequest, Conflict
 
 log = logging.getLogger("carepilot.decisions")
 DEFAULT_DEADLINE_MS = 50.0
 REDIS_RETRY_AFTER_S = 1.0
 WRITE_CHUNK = 2_000  # contacts per decision write in a bulk call
+MAX_REQUEST_ID_LENGTH = 128  # the decisions.request_id column
 
 
 class DecisionStoreUnavailable(ApiError):
@@ -277,27 +278,51 @@ def new_ids(count: int) -> list[str]:
     return [digits[i:i + 32] for i in range(0, 32 * count, 32)]
 
 
-def new_contact(index: int, caller: str, body: DecisionIn, idempotency_key: str | None = None,
-                call_size: int = 1) -> Contact:
-    """A contact of a request: its request id is the body's, else the Idempotency-Key (with
-    ``#<index>`` in a bulk call), else a new one."""
-    request_id = body.request_id or (f"{idempotency_key}#{index}" if idempotency_key and call_size > 1
-                                     else idempotency_key) or new_ids(1)[0]
-    return Contact(index, caller, body, request_id, request_hash(body))
+def new_contact(index: int, caller: str, body: DecisionIn, idempotency_key: str | None = None, *,
+                call_hash: str | None = None, body_hash: str | None = None) -> Contact:
+    """A contact of a request: its request id is the body's, else the Idempotency-Key, else a
+    new one. In a bulk call (``call_hash`` given: :func:`bulk_call_hash`) a contact without its
+    own request id is ``<key>#<index>``, and it is "the same request" only as part of the same
+    call: its hash covers the whole call, so the key sent again with another batch is a 409."""
+    body_hash = body_hash or request_hash(body)
+    if body.request_id:
+        return Contact(index, caller, body, body.request_id, body_hash)
+    if idempotency_key and call_hash is not None:
+        in_call = hashlib.sha256(f"{call_hash}:{body_hash}".encode()).hexdigest()
+        return Contact(index, caller, body, f"{idempotency_key}#{index}", in_call)
+    return Contact(index, caller, body, idempotency_key or new_ids(1)[0], body_hash)
+
+
+def bulk_call_hash(bodies: Sequence[DecisionIn], body_hashes: Sequence[str]) -> str:
+    """SHA-256 of a whole bulk call: every contact's request id (if any) and request hash, in order."""
+    return hashlib.sha256("\n".join(f"{body.request_id or ''}:{digest}" for body, digest in zip(bodies, body_hashes))
+                          .encode()).hexdigest()
 
 
 def decide_contacts(ctx: DecisionContext, caller: str, bodies: Sequence[DecisionIn], *,
                     idempotency_key: str | None = None, now: datetime | None = None,
-                    rate_limit_per_s: int | None = None) -> list[dict[str, Any]]:
+                    rate_limit_per_s: int | None = None, bulk: bool = False) -> list[dict[str, Any]]:
     """Decide for every contact of one request, in order; returns the response bodies
     (DESIGN §7). All or nothing for request errors: nothing is decided when one contact's
-    request id clashes or the caller is over its rate limit.
+    request id clashes or the caller is over its rate limit. ``bulk``: a bulk call, whose
+    ``idempotency_key`` covers the whole call (:func:`new_contact`).
 
     Raises Conflict (409 ``idempotency_conflict``) when a request id was used before with
     another body, RateLimited (429) when ``rate_limit_per_s`` is given and exceeded, and
     DecisionStoreUnavailable (503) when the database cannot be read or written.
     """
-    contacts = [new_contact(index, caller, body, idempotency_key, len(bodies)) for index, body in enumerate(bodies)]
+    hashes = [request_hash(body) for body in bodies]
+    call_hash = None
+    if bulk and idempotency_key:
+        longest = len(f"{idempotency_key}#{len(bodies) - 1}")
+        if longest > MAX_REQUEST_ID_LENGTH:
+            room = MAX_REQUEST_ID_LENGTH - (longest - len(idempotency_key))
+            raise BadRequest(f"the Idempotency-Key is too long for a call of {len(bodies)} contacts: each contact's "
+                             f"request id is the key, '#' and its index, at most {MAX_REQUEST_ID_LENGTH} "
+                             f"characters, so use a key of at most {room}", code="invalid_header")
+        call_hash = bulk_call_hash(bodies, hashes)
+    contacts = [new_contact(index, caller, body, idempotency_key, call_hash=call_hash, body_hash=digest)
+                for index, (body, digest) in enumerate(zip(bodies, hashes))]
     seen: set[str] = set()
     for c in contacts:
         if c.request_id in seen:
@@ -453,6 +478,14 @@ def _preflight(ctx: DecisionContext, contacts: list[Contact], cached: LoadedConf
         ctx.redis_failed()
         return None, False, None, set()
     over = {caller for i, caller in enumerate(limited_callers) if replies[2 * i] > rate_limits[caller]}  # type: ignore[operator]
+    if over:  # a refused call decides nothing, so it gives its count back: the caller's next call may fit
+        try:
+            refund = ctx.redis_client.pipeline(transaction=False)
+            for caller in over:
+                refund.decrby(f"cp:rate:{caller}:{second}", counts[caller])
+            refund.execute()
+        except (redis.RedisError, OSError):
+            pass  # the window ends within the second anyway
     if replies[version_at][2] is None:  # the counters are being rebuilt: spend unknown
         return version, False, None, over
     if reads is None or isinstance(replies[-1], Exception):  # NOSCRIPT: decide_batch reads again

@@ -100,7 +100,10 @@ def _utc_moment(text: str) -> datetime:
 
 OutcomeType = Literal[OUTCOME_TYPES]  # type: ignore[valid-type]
 DecisionId = Annotated[str, Field(min_length=1, max_length=64)]
-SubscriberId = Annotated[str, AfterValidator(_valid_subscriber_id)]  # the profile store's rules
+# the profile store's rules: 1–64 characters once surrounding spaces are stripped, no control or
+# formatting characters (the schema states the length; the rest is the validator's)
+SubscriberId = Annotated[str, AfterValidator(_valid_subscriber_id),
+                         Field(json_schema_extra={"minLength": 1, "maxLength": 64})]
 
 
 class OutcomeIn(StrictModel):

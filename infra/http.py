@@ -54,6 +54,8 @@ def _parse_json(raw: bytes) -> Any:
             data = json.loads(raw, parse_constant=_no_constants)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from None
+        except RecursionError:  # orjson stops at 1,024 levels; the standard parser overflows the stack
+            raise BadRequest("the body is not valid JSON: nested too deeply", code="invalid_json") from None
     if b"\\u0000" in raw:  # JSON can carry a NUL only as this escape (raw control bytes are invalid)
         refuse_unstorable(data)
     return data

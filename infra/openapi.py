@@ -39,7 +39,8 @@ Everything else is optional:
   ones are added by rule; all use the one error envelope (``#/components/schemas/ErrorEnvelope``):
   400 when the operation takes input or writes, 401/403 unless ``public=True``, 404 with path
   parameters, 409 for authenticated writes, 413/415 with a body.
-- ``headers``: optional request headers -> description (e.g. ``Idempotency-Key``).
+- ``headers``: optional request headers -> description, or (description, JSON schema) (e.g.
+  ``Idempotency-Key``).
 - ``public=True``: no authentication (login, health, this document).
 - ``tags``: defaults to the first path segment after ``/api/v1``.
 
@@ -122,7 +123,7 @@ class OperationDoc:
     path: Mapping[str, Any] = field(default_factory=dict)
     responses: Mapping[int, ResponseSpec] = field(default_factory=dict)
     errors: Mapping[int, str | None] = field(default_factory=dict)
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str | tuple[str, JsonSchema]] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
     public: bool = False
 
@@ -130,7 +131,8 @@ class OperationDoc:
 def api_doc(summary: str, *, description: str | None = None, body: type[BaseModel] | None = None,
             partial: bool = False, raw_body: RawBody | None = None, query: type[BaseModel] | None = None,
             path: Mapping[str, Any] | None = None, responses: Mapping[int, ResponseSpec] | None = None,
-            errors: Mapping[int, str | None] | None = None, headers: Mapping[str, str] | None = None,
+            errors: Mapping[int, str | None] | None = None,
+            headers: Mapping[str, str | tuple[str, JsonSchema]] | None = None,
             tags: tuple[str, ...] = (), public: bool = False) -> Callable[[F], F]:
     """Decorator: document a view for the OpenAPI document (see the module docstring)."""
     doc = OperationDoc(summary=summary, description=description, body=body, partial=partial,
@@ -395,9 +397,10 @@ def _operation(rule: Rule, method: str, view: Callable[..., Any], doc: Operation
     has_path = bool(parameters)
     if doc.query is not None:
         parameters += _query_parameters(doc.query)
-    for name, text in doc.headers.items():
+    for name, spec in doc.headers.items():
+        text, schema = spec if isinstance(spec, tuple) else (spec, {"type": "string"})
         parameters.append({"name": name, "in": "header", "required": False, "description": text,
-                           "schema": {"type": "string"}})
+                           "schema": schema})
     callers = None if doc.public else view_callers(view)
     description = (doc.description or view.__doc__ or "").strip()
     if not doc.public:

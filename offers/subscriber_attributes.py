@@ -299,6 +299,7 @@ ATTRIBUTE_KINDS: dict[str, str] = {name: spec[0] for name, spec in _KNOWN.items(
 _FROM_CSV: dict[str, _Parser] = {name: spec[1] for name, spec in _KNOWN.items()}
 _FROM_JSON: dict[str, _Parser] = {name: spec[2] for name, spec in _KNOWN.items()}
 _SCALARS = (str, int, float, bool)
+_INT64_MIN, _INT64_MAX = -2 ** 63, 2 ** 63 - 1  # what JSON encoders and databases carry as integers
 
 
 def check_attribute_name(name: Any) -> str:
@@ -341,6 +342,8 @@ def _json_other(value: Any) -> Any:
         return _check_text(value)
     if kind is float and not math.isfinite(value):
         raise ValueError("must be a finite number")
+    if kind is int and not _INT64_MIN <= value <= _INT64_MAX:
+        raise ValueError("is an integer beyond 64 bits")
     if kind in _SCALARS:
         return value
     if kind is list:

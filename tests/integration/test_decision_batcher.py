@@ -132,3 +132,22 @@ def test_two_tries_of_one_request_are_never_in_one_batch(staged, race_database, 
         assert session.scalar(select(func.count()).select_from(Decision).where(Decision.request_id == "twice")) == 1
         charged = session.scalar(select(func.coalesce(func.sum(BudgetCharge.amount), 0)))
     assert BudgetLedger(redis).spent_total(BUDGET_CODE, f"{now:%Y-%m}") == charged == 2 * COST
+
+
+def test_a_request_that_cannot_be_read_fails_alone_and_the_batcher_goes_on(staged, race_database, redis):
+    """A body that cannot be hashed (here built past validation, which now refuses such a
+    context) failed the whole batch before it was decided and left the batcher marked busy:
+    every later request in the process waited for ever."""
+    batcher, run, ctx, now = staged
+    unreadable = DecisionIn.model_construct(subscriber_id="s-1", channel="sms", request_id="odd-1",
+                                            context={"n": 2 ** 64})
+    results, sizes = run([("key:a", unreadable, None),
+                          ("key:a", DecisionIn(subscriber_id="s-2", channel="sms", request_id="fine-1"), None)])
+    odd, fine = results
+    assert isinstance(odd, TypeError) and fine["subscriber_id"] == "s-2" and sizes == [1, 1]
+    later: list[Any] = []
+    thread = threading.Thread(target=lambda: later.append(batcher.decide(
+        "key:a", DecisionIn(subscriber_id="s-3", channel="sms", request_id="later-1"))))
+    thread.start()
+    thread.join(WAIT_S)
+    assert not thread.is_alive() and later[0]["subscriber_id"] == "s-3"

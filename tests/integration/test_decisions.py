@@ -371,6 +371,7 @@ def test_new_ids_are_distinct_128_bit_hex():
 
 @pytest.mark.parametrize("context, message", [
     ({"ltv": 10 ** 400}, "ltv: is far too large"),  # was a 500: the request hash could not encode it
+    ({"n": 2 ** 64}, "n: is an integer beyond 64 bits"),  # was a 500 that left the batcher stuck
     ({"has_broadband": "false"}, "has_broadband: must be true or false"),  # a string is not a boolean
     ({"churn_score": True}, "churn_score"),
     ({"tier": "vip"}, "tier cannot be stored as an attribute"),  # computed by the tier rules
@@ -392,3 +393,50 @@ def test_a_null_context_attribute_is_kept_as_unknown_now(client, auth, catalogue
     response = client.post(URL, json={"subscriber_id": "s-vip", "channel": "sms", "context": {"ltv": None}},
                            headers=auth["sms"])
     assert response.status_code == 200, response.json
+
+
+def test_an_idempotency_key_covers_the_whole_bulk_call(client, auth, catalogue):
+    bulk_url, headers = f"{URL}/bulk", {**auth["sms"], "Idempotency-Key": "batch-7"}
+    two = [{"subscriber_id": "s-vip", "channel": "sms"}, {"subscriber_id": "s-basic", "channel": "sms"}]
+    first = client.post(bulk_url, json={"contacts": two}, headers=headers)
+    assert first.status_code == 200, first.json
+    again = client.post(bulk_url, json={"contacts": two}, headers=headers).json["decisions"]
+    assert [a["replayed"] for a in again] == [True, True]
+    assert [a["decision_id"] for a in again] == [a["decision_id"] for a in first.json["decisions"]]
+    # the key sent again with another batch (one more contact, or fewer) is a 409, and nothing is decided
+    for contacts in ([*two, {"subscriber_id": "s-new", "channel": "sms"}], two[:1]):
+        other = client.post(bulk_url, json={"contacts": contacts}, headers=headers)
+        assert other.status_code == 409 and other.json["error"]["code"] == "idempotency_conflict", other.json
+    # a one-contact bulk call and a single decision with the same key are different requests
+    single = client.post(URL, json=two[0], headers=headers)
+    assert single.status_code == 200 and single.json["replayed"] is False
+
+
+def test_an_idempotency_key_too_long_for_the_bulk_calls_request_ids_is_a_400(client, auth, catalogue):
+    contacts = [{"subscriber_id": "s-vip", "channel": "sms"}] * 12
+    key = "k" * 126  # "k…k#11" would be 129 characters, past the request id's 128
+    response = client.post(f"{URL}/bulk", json={"contacts": contacts}, headers={**auth["sms"], "Idempotency-Key": key})
+    assert response.status_code == 400 and response.json["error"]["code"] == "invalid_header", response.json
+    assert "at most 125" in response.json["error"]["message"]
+    fits = client.post(f"{URL}/bulk", json={"contacts": contacts}, headers={**auth["sms"], "Idempotency-Key": key[:125]})
+    assert fits.status_code == 200, fits.json
+
+
+def test_a_call_refused_by_the_rate_limit_gives_its_count_back(app, client, auth, catalogue, redis):
+    from decisioning.service import RateLimited, decide_contacts
+
+    bodies = [DecisionIn(subscriber_id="s-vip", channel="sms") for _ in range(10)]
+    with app.app_context():
+        with pytest.raises(RateLimited):
+            decide_contacts(decision_context(), "key:limited", bodies, rate_limit_per_s=5, bulk=True)
+        # nothing was decided, so nothing counts against the key: a call that fits goes through
+        assert all(int(redis.get(key)) == 0 for key in redis.keys("cp:rate:key:limited:*"))
+        assert len(decide_contacts(decision_context(), "key:limited", bodies[:5], rate_limit_per_s=5)) == 5
+
+
+def test_a_body_nested_past_the_parsers_depth_is_a_400_not_a_500(client, auth, catalogue):
+    deep = "[" * 1100 + "]" * 1100
+    body = '{"subscriber_id": "s-vip", "channel": "sms", "context": {"x": ' + deep + '}}'
+    response = client.post(URL, data=body, content_type="application/json", headers=auth["sms"])
+    assert response.status_code == 400 and response.json["error"]["code"] == "invalid_json", response.json
+    assert client.post(URL, json={"subscriber_id": "s-vip", "channel": "sms"}, headers=auth["sms"]).status_code == 200
