@@ -253,7 +253,11 @@ def decide(snapshot: DecisionSnapshot, request: DecisionRequest, state: Decision
         return _rejected(snapshot, request, state, error)
     now_utc = now if now.tzinfo is timezone.utc else _as_utc(now)
 
-    attributes = derive_contact_attributes({**profile, **context} if context else profile, now)
+    rule = snapshot.contact_rules.get(channel)
+    # a subscriber without a time zone of their own lives in the channel policy's, as its quiet
+    # hours do: their birthday and local hour are counted there (derived_attributes uses now's zone)
+    attributes = derive_contact_attributes({**profile, **context} if context else profile,
+                                           now_utc.astimezone(rule.zone) if rule is not None else now)
     tier = snapshot.tier_assigner.assign(attributes).tier
     risk = assess_risk(attributes, snapshot.risk_policy)
     attributes["tier"] = tier
@@ -262,7 +266,7 @@ def decide(snapshot: DecisionSnapshot, request: DecisionRequest, state: Decision
     stage = stage if type(stage) is str else None
 
     plan = snapshot.plan_for(tier, channel)
-    blocked = _channel_block(snapshot.contact_rules.get(channel), channel, attributes, state, now_utc)
+    blocked = _channel_block(rule, channel, attributes, state, now_utc)
 
     # a recorded arm in any experiment first: hashing into an earlier-keyed experiment must not
     # take a subscriber out of the arm another experiment already gave them (intention to treat)

@@ -652,3 +652,18 @@ def test_red_risk_makes_the_agent_call_back_eligible_whatever_the_churn_score(de
     assert red.risk_level == "red" and red.reason_codes.get("AGENT_CALLBACK_48H") != "not_eligible"
     quiet = demo_run(demo, "loyal-broadband", "call_centre", {"churn_score": 0.3})
     assert quiet.risk_level == "blue" and quiet.reason_codes["AGENT_CALLBACK_48H"] == "not_eligible"
+
+
+
+def test_without_a_time_zone_of_their_own_a_subscribers_day_is_the_channel_policys():
+    # 20:00 UTC on 1 March is 04:00 on 2 March in Shanghai, where the sms policy lives
+    policy = {"channel": "sms", "max_contacts": 5, "window_days": 7, "timezone": "Asia/Shanghai"}
+    snap = snapshot([offer("GIFT", 0.0, eligibility={"is_birthday_today": True}, uplift=0.05)],
+                    contact_policies=[policy])
+    evening = datetime(2026, 3, 1, 20, 0, tzinfo=timezone.utc)
+    result = decide(snap, DecisionRequest("s-1", "sms", {**PROFILE, "birthday": "03-02"}), DecisionState(), evening)
+    assert result.action is not None and result.action.offer_code == "GIFT"
+    # a subscriber with their own time zone keeps it
+    london = decide(snap, DecisionRequest("s-1", "sms", {**PROFILE, "birthday": "03-02", "timezone": "Europe/London"}),
+                    DecisionState(), evening)
+    assert london.reason_codes["GIFT"] == "not_eligible"
