@@ -34,9 +34,12 @@ The flow:
    positive score wins (ties: cheaper, then earlier in the catalogue); no action when none is
    positive.
 
-``probability`` is the probability the policy gives this action to this subscriber, the
-propensity for off-policy evaluation: 1.0 for arbitration (deterministic), the arm's share of
-the experiment's traffic for an experiment (``LiveExperiment.arm_probability``).
+``probability`` is the probability of the route that decided, the propensity of the logged
+treatment: 1.0 for arbitration (deterministic); for an experiment, the chance the hash gives a
+subscriber of this tier this arm, or the holdout (``LiveExperiment.arm_probability``: coverage,
+namespace share, holdout and weights), which is what the readouts' per-arm comparison rests
+on. It is not the sum over every route to the same action: a subscriber the hash leaves out
+gets arbitration's action, which an arm may share.
 
 Money: paid offers (cost > 0) spend from every budget in scope; free offers pass the ROI floor,
 the ledger and the budgets, but not contact caps or quiet hours. When Redis is unavailable
