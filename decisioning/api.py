@@ -62,9 +62,12 @@ def _json(body: dict) -> Response:  # type: ignore[type-arg]
 
 
 def _idempotency_key() -> str | None:
-    key = request.headers.get(IDEMPOTENCY_HEADER)
-    if key is None:
+    keys = request.headers.getlist(IDEMPOTENCY_HEADER)
+    if not keys:
         return None
+    if len(keys) > 1:
+        raise BadRequest(f"send one {IDEMPOTENCY_HEADER} header, not {len(keys)}", code="invalid_header")
+    key = keys[0]
     if not 1 <= len(key) <= 128 or not key.isascii() or not key.isprintable() or " " in key:
         raise BadRequest(f"{IDEMPOTENCY_HEADER} must be 1–128 printable ASCII characters without spaces",
                          code="invalid_header")

@@ -440,3 +440,9 @@ def test_a_body_nested_past_the_parsers_depth_is_a_400_not_a_500(client, auth, c
     response = client.post(URL, data=body, content_type="application/json", headers=auth["sms"])
     assert response.status_code == 400 and response.json["error"]["code"] == "invalid_json", response.json
     assert client.post(URL, json={"subscriber_id": "s-vip", "channel": "sms"}, headers=auth["sms"]).status_code == 200
+
+
+def test_two_idempotency_keys_in_one_request_are_a_400(client, auth, catalogue):
+    headers = [*auth["sms"].items(), ("Idempotency-Key", "k-a"), ("Idempotency-Key", "k-b")]
+    response = client.post(URL, json={"subscriber_id": "s-vip", "channel": "sms"}, headers=headers)
+    assert response.status_code == 400 and response.json["error"]["code"] == "invalid_header", response.json
