@@ -77,11 +77,39 @@ def _parse_number(raw: str, *, integer: bool = False) -> float | int:
 
 
 @dataclass
-class OfferForm:
+class Form:
     """What the user typed (re-shown unchanged on error) and the messages per field."""
 
     values: dict[str, Any]
     errors: dict[str, list[str]] = field(default_factory=dict)
+
+    def add_error(self, field_name: str, message: str) -> None:
+        self.errors.setdefault(field_name, []).append(message)
+
+    def add_api_error(self, exc: ApiError) -> None:
+        """Spread an ApiError over the fields its details name (``$.eligibility.x`` → eligibility)."""
+        placed = False
+        for detail in exc.details or []:
+            if not isinstance(detail, dict):
+                continue
+            path, message = str(detail.get("path", "$")), str(detail.get("message", exc.message))
+            match = _FIELD_OF_PATH.match(path)
+            if match and match.group(1) in self.values:
+                name = match.group(1)
+                # A condition error names where inside the JSON it is; a plain field error does not need it.
+                self.add_error(name, f"{message} (at {path})" if path != f"$.{name}" else message)
+                placed = True
+            else:
+                self.add_error(FORM_LEVEL, message)
+                placed = True
+        if not placed:
+            target = "code" if exc.code.endswith("_exists") and "code" in self.values else FORM_LEVEL
+            self.add_error(target, exc.message)
+
+
+@dataclass
+class OfferForm(Form):
+    """The offer form: what the user typed and the messages per field."""
 
     @classmethod
     def blank(cls) -> "OfferForm":
@@ -108,9 +136,6 @@ class OfferForm:
                     "value_horizon_months": form.get("value_horizon_months", ""),
                     "active": form.get("active") == "on"})
 
-    def add_error(self, field_name: str, message: str) -> None:
-        self.errors.setdefault(field_name, []).append(message)
-
     def payload(self) -> dict[str, Any] | None:
         """The offer as the catalogue's JSON, or None (with ``errors`` filled) if some field's
         text cannot even be converted. Everything else is left to the catalogue's schema."""
@@ -136,22 +161,31 @@ class OfferForm:
             self.add_error("eligibility", str(exc))
         return None if self.errors else out
 
-    def add_api_error(self, exc: ApiError) -> None:
-        """Spread an ApiError over the fields its details name (``$.eligibility.x`` → eligibility)."""
-        placed = False
-        for detail in exc.details or []:
-            if not isinstance(detail, dict):
-                continue
-            path, message = str(detail.get("path", "$")), str(detail.get("message", exc.message))
-            match = _FIELD_OF_PATH.match(path)
-            if match and match.group(1) in self.values:
-                name = match.group(1)
-                # A condition error names where inside the JSON it is; a plain field error does not need it.
-                self.add_error(name, f"{message} (at {path})" if path != f"$.{name}" else message)
-                placed = True
-            else:
-                self.add_error(FORM_LEVEL, message)
-                placed = True
-        if not placed:
-            target = "code" if exc.code.endswith("_exists") else FORM_LEVEL
-            self.add_error(target, exc.message)
+
+# the risk policy's thresholds: (field, whole number?)
+RISK_THRESHOLDS = (("yellow_churn_score", False), ("red_churn_score", False), ("inactive_months", True),
+                   ("consecutive_downgrades", True), ("unresolved_complaints", True), ("complaint_surge_90d", True))
+
+
+@dataclass
+class RiskLevelsForm(Form):
+    """The warning levels' thresholds (the active risk policy)."""
+
+    @classmethod
+    def from_policy(cls, row: Mapping[str, Any]) -> "RiskLevelsForm":
+        return cls({name: f"{row[name]:g}" for name, _ in RISK_THRESHOLDS})
+
+    @classmethod
+    def from_request(cls, form: MultiDict) -> "RiskLevelsForm":
+        return cls({name: form.get(name, "") for name, _ in RISK_THRESHOLDS})
+
+    def payload(self) -> dict[str, Any] | None:
+        """The thresholds as numbers, or None (with ``errors``) if some text is not a number;
+        their ranges are the risk policy schema's to check."""
+        out: dict[str, Any] = {}
+        for name, integer in RISK_THRESHOLDS:
+            try:
+                out[name] = _parse_number(str(self.values[name]), integer=integer)
+            except ValueError as exc:
+                self.add_error(name, str(exc))
+        return None if self.errors else out

@@ -21,19 +21,19 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from admin_ui.forms import (FORM_LEVEL, OfferForm, compact_json, parse_json_object, pretty_json,
-                            safe_next)
+from admin_ui.forms import (FORM_LEVEL, RISK_THRESHOLDS, OfferForm, RiskLevelsForm, compact_json, parse_json_object,
+                            pretty_json, safe_next)
 from infra.audit import list_audit
 from infra.auth import (CONFIG_WRITERS, SAFE_METHODS, Principal, authenticate_password,
                         check_csrf, csrf_token, session_user)
 from infra.auth_models import CHANNELS
 from infra.db import db_session
 from infra.errors import ApiError, BadRequest, Forbidden
-from offers import catalogue
+from offers import catalogue, schemas
 from offers.api import present
 from offers.config_service import (create_config, deactivate_config, entity_json, get_config,
                                    list_config, update_config, validate_payload)
-from offers.models import Offer, Subscriber, Tier, TierScheme
+from offers.models import Offer, RiskLevelPolicy, Subscriber, Tier, TierScheme
 from offers.repository import load_tier_assigner
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,8 @@ AUDIT_PAGE_ROWS = 200
 RECENT_AUDIT_ROWS = 10
 MAX_PASSWORD_CHARS = 1000  # argon2 cost grows with input; nobody's password is longer
 NAV = (("admin.overview", "Overview"), ("admin.offers", "Offers"), ("admin.tiers", "Tiers"),
-       ("admin.experiments", "Experiments"), ("admin.audit", "Audit log"))
+       ("admin.risk_levels", "Risk levels"), ("admin.experiments", "Experiments"), ("admin.audit", "Audit log"))
+CUSTOM_RISK_POLICY = "custom"  # the risk policy this page creates when none is active
 FORM_EXPIRED = ("This form has expired or was not sent from this site, so nothing was changed. "
                 "Go back, reload the page and submit it again.")
 # No scripts at all: the UI is plain HTML forms, so the strictest policy costs nothing.
@@ -330,6 +331,54 @@ def tiers() -> Any:
     return _page("tiers.html", "admin.tiers", status=400 if profile_error else 200, schemes=schemes,
                  by_scheme=by_scheme, primary_scheme=primary_scheme, profile_text=profile_text,
                  profile_error=profile_error, result=result)
+
+
+# --- risk levels -----------------------------------------------------------------------------
+
+def _active_risk_policy(s: Any) -> Any:
+    return next(iter(list_config(s, catalogue.RISK_POLICIES)), None)
+
+
+def _risk_page(form: RiskLevelsForm, active: Any, status: int = 200) -> Any:
+    return _page("risk_levels.html", "admin.risk_levels", status=status, form=form, active=active,
+                 thresholds=[name for name, _ in RISK_THRESHOLDS])
+
+
+@bp.get("/risk-levels")
+def risk_levels() -> Any:
+    """The blue / yellow / red thresholds in force: the active risk policy, else the playbook's."""
+    active = _active_risk_policy(db_session())
+    defaults = {name: info.default for name, info in schemas.RiskPolicyIn.model_fields.items()}
+    return _risk_page(RiskLevelsForm.from_policy(entity_json(active) if active is not None else defaults), active)
+
+
+@bp.post("/risk-levels")
+@_roles(*CONFIG_WRITERS)
+def save_risk_levels() -> Any:
+    """Save the thresholds into the active risk policy (audited); with none active, into the
+    ``custom`` one, which becomes active."""
+    s = db_session()
+    active = _active_risk_policy(s)
+    form = RiskLevelsForm.from_request(request.form)
+    payload = form.payload()
+    if payload is None:
+        return _risk_page(form, active, status=400)
+    try:
+        if active is not None:
+            update_config(s, catalogue.RISK_POLICIES, active.code, payload, actor=_actor())
+        elif s.scalar(select(RiskLevelPolicy.id).where(RiskLevelPolicy.code == CUSTOM_RISK_POLICY)) is not None:
+            update_config(s, catalogue.RISK_POLICIES, CUSTOM_RISK_POLICY, {**payload, "active": True}, actor=_actor())
+        else:
+            data = validate_payload(catalogue.RISK_POLICIES, {"code": CUSTOM_RISK_POLICY, "name": "Warning levels",
+                                                              **payload})
+            create_config(s, catalogue.RISK_POLICIES, data, actor=_actor())
+    except ApiError as exc:
+        s.rollback()
+        form.add_api_error(exc)
+        return _risk_page(form, active, status=exc.status)
+    s.commit()
+    flash("Risk levels saved: the next decisions use them.", "success")
+    return redirect(url_for("admin.risk_levels"))
 
 
 # --- audit log -------------------------------------------------------------------------------

@@ -77,7 +77,8 @@ def pydantic_details(exc: ValidationError) -> list[dict[str, str]]:
         path = "$"
         for part in err["loc"]:
             path += f"[{part}]" if isinstance(part, int) else f".{part}"
-        details.append({"path": path, "message": err["msg"]})
+        # a validator's own sentence, without pydantic's "Value error, " in front of it
+        details.append({"path": path, "message": err["msg"].removeprefix("Value error, ")})
     return details
 
 

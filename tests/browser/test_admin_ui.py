@@ -122,3 +122,19 @@ def test_logout_ends_the_session(page, live_server):
     page.goto("/admin/offers")
     expect(page).to_have_url(re.compile(r"/admin/login\?next="))
     expect(page.get_by_test_id("current-user")).to_have_count(0)
+
+
+def test_marketing_changes_a_risk_threshold_and_a_bad_one_is_shown_inline(page, live_server):
+    _log_in(page, live_server.emails["marketing"], live_server.password)
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Risk levels").click()
+    page.get_by_label("Yellow from churn score").fill("0.9")  # above red: refused, input kept
+    page.get_by_role("button", name="Save risk levels").click()
+    expect(page.get_by_test_id("error-form")).to_have_text("yellow_churn_score must not be above red_churn_score")
+    expect(page.get_by_label("Yellow from churn score")).to_have_value("0.9")
+
+    page.get_by_label("Yellow from churn score").fill("0.35")
+    page.get_by_label("Inactive months").fill("2")
+    page.get_by_role("button", name="Save risk levels").click()
+    expect(page.get_by_role("status")).to_have_text("Risk levels saved: the next decisions use them.")
+    expect(page.get_by_label("Yellow from churn score")).to_have_value("0.35")
+    expect(page.get_by_label("Inactive months")).to_have_value("2")

@@ -337,3 +337,54 @@ def test_admin_pages_send_security_headers(client, login):
     assert "default-src 'none'" in r.headers["Content-Security-Policy"]
     assert r.headers["X-Frame-Options"] == "DENY" and r.headers["Cache-Control"] == "no-store"
     assert client.get("/admin/static/admin.css").status_code == 200
+
+
+# --- risk levels -----------------------------------------------------------------------------------
+
+RISK_FORM = {"yellow_churn_score": "0.35", "red_churn_score": "0.65", "inactive_months": "2",
+             "consecutive_downgrades": "3", "unresolved_complaints": "1", "complaint_surge_90d": "3"}
+
+
+def test_marketing_sets_the_risk_levels_and_they_are_audited(client, db, login):
+    from offers.models import RiskLevelPolicy
+
+    user, token = login("marketing")
+    page = _text(client.get("/admin/risk-levels"))
+    assert "the playbook's thresholds (no risk policy is active)" in page and 'value="0.4"' in page
+    r = client.post("/admin/risk-levels", data={**RISK_FORM, "csrf_token": token})
+    assert r.status_code == 302 and r.headers["Location"] == "/admin/risk-levels"
+    db.expire_all()
+    [policy] = db.scalars(select(RiskLevelPolicy)).all()
+    assert (policy.code, policy.active, policy.yellow_churn_score, policy.inactive_months) == ("custom", True, 0.35, 2)
+    page = _text(client.get("/admin/risk-levels"))
+    assert "Risk levels saved" in page
+    assert "risk policy <code>custom</code>" in page and 'value="0.35"' in page
+    # a second save edits the same policy
+    assert client.post("/admin/risk-levels", data={**RISK_FORM, "red_churn_score": "0.8",
+                                                   "csrf_token": token}).status_code == 302
+    db.expire_all()
+    assert [p.red_churn_score for p in db.scalars(select(RiskLevelPolicy))] == [0.8]
+    audit = db.scalars(select(AuditEntry).where(AuditEntry.entity_type == "risk_policy")).all()
+    assert [(a.actor, a.action) for a in audit] == [(f"user:{user.email}", "create"), (f"user:{user.email}", "update")]
+
+
+def test_bad_risk_levels_keep_the_input_and_name_the_field(client, db, login):
+    from offers.models import RiskLevelPolicy
+
+    _, token = login("marketing")
+    r = client.post("/admin/risk-levels", data={**RISK_FORM, "inactive_months": "two", "csrf_token": token})
+    assert r.status_code == 400 and _field_errors(r) == {"inactive_months": "must be a whole number"}
+    assert 'value="two"' in _text(r)
+    crossed = client.post("/admin/risk-levels", data={**RISK_FORM, "yellow_churn_score": "0.9", "csrf_token": token})
+    assert crossed.status_code == 400 and "yellow_churn_score must not be above red_churn_score" in _text(crossed)
+    high = client.post("/admin/risk-levels", data={**RISK_FORM, "red_churn_score": "1.5", "csrf_token": token})
+    assert high.status_code == 400 and "red_churn_score" in _field_errors(high)
+    assert db.scalars(select(RiskLevelPolicy)).all() == []
+
+
+def test_analysts_see_the_risk_levels_read_only(client, db, login):
+    _, token = login("analyst")
+    page = _text(client.get("/admin/risk-levels"))
+    assert "Read-only" in page and "Save risk levels" not in page
+    r = client.post("/admin/risk-levels", data={**RISK_FORM, "csrf_token": token})
+    assert r.status_code == 403 and "you are logged in as analyst" in _text(r)
