@@ -34,7 +34,7 @@ from offers.api import present
 from offers.config_service import (create_config, deactivate_config, entity_json, get_config,
                                    list_config, update_config, validate_payload)
 from offers.models import Offer, RiskLevelPolicy, Subscriber, Tier, TierScheme
-from offers.repository import load_tier_assigner
+from offers.repository import active_risk_policy, load_tier_assigner
 
 log = logging.getLogger(__name__)
 
@@ -335,10 +335,6 @@ def tiers() -> Any:
 
 # --- risk levels -----------------------------------------------------------------------------
 
-def _active_risk_policy(s: Any) -> Any:
-    return next(iter(list_config(s, catalogue.RISK_POLICIES)), None)
-
-
 def _risk_page(form: RiskLevelsForm, active: Any, status: int = 200) -> Any:
     return _page("risk_levels.html", "admin.risk_levels", status=status, form=form, active=active,
                  thresholds=[name for name, _ in RISK_THRESHOLDS])
@@ -347,7 +343,7 @@ def _risk_page(form: RiskLevelsForm, active: Any, status: int = 200) -> Any:
 @bp.get("/risk-levels")
 def risk_levels() -> Any:
     """The blue / yellow / red thresholds in force: the active risk policy, else the playbook's."""
-    active = _active_risk_policy(db_session())
+    active = active_risk_policy(db_session())
     defaults = {name: info.default for name, info in schemas.RiskPolicyIn.model_fields.items()}
     return _risk_page(RiskLevelsForm.from_policy(entity_json(active) if active is not None else defaults), active)
 
@@ -358,7 +354,7 @@ def save_risk_levels() -> Any:
     """Save the thresholds into the active risk policy (audited); with none active, into the
     ``custom`` one, which becomes active."""
     s = db_session()
-    active = _active_risk_policy(s)
+    active = active_risk_policy(s)
     form = RiskLevelsForm.from_request(request.form)
     payload = form.payload()
     if payload is None:

@@ -31,7 +31,9 @@ from infra.redis_conn import connect_redis
 
 bp = Blueprint("decisions_api", __name__, url_prefix="/api/v1")
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-IDEMPOTENCY_KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[\\x21-\\x7e]+$"}
+# printable ASCII without spaces or commas: a proxy (gunicorn among them) joins repeated headers with ","
+IDEMPOTENCY_KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 128,
+                          "pattern": "^[\\x21-\\x2b\\x2d-\\x7e]+$"}
 
 
 def decision_context() -> DecisionContext:
@@ -68,9 +70,9 @@ def _idempotency_key() -> str | None:
     if len(keys) > 1:
         raise BadRequest(f"send one {IDEMPOTENCY_HEADER} header, not {len(keys)}", code="invalid_header")
     key = keys[0]
-    if not 1 <= len(key) <= 128 or not key.isascii() or not key.isprintable() or " " in key:
-        raise BadRequest(f"{IDEMPOTENCY_HEADER} must be 1–128 printable ASCII characters without spaces",
-                         code="invalid_header")
+    if not 1 <= len(key) <= 128 or not key.isascii() or not key.isprintable() or " " in key or "," in key:
+        raise BadRequest(f"{IDEMPOTENCY_HEADER} must be one value of 1–128 printable ASCII characters without "
+                         f"spaces or commas", code="invalid_header")
     return key
 
 
@@ -80,7 +82,7 @@ def _idempotency_key() -> str | None:
          errors={409: "the request id (or Idempotency-Key) was used before with another body",
                  429: "more decisions per second than this key may make", 503: "the decision store is down"},
          headers={IDEMPOTENCY_HEADER: ("a retry with the same key and body gets the stored decision; 1–128 "
-                                       "printable ASCII characters, no spaces", IDEMPOTENCY_KEY_SCHEMA)})
+                                       "printable ASCII characters, no spaces or commas", IDEMPOTENCY_KEY_SCHEMA)})
 @require_channel_or_user(*CONFIG_WRITERS)
 def create_decision():  # type: ignore[no-untyped-def]
     body = read_json_body(schemas.DecisionIn)

@@ -14,7 +14,9 @@ A rebuild, in order:
    reservation succeeds, so nothing is charged that the sums could miss;
 2. waits ``grace_s`` (default ``REBUILD_GRACE_S``) for the decision rows of reservations made
    before that moment to be written — a sum read before a row commits would drop its charge;
-3. sums the charges and collects the contacts still inside their windows;
+3. forgets every request marker (a reservation whose request stored no row holds a charge the
+   rebuilt counters will not: its retry reserves again; a request with a row replays the row),
+   then sums the charges and collects the contacts still inside their windows;
 4. sets the counters and the ready mark together, if its lease was not taken by another
    rebuild meanwhile (then that one finishes the job).
 
@@ -60,6 +62,7 @@ def reconcile_ledger(factory: sessionmaker, redis_client: Any, now: datetime | N
     token = ledger.begin_rebuild(lease_s=grace_s + _LEASE_MARGIN_S)
     if grace_s > 0:
         time.sleep(grace_s)
+    forgotten = ledger.forget_requests()
     now = now or utcnow()
     with factory() as session:
         spent = {(code, period): amount for code, period, amount in session.execute(
@@ -80,7 +83,7 @@ def reconcile_ledger(factory: sessionmaker, redis_client: Any, now: datetime | N
                                                            int(created_at.timestamp() * 1000)))
     if not ledger.rebuild(spent, contacts, token=token, mark=now.isoformat()):
         raise RebuildSuperseded("another ledger rebuild started while this one was summing; it finishes the job")
-    summary = {"budgets": len(spent), "contact_windows": len(contacts),
+    summary = {"budgets": len(spent), "contact_windows": len(contacts), "request_markers_forgotten": forgotten,
                "spent": {f"{code}/{period}": str(amount) for (code, period), amount in spent.items()}}
     log.info("ledger rebuilt from the decisions table: %s", summary)
     return summary

@@ -41,7 +41,6 @@ the sums from the decisions table (the ledger of record).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -86,10 +85,12 @@ PACING = "pacing"
 NOT_READY = "ledger_not_ready"  # the counters are not rebuilt (see LEDGER_READY_KEY): no paid reservation
 
 LEDGER_READY_KEY = f"{KEY_PREFIX}rebuilt_at"
-# Longer than any decision takes from its reservation to its row (milliseconds; a bulk call's
-# chunk waits behind at most one other chunk's write). The reconcile waits this long before
-# summing, and a retry treats an earlier attempt's reservation this old as abandoned.
-RESERVATION_TO_ROW_S = 15.0
+# Longer than any decision takes from its reservation to its row, or to the release that
+# follows a failed write: milliseconds normally (a bulk call's chunk waits behind at most one
+# other chunk's write), and at worst the database's lock wait (SQLite's busy timeout is 30 s,
+# infra.db). The reconcile waits this long before summing, and a retry treats an earlier
+# attempt's reservation this old as abandoned.
+RESERVATION_TO_ROW_S = 45.0
 LEDGER_REBUILDING_KEY = f"{KEY_PREFIX}rebuilding"
 
 
@@ -281,16 +282,9 @@ class Reservation:
     limit_cents: int | None = None
     contacts_in_window: int | None = None
     max_contacts: int | None = None
-    reserved_at_ms: int | None = None  # a replay: when the earlier call reserved (epoch ms)
-    attempt: str | None = None  # the call that holds the marker now (this one, replay or not)
-
-    def charges_as(self, request: "ReserveRequest") -> bool:
-        """Whether this reservation charged what ``request`` asks: the same cost to the same
-        budget periods, with a contact if and only if it has one (a replay may not)."""
-        cents = to_cents(request.cost)
-        wanted = {(b.code, b.period_key) for b in request.budgets} if cents else set()
-        return (self.cost_cents == cents and {(c.code, c.period_key) for c in self.charged} == wanted
-                and self.contact_recorded == (request.contact is not None))
+    reserved_at_ms: int | None = None  # a replay: when the earlier call reserved (wall clock, epoch ms)
+    attempt: str | None = None  # the call that holds the marker now
+    adopted: bool = False  # a replay this call took over: it charged what this call asked
 
     @property
     def cost(self) -> Decimal:
@@ -375,8 +369,10 @@ return out
 # reservations are refused ('not_ready') without it. ARGV[1] the number of reservations, ARGV[2]
 # this call's attempt id; then, per reservation, its key count, its argument count and its
 # arguments; KEYS holds every reservation's keys one after the other, from KEYS[2]. A replay
-# hands the marker to this attempt (its "attempt" field), so an earlier attempt whose row then
-# fails to be written does not release what this one's row records (``release(attempt=…)``).
+# that charges what this call would hands the marker to this call (its "attempt" field), so an
+# earlier attempt whose row then fails to be written does not release what this one's row
+# records (``release(attempt=…)``); a replay that charges otherwise leaves it with its owner.
+# Without the ready mark a paid replay is refused too: a rebuild is summing the rows.
 # One call for many reservations: a bulk chunk's
 # hundreds cost Redis one command, and redis-py one to pack and one reply to read.
 # One reservation's keys: 1 request marker; 2 .. 1+nb budget counters; 2+nb contacts (if any).
@@ -394,11 +390,19 @@ local function reserve(k, a)
   local stored = redis.call('GET', marker_key)
   if stored then
     local record = cjson.decode(stored)
-    if record['attempt'] ~= attempt then
+    if not ready and tonumber(record['cost_cents']) > 0 then
+      return {'not_ready'}  -- a rebuild is summing: a charge replayed now could be missed
+    end
+    local wanted = cjson.decode(ARGV[a + 1])
+    if record['attempt'] ~= attempt and record['cost_cents'] == wanted['cost_cents']
+        and cjson.encode(record['budgets']) == cjson.encode(wanted['budgets'])
+        and (record['contact'] == cjson.null) == (wanted['contact'] == cjson.null) then
+      -- this call will record the same charge: it holds the marker from now on
       record['attempt'] = attempt
       redis.call('SET', marker_key, cjson.encode(record), 'KEEPTTL')
+      return {'replay', stored, 1}
     end
-    return {'replay', stored}
+    return {'replay', stored, record['attempt'] == attempt and 1 or 0}
   end
   local cost = tonumber(ARGV[a + 3])
   if cost > 0 and not ready then
@@ -574,8 +578,9 @@ class BudgetLedger:
 
         The same ``request_key`` again (within the marker TTL) returns the first successful
         result with ``replayed=True`` and charges nothing, whatever the other arguments say;
-        compare ``cost_cents``/``charged`` if a mismatch matters. The replaying call then holds
-        the marker (``Reservation.attempt``): the first call can no longer release it. Free actions (cost 0) skip
+        compare ``cost_cents``/``charged`` if a mismatch matters. A replay of the same charge
+        hands the marker to the replaying call (``Reservation.attempt``): the first call can no
+        longer release it. Free actions (cost 0) skip
         the budgets but still count against the contact cap.
         """
         return self.reserve_many([ReserveRequest(request_key, cost, tuple(budgets), contact)], now)[0]
@@ -586,7 +591,8 @@ class BudgetLedger:
         its own and they run in order, so two contacts of one batch competing for a budget are
         decided exactly as two separate calls would be."""
         attempt = uuid.uuid4().hex  # in every marker this call stores: what _undo may release
-        calls = [self._reserve_call(request, now, attempt) for request in requests]
+        wall_ms = int(time.time() * 1000)
+        calls = [self._reserve_call(request, now, attempt, wall_ms) for request in requests]
         script_calls = []
         for start in range(0, len(calls), RESERVATIONS_PER_CALL):
             batch = calls[start:start + RESERVATIONS_PER_CALL]
@@ -653,7 +659,7 @@ class BudgetLedger:
         except redis.RedisError as exc:
             log.warning("could not undo %d reservation(s) after a failed reserve: %s", len(undo_calls), exc)
 
-    def _reserve_call(self, request: "ReserveRequest", now: datetime, attempt: str) -> tuple[list[str], list[Any], int,
+    def _reserve_call(self, request: "ReserveRequest", now: datetime, attempt: str, wall_ms: int) -> tuple[list[str], list[Any], int,
                                                                                tuple[Charge, ...]]:
         request_key, budgets, contact = request.request_key, request.budgets, request.contact
         if not request_key:
@@ -667,7 +673,9 @@ class BudgetLedger:
         now_ms = _epoch_ms(now)
         charged = tuple(Charge(b.code, b.period_key, cost_cents) for b in budgets) if cost_cents else ()
         marker = orjson.dumps({
-            "v": _MARKER_VERSION, "cost_cents": cost_cents, "at_ms": now_ms, "attempt": attempt,
+            # at_ms: when this call reserved, by the wall clock (a bulk call's ``now`` is when it
+            # started, which may be minutes earlier): what tells a dead attempt from a slow one
+            "v": _MARKER_VERSION, "cost_cents": cost_cents, "at_ms": wall_ms, "attempt": attempt,
             "budgets": [[c.code, c.period_key, c.cents] for c in charged],
             "contact": [contact.subscriber_id, contact.channel] if contact else None,
         }, option=orjson.OPT_SORT_KEYS).decode()
@@ -694,7 +702,7 @@ class BudgetLedger:
             return Reservation(request_key, True, None, cost_cents, charged, request.contact is not None,
                                attempt=attempt)
         if outcome == "replay":
-            return dataclasses.replace(_replayed(request_key, _text(reply[1])), attempt=attempt)
+            return _replayed(request_key, _text(reply[1]), adopted_by=attempt if int(reply[2]) else None)
         if outcome == "not_ready":
             return Reservation(request_key, False, NOT_READY, cost_cents)
         if outcome == CONTACT_CAP:
@@ -773,6 +781,25 @@ class BudgetLedger:
             raise LedgerUnavailable(f"budget ledger unavailable: {exc}") from exc
         return token
 
+    def forget_requests(self) -> int:
+        """Delete every request marker; returns how many. For a rebuild, after the wait for rows
+        in flight: a marker whose request stored no row holds a charge the rebuilt counters will
+        not, so a retry must not replay it (it reserves again); a request with a row is answered
+        from the row. Paid reservations and replays are refused meanwhile (no ready mark)."""
+        forgotten = 0
+        try:
+            batch: list[Any] = []
+            for key in self._redis.scan_iter(match=f"{KEY_PREFIX}request:*", count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    forgotten += int(self._redis.unlink(*batch))
+                    batch = []
+            if batch:
+                forgotten += int(self._redis.unlink(*batch))
+        except redis.RedisError as exc:
+            raise LedgerUnavailable(f"budget ledger unavailable: {exc}") from exc
+        return forgotten
+
     def rebuild(self, spent: Mapping[tuple[str, str], Decimal | float | int | str],
                 contacts: Mapping[tuple[str, str], Iterable[tuple[str, int]]], *,
                 token: str | None = None, mark: str = "") -> bool:
@@ -838,8 +865,11 @@ class BudgetLedger:
             raise LedgerUnavailable(f"budget ledger unavailable: {exc}") from exc
 
 
-def _replayed(request_key: str, stored: str) -> Reservation:
+def _replayed(request_key: str, stored: str, adopted_by: str | None = None) -> Reservation:
+    """A replay of the stored marker; ``adopted_by``: the replaying call's attempt, when it took
+    the marker over (it charges the same), else the marker stays with the call that made it."""
     record = json.loads(stored)
     charged = tuple(Charge(code, period, int(cents)) for code, period, cents in record["budgets"])
     return Reservation(request_key, True, None, int(record["cost_cents"]), charged,
-                       record.get("contact") is not None, replayed=True, reserved_at_ms=record.get("at_ms"))
+                       record.get("contact") is not None, replayed=True, reserved_at_ms=record.get("at_ms"),
+                       attempt=adopted_by or record.get("attempt"), adopted=adopted_by is not None)

@@ -158,8 +158,8 @@ def _refuse(contact: Contact, code: str, message: str) -> None:
 _LEDGER_DOWN = "budget service unavailable: paid actions are held back until it is back"
 IN_PROGRESS = "request_in_progress"
 EARLIER_ATTEMPT_DEAD_AFTER_S = RESERVATION_TO_ROW_S  # reserved this long ago, no row: that attempt is dead
-REFUSALS = {IN_PROGRESS: "an earlier attempt of this request is still being decided: no action, nothing charged; "
-                         "retry to get the stored answer","budget_exhausted": "budget {budget} is spent for this period",
+REFUSALS = {IN_PROGRESS: "an earlier attempt of this request was still being decided: no action was taken "
+                         "and nothing charged","budget_exhausted": "budget {budget} is spent for this period",
             "pacing": "budget {budget} is ahead of its pace for this period",
             "contact_cap": "contact cap reached on {channel}"}
 
@@ -222,32 +222,36 @@ def _reserve(ctx: DecisionContext, snapshot: DecisionSnapshot, contacts: list[Co
 def _settle_earlier_attempts(ctx: DecisionContext, held: list[tuple[Contact, ReserveRequest]],
                              reservations: list[Reservation], now: datetime) -> list[Reservation]:
     """A replayed reservation belongs to an earlier attempt of the same request, whose decision
-    row was not there when this attempt read. If it charged what this decision charges, it is
-    this decision's. If not (the earlier attempt chose otherwise, then failed before storing its
-    row, or is still running):
+    row was not there when this attempt read. If it charged what this decision charges, this
+    call took it over (``Reservation.adopted``). If not (the earlier attempt chose otherwise,
+    then failed before storing its row, or is still running):
 
-    * reserved more than ``EARLIER_ATTEMPT_DEAD_AFTER_S`` ago, that attempt is dead (no
-      decision takes that long from its reservation to its row): its reservation is released
-      and this decision's made, so the row and the counters agree on what was charged;
+    * reserved more than ``EARLIER_ATTEMPT_DEAD_AFTER_S`` ago (wall clock), that attempt is
+      dead (no decision takes that long from its reservation to its row): its reservation is
+      released — only if it still holds it — and this decision's made, so the row and the
+      counters agree on what was charged;
     * younger, it may still store its row: this attempt takes no action and charges nothing
-      (``request_in_progress``); a retry gets whichever answer was stored.
+      (``request_in_progress``), and the earlier attempt keeps its reservation to record or
+      release.
     """
-    now_ms = int(now.timestamp() * 1000)
+    wall_ms = time.time() * 1000
     dead: list[int] = []
     settled = list(reservations)
     for i, ((c, request), reservation) in enumerate(zip(held, reservations)):
-        if not reservation.replayed or reservation.charges_as(request):
+        if not reservation.replayed or reservation.adopted:
             continue
-        if now_ms - (reservation.reserved_at_ms or 0) > EARLIER_ATTEMPT_DEAD_AFTER_S * 1000:
+        if wall_ms - (reservation.reserved_at_ms or 0) > EARLIER_ATTEMPT_DEAD_AFTER_S * 1000:
             dead.append(i)
         else:
             settled[i] = Reservation(request.request_key, False, IN_PROGRESS, reservation.cost_cents)
     if dead:
         try:
-            for i in dead:
-                ctx.ledger.release(held[i][1].request_key)
-            for i, reservation in zip(dead, ctx.ledger.reserve_many([held[i][1] for i in dead], now)):
+            released = [i for i in dead if ctx.ledger.release(held[i][1].request_key,
+                                                              attempt=reservations[i].attempt).released]
+            for i, reservation in zip(released, ctx.ledger.reserve_many([held[i][1] for i in released], now)):
                 settled[i] = reservation
+            for i in set(dead) - set(released):  # another retry settled it first
+                settled[i] = Reservation(held[i][1].request_key, False, IN_PROGRESS, reservations[i].cost_cents)
         except LedgerUnavailable:  # the earlier charge stays (money held back, never overspent)
             for i in dead:
                 settled[i] = Reservation(held[i][1].request_key, False, IN_PROGRESS, reservations[i].cost_cents)

@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 from decisioning.risk import DEFAULT_RISK_POLICY, RiskPolicy
 from decisioning.snapshot import DecisionSnapshot, build_snapshot
 from experiments.models import RUNNING_STATUSES, Experiment, ExperimentArm, Readout
-from offers.models import Budget, ContactPolicy, Offer, RiskLevelPolicy, Tier, TierPolicy, TierScheme
-from offers.repository import base_revenue_per_month
+from offers.models import Budget, ContactPolicy, Offer, Tier, TierPolicy, TierScheme
+from offers.repository import active_risk_policy, base_revenue_per_month
 
 MAX_SNAPSHOT_AGE_S = 30.0
 MONTHS_PER_PERIOD = {"month": 1, "quarter": 3, "year": 12}
@@ -81,8 +81,7 @@ class LoadedConfig(NamedTuple):
 
 def _risk_policy(session: Session) -> RiskPolicy:
     """The active risk-level policy's thresholds; the playbooks' defaults when none is active."""
-    row = session.scalar(select(RiskLevelPolicy).where(RiskLevelPolicy.active.is_(True))
-                         .order_by(RiskLevelPolicy.updated_at.desc()).limit(1))
+    row = active_risk_policy(session)
     if row is None:
         return DEFAULT_RISK_POLICY
     return RiskPolicy(yellow_churn_score=row.yellow_churn_score, red_churn_score=row.red_churn_score,

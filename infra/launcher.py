@@ -45,8 +45,8 @@ def rebuild_ledger_if_needed(settings: Settings, embedded: bool) -> None:
     """Rebuild the budget counters when Redis has no ready mark (a new or emptied Redis), so paid
     actions are possible from the first request. Without a wait for decisions in flight only
     on the embedded server, which nothing else can reach; a shared one waits the usual grace."""
-    from decisioning.jobs import REBUILD_GRACE_S, reconcile_ledger
-    from decisioning.ledger import BudgetLedger
+    from decisioning.jobs import REBUILD_GRACE_S, RebuildSuperseded, reconcile_ledger
+    from decisioning.ledger import BudgetLedger, LedgerUnavailable
     from infra.db import Database
     from infra.redis_conn import connect_redis
 
@@ -56,8 +56,13 @@ def rebuild_ledger_if_needed(settings: Settings, embedded: bool) -> None:
             return
         print("rebuilding the budget ledger in Redis from the decisions table…", flush=True)
         database = Database(settings.database_url)
-        reconcile_ledger(database.sessionmaker, client, grace_s=0 if embedded else REBUILD_GRACE_S)
-        database.engine.dispose()
+        try:
+            reconcile_ledger(database.sessionmaker, client, grace_s=0 if embedded else REBUILD_GRACE_S)
+        finally:
+            database.engine.dispose()
+    except (LedgerUnavailable, RebuildSuperseded) as exc:  # the workers' cron tick rebuilds it
+        print(f"the budget ledger is not rebuilt yet ({exc}); paid actions wait for the workers' "
+              f"reconcile", file=sys.stderr, flush=True)
     finally:
         client.close()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from offers.models import Subscriber, Tier, TierScheme
+from offers.models import RiskLevelPolicy, Subscriber, Tier, TierScheme
 from offers.tiering import TierAssigner, TierRule
 
 
@@ -24,3 +24,10 @@ def load_tier_assigner(session: Session) -> TierAssigner:
 def base_revenue_per_month(session: Session) -> float:
     """Sum of subscribers' monthly ARPU: the base a share-of-revenue budget cap applies to."""
     return float(session.scalar(select(func.coalesce(func.sum(Subscriber.arpu), 0.0))) or 0.0)
+
+
+def active_risk_policy(session: Session) -> RiskLevelPolicy | None:
+    """The risk policy in force: the active one (the most recently changed, should two ever be
+    active at once); None means the playbook's thresholds apply."""
+    return session.scalar(select(RiskLevelPolicy).where(RiskLevelPolicy.active.is_(True))
+                          .order_by(RiskLevelPolicy.updated_at.desc(), RiskLevelPolicy.id.desc()).limit(1))

@@ -4,13 +4,15 @@ Redis counters must still agree on what was charged, and nothing is charged twic
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select
 
-from decisioning.ledger import BudgetLimit, ContactLimit
+from decisioning.ledger import BudgetLimit, ContactLimit, request_key_marker
 from decisioning.models import BudgetCharge, Decision
 from decisioning.schemas import DecisionIn
 from decisioning.service import EARLIER_ATTEMPT_DEAD_AFTER_S, DecisionContext, decide_contacts
@@ -40,12 +42,22 @@ def ctx(app, db, redis):  # type: ignore[no-untyped-def]
     return context
 
 
-def _earlier_attempt(ctx: DecisionContext, request_id: str, reserved_at: datetime) -> None:
-    """What an attempt that chose the free action left behind when it died before its row: a
-    contact-only reservation under the request's key."""
-    outcome = ctx.ledger.reserve(f"{CALLER}|{request_id}", cost=0, budgets=[],
-                                 contact=ContactLimit("s-1", "sms", 100, 7 * 86_400), now=reserved_at)
+def _earlier_attempt(ctx: DecisionContext, request_id: str, age_s: float) -> str:
+    """What an attempt that chose the free action left behind when it died (or before it
+    stored its row): a contact-only reservation under the request's key, made ``age_s`` ago."""
+    key = f"{CALLER}|{request_id}"
+    outcome = ctx.ledger.reserve(key, cost=0, budgets=[], contact=ContactLimit("s-1", "sms", 100, 7 * 86_400),
+                                 now=NOW)
     assert outcome.ok and not outcome.replayed
+    _age(ctx, key, age_s)
+    return str(outcome.attempt)
+
+
+def _age(ctx: DecisionContext, request_key: str, age_s: float) -> None:
+    """Date a reservation ``age_s`` seconds back by the wall clock, as if made that long ago."""
+    marker = json.loads(ctx.redis_client.get(request_key_marker(request_key)))
+    marker["at_ms"] = int((time.time() - age_s) * 1000)
+    ctx.redis_client.set(request_key_marker(request_key), json.dumps(marker), keepttl=True)
 
 
 def _decide(ctx: DecisionContext, request_id: str) -> dict:
@@ -59,7 +71,7 @@ def _ledger_of_record(db) -> Decimal:  # type: ignore[no-untyped-def]
 
 
 def test_a_retry_after_a_dead_attempt_that_chose_otherwise_charges_what_its_row_records(ctx, db):
-    _earlier_attempt(ctx, "r-1", NOW - timedelta(seconds=EARLIER_ATTEMPT_DEAD_AFTER_S + 60))
+    _earlier_attempt(ctx, "r-1", EARLIER_ATTEMPT_DEAD_AFTER_S + 60)
     answer = _decide(ctx, "r-1")
     assert answer["action"]["offer_code"] == PAID and answer["replayed"] is False
     row = db.get(Decision, answer["decision_id"])
@@ -72,11 +84,14 @@ def test_a_retry_after_a_dead_attempt_that_chose_otherwise_charges_what_its_row_
 
 
 def test_a_retry_racing_an_attempt_still_running_takes_no_action_and_charges_nothing(ctx, db):
-    _earlier_attempt(ctx, "r-2", NOW - timedelta(seconds=1))
+    earlier = _earlier_attempt(ctx, "r-2", 1)
     answer = _decide(ctx, "r-2")
     assert answer["action"] is None
     assert answer["reasons"][0]["offer_code"] == PAID and answer["reasons"][0]["code"] == "request_in_progress"
     assert _ledger_of_record(db) == 0 == ctx.ledger.spent_total(BUDGET, PERIOD)
+    # the reservation stays with the earlier attempt, which can still release it when its own
+    # write fails (a retry that took it over would have left it held for good)
+    assert ctx.ledger.release(f"{CALLER}|r-2", attempt=earlier).released
 
 
 def test_a_retry_that_chooses_what_the_earlier_attempt_reserved_uses_that_reservation(ctx, db):
@@ -86,3 +101,17 @@ def test_a_retry_that_chooses_what_the_earlier_attempt_reserved_uses_that_reserv
     answer = _decide(ctx, "r-3")
     assert answer["action"]["offer_code"] == PAID
     assert _ledger_of_record(db) == Decimal("5.00") == ctx.ledger.spent_total(BUDGET, PERIOD)  # charged once
+
+
+def test_a_rebuild_forgets_reservations_whose_request_stored_no_row(ctx, db):
+    from decisioning.jobs import reconcile_ledger
+
+    # an attempt that reserved and died before its row: the rebuilt counters will not hold its
+    # charge, so its retry must reserve again rather than replay it (and record an unheld charge)
+    ctx.ledger.reserve(f"{CALLER}|r-4", cost=Decimal("5.00"), budgets=[BudgetLimit.from_amounts(BUDGET, PERIOD, 1000)],
+                       contact=None, now=NOW)
+    summary = reconcile_ledger(ctx.session_factory, ctx.redis_client, now=NOW, grace_s=0)
+    assert summary["request_markers_forgotten"] == 1 and ctx.ledger.spent_total(BUDGET, PERIOD) == 0
+    answer = _decide(ctx, "r-4")
+    assert answer["action"]["offer_code"] == PAID
+    assert _ledger_of_record(db) == Decimal("5.00") == ctx.ledger.spent_total(BUDGET, PERIOD)
