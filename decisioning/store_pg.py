@@ -8,12 +8,14 @@ COMMIT. A whole bulk call is the same two statements (ids as array parameters, r
 JSON document), so the SQL text never changes and psycopg prepares it once per connection.
 
 Same guarantees as :class:`decisioning.store.SqlStore`; the SQL is plain psycopg on a pooled
-connection of the app's engine (SQLAlchemy's per-statement work was most of a decision's
-database time).
+connection (SQLAlchemy's per-statement work was most of a decision's database time) of the
+store's own pool, whose connections carry a statement timeout (``STATEMENT_TIMEOUT_S``).
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -22,12 +24,15 @@ from typing import Any
 
 import orjson
 import psycopg
-from sqlalchemy.engine import Connection
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.exc import OperationalError as SqlAlchemyOperationalError
+from sqlalchemy.exc import TimeoutError as SqlAlchemyTimeoutError
 
 from decisioning.store import (Contact, Experiments, Replays, RequestKey, StoreUnavailable, apply_reads,
                                decision_row)
+from infra.db import make_engine
 
 _READ_SQL = """
 SELECT 'd', request_id, request_hash, NULL::bigint, NULL::bigint, NULL::boolean, response::text, caller
@@ -124,31 +129,68 @@ def _json_default(value: Any) -> str:
     raise TypeError(f"cannot store {type(value).__name__} in a decision row")
 
 
+# Every statement of the store ends within this, lock waits included, or fails (a 503, with
+# its reservations released): the reconcile counts on a reservation's row being written
+# within RESERVATION_TO_ROW_S (45 s) or never, and a write stuck behind a lock (a migration's,
+# say) could otherwise commit after the counters were rebuilt without its charge.
+STATEMENT_TIMEOUT_S = 20.0
+# a decision waiting this long for a free connection is past any deadline: a 503 it may retry
+POOL_TIMEOUT_S = 5.0
+
+# app engine → {statement timeout: the store's own engine on its database}; gone with the app's
+_store_engines: "weakref.WeakKeyDictionary[Engine, dict[float, Engine]]" = weakref.WeakKeyDictionary()
+_store_engines_lock = threading.Lock()
+
+
+def store_engine(bind: Engine, statement_timeout_s: float) -> Engine:
+    """The decision store's own pool on ``bind``'s database, one per app engine and timeout:
+    its connections carry the statement timeout, which the app's other queries (admin pages,
+    imports, migrations) must not get. Disposed when ``bind`` is."""
+    engine = _store_engines.get(bind, {}).get(statement_timeout_s)
+    if engine is not None:  # the hot path: every batch of decisions asks
+        return engine
+    with _store_engines_lock:
+        engines = _store_engines.setdefault(bind, {})
+        engine = engines.get(statement_timeout_s)
+        if engine is None:
+            engine = engines[statement_timeout_s] = make_engine(
+                bind.url.render_as_string(hide_password=False), statement_timeout_s=statement_timeout_s,
+                pool_timeout_s=POOL_TIMEOUT_S)
+            event.listen(bind, "engine_disposed", lambda _bind, own=engine: own.dispose())
+        return engine
+
+
 class PostgresStore:
     """The decision store on the PostgreSQL database of a session factory."""
 
-    def __init__(self, session_factory: sessionmaker) -> None:
+    def __init__(self, session_factory: sessionmaker, statement_timeout_s: float = STATEMENT_TIMEOUT_S) -> None:
         self.session_factory = session_factory
+        self.statement_timeout_s = statement_timeout_s
 
     @contextmanager
     def connect(self) -> Iterator["PostgresConnection"]:
-        """One pooled connection, switched to autocommit for the call; or, when the session
-        factory is bound to a connection (a caller's transaction, as in the tests), that
-        connection inside its transaction."""
+        """One pooled connection of the store's own, switched to autocommit for the call; or,
+        when the session factory is bound to a connection (a caller's transaction, as in the
+        tests), that connection inside its transaction."""
         bind = self.session_factory.kw["bind"]
         if isinstance(bind, Connection):
             yield PostgresConnection(bind.connection.driver_connection)
             return
+        engine = store_engine(bind, self.statement_timeout_s)
         try:
-            pooled = bind.raw_connection()
-        except (SqlAlchemyOperationalError, psycopg.OperationalError) as exc:  # the pool does not wrap it
-            raise StoreUnavailable(str(exc)) from exc
+            pooled = engine.raw_connection()
+        except (SqlAlchemyOperationalError, SqlAlchemyTimeoutError, psycopg.OperationalError) as exc:
+            raise StoreUnavailable(str(exc)) from exc  # the server is down, or every connection busy
         connection = pooled.driver_connection
         try:
             connection.autocommit = True
             yield PostgresConnection(connection)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             pooled.invalidate()  # a broken connection never goes back to the pool
+            if connection.broken or connection.closed:
+                # the server went away (a restart, a failover): the pool's idle connections
+                # went with it, and each would fail a request of its own before being dropped
+                engine.dispose()
             raise StoreUnavailable(str(exc)) from exc
         finally:
             if pooled.is_valid:  # an invalidated connection was already handed back

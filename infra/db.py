@@ -16,7 +16,8 @@ import orjson
 from flask import Flask, current_app, g
 from sqlalchemy import JSON, DateTime, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -57,8 +58,14 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def make_engine(database_url: str, echo: bool = False) -> Engine:
-    """Build an engine with the pragmas each backend needs for correctness under concurrency."""
+def make_engine(database_url: str, echo: bool = False, *, statement_timeout_s: float | None = None,
+                pool_timeout_s: float = 30.0) -> Engine:
+    """Build an engine with the pragmas each backend needs for correctness under concurrency.
+
+    ``statement_timeout_s`` (PostgreSQL): the server cancels any statement of these connections,
+    lock waits included, that runs longer (``psycopg.errors.QueryCanceled``). SQLite's lock
+    wait is always bounded by its busy timeout (30 s). ``pool_timeout_s``: how long a thread
+    waits for a free pooled connection before ``sqlalchemy.exc.TimeoutError``."""
     if database_url.startswith("sqlite:"):
         engine = create_engine(database_url, echo=echo, connect_args={"timeout": 30})
 
@@ -80,8 +87,13 @@ def make_engine(database_url: str, echo: bool = False) -> Engine:
     # No pre-ping (it costs a round trip per checkout on the decision hot path): a connection
     # broken by a server restart fails its first use, SQLAlchemy then invalidates the whole pool,
     # and the request gets a 503 it may retry; connections are also recycled every 10 minutes.
+    connect_args: dict[str, Any] = {}
+    if statement_timeout_s is not None:
+        given = make_url(database_url).query.get("options", "")  # the URL's own, kept
+        given = " ".join(given) if isinstance(given, tuple) else given
+        connect_args["options"] = " ".join(filter(None, [given, f"-c statement_timeout={round(statement_timeout_s * 1000)}"]))
     return create_engine(database_url, echo=echo, pool_size=10, max_overflow=10, pool_recycle=600,
-                         json_serializer=_json_text)
+                         pool_timeout=pool_timeout_s, json_serializer=_json_text, connect_args=connect_args)
 
 
 def _json_text(value: Any) -> str:
@@ -111,6 +123,20 @@ def db_session() -> Session:
     if "db_session" not in g:
         g.db_session = get_database().sessionmaker()
     return g.db_session
+
+
+def rollback_request_session() -> None:
+    """Roll back the request's session, if it opened one: after an error, or once a handler
+    has read what it needs (the caller's key) and does the rest on connections of its own,
+    as the decision endpoints do. Held open, the session would keep a second pooled
+    connection per decision idle in its transaction while the decision store writes (and,
+    in the tests, a savepoint around the store's writes, undone at teardown)."""
+    session = g.get("db_session")
+    if session is not None:
+        try:
+            session.rollback()
+        except SQLAlchemyError:  # the connection is gone with the server: nothing to roll back
+            session.invalidate()
 
 
 def _close_request_session(exc: BaseException | None) -> None:

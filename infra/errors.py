@@ -10,9 +10,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, g, jsonify
+from flask import Flask, Response, jsonify
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
+
+from infra.db import rollback_request_session
 
 log = logging.getLogger(__name__)
 
@@ -82,39 +86,45 @@ def pydantic_details(exc: ValidationError) -> list[dict[str, str]]:
     return details
 
 
-def _rollback_request_session() -> None:
-    session = g.get("db_session")
-    if session is not None:
-        session.rollback()
-
-
 def register_error_handlers(app: Flask) -> None:
     """Map every error the app can raise to the envelope."""
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):  # type: ignore[no-untyped-def]
-        _rollback_request_session()
+        rollback_request_session()
         response, status = error_response(exc.status, exc.code, exc.message, exc.details)
         response.headers.update(exc.headers)
         return response, status
 
     @app.errorhandler(ValidationError)
     def _validation_error(exc: ValidationError):  # type: ignore[no-untyped-def]
-        _rollback_request_session()
+        rollback_request_session()
         return error_response(400, "validation_error", "the request body is not valid",
                               pydantic_details(exc))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
-        _rollback_request_session()
+        rollback_request_session()
         code = (exc.name or "error").lower().replace(" ", "_")
         response, status = error_response(exc.code or 500, code, exc.description or exc.name)
         if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
             response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
         return response, status
 
+    # the database unreachable (a restart, a failover) or every pooled connection busy: the
+    # client may retry, so a 503, not a 500
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(PoolTimeoutError)
+    def _database_unavailable(exc: Exception):  # type: ignore[no-untyped-def]
+        rollback_request_session()
+        log.error("database unavailable: %s", exc)
+        response, status = error_response(503, "database_unavailable",
+                                          "the database is unavailable or busy; nothing was changed, retry shortly")
+        response.headers["Retry-After"] = "1"
+        return response, status
+
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):  # type: ignore[no-untyped-def]
-        _rollback_request_session()
+        rollback_request_session()
         log.exception("unhandled error")
         return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
