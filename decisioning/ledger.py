@@ -87,9 +87,10 @@ NOT_READY = "ledger_not_ready"  # the counters are not rebuilt (see LEDGER_READY
 LEDGER_READY_KEY = f"{KEY_PREFIX}rebuilt_at"
 # Longer than any decision takes from its reservation to its row, or to the release that
 # follows a failed write: milliseconds normally (a bulk call's chunk waits behind at most one
-# other chunk's write), and at worst the database's lock wait (SQLite's busy timeout is 30 s,
-# infra.db). The reconcile waits this long before summing, and a retry treats an earlier
-# attempt's reservation this old as abandoned.
+# other chunk's write), and at worst the database's bound on a statement: SQLite's busy
+# timeout (30 s, infra.db), PostgreSQL's statement timeout on the store's connections (20 s,
+# decisioning.store_pg). The reconcile waits this long before summing, and a retry treats an
+# earlier attempt's reservation this old as abandoned.
 RESERVATION_TO_ROW_S = 45.0
 LEDGER_REBUILDING_KEY = f"{KEY_PREFIX}rebuilding"
 
@@ -396,8 +397,8 @@ local function reserve(k, a)
     local wanted = cjson.decode(ARGV[a + 1])
     if record['attempt'] ~= attempt and record['cost_cents'] == wanted['cost_cents']
         and cjson.encode(record['budgets']) == cjson.encode(wanted['budgets'])
-        and (record['contact'] == cjson.null) == (wanted['contact'] == cjson.null) then
-      -- this call will record the same charge: it holds the marker from now on
+        and cjson.encode(record['contact']) == cjson.encode(wanted['contact']) then
+      -- this call will record the same charge and contact: it holds the marker from now on
       record['attempt'] = attempt
       redis.call('SET', marker_key, cjson.encode(record), 'KEEPTTL')
       return {'replay', stored, 1}

@@ -318,6 +318,13 @@ def decide_contacts(ctx: DecisionContext, caller: str, bodies: Sequence[Decision
     hashes = [request_hash(body) for body in bodies]
     call_hash = None
     if bulk and idempotency_key:
+        keyed = [i for i, body in enumerate(bodies) if body.request_id]
+        if keyed:  # the key would protect nothing for them: another body under it would not be a 409
+            raise BadRequest(f"a bulk call's Idempotency-Key keys every contact (<key>#<index>); send it or "
+                             f"request ids on the contacts, not both ({len(keyed)} contacts have one)",
+                             code="idempotency_mismatch",
+                             details=[{"path": f"$.contacts[{i}].request_id", "message": "drop it, or the header"}
+                                      for i in keyed[:10]])
         longest = len(f"{idempotency_key}#{len(bodies) - 1}")
         if longest > MAX_REQUEST_ID_LENGTH:
             room = MAX_REQUEST_ID_LENGTH - (longest - len(idempotency_key))
@@ -403,8 +410,13 @@ def _decide_reserve_store(ctx: DecisionContext, db: StoreConnection, config: Loa
     """Decide, reserve and store the fresh contacts, ``WRITE_CHUNK`` at a time; returns the
     requests another request stored first. In a bulk call the database writes a chunk while
     this thread decides the next one (the write is mostly the database server's work, on
-    another core). A chunk whose write fails has its reservations released and the error is
-    raised once every chunk sent is accounted for: stored chunks stay stored and charged."""
+    another core), but at most one write is in flight: the next chunk is reserved only once the
+    previous write is done, so each write starts as soon as its chunk is reserved and ends
+    within the store's statement bound (the reconcile counts on a row within
+    RESERVATION_TO_ROW_S of its reservation; queued behind other writes, it could come later).
+    A chunk whose write fails has its reservations released, nothing more is reserved, and the
+    error is raised once every chunk sent is accounted for: stored chunks stay stored and
+    charged."""
     snapshot, experiments = config
     overlap = len(fresh) > WRITE_CHUNK and db.writes_concurrently
     writer = ThreadPoolExecutor(1, thread_name_prefix="decision-writer") if overlap else None
@@ -418,6 +430,8 @@ def _decide_reserve_store(ctx: DecisionContext, db: StoreConnection, config: Loa
                                                             c.body.context), state, now)
                 c.response = {"decision_id": decision_id, **c.result.as_json(), "created_at": created_at,
                               "replayed": False}
+            if sent and sent[-1][1].exception() is not None:  # waits for the write in flight
+                break  # the database failed: charge nothing more
             _reserve(ctx, snapshot, chunk, now, started, len(fresh))
             future: Future[set[RequestKey]] = Future()
             if writer is not None:
@@ -439,7 +453,7 @@ def _decide_reserve_store(ctx: DecisionContext, db: StoreConnection, config: Loa
         if future.exception() is None:
             lost |= future.result()
         else:
-            _release(ctx, chunk)
+            _settle_failed_write(ctx, chunk)
             failures.append(future.exception())
     if failures:
         raise failures[0]
@@ -527,6 +541,27 @@ def _release_unrecorded(ctx: DecisionContext, db: StoreConnection, losers: list[
         return
     recorded = db.charged([c.key for c in charging])
     _release(ctx, [c for c in charging if c.key not in recorded])
+
+
+def _settle_failed_write(ctx: DecisionContext, chunk: list[Contact]) -> None:
+    """Release the reservations of a chunk whose write failed, but only those with no row: a
+    connection lost after the database committed loses just the answer, and a refund then
+    would leave Redis below the ledger of record. Asked on a connection of its own; if the
+    database cannot say, the reservations stay and the ledger's ready mark is taken away, so
+    the reconcile rebuilds the counters from the rows (paid actions wait for it): money held
+    back for a while, never overspent."""
+    try:
+        with ctx.store.connect() as db:
+            stored = db.stored([c.key for c in chunk])
+    except (StoreUnavailable, OperationalError) as exc:
+        log.error("a decision write failed and the database cannot say what it stored (%s): reservations kept, "
+                  "the budget counters will be rebuilt from the ledger of record", exc)
+        try:
+            ctx.redis_client.delete(LEDGER_READY_KEY)
+        except (redis.RedisError, OSError):
+            log.error("could not ask for the rebuild either: run `flask --app wsgi reconcile-ledger`")
+        return
+    _release(ctx, [c for c in chunk if c.key not in stored])
 
 
 def _release(ctx: DecisionContext, contacts: list[Contact]) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from decisioning.models import BudgetCharge
 from infra.audit import record_audit
 from infra.errors import BadRequest, Conflict
 from offers import schemas
@@ -103,6 +104,18 @@ def _budget_scope_exists(session: Session, data: schemas.BudgetIn, entity: Any, 
                                    "message": "use sms, app, call_centre or retail"}])
 
 
+def _budget_period_kept(session: Session, data: schemas.BudgetIn, entity: Any, actor: str) -> None:
+    """A budget that has spent keeps its period: spend is counted per period ("2026-11",
+    "2026-Q4"), so a month budget turned quarterly would start the quarter at zero and spend
+    its new cap again on top of what the month already spent."""
+    if entity is None or data.period == entity.period:
+        return
+    if session.scalar(select(BudgetCharge.decision_id).where(BudgetCharge.budget_code == entity.code).limit(1)):
+        raise Conflict(f"budget {entity.code!r} has spent under its {entity.period}ly period, which cannot change "
+                       f"now; create a budget with the new period (and deactivate this one)",
+                       code="budget_period_locked", details=[{"path": "$.period", "message": "cannot change"}])
+
+
 OFFERS = ConfigKind("offer", "offers", Offer, schemas.OfferIn, "code", order_by=("code",),
                     rules=(condition_rule("eligibility"),))
 TIER_SCHEMES = ConfigKind("tier_scheme", "tier-schemes", TierScheme, schemas.TierSchemeIn, "code",
@@ -115,7 +128,7 @@ TIER_POLICIES = ConfigKind("tier_policy", "tier-policies", TierPolicy, schemas.T
 CONTACT_POLICIES = ConfigKind("contact_policy", "contact-policies", ContactPolicy,
                               schemas.ContactPolicyIn, "channel", order_by=("channel",))
 BUDGETS = ConfigKind("budget", "budgets", Budget, schemas.BudgetIn, "code", order_by=("code",),
-                     filters=("scope_type", "scope_value"), rules=(_budget_scope_exists,))
+                     filters=("scope_type", "scope_value"), rules=(_budget_scope_exists, _budget_period_kept))
 RISK_POLICIES = ConfigKind("risk_policy", "risk-policies", RiskLevelPolicy, schemas.RiskPolicyIn, "code",
                            order_by=("code",), rules=(_single_active_risk_policy,))
 

@@ -250,6 +250,87 @@ def test_a_bulk_write_failing_midway_keeps_what_was_stored_and_refunds_the_rest(
     assert BudgetLedger(redis).spent_total("fund", period) == 45
 
 
+def test_a_bulk_call_reserves_a_chunk_only_once_the_previous_write_is_done(
+        app, settings, client, auth, catalogue, db, redis, monkeypatch):
+    """The reconcile counts on each reservation's row being written within RESERVATION_TO_ROW_S:
+    a chunk's write must start as soon as the chunk is reserved, never queue behind the writes
+    of chunks reserved before it (each may take up to the statement timeout). The next chunk is
+    still decided while the previous one is written."""
+    import time
+
+    from decisioning import service
+    from decisioning.store_pg import PostgresConnection
+
+    if settings.is_sqlite:
+        pytest.skip("SQLite writes each chunk before deciding the next")
+    db.add_all([Subscriber(id=f"w-{i}", attributes={"arpu": 30.0, "ltv": 1000.0}, tier=None, tiers={}, ltv=1000.0)
+                for i in range(9)])
+    db.commit()
+    monkeypatch.setattr(service, "WRITE_CHUNK", 3)
+    reserved: dict[str, float] = {}
+    written: dict[str, float] = {}
+
+    def reserve(ctx, snapshot, chunk, *args, _reserve=service._reserve, **kwargs):  # type: ignore[no-untyped-def]
+        reserved[chunk[0].request_id] = time.monotonic()
+        return _reserve(ctx, snapshot, chunk, *args, **kwargs)
+
+    def slow_write(self, chunk, *args, _write=PostgresConnection.write, **kwargs):  # type: ignore[no-untyped-def]
+        written[chunk[0].request_id] = time.monotonic()
+        time.sleep(0.3)  # a slow database
+        return _write(self, chunk, *args, **kwargs)
+
+    monkeypatch.setattr(service, "_reserve", reserve)
+    monkeypatch.setattr(PostgresConnection, "write", slow_write)
+    with app.app_context():  # the slow writes must not run the call past its deadline
+        monkeypatch.setattr(decision_context(), "deadline_ms", 10_000)
+    contacts = [{"subscriber_id": f"w-{i}", "channel": "sms", "request_id": f"w-{i}"} for i in range(9)]
+    r = client.post(f"{URL}/bulk", json={"contacts": contacts}, headers=auth["sms"])
+    assert r.status_code == 200, r.json
+    assert list(reserved) == ["w-0", "w-3", "w-6"]
+    waits = {rid: round(written[rid] - reserved[rid], 3) for rid in reserved}
+    assert all(wait < 0.15 for wait in waits.values()), waits  # no write waited behind another
+    assert db.scalar(select(func.sum(BudgetCharge.amount))) == 45
+    assert BudgetLedger(redis).spent_total("fund", utcnow().strftime("%Y-%m")) == 45
+
+
+@pytest.mark.parametrize("database_says", [True, False])
+def test_a_write_whose_answer_is_lost_keeps_the_charges_its_rows_record(
+        app, client, auth, catalogue, db, redis, monkeypatch, database_says):
+    """The connection breaks after the database committed a chunk: the rows are there, so
+    their reservations must stay (a refund would leave Redis below the ledger of record). If
+    the database cannot say what it stored, the reservations stay and the ledger's ready mark
+    is taken away, so the reconcile rebuilds the counters from the rows."""
+    from decisioning import service
+    from decisioning.ledger import LEDGER_READY_KEY
+    from decisioning.store import SqlConnection, StoreUnavailable
+    from decisioning.store_pg import PostgresConnection
+
+    db.add_all([Subscriber(id=f"w-{i}", attributes={"arpu": 30.0, "ltv": 1000.0}, tier=None, tiers={}, ltv=1000.0)
+                for i in range(6)])
+    db.commit()
+    monkeypatch.setattr(service, "WRITE_CHUNK", 3)
+    calls = []
+    for connection_class in (SqlConnection, PostgresConnection):
+        def committed_then_lost(self, *args, _write=connection_class.write, **kwargs):  # type: ignore[no-untyped-def]
+            stored = _write(self, *args, **kwargs)
+            calls.append(1)
+            if len(calls) == 2:
+                raise StoreUnavailable("injected: the connection broke after the commit")
+            return stored
+        monkeypatch.setattr(connection_class, "write", committed_then_lost)
+        if not database_says:
+            def cannot_say(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+                raise StoreUnavailable("injected: the database is gone")
+            monkeypatch.setattr(connection_class, "stored", cannot_say)
+
+    contacts = [{"subscriber_id": f"w-{i}", "channel": "sms", "request_id": f"w-{i}"} for i in range(6)]
+    r = client.post(f"{URL}/bulk", json={"contacts": contacts}, headers=auth["sms"])
+    assert r.status_code == 503
+    assert db.scalar(select(func.sum(BudgetCharge.amount))) == 30  # both chunks committed
+    assert BudgetLedger(redis).spent_total("fund", utcnow().strftime("%Y-%m")) == 30  # nothing refunded
+    assert (redis.get(LEDGER_READY_KEY) is not None) is database_says
+
+
 @pytest.mark.parametrize("unreachable", ["postgresql+psycopg://postgres@127.0.0.1:1/nowhere",
                                          "sqlite:////nonexistent-carepilot-dir/carepilot.db"])
 def test_an_unreachable_decision_store_answers_503_and_keeps_no_charge(app, db, redis, catalogue, unreachable):
@@ -273,6 +354,119 @@ def test_an_unreachable_decision_store_answers_503_and_keeps_no_charge(app, db, 
     assert BudgetLedger(redis).spent_total("fund", utcnow().strftime("%Y-%m")) == 0
     assert not redis.keys("cp:ledger:request:*")
     engine.dispose()
+
+
+def test_a_decision_write_stuck_behind_a_lock_gives_up_and_releases_its_reservation(
+        app, settings, db, redis, catalogue):
+    """The reconcile counts on a reservation's row being written within RESERVATION_TO_ROW_S or
+    never. On PostgreSQL a write waiting on a lock (a migration's, say) is cancelled by the
+    store's statement timeout: the call fails with a 503 and its reservation is released, and
+    the retry, once the lock is gone, is charged once. The app's other connections (admin
+    pages, migrations) carry no such timeout."""
+    import threading
+    import time
+
+    import psycopg
+    from sqlalchemy import text
+    from sqlalchemy.orm import sessionmaker
+
+    from decisioning.service import DecisionContext, DecisionStoreUnavailable
+    from decisioning.snapshot_cache import SnapshotCache
+    from decisioning.store_pg import PostgresStore
+    from infra.config_version import CONFIG_EPOCH_KEY, CONFIG_VERSION_KEY, parse_version
+    from infra.db import get_database, make_engine
+
+    if settings.is_sqlite:
+        pytest.skip("SQLite bounds the lock wait with its busy timeout; this is PostgreSQL's statement timeout")
+    engine = make_engine(settings.database_url)
+    ctx = DecisionContext(sessionmaker(bind=engine), redis, SnapshotCache())
+    ctx.store = PostgresStore(ctx.session_factory, statement_timeout_s=0.5)
+    version = parse_version(redis, redis.mget(CONFIG_EPOCH_KEY, CONFIG_VERSION_KEY))
+    ctx.cache.current(get_database(app).sessionmaker, version, utcnow())  # the test's uncommitted catalogue
+    # the profile comes in the request: the test's subscribers are not committed
+    body = DecisionIn(subscriber_id="s-locked", channel="sms", request_id="locked-1",
+                      context={"arpu": 30.0, "ltv": 1000.0})
+    period = utcnow().strftime("%Y-%m")
+    conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    locker = psycopg.connect(conninfo)
+    unlock = threading.Timer(6.0, locker.rollback)  # the old code waited for this, then stored the row
+    try:
+        locker.execute("LOCK TABLE decisions IN SHARE MODE")  # reads go on, inserts wait
+        unlock.start()
+        started = time.monotonic()
+        with pytest.raises(DecisionStoreUnavailable):
+            decide_contacts(ctx, "key:test", [body])
+        assert time.monotonic() - started < 5
+        assert BudgetLedger(redis).spent_total("fund", period) == 0
+        assert not redis.keys("cp:ledger:request:*")
+        unlock.cancel()
+        locker.rollback()
+
+        retried = decide_contacts(ctx, "key:test", [body])[0]
+        assert retried["action"]["offer_code"] == "BILL_CREDIT_5" and retried["replayed"] is False
+        assert BudgetLedger(redis).spent_total("fund", period) == 5
+        with ctx.store.connect() as store_db:
+            assert store_db._execute("SHOW statement_timeout", {}) == [("500ms",)]
+        assert db.scalar(text("SHOW statement_timeout")) == "0"
+    finally:
+        unlock.cancel()
+        locker.close()
+        with engine.begin() as conn:  # committed outside the test's transaction
+            conn.execute(text("DELETE FROM decisions WHERE request_id = 'locked-1'"))
+        engine.dispose()
+
+
+def test_a_budget_that_has_spent_keeps_its_period(client, auth, catalogue):
+    """Spend is counted per period: a month budget turned quarterly mid-month would start the
+    quarter at zero and could spend its whole cap again. Once charged, the period is fixed."""
+    r = client.post(URL, json={"subscriber_id": "s-basic", "channel": "sms"}, headers=auth["sms"])
+    assert r.json["action"]["offer_code"] == "BILL_CREDIT_5"
+    changed = client.patch("/api/v1/budgets/fund", json={"period": "quarter"}, headers=auth["admin"])
+    assert changed.status_code == 409 and changed.json["error"]["code"] == "budget_period_locked"
+    assert "monthly" in changed.json["error"]["message"]
+    assert client.get("/api/v1/budgets/fund", headers=auth["admin"]).json["period"] == "month"
+    assert client.patch("/api/v1/budgets/fund", json={"cap_amount": 50000.0}, headers=auth["admin"]).status_code == 200
+    # a budget that has spent nothing may still change its period
+    assert client.post("/api/v1/budgets", json={"code": "new", "name": "New", "cap_amount": 10.0},
+                       headers=auth["admin"]).status_code == 201
+    assert client.patch("/api/v1/budgets/new", json={"period": "year"}, headers=auth["admin"]).json["period"] == "year"
+
+
+def test_a_config_load_never_passes_an_older_config_for_the_version_it_read(app, db, monkeypatch):
+    """Thread A reads the cached config (version 1); thread B loads version 2 before A checks
+    it. A must judge the config it read by the version that config was loaded for, not by the
+    one B just stored, or it would decide a batch on version 1 believing it is version 2."""
+    from decisioning.snapshot_cache import SnapshotCache
+    from infra.db import get_database
+
+    factory, now = get_database(app).sessionmaker, utcnow()
+    cache = SnapshotCache()
+    first = cache.current(factory, ("epoch", 1), now)
+    stale, interleaved = cache._stale, []
+
+    def with_a_load_in_between(state, version, at):  # type: ignore[no-untyped-def]
+        if not interleaved:
+            interleaved.append(None)
+            interleaved[0] = cache.current(factory, ("epoch", 2), at)  # thread B, meanwhile
+        return stale(state, version, at)
+
+    monkeypatch.setattr(cache, "_stale", with_a_load_in_between)
+    got = cache.current(factory, ("epoch", 2), now)
+    assert got is not first and got is interleaved[0]
+
+
+def test_a_change_after_redis_lost_its_latest_versions_is_still_a_new_version(redis):
+    """Redis back from a lagging replica (or an older snapshot) keeps its epoch but not its
+    latest counter: the next change must not land on a version a process already holds, or
+    that process would keep its old snapshot."""
+    from infra.config_version import CONFIG_VERSION_KEY, bump, read_version
+
+    bump(redis)
+    for _ in range(20):
+        held = read_version(redis)  # what a process has loaded
+        redis.set(CONFIG_VERSION_KEY, held[1] - 1)  # Redis comes back one change behind
+        bump(redis)
+        assert read_version(redis) != held
 
 
 def test_the_rate_limit_answers_429(app, client, auth, catalogue):
@@ -410,6 +604,11 @@ def test_an_idempotency_key_covers_the_whole_bulk_call(client, auth, catalogue):
     # a one-contact bulk call and a single decision with the same key are different requests
     single = client.post(URL, json=two[0], headers=headers)
     assert single.status_code == 200 and single.json["replayed"] is False
+    # contacts with request ids of their own would be keyed by them, not by the key: both is a 400
+    keyed = [{**two[0], "request_id": "own-1"}, two[1]]
+    both = client.post(bulk_url, json={"contacts": keyed}, headers={**auth["sms"], "Idempotency-Key": "batch-8"})
+    assert both.status_code == 400 and both.json["error"]["code"] == "idempotency_mismatch", both.json
+    assert both.json["error"]["details"] == [{"path": "$.contacts[0].request_id", "message": "drop it, or the header"}]
 
 
 def test_an_idempotency_key_too_long_for_the_bulk_calls_request_ids_is_a_400(client, auth, catalogue):

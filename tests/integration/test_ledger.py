@@ -302,6 +302,21 @@ def test_a_replay_that_would_charge_otherwise_leaves_the_reservation_with_its_ma
     assert ledger.release("r-1", attempt=first.attempt).released and counter(redis, "PROG") == 0
 
 
+def test_a_replay_for_another_subscriber_leaves_the_reservation_with_its_maker(ledger, redis):
+    """Two tries of one request id with other bodies race (a client reusing ids): the same cost
+    for another subscriber must not take the first one's reservation over, or the contact
+    window would count the subscriber the stored row does not name."""
+    budgets = (cap("PROG", "100"),)
+    [first] = ledger.reserve_many([ReserveRequest("r-1", Decimal("5.00"), budgets,
+                                                  ContactLimit("s-1", "sms", 5, WEEK_S))], NOW)
+    [other] = ledger.reserve_many([ReserveRequest("r-1", Decimal("5.00"), budgets,
+                                                  ContactLimit("s-2", "sms", 5, WEEK_S))], NOW)
+    assert other.replayed and not other.adopted and other.attempt == first.attempt
+    [same] = ledger.reserve_many([ReserveRequest("r-1", Decimal("5.00"), budgets,
+                                                 ContactLimit("s-1", "sms", 5, WEEK_S))], NOW)
+    assert same.replayed and same.adopted  # the same contact is the same charge: taken over
+
+
 def test_while_the_ledger_is_rebuilt_a_paid_replay_is_refused_too(ledger, redis):
     request = ReserveRequest("r-1", Decimal("4.00"), (cap("PROG", "100"),), None)
     ledger.reserve_many([request], NOW)
