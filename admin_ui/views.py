@@ -17,17 +17,20 @@ from typing import Any, Callable, TypeVar
 
 from flask import (Blueprint, flash, g, redirect, render_template, request, session, url_for)
 from sqlalchemy import and_, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from admin_ui.forms import (FORM_LEVEL, RISK_THRESHOLDS, OfferForm, RiskLevelsForm, compact_json, parse_json_object,
                             pretty_json, safe_next)
+from decisioning.snapshot_cache import MAX_SNAPSHOT_AGE_S
 from infra.audit import list_audit
+from infra.config_version import bump_failed
 from infra.auth import (CONFIG_WRITERS, SAFE_METHODS, Principal, authenticate_password,
                         check_csrf, csrf_token, session_user)
 from infra.auth_models import CHANNELS
-from infra.db import db_session
+from infra.db import db_session, rollback_request_session
 from infra.errors import ApiError, BadRequest, Forbidden
 from offers import catalogue, schemas
 from offers.api import present
@@ -130,10 +133,18 @@ def _security_headers(response: Response) -> Response:
 
 # --- HTML error pages --------------------------------------------------------------------
 
+def commit_config(s: Any) -> str:
+    """Commit a config change; returns what the confirmation must add when the decisions could
+    not be told at once (Redis down: they pick it up when their snapshot reaches its age limit)."""
+    s.commit()
+    if bump_failed(s):
+        return (f" Redis could not be reached to announce the change, so decisions use it within "
+                f"{MAX_SNAPSHOT_AGE_S:.0f} seconds.")
+    return ""
+
+
 def _rollback() -> None:
-    s = g.get("db_session")
-    if s is not None:
-        s.rollback()
+    rollback_request_session()
 
 
 def _error_page(status: int, title: str, message: str) -> tuple[str, int]:
@@ -164,6 +175,15 @@ def _integrity_page(exc: IntegrityError) -> tuple[str, int]:
     _rollback()
     return _error_page(409, "Conflict", "The change conflicts with data saved meanwhile; "
                                         "nothing was changed. Reload and try again.")
+
+
+@bp.errorhandler(OperationalError)
+@bp.errorhandler(PoolTimeoutError)
+def _database_unavailable_page(exc: Exception) -> tuple[str, int]:
+    _rollback()
+    log.error("database unavailable: %s", exc)
+    return _error_page(503, "Database unavailable", "The database could not be reached; nothing was changed. "
+                                                    "Try again in a moment.")
 
 
 @bp.errorhandler(Exception)
@@ -265,8 +285,8 @@ def new_offer() -> Any:
         s.rollback()
         form.add_api_error(exc)
         return _offer_form(form, editing=None, status=exc.status)
-    s.commit()
-    flash(f"Offer {offer.code} created.", "success")
+    note = commit_config(s)
+    flash(f"Offer {offer.code} created.{note}", "success")
     return redirect(url_for("admin.offers"))
 
 
@@ -288,8 +308,8 @@ def edit_offer(code: str) -> Any:
         s.rollback()
         form.add_api_error(exc)
         return _offer_form(form, editing=stored, status=exc.status)
-    s.commit()
-    flash(f"Offer {code} saved.", "success")
+    note = commit_config(s)
+    flash(f"Offer {code} saved.{note}", "success")
     return redirect(url_for("admin.offers"))
 
 
@@ -298,8 +318,8 @@ def edit_offer(code: str) -> Any:
 def deactivate_offer(code: str) -> Response:
     s = db_session()
     deactivate_config(s, catalogue.OFFERS, code, actor=_actor())
-    s.commit()
-    flash(f"Offer {code} deactivated: it is no longer offered, and its history is kept.", "success")
+    note = commit_config(s)
+    flash(f"Offer {code} deactivated: it is no longer offered, and its history is kept.{note}", "success")
     return redirect(url_for("admin.offers"))
 
 
@@ -372,8 +392,8 @@ def save_risk_levels() -> Any:
         s.rollback()
         form.add_api_error(exc)
         return _risk_page(form, active, status=exc.status)
-    s.commit()
-    flash("Risk levels saved: the next decisions use them.", "success")
+    note = commit_config(s)
+    flash(f"Risk levels saved.{note}" if note else "Risk levels saved: the next decisions use them.", "success")
     return redirect(url_for("admin.risk_levels"))
 
 

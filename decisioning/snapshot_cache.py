@@ -132,35 +132,38 @@ class SnapshotCache:
 
     def __init__(self, max_age_s: float = MAX_SNAPSHOT_AGE_S) -> None:
         self.max_age_s = max_age_s
-        self._loaded: LoadedConfig | None = None
-        self._version: tuple[str, int] | None = None
-        self._loaded_at = 0.0
+        # (config, the version it was loaded for, when): one tuple, swapped whole and read once,
+        # so a thread never judges one load's config by another load's version
+        self._state: tuple[LoadedConfig, tuple[str, int] | None, float] | None = None
         self._lock = threading.Lock()
 
     @property
     def loaded(self) -> LoadedConfig | None:
         """The config loaded last (possibly stale), or None before the first load."""
-        return self._loaded
+        state = self._state
+        return state[0] if state is not None else None
 
     def current(self, session_factory: Any, version: tuple[str, int] | None, now: datetime) -> LoadedConfig:
         """The config for ``version`` ((epoch, counter); None: Redis could not say)."""
-        loaded = self._loaded
-        if loaded is not None and not self._stale(loaded.snapshot, version, now):
-            return loaded
+        state = self._state
+        if state is not None and not self._stale(state, version, now):
+            return state[0]
         with self._lock:  # one rebuild per process, the other threads wait for it
-            loaded = self._loaded
-            if loaded is None or self._stale(loaded.snapshot, version, now):
+            state = self._state
+            if state is None or self._stale(state, version, now):
                 with session_factory() as session:
                     loaded = load_config(session, version[1] if version is not None else -1, now)
-                self._loaded, self._version, self._loaded_at = loaded, version, time.monotonic()
-            return loaded
+                state = self._state = (loaded, version, time.monotonic())
+            return state[0]
 
-    def _stale(self, snapshot: DecisionSnapshot, version: tuple[str, int] | None, now: datetime) -> bool:
-        if time.monotonic() - self._loaded_at > self.max_age_s:
+    def _stale(self, state: tuple[LoadedConfig, tuple[str, int] | None, float], version: tuple[str, int] | None,
+               now: datetime) -> bool:
+        loaded, loaded_version, loaded_at = state
+        if time.monotonic() - loaded_at > self.max_age_s:
             return True
-        if snapshot.valid_until is not None and now >= snapshot.valid_until:
+        if loaded.snapshot.valid_until is not None and now >= loaded.snapshot.valid_until:
             return True
-        return version is not None and version != self._version
+        return version is not None and version != loaded_version
 
     def clear(self) -> None:
-        self._loaded = None
+        self._state = None

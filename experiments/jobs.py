@@ -29,6 +29,7 @@ from experiments.promotion import check_roi_alarm, promote
 from experiments.readouts import MODEL_VERSION, compute_results, readout_cutoff, store_readout
 from experiments.schemas import promotion_policy
 from experiments.service import get_experiment
+from infra.config_version import mark_changed
 from infra.db import session_scope, utcnow
 from infra.job_runtime import job_sessionmaker
 from infra.queues import enqueue_unique
@@ -64,6 +65,10 @@ def run_readout(factory: sessionmaker, experiment_key: str, data_cutoff: datetim
     with session_scope(factory) as session:
         experiment = get_experiment(session, experiment_key, for_update=True)
         readout, new = store_readout(session, experiment, data_cutoff, results, digest)
+        if new and experiment.status == "rollout":
+            # a rolled-out winner's latest readout is the uplift arbitration uses for its offer
+            # (decisioning.snapshot_cache): the decisions' snapshots must be rebuilt
+            mark_changed(session)
         promoted = alert = None
         if new:
             policy = promotion_policy(experiment.promotion_policy)

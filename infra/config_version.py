@@ -1,4 +1,4 @@
-"""The configuration version: a counter in Redis bumped after every audited write commits.
+"""The configuration version: a counter in Redis moved on after every audited write commits.
 
 Decision processes keep a compiled config snapshot and rebuild it only when this counter
 moves (DESIGN §4: never per request). Every config change writes an audit row in its
@@ -13,6 +13,7 @@ snapshot is older than ``MAX_SNAPSHOT_AGE_S`` (see ``decisioning.snapshot_cache`
 from __future__ import annotations
 
 import logging
+import secrets
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,8 @@ from sqlalchemy.orm import Session
 CONFIG_VERSION_KEY = "cp:config_version"
 CONFIG_EPOCH_KEY = "cp:config_epoch"
 CHANGED_FLAG = "carepilot.config_changed"
+BUMP_FAILED_FLAG = "carepilot.config_bump_failed"
+BUMP_STEP_RANGE = 1 << 20  # steps of 1 .. 2**20: about 2**43 changes before the counter's 2**63
 log = logging.getLogger("carepilot.config")
 
 _redis_source: list[Callable[[], Any]] = []
@@ -57,7 +60,16 @@ def parse_version(client: Any, reply: list[Any]) -> tuple[str, int]:
 
 
 def bump(client: Any) -> int:
-    return int(client.incr(CONFIG_VERSION_KEY))
+    """Move the version on by a random step. A Redis that came back from a lagging replica or
+    an older snapshot keeps its epoch but not its latest counter: a step of 1 would land the
+    next change on a version some process already holds, which would then never load it."""
+    return int(client.incrby(CONFIG_VERSION_KEY, 1 + secrets.randbelow(BUMP_STEP_RANGE)))
+
+
+def bump_failed(session: Session) -> bool:
+    """Whether the change ``session`` committed last could not be announced (Redis down):
+    decisions then pick it up only when their snapshot reaches its maximum age."""
+    return bool(session.info.pop(BUMP_FAILED_FLAG, False))
 
 
 @event.listens_for(Session, "after_commit")
@@ -67,6 +79,7 @@ def _after_commit(session: Session) -> None:
     try:
         bump(_redis_source[0]())
     except (redis.RedisError, OSError) as exc:  # readers fall back to the snapshot's maximum age
+        session.info[BUMP_FAILED_FLAG] = True
         log.warning("config version not bumped (Redis unavailable: %s)", exc)
 
 

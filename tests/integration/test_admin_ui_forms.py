@@ -195,6 +195,23 @@ def test_marketing_creates_an_offer_through_the_form(client, db, login):
     assert "Offer NIGHT_DATA created." in listing and 'id="offer-NIGHT_DATA"' in listing
 
 
+def test_a_change_redis_cannot_announce_says_when_decisions_get_it(client, db, login, monkeypatch):
+    """The save commits; the config version cannot be bumped with Redis down, so the decisions
+    pick the change up only at their snapshot's age limit, and the confirmation says so."""
+    import redis
+
+    from infra import config_version
+
+    user, token = login("marketing")
+    down = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    monkeypatch.setattr(config_version, "_redis_source", [lambda: down])
+    r = client.post("/admin/offers/new", data={**_offer_form(), "csrf_token": token})
+    assert r.status_code == 302 and "NIGHT_DATA" in _offers(db)
+    listing = _text(client.get("/admin/offers"))
+    assert ("Offer NIGHT_DATA created. Redis could not be reached to announce the change, so decisions use it "
+            "within 30 seconds.") in listing
+
+
 def test_invalid_eligibility_json_keeps_the_input_and_names_the_problem(client, db, login):
     _, token = login("marketing")
     typed = '{"night_data_share": {"$gte": 0.4}'  # missing closing brace

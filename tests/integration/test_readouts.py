@@ -13,6 +13,7 @@ from experiments.jobs import enqueue_readout, readout_job_id, run_readout
 from experiments.models import Alert, Experiment, ExperimentPhase, Promotion, Readout
 from experiments.readouts import readout_cutoff
 from infra.audit import AuditEntry
+from infra.config_version import read_version
 from infra.db import get_database, utcnow
 from infra.job_runtime import bind_job_database
 from infra.queues import QUEUE_NAMES, get_queue
@@ -118,9 +119,12 @@ def test_auto_mode_promotes_the_winner_with_its_phase_promotion_and_audit_rows(a
     assert arms == {"credit", None}
     assert expose(db, experiment, "control-basic-0", tier="basic", channel="sms", now=utcnow()).arm_key == "control"
 
-    # a later readout of the rollout judges it "not in pilot" and promotes nothing more
+    # a later readout of the rollout judges it "not in pilot" and promotes nothing more; its
+    # uplift is what arbitration now uses for the winner's offer, so the decisions' config moves
+    version = read_version(redis)
     later = run_readout(get_database(app).sessionmaker, KEY, cutoff + timedelta(hours=1))
     assert later["promoted"] is False and "not_in_pilot" in later["blocked_by"]
+    assert read_version(redis)[1] > version[1]
     # the rollout's exposures all go to the winner by design: SRM tests the pilot's split only
     srm = client.get(f"{URL}/readout", headers=auth["analyst"]).json["srm"]
     assert srm["flag"] is False and srm["observed"] == {"control": 3000, "credit": 3000}
