@@ -23,7 +23,7 @@ from decisioning.service import DecisionContext, decide_contacts, decision_json,
 from decisioning.snapshot_cache import SnapshotCache
 from infra.auth import CONFIG_READERS, CONFIG_WRITERS, Principal, current_principal, require_channel_or_user
 from infra.bulk_import import cyclic_gc_paused
-from infra.db import db_session, get_database
+from infra.db import db_session, get_database, rollback_request_session
 from infra.errors import BadRequest, Forbidden, NotFound
 from infra.http import read_json_body
 from infra.openapi import api_doc
@@ -92,6 +92,7 @@ def create_decision():  # type: ignore[no-untyped-def]
     if idempotency_key and body.request_id and idempotency_key != body.request_id:
         raise BadRequest(f"{IDEMPOTENCY_HEADER} and request_id differ; send one of them, or the same value",
                          code="idempotency_mismatch")
+    rollback_request_session()  # the key is read; the store writes on connections of its own
     ctx = decision_context()
     if ctx.batcher is None:
         ctx.batcher = DecisionBatcher(ctx)
@@ -106,7 +107,8 @@ def create_decision():  # type: ignore[no-untyped-def]
          errors={409: "a request id repeats in the batch or was used before with another body",
                  429: "more decisions per second than this key may make", 503: "the decision store is down"},
          headers={IDEMPOTENCY_HEADER: ("covers the whole call: the same key and body replay it, another body "
-                                       "is a 409; contacts without a request id get <key>#<index>",
+                                       "is a 409; each contact gets <key>#<index>, so contacts must not carry "
+                                       "request ids of their own as well (a 400)",
                                        IDEMPOTENCY_KEY_SCHEMA)})
 @require_channel_or_user(*CONFIG_WRITERS)
 def create_decisions_bulk():  # type: ignore[no-untyped-def]
@@ -119,6 +121,7 @@ def create_decisions_bulk():  # type: ignore[no-untyped-def]
         body = read_json_body(schemas.BulkDecisionsIn, limit_bytes=settings.max_bulk_decision_bytes)
         principal = current_principal()
         _check_channel(principal, {contact.channel for contact in body.contacts})
+        rollback_request_session()  # as for one decision
         ctx = decision_context()
         caller = _caller(principal)
         answers = decide_contacts(ctx, caller, body.contacts, idempotency_key=_idempotency_key(),
