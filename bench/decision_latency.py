@@ -114,12 +114,12 @@ def _seed(url: str) -> dict[str, str]:
     return report.channel_keys
 
 
-def _wait_ready(port: int, timeout_s: float = 60) -> None:
+def _wait_ready(port: int, timeout_s: float = 60, path: str = "/readyz") -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/readyz")
+            conn.request("GET", path)
             if conn.getresponse().status == 200:
                 return
         except OSError:
