@@ -27,6 +27,7 @@ from infra.settings import PROJECT_ROOT, Settings, normalise_database_url
 from infra.redis_conn import connect_redis
 
 SHARED_DIR = PROJECT_ROOT.parent / "shared"
+TEST_DECISION_DEADLINE_MS = 5_000.0
 
 
 def alembic_config(connection=None) -> Config:  # type: ignore[no-untyped-def]
@@ -56,8 +57,11 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     env_db = os.environ.get("DATABASE_URL")
     database_url = (normalise_database_url("DATABASE_URL", env_db) if env_db
                     else f"sqlite:///{instance / 'test.db'}")
+    # a roomy decision deadline: a busy CI machine must not turn an expected action into "no
+    # action (deadline)"; the tests of the deadline set their own
     return Settings(database_url=database_url, redis_url=os.environ.get("REDIS_URL", ""),
-                    instance_dir=instance, secret_key="test-secret", log_level="WARNING")
+                    instance_dir=instance, secret_key="test-secret", log_level="WARNING",
+                    decision_deadline_ms=TEST_DECISION_DEADLINE_MS)
 
 
 @pytest.fixture(scope="session")
