@@ -33,7 +33,7 @@ from werkzeug.wrappers import Response
 
 from admin_ui.charts import (IntervalChart, finite, format_percent, interval_chart, retention_intervals,
                              shared_domain)
-from admin_ui.views import _actor, _page, _roles, bp, commit_config
+from admin_ui.views import _actor, _page, _roles, bp
 from experiments import schemas
 from experiments.jobs import enqueue_readout
 from experiments.models import Experiment, Readout
@@ -442,8 +442,8 @@ def experiment_approve(key: str) -> Any:
         promotion = approve_promotion(s, key, actor=_actor(), readout_id=body.readout_id, reason=body.reason)
     except ApiError as exc:
         return _form_failure(key, "approve", _api_error_messages(exc), exc.status)
-    note = commit_config(s)
-    flash(f"Promotion approved: arm {promotion.winner_arm_key} is rolled out to experiment {key}.{note}", "success")
+    s.commit()
+    flash(f"Promotion approved: arm {promotion.winner_arm_key} is rolled out to experiment {key}.", "success")
     return _back(key)
 
 
@@ -465,6 +465,6 @@ def experiment_resume(key: str) -> Any:
         resume_spending(s, key, actor=_actor(), reason=body.reason)
     except ApiError as exc:
         return _form_failure(key, "resume", _api_error_messages(exc), exc.status)
-    note = commit_config(s)
-    flash(f"Spending resumed for experiment {key}; open alerts are resolved.{note}", "success")
+    s.commit()
+    flash(f"Spending resumed for experiment {key}; open alerts are resolved.", "success")
     return _back(key)

@@ -24,9 +24,7 @@ from werkzeug.wrappers import Response
 
 from admin_ui.forms import (FORM_LEVEL, RISK_THRESHOLDS, OfferForm, RiskLevelsForm, compact_json, parse_json_object,
                             pretty_json, safe_next)
-from decisioning.snapshot_cache import MAX_SNAPSHOT_AGE_S
 from infra.audit import list_audit
-from infra.config_version import bump_failed
 from infra.auth import (CONFIG_WRITERS, SAFE_METHODS, Principal, authenticate_password,
                         check_csrf, csrf_token, session_user)
 from infra.auth_models import CHANNELS
@@ -132,16 +130,6 @@ def _security_headers(response: Response) -> Response:
 
 
 # --- HTML error pages --------------------------------------------------------------------
-
-def commit_config(s: Any) -> str:
-    """Commit a config change; returns what the confirmation must add when the decisions could
-    not be told at once (Redis down: they pick it up when their snapshot reaches its age limit)."""
-    s.commit()
-    if bump_failed(s):
-        return (f" Redis could not be reached to announce the change, so decisions use it within "
-                f"{MAX_SNAPSHOT_AGE_S:.0f} seconds.")
-    return ""
-
 
 def _rollback() -> None:
     rollback_request_session()
@@ -285,8 +273,8 @@ def new_offer() -> Any:
         s.rollback()
         form.add_api_error(exc)
         return _offer_form(form, editing=None, status=exc.status)
-    note = commit_config(s)
-    flash(f"Offer {offer.code} created.{note}", "success")
+    s.commit()
+    flash(f"Offer {offer.code} created.", "success")
     return redirect(url_for("admin.offers"))
 
 
@@ -308,8 +296,8 @@ def edit_offer(code: str) -> Any:
         s.rollback()
         form.add_api_error(exc)
         return _offer_form(form, editing=stored, status=exc.status)
-    note = commit_config(s)
-    flash(f"Offer {code} saved.{note}", "success")
+    s.commit()
+    flash(f"Offer {code} saved.", "success")
     return redirect(url_for("admin.offers"))
 
 
@@ -318,8 +306,8 @@ def edit_offer(code: str) -> Any:
 def deactivate_offer(code: str) -> Response:
     s = db_session()
     deactivate_config(s, catalogue.OFFERS, code, actor=_actor())
-    note = commit_config(s)
-    flash(f"Offer {code} deactivated: it is no longer offered, and its history is kept.{note}", "success")
+    s.commit()
+    flash(f"Offer {code} deactivated: it is no longer offered, and its history is kept.", "success")
     return redirect(url_for("admin.offers"))
 
 
@@ -392,8 +380,8 @@ def save_risk_levels() -> Any:
         s.rollback()
         form.add_api_error(exc)
         return _risk_page(form, active, status=exc.status)
-    note = commit_config(s)
-    flash(f"Risk levels saved.{note}" if note else "Risk levels saved: the next decisions use them.", "success")
+    s.commit()
+    flash("Risk levels saved: the next decisions use them.", "success")
     return redirect(url_for("admin.risk_levels"))
 
 

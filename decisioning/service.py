@@ -376,6 +376,11 @@ def decide_batch(ctx: DecisionContext, contacts: list[Contact], rate_limits: dic
         with ctx.store.connect() as db:
             # a retry must not be decided (or charged) again: answer it with the stored decision
             replays = db.read(live, experiments) if live else {}
+            if live and db.config_generation is not None and db.config_generation > snapshot.version:
+                # a config change Redis did not announce (it was away when the change committed)
+                config = ctx.cache.current(ctx.session_factory, version, now, generation=db.config_generation)
+                snapshot, experiments = config
+                replays = db.read(live, experiments)  # the recorded arms of its experiments
             _refuse_clashes(live, replays, len(contacts), all_or_nothing)
             fresh = [c for c in live if c.error is None and c.key not in replays]
             if fresh:

@@ -326,6 +326,7 @@ def _strictest(budgets: Iterable[BudgetRule]) -> tuple[float, float]:
 class DecisionSnapshot:
     """One configuration version, ready for :func:`decisioning.core.decide`.
 
+    ``version`` is the config generation it was loaded at (``infra.config_version``).
     ``experiments`` holds the running experiments only, ordered by key: when several would
     decide for one subscriber, the first wins. ``tier_names`` maps tier codes to display names
     (for agent messages). ``tier_policies`` is keyed by (tier code, offer code).

@@ -1,10 +1,11 @@
 """The per-process config snapshot of the decision API: loaded from the database, compiled
-once, and reused until the config version in Redis moves (``infra.config_version``).
+once, and reused until the config moves (``infra.config_version``).
 
-Rebuilt when: the version counter differs from the snapshot's; the snapshot is older than
-``MAX_SNAPSHOT_AGE_S`` (a bump lost while Redis was away, or a budget period that rolled over
-— ``valid_until``); or Redis cannot be read and the snapshot is older than the age limit.
-Never per request otherwise.
+Rebuilt when: the Redis version counter differs from the snapshot's (checked before each
+batch's database read); the database's config generation, read with the profiles, is newer
+than the snapshot's (a change Redis could not announce); the snapshot is older than
+``MAX_SNAPSHOT_AGE_S`` (what the config does not cover: a share-of-revenue cap follows the
+subscriber base) or a budget period rolled over (``valid_until``). Never per request otherwise.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from decisioning.risk import DEFAULT_RISK_POLICY, RiskPolicy
 from decisioning.snapshot import DecisionSnapshot, build_snapshot
 from experiments.models import RUNNING_STATUSES, Experiment, ExperimentArm, Readout
 from offers.models import Budget, ContactPolicy, Offer, Tier, TierPolicy, TierScheme
+from infra.config_version import read_generation
 from offers.repository import active_risk_policy, base_revenue_per_month
 
 MAX_SNAPSHOT_AGE_S = 30.0
@@ -89,8 +91,11 @@ def _risk_policy(session: Session) -> RiskPolicy:
                       unresolved_complaints=row.unresolved_complaints, complaint_surge_90d=row.complaint_surge_90d)
 
 
-def load_config(session: Session, version: int, now: datetime) -> LoadedConfig:
-    """Read the whole decision config and compile it."""
+def load_config(session: Session, now: datetime) -> LoadedConfig:
+    """Read the whole decision config and compile it; its version is the config generation,
+    read first: a change committed while the rest is read then shows as a newer generation
+    at the next decision, never as a newer config under an older label."""
+    version = read_generation(session)
     offers = _rows(session, Offer, "code", "name", "unit_cost", "channels", "eligibility", "prior_uplift",
                    "value_horizon_months", "active")
     tiers = [dict(row._mapping) for row in session.execute(
@@ -143,25 +148,29 @@ class SnapshotCache:
         state = self._state
         return state[0] if state is not None else None
 
-    def current(self, session_factory: Any, version: tuple[str, int] | None, now: datetime) -> LoadedConfig:
-        """The config for ``version`` ((epoch, counter); None: Redis could not say)."""
+    def current(self, session_factory: Any, version: tuple[str, int] | None, now: datetime,
+                generation: int | None = None) -> LoadedConfig:
+        """The config for ``version`` ((epoch, counter) of the Redis counter; None: Redis could
+        not say) and, when given, at least the database's config ``generation``."""
         state = self._state
-        if state is not None and not self._stale(state, version, now):
+        if state is not None and not self._stale(state, version, generation, now):
             return state[0]
         with self._lock:  # one rebuild per process, the other threads wait for it
             state = self._state
-            if state is None or self._stale(state, version, now):
+            if state is None or self._stale(state, version, generation, now):
                 with session_factory() as session:
-                    loaded = load_config(session, version[1] if version is not None else -1, now)
+                    loaded = load_config(session, now)
                 state = self._state = (loaded, version, time.monotonic())
             return state[0]
 
     def _stale(self, state: tuple[LoadedConfig, tuple[str, int] | None, float], version: tuple[str, int] | None,
-               now: datetime) -> bool:
+               generation: int | None, now: datetime) -> bool:
         loaded, loaded_version, loaded_at = state
         if time.monotonic() - loaded_at > self.max_age_s:
             return True
         if loaded.snapshot.valid_until is not None and now >= loaded.snapshot.valid_until:
+            return True
+        if generation is not None and generation > loaded.snapshot.version:
             return True
         return version is not None and version != loaded_version
 

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from decisioning.core import DecisionResult
 from decisioning.models import BudgetCharge, Decision
 from decisioning.schemas import DecisionIn
+from infra.config_version import read_generation
 from experiments.models import Exposure
 from infra.db import JsonType
 from offers.models import Subscriber
@@ -95,9 +96,13 @@ class StoreConnection(Protocol):
     """True: :meth:`write` may run on another thread while the caller goes on (a bulk call
     then decides the next chunk while the database stores this one)."""
 
+    config_generation: int | None
+    """The config generation (``infra.config_version``) as :meth:`read` last found it; None
+    before a read, or if the database has none."""
+
     def read(self, contacts: list[Contact], experiments: Experiments) -> Replays:
-        """Set each contact's profile and recorded arms; return the decisions already stored
-        for these requests (a retry is answered from them)."""
+        """Set each contact's profile and recorded arms and :attr:`config_generation`; return
+        the decisions already stored for these requests (a retry is answered from them)."""
 
     def write(self, contacts: list[Contact], experiments: Experiments, snapshot_version: int,
               now: datetime) -> set[RequestKey]:
@@ -176,6 +181,7 @@ class SqlConnection:
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        self.config_generation: int | None = None
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
@@ -197,6 +203,7 @@ class SqlConnection:
         no_int, no_flag, no_json, no_text = (cast(null(), BigInteger), cast(null(), Boolean), cast(null(), JsonType),
                                              cast(null(), String))
         with self._session() as session:
+            self.config_generation = read_generation(session) or None
             for chunk in chunks(contacts):
                 callers = list({c.caller for c in chunk})
                 request_ids = [c.request_id for c in chunk]

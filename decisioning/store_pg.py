@@ -44,6 +44,8 @@ UNION ALL
 SELECT 'a', subscriber_id, arm_key, id, experiment_id, in_holdout, NULL, NULL
   FROM assignments
  WHERE experiment_id = ANY(%(experiment_ids)s::bigint[]) AND subscriber_id = ANY(%(subscriber_ids)s::text[])
+UNION ALL
+SELECT 'g', NULL, NULL, generation, NULL, NULL, NULL, NULL FROM config_generation WHERE id = 1
 """
 
 # One statement, one transaction. The rows come as one JSON document (orjson writes it and
@@ -206,6 +208,7 @@ class PostgresConnection:
 
     def __init__(self, connection: psycopg.Connection[Any]) -> None:
         self.connection = connection
+        self.config_generation: int | None = None
 
     def _execute(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         with self.connection.cursor() as cursor:
@@ -229,6 +232,8 @@ class PostgresConnection:
                     replays[(owner, key)] = (text, orjson.loads(document))
             elif kind == "p":
                 profiles[key] = orjson.loads(document) if document is not None else {}
+            elif kind == "g":
+                self.config_generation = row_id
             else:
                 sticky.setdefault(key, []).append((by_id[experiment_id], row_id, text, bool(flag)))
         apply_reads(contacts, profiles, sticky)

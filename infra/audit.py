@@ -33,7 +33,7 @@ class AuditEntry(Base):
 def record_audit(session: Session, *, actor: str, action: str, entity_type: str, entity_key: str,
                  before: Any = None, after: Any = None) -> AuditEntry:
     """Append one audit row to ``session`` (committed with the change by the caller); the
-    config version moves when that transaction commits (``infra.config_version``)."""
+    config generation and version move when that transaction commits (``infra.config_version``)."""
     mark_changed(session)
     entry = AuditEntry(actor=actor, action=action, entity_type=entity_type,
                        entity_key=str(entity_key), before=before, after=after)

@@ -1,13 +1,19 @@
-"""The configuration version: a counter in Redis moved on after every audited write commits.
+"""The configuration version: a generation in the database and a counter in Redis, both moved
+on by every audited config change.
 
-Decision processes keep a compiled config snapshot and rebuild it only when this counter
+Decision processes keep a compiled config snapshot and rebuild it only when the config
 moves (DESIGN §4: never per request). Every config change writes an audit row in its
-transaction (``infra.audit.record_audit`` marks the session), and after that transaction
-commits the counter is incremented — after, so a process that sees the new version and
-rebuilds reads the committed change.
+transaction (``infra.audit.record_audit`` marks the session), and:
 
-If Redis cannot be reached at that moment the bump is lost, so readers also rebuild when their
-snapshot is older than ``MAX_SNAPSHOT_AGE_S`` (see ``decisioning.snapshot_cache``).
+* the generation (``config_generation``, one row) is incremented in that same transaction, as
+  its last statement, so it commits with the change or not at all. Every decision reads it
+  with the profiles (no extra round trip) and rebuilds when it moved: a change reaches every
+  process's next decision even when Redis could not announce it. The snapshot carries it as
+  its ``version``, which each decision row records;
+* after that transaction commits, the Redis counter is moved on — after, so a process that
+  sees it move and rebuilds reads the committed change. It lets a process rebuild before its
+  database read (the contact windows and spend it read from Redis then match the new
+  snapshot); if Redis cannot be reached the bump is lost and the generation catches it.
 """
 
 from __future__ import annotations
@@ -16,16 +22,18 @@ import logging
 import secrets
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import redis
-from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy import BigInteger, SmallInteger, event, select, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from infra.db import Base, UtcDateTime, utcnow
 
 CONFIG_VERSION_KEY = "cp:config_version"
 CONFIG_EPOCH_KEY = "cp:config_epoch"
 CHANGED_FLAG = "carepilot.config_changed"
-BUMP_FAILED_FLAG = "carepilot.config_bump_failed"
 BUMP_STEP_RANGE = 1 << 20  # steps of 1 .. 2**20: about 2**43 changes before the counter's 2**63
 log = logging.getLogger("carepilot.config")
 
@@ -37,9 +45,24 @@ def use_redis(source: Callable[[], Any]) -> None:
     _redis_source[:] = [source]
 
 
+class ConfigGeneration(Base):
+    """One row (id 1): the configuration's generation, moved on by every audited change."""
+
+    __tablename__ = "config_generation"
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger)
+    changed_at: Mapped[datetime] = mapped_column(UtcDateTime(timezone=True))
+
+
 def mark_changed(session: Session) -> None:
-    """Note that ``session``'s transaction changes configuration (bumped when it commits)."""
+    """Note that ``session``'s transaction changes configuration: the generation moves on as
+    it commits, and the Redis counter after."""
     session.info[CHANGED_FLAG] = True
+
+
+def read_generation(session: Session) -> int:
+    """The committed configuration generation (0 if the row is missing)."""
+    return session.scalar(select(ConfigGeneration.generation).where(ConfigGeneration.id == 1)) or 0
 
 
 def read_version(client: Any) -> tuple[str, int]:
@@ -66,10 +89,15 @@ def bump(client: Any) -> int:
     return int(client.incrby(CONFIG_VERSION_KEY, 1 + secrets.randbelow(BUMP_STEP_RANGE)))
 
 
-def bump_failed(session: Session) -> bool:
-    """Whether the change ``session`` committed last could not be announced (Redis down):
-    decisions then pick it up only when their snapshot reaches its maximum age."""
-    return bool(session.info.pop(BUMP_FAILED_FLAG, False))
+@event.listens_for(Session, "before_commit")
+def _before_commit(session: Session) -> None:
+    # after the flush of the change (the update autoflushes), as the transaction's last
+    # statement: the row is locked only while committing, so a change holding it never waits
+    # for another lock and concurrent changes cannot deadlock on it. Not on a savepoint's
+    # release: once per transaction.
+    if session.info.get(CHANGED_FLAG) and not session.in_nested_transaction():
+        session.execute(update(ConfigGeneration).where(ConfigGeneration.id == 1)
+                        .values(generation=ConfigGeneration.generation + 1, changed_at=utcnow()))
 
 
 @event.listens_for(Session, "after_commit")
@@ -78,8 +106,7 @@ def _after_commit(session: Session) -> None:
         return
     try:
         bump(_redis_source[0]())
-    except (redis.RedisError, OSError) as exc:  # readers fall back to the snapshot's maximum age
-        session.info[BUMP_FAILED_FLAG] = True
+    except (redis.RedisError, OSError) as exc:  # readers see the change by its generation
         log.warning("config version not bumped (Redis unavailable: %s)", exc)
 
 

@@ -160,6 +160,49 @@ def test_a_config_change_is_seen_by_the_next_decision(client, auth, catalogue):
     assert (after["action"] or {}).get("offer_code") != "BILL_CREDIT_5"
 
 
+def test_a_config_change_redis_could_not_announce_is_seen_by_the_next_decision(app, client, auth, catalogue,
+                                                                               monkeypatch):
+    """Redis down as the change commits: its version bump is lost, but the change moved the
+    database's config generation in its own transaction, which the next decision reads with
+    the profile — long before the snapshot's age limit — and records as its snapshot version."""
+    import redis as redis_lib
+
+    from infra import config_version
+
+    with app.app_context():
+        monkeypatch.setattr(decision_context().cache, "max_age_s", 3600.0)  # the age limit is not what rebuilds
+    before = client.post(URL, json={"subscriber_id": "s-basic", "channel": "sms"}, headers=auth["sms"]).json
+    assert before["action"]["offer_code"] == "BILL_CREDIT_5"
+
+    def redis_down(client):  # type: ignore[no-untyped-def]
+        raise redis_lib.ConnectionError("injected: Redis is down")
+
+    monkeypatch.setattr(config_version, "bump", redis_down)
+    assert client.delete("/api/v1/offers/BILL_CREDIT_5", headers=auth["marketing"]).status_code == 200
+    after = client.post(URL, json={"subscriber_id": "s-basic", "channel": "sms"}, headers=auth["sms"]).json
+    assert (after["action"] or {}).get("offer_code") != "BILL_CREDIT_5"
+    versions = [client.get(f"{URL}/{d['decision_id']}", headers=auth["analyst"]).json["snapshot_version"]
+                for d in (before, after)]
+    assert versions[1] == versions[0] + 1
+
+
+def test_the_config_generation_moves_once_per_committed_change_and_not_on_rollback(db):
+    from infra.audit import record_audit
+    from infra.config_version import read_generation
+
+    start = read_generation(db)
+    assert start >= 1
+    record_audit(db, actor="test", action="update", entity_type="offer", entity_key="A", after={})
+    record_audit(db, actor="test", action="update", entity_type="offer", entity_key="B", after={})
+    db.commit()
+    assert read_generation(db) == start + 1  # one transaction, one move
+    record_audit(db, actor="test", action="update", entity_type="offer", entity_key="C", after={})
+    db.rollback()
+    assert read_generation(db) == start + 1
+    db.commit()  # nothing changed since the rollback: nothing moves
+    assert read_generation(db) == start + 1
+
+
 def test_roles_channels_and_bad_input(client, auth, catalogue):
     body = {"subscriber_id": "s-vip", "channel": "sms"}
     assert client.post(URL, json=body).status_code == 401
@@ -444,11 +487,11 @@ def test_a_config_load_never_passes_an_older_config_for_the_version_it_read(app,
     first = cache.current(factory, ("epoch", 1), now)
     stale, interleaved = cache._stale, []
 
-    def with_a_load_in_between(state, version, at):  # type: ignore[no-untyped-def]
+    def with_a_load_in_between(state, version, generation, at):  # type: ignore[no-untyped-def]
         if not interleaved:
             interleaved.append(None)
             interleaved[0] = cache.current(factory, ("epoch", 2), at)  # thread B, meanwhile
-        return stale(state, version, at)
+        return stale(state, version, generation, at)
 
     monkeypatch.setattr(cache, "_stale", with_a_load_in_between)
     got = cache.current(factory, ("epoch", 2), now)
