@@ -349,8 +349,9 @@ def decide_batch(ctx: DecisionContext, contacts: list[Contact], rate_limits: dic
                  now: datetime | None = None, all_or_nothing: bool = False) -> list[Outcome]:
     """Decide for contacts of one or many requests (callers) at once, in four round trips: one
     Redis pipeline (rate limits, config version, contact windows and spend), one database read
-    (replays, profiles, recorded arms), one Redis reservation, one database write (exposures,
-    decisions, charges). Each contact's (caller, request id) must be unique in the batch.
+    (replays, profiles, recorded arms, config generation), one Redis reservation, one database
+    write (exposures, decisions, charges); a batch that finds the config moved reloads it and
+    reads again. Each contact's (caller, request id) must be unique in the batch.
 
     ``all_or_nothing`` (one request): an idempotency clash or the rate limit raises before
     anything is decided. Otherwise (single decisions batched together: ``decisioning.batcher``)

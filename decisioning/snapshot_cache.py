@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from decisioning.risk import DEFAULT_RISK_POLICY, RiskPolicy
@@ -92,9 +93,14 @@ def _risk_policy(session: Session) -> RiskPolicy:
 
 
 def load_config(session: Session, now: datetime) -> LoadedConfig:
-    """Read the whole decision config and compile it; its version is the config generation,
-    read first: a change committed while the rest is read then shows as a newer generation
-    at the next decision, never as a newer config under an older label."""
+    """Read the whole decision config and compile it; its version is the config generation
+    it was read at (one transaction: SQLite's reads share a snapshot, PostgreSQL's are made
+    to, while ``session`` owns its connection)."""
+    bind = session.get_bind()
+    if isinstance(bind, Engine) and bind.dialect.name == "postgresql":
+        # one snapshot of the database for every table (and the generation that labels them):
+        # read committed would let a change committing midway in, under the older generation
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     version = read_generation(session)
     offers = _rows(session, Offer, "code", "name", "unit_cost", "channels", "eligibility", "prior_uplift",
                    "value_horizon_months", "active")

@@ -96,12 +96,20 @@ def _before_commit(session: Session) -> None:
     # for another lock and concurrent changes cannot deadlock on it. Not on a savepoint's
     # release: once per transaction.
     if session.info.get(CHANGED_FLAG) and not session.in_nested_transaction():
-        session.execute(update(ConfigGeneration).where(ConfigGeneration.id == 1)
-                        .values(generation=ConfigGeneration.generation + 1, changed_at=utcnow()))
+        moved = session.execute(update(ConfigGeneration).where(ConfigGeneration.id == 1)
+                                .values(generation=ConfigGeneration.generation + 1, changed_at=utcnow()))
+        if moved.rowcount != 1:
+            log.error("the config_generation row is missing (run the migrations): decisions see this change "
+                      "only through Redis, or when their snapshot reaches its age limit")
 
 
+# A savepoint's release or rollback (SQLAlchemy signals both like a transaction's) must leave
+# the flag for the transaction's own commit: else the generation would not move, and Redis
+# would be told before the change is committed.
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return
     if not session.info.pop(CHANGED_FLAG, False) or not _redis_source:
         return
     try:
@@ -112,4 +120,5 @@ def _after_commit(session: Session) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
-    session.info.pop(CHANGED_FLAG, None)
+    if not session.in_nested_transaction():  # a savepoint's rollback may leave earlier changes
+        session.info.pop(CHANGED_FLAG, None)

@@ -203,6 +203,60 @@ def test_the_config_generation_moves_once_per_committed_change_and_not_on_rollba
     assert read_generation(db) == start + 1
 
 
+def test_a_change_inside_a_savepoint_moves_the_generation_and_tells_redis_after_the_commit(db, redis):
+    """SQLAlchemy signals a savepoint's release like a commit: the change must still move the
+    generation when the transaction commits, and Redis must hear of it only then."""
+    from infra.audit import record_audit
+    from infra.config_version import read_generation, read_version
+
+    start, announced = read_generation(db), read_version(redis)
+    with db.begin_nested():
+        record_audit(db, actor="test", action="update", entity_type="offer", entity_key="A", after={})
+    assert read_version(redis) == announced  # not committed yet
+    savepoint = db.begin_nested()  # a later savepoint rolled back keeps the earlier change
+    record_audit(db, actor="test", action="update", entity_type="offer", entity_key="B", after={})
+    savepoint.rollback()
+    db.commit()
+    assert read_generation(db) == start + 1 and read_version(redis) != announced
+
+
+def test_a_config_load_is_one_snapshot_of_the_database(app, settings, monkeypatch):
+    """A change committing while the config loads (PostgreSQL, read committed by default) must
+    not slip into the snapshot under the older generation it was labelled with."""
+    from sqlalchemy import text
+    from sqlalchemy.orm import sessionmaker
+
+    from decisioning import snapshot_cache
+    from infra.db import make_engine
+
+    if settings.is_sqlite:
+        pytest.skip("SQLite's reads in one transaction share a snapshot already")
+    engine = make_engine(settings.database_url)
+    load_risk_policy = snapshot_cache._risk_policy
+
+    def a_change_commits_midway(session):  # type: ignore[no-untyped-def]
+        with engine.begin() as other:
+            other.execute(text(
+                "INSERT INTO risk_policies (code, name, yellow_churn_score, red_churn_score, inactive_months, "
+                "consecutive_downgrades, unresolved_complaints, complaint_surge_90d, note, active, created_at, "
+                "updated_at) VALUES ('midway', 'Midway', 0.1, 0.2, 1, 1, 1, 1, '', true, now(), now())"))
+            other.execute(text("UPDATE config_generation SET generation = generation + 1"))
+        return load_risk_policy(session)
+
+    monkeypatch.setattr(snapshot_cache, "_risk_policy", a_change_commits_midway)
+    try:
+        with sessionmaker(bind=engine)() as session:
+            generation = snapshot_cache.read_generation(session)
+        with sessionmaker(bind=engine)() as session:
+            loaded = snapshot_cache.load_config(session, utcnow())
+        assert loaded.snapshot.version == generation
+        assert loaded.snapshot.risk_policy.yellow_churn_score != 0.1  # not the midway policy
+    finally:
+        with engine.begin() as other:
+            other.execute(text("DELETE FROM risk_policies WHERE code = 'midway'"))
+        engine.dispose()
+
+
 def test_roles_channels_and_bad_input(client, auth, catalogue):
     body = {"subscriber_id": "s-vip", "channel": "sms"}
     assert client.post(URL, json=body).status_code == 401
