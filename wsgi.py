@@ -2,7 +2,7 @@
 
 import gc
 
-from infra.app import create_app
+from carepilot.app import create_app
 
 app = create_app()
 

@@ -33,7 +33,7 @@ from werkzeug.wrappers import Response
 
 from admin_ui.charts import (IntervalChart, finite, format_percent, interval_chart, retention_intervals,
                              shared_domain)
-from admin_ui.views import _actor, _page, _roles, bp
+from admin_ui.blueprint import actor, bp, render_page, require_role
 from experiments import schemas
 from experiments.jobs import enqueue_readout
 from experiments.models import Experiment, Readout
@@ -352,11 +352,11 @@ def _latest_or_none(session: Session, experiment: Experiment) -> Readout | None:
 
 
 @bp.get("/experiments", endpoint="experiments")
-def experiments_page() -> str:
+def experimentsrender_page() -> str:
     """Every experiment with its newest readout's time and verdict."""
     s = db_session()
     rows = [(experiment, _latest_or_none(s, experiment)) for experiment in list_experiments(s)]
-    return _page("experiments.html", "admin.experiments", rows=rows)
+    return render_page("experiments.html", "admin.experiments", rows=rows)
 
 
 def _experiment_page(key: str, *, status: int = 200, errors: dict[str, list[str]] | None = None,
@@ -370,7 +370,7 @@ def _experiment_page(key: str, *, status: int = 200, errors: dict[str, list[str]
     total_weight = sum(arm.weight for arm in experiment.arms) or 1.0
     can_approve = (readout is not None and readout.eligible and experiment.status == "pilot"
                    and readout.status_at_readout == "pilot")
-    return _page("experiment.html", "admin.experiments", status=status, experiment=experiment,
+    return render_page("experiment.html", "admin.experiments", status=status, experiment=experiment,
                  policy=policy, readout=readout, total_weight=total_weight,
                  can_approve=can_approve, promotions=promotions_json(s, experiment),
                  alerts=alerts_json(s, experiment), errors=errors or {}, values=values or {},
@@ -378,7 +378,7 @@ def _experiment_page(key: str, *, status: int = 200, errors: dict[str, list[str]
 
 
 @bp.get("/experiments/<key>", endpoint="experiment")
-def experiment_page(key: str) -> Any:
+def experimentrender_page(key: str) -> Any:
     return _experiment_page(key)
 
 
@@ -387,7 +387,7 @@ def _back(key: str) -> Response:
 
 
 @bp.post("/experiments/<key>/readouts")
-@_roles(*CONFIG_WRITERS)
+@require_role(*CONFIG_WRITERS)
 def experiment_run_readout(key: str) -> Response:
     """Enqueue a readout as of now; the page shows it once a worker has computed it."""
     experiment = get_experiment(db_session(), key)
@@ -426,7 +426,7 @@ def _api_error_messages(exc: ApiError) -> list[str]:
 
 
 @bp.post("/experiments/<key>/promotion")
-@_roles(*CONFIG_WRITERS)
+@require_role(*CONFIG_WRITERS)
 def experiment_approve(key: str) -> Any:
     """Approve the promotion the readout shown on the page allows (it must still be the latest)."""
     s = db_session()
@@ -439,7 +439,7 @@ def experiment_approve(key: str) -> Any:
         return _form_failure(key, "approve", ["The form was not sent from this page; reload it and try again. "
                                               "Nothing was changed."], 400)
     try:
-        promotion = approve_promotion(s, key, actor=_actor(), readout_id=body.readout_id, reason=body.reason)
+        promotion = approve_promotion(s, key, actor=actor(), readout_id=body.readout_id, reason=body.reason)
     except ApiError as exc:
         return _form_failure(key, "approve", _api_error_messages(exc), exc.status)
     s.commit()
@@ -448,7 +448,7 @@ def experiment_approve(key: str) -> Any:
 
 
 @bp.post("/experiments/<key>/resume-spending")
-@_roles(*CONFIG_WRITERS)
+@require_role(*CONFIG_WRITERS)
 def experiment_resume(key: str) -> Any:
     """Resume paid actions after the ROI alarm; the reason goes into the audit log."""
     s = db_session()
@@ -462,7 +462,7 @@ def experiment_resume(key: str) -> Any:
     except ValidationError as exc:
         return _form_failure(key, "resume", [f"Reason: {e['msg']}" for e in exc.errors(include_url=False)], 400)
     try:
-        resume_spending(s, key, actor=_actor(), reason=body.reason)
+        resume_spending(s, key, actor=actor(), reason=body.reason)
     except ApiError as exc:
         return _form_failure(key, "resume", _api_error_messages(exc), exc.status)
     s.commit()

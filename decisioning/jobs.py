@@ -37,10 +37,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from decisioning.ledger import LEDGER_READY_KEY, RESERVATION_TO_ROW_S, BudgetLedger
-from decisioning.models import BudgetCharge, Decision
+from decisioning.models import Decision
 from infra.db import utcnow
 from infra.job_runtime import job_sessionmaker
-from offers.models import ContactPolicy
+from offers.models import BudgetCharge, ContactPolicy
 
 log = logging.getLogger("carepilot.ledger")
 REBUILT_MARK = LEDGER_READY_KEY

@@ -1,6 +1,7 @@
-"""The decisions table: one row per answered contact, and the ledger of record for spend.
+"""The decisions table: one row per answered contact, and with ``offers.models.BudgetCharge``
+the ledger of record for spend.
 
-Redis holds the live budget counters and contact windows for speed; this table is what they
+Redis holds the live budget counters and contact windows for speed; these tables are what they
 are rebuilt from after a Redis restart (``decisioning.jobs.reconcile_ledger_job``): the cost
 of every decision that reserved money, with the budgets and period it was charged to.
 
@@ -15,12 +16,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Numeric, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from infra.db import Base, UtcDateTime, utcnow
-
-Money = Numeric(12, 2)
+from infra.db import Base, Money, UtcDateTime, utcnow
 
 
 class Decision(Base):
@@ -54,16 +53,3 @@ class Decision(Base):
     # binary form cost most of a bulk write's database time: migration 0006)
     response: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
-
-
-class BudgetCharge(Base):
-    """The cost of one decision charged to one budget in one period (``period_key`` "2026-11",
-    "2026-Q4" or "2026"): what the Redis counters must add up to."""
-
-    __tablename__ = "budget_charges"
-    __table_args__ = (Index("ix_budget_charges_budget_code_period_key", "budget_code", "period_key"),)
-
-    decision_id: Mapped[str] = mapped_column(ForeignKey("decisions.id", ondelete="CASCADE"), primary_key=True)
-    budget_code: Mapped[str] = mapped_column(String(64), primary_key=True)
-    period_key: Mapped[str] = mapped_column(String(16))
-    amount: Mapped[Decimal] = mapped_column(Money)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from decisioning.risk import DEFAULT_RISK_POLICY, RiskPolicy
 from decisioning.snapshot import DecisionSnapshot, build_snapshot
-from experiments.models import RUNNING_STATUSES, Experiment, ExperimentArm, Readout
+from experiments.models import RUNNING_STATUSES, Experiment, Readout
 from offers.models import Budget, ContactPolicy, Offer, Tier, TierPolicy, TierScheme
 from infra.config_version import read_generation
 from offers.repository import active_risk_policy, base_revenue_per_month

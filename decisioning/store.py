@@ -27,12 +27,12 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from decisioning.core import DecisionResult
-from decisioning.models import BudgetCharge, Decision
+from decisioning.models import Decision
 from decisioning.schemas import DecisionIn
 from infra.config_version import read_generation
 from experiments.models import Exposure
 from infra.db import JsonType
-from offers.models import Subscriber
+from offers.models import BudgetCharge, Subscriber
 
 IN_CHUNK = 1000  # ids per IN (...) list
 

@@ -41,7 +41,7 @@ import logging
 import re
 import struct
 import uuid
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from itertools import chain, repeat
@@ -179,21 +179,14 @@ def decision_not_in_experiment(decision_id: str) -> str:
     return f"decision {decision_id!r}: {NOT_IN_EXPERIMENT}"
 
 
-def decisions_exposures(session: Session, decision_ids: Collection[str]) -> dict[str, tuple[str | None, str]]:
-    """decision id → (experiment key or None, subscriber id) for the decisions that exist."""
-    from decisioning.models import Decision  # the ledger lives in decisioning; outcomes only read it
-
-    found: dict[str, tuple[str | None, str]] = {}
-    ids = list(decision_ids)
-    for start in range(0, len(ids), 1000):
-        rows = session.execute(select(Decision.id, Decision.experiment_key, Decision.subscriber_id)
-                               .where(Decision.id.in_(ids[start:start + 1000])))
-        found.update({decision_id: (key, sid) for decision_id, key, sid in rows})
-    return found
+# decision id → (experiment key or None, subscriber id), for the decisions that exist. The
+# decisions table belongs to the decision ledger above this package, so the caller hands its
+# lookup in (``decisioning.repository.decision_exposures``, wired by the composition root).
+DecisionExposures = Callable[[Session, Collection[str]], Mapping[str, tuple[str | None, str]]]
 
 
 def _by_decision(data: OutcomeFields | OutcomeIn,
-                 known: dict[str, tuple[str | None, str]]) -> tuple[str, str] | tuple[None, ApiError]:
+                 known: Mapping[str, tuple[str | None, str]]) -> tuple[str, str] | tuple[None, ApiError]:
     """(experiment, subscriber id) of an outcome reported by decision id, or (None, the error)."""
     assert data.decision_id is not None
     decision = known.get(data.decision_id)
@@ -316,13 +309,14 @@ def _pg_batch_params(rows: Iterable[OutcomeRow], received_at: datetime) -> list[
 
 # --- one outcome ------------------------------------------------------------------------------
 
-def record_outcome(session: Session, data: OutcomeIn, *, now: datetime) -> tuple[Outcome, Experiment, bool]:
+def record_outcome(session: Session, data: OutcomeIn, *, now: datetime,
+                   decision_exposures: DecisionExposures) -> tuple[Outcome, Experiment, bool]:
     """Record one outcome (upsert, never commits). Returns the stored row — which keeps a
     newer report's values if one was stored before — its experiment, and whether the row is
     new. 404 for an unknown decision id or experiment and for a subscriber never exposed;
     400 for an ``occurred_at`` the exposure rules out."""
     if data.decision_id is not None:
-        key, found = _by_decision(data, decisions_exposures(session, [data.decision_id]))
+        key, found = _by_decision(data, decision_exposures(session, [data.decision_id]))
         if key is None:
             raise found  # type: ignore[misc]
         data = data.model_copy(update={"experiment": key, "subscriber_id": found})
@@ -498,8 +492,9 @@ class _Batch:
 class _ExposureResolver:
     """Exposure ids and first-exposure times for a batch: one query per experiment in it."""
 
-    def __init__(self) -> None:
+    def __init__(self, decision_exposures: DecisionExposures) -> None:
         self._experiment_ids: dict[str, int | None] = {}
+        self._decision_exposures = decision_exposures
 
     def _experiments(self, session: Session, keys: Iterable[str]) -> None:
         unknown = set(keys) - self._experiment_ids.keys()
@@ -514,7 +509,7 @@ class _ExposureResolver:
         """The writable rows of ``records``; the others go to ``reject``."""
         by_decision = [data.decision_id for _, data in records if data.decision_id is not None]
         if by_decision:  # resolve decision ids to (experiment, subscriber) first
-            known = decisions_exposures(session, set(by_decision))
+            known = self._decision_exposures(session, set(by_decision))
             resolved: list[Record] = []
             for line_no, data in records:
                 if data.decision_id is not None:
@@ -597,11 +592,12 @@ def _exposures_of(session: Session, experiment_id: int, subscriber_ids: set[str]
 class _Writer:
     """Resolves and writes batches; on PostgreSQL through a ``PostgresPipeline``."""
 
-    def __init__(self, session_factory: sessionmaker, report: ImportReport, received_at: datetime) -> None:
+    def __init__(self, session_factory: sessionmaker, report: ImportReport, received_at: datetime,
+                 decision_exposures: DecisionExposures) -> None:
         self._factory = session_factory
         self._report = report
         self._received_at = received_at
-        self._resolver = _ExposureResolver()
+        self._resolver = _ExposureResolver(decision_exposures)
         with session_factory() as session:
             postgres = session.get_bind().dialect.name == "postgresql"
         self._pipeline = PostgresPipeline(session_factory) if postgres else None
@@ -653,7 +649,7 @@ class _Writer:
 
 def import_outcomes(session_factory: sessionmaker, lines: Iterable[str], fmt: ImportFormat, *,
                     batch_rows: int, max_listed_errors: int, actor: str,
-                    now: datetime | None = None) -> ImportReport:
+                    decision_exposures: DecisionExposures, now: datetime | None = None) -> ImportReport:
     """Upsert every good outcome of ``lines`` (CSV with a header row, or JSON lines); report
     the bad ones by line number.
 
@@ -673,7 +669,7 @@ def import_outcomes(session_factory: sessionmaker, lines: Iterable[str], fmt: Im
     now = now or utcnow()
     report = ImportReport(import_id=uuid.uuid4().hex, format=fmt, max_listed=max_listed_errors)
     bad_lines = lines.bad_lines if isinstance(lines, LineReader) else {}
-    writer = _Writer(session_factory, report, now)
+    writer = _Writer(session_factory, report, now, decision_exposures)
     batch = _Batch([], [])
     records = (_csv_records if fmt == "csv" else _jsonl_records)(
         lines, bad_lines, lambda line, error: batch.rejects.append((line, error)))

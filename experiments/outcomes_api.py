@@ -22,12 +22,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Flask, current_app, jsonify, request
 from pydantic import Field
 
 from experiments.exposures import expose_if_targeted
-from experiments.outcomes import (OutcomeIn, OutcomeType, SubscriberId, import_outcomes, outcome_json,
-                                  record_outcome)
+from experiments.outcomes import (DecisionExposures, OutcomeIn, OutcomeType, SubscriberId, import_outcomes,
+                                  outcome_json, record_outcome)
 from experiments.schemas import ExperimentStatsOut
 from experiments.service import get_experiment
 from experiments.stats_sql import experiment_stats
@@ -41,6 +41,18 @@ from offers.models import Subscriber
 from offers.schemas import Channel, Code, ImportReportOut
 
 bp = Blueprint("outcomes_api", __name__, url_prefix="/api/v1")
+
+_DECISION_EXPOSURES = "carepilot.decision_exposures"
+
+
+def use_decision_exposures(app: Flask, lookup: DecisionExposures) -> None:
+    """Give this app's outcome endpoints the decision ledger's lookup of decision ids (the
+    composition root passes ``decisioning.repository.decision_exposures``)."""
+    app.extensions[_DECISION_EXPOSURES] = lookup
+
+
+def _decision_exposures() -> DecisionExposures:
+    return current_app.extensions[_DECISION_EXPOSURES]  # type: ignore[no-any-return]
 
 
 class ExposureIn(StrictModel):
@@ -117,7 +129,8 @@ def post_outcome():  # type: ignore[no-untyped-def]
     """Record one outcome; re-sending it updates the same row."""
     data = read_json_body(OutcomeIn)
     session = db_session()
-    outcome, experiment, created = record_outcome(session, data, now=utcnow())
+    outcome, experiment, created = record_outcome(session, data, now=utcnow(),
+                                                  decision_exposures=_decision_exposures())
     session.commit()
     return jsonify(outcome_json(outcome, experiment.key, data.subscriber_id or "")), 201 if created else 200
 
@@ -134,7 +147,8 @@ def bulk_outcomes():  # type: ignore[no-untyped-def]
     # than leave it idle for the length of a large upload.
     db_session().rollback()
     report = import_outcomes(get_database().sessionmaker, lines, fmt, batch_rows=settings.import_batch_rows,
-                             max_listed_errors=settings.max_listed_import_errors, actor=actor)
+                             max_listed_errors=settings.max_listed_import_errors, actor=actor,
+                             decision_exposures=_decision_exposures())
     return jsonify(report.as_json())
 
 

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import orjson
 
 from flask import Flask, current_app, g
-from sqlalchemy import JSON, DateTime, MetaData, create_engine, event
+from sqlalchemy import JSON, DateTime, MetaData, Numeric, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -31,6 +31,9 @@ NAMING_CONVENTION = {
 
 # JSONB on PostgreSQL (indexable, compact), plain JSON text on SQLite.
 JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+# Money amounts in the currency's major unit with two decimals, exact (Decimal in Python).
+Money = Numeric(12, 2)
 
 
 class UtcDateTime(TypeDecorator):

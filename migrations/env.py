@@ -6,7 +6,7 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from infra.all_models import metadata
+from carepilot.model_registry import metadata
 from infra.db import make_engine
 from infra.settings import Settings
 

@@ -7,13 +7,12 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from decisioning.models import BudgetCharge
 from infra.audit import record_audit
 from infra.errors import BadRequest, Conflict
 from offers import schemas
 from offers.conditions import ConditionError, validate_condition
 from offers.config_service import ConfigKind
-from offers.models import Budget, ContactPolicy, Offer, RiskLevelPolicy, Tier, TierPolicy, TierScheme
+from offers.models import Budget, BudgetCharge, ContactPolicy, Offer, RiskLevelPolicy, Tier, TierPolicy, TierScheme
 
 
 def check_condition(field_name: str, condition: Any) -> None:

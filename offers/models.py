@@ -1,5 +1,5 @@
 """The catalogue tables: offers, tier schemes and tiers, tier policies, contact policies,
-risk-level policies, budgets and subscribers (DESIGN §3)."""
+risk-level policies, budgets and their charges, and subscribers (DESIGN §3)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from infra.db import Base, JsonType, UtcDateTime, utcnow
-
-Money = Numeric(12, 2)
+from infra.db import Base, JsonType, Money, UtcDateTime, utcnow
 
 
 class Timestamps:
@@ -166,6 +164,20 @@ class Budget(Timestamps, Base):
     roi_floor: Mapped[float] = mapped_column(default=1.5)
     max_cost_share_of_ltv: Mapped[float] = mapped_column(default=0.20)
     active: Mapped[bool] = mapped_column(default=True)
+
+
+class BudgetCharge(Base):
+    """The cost of one decision charged to one budget in one period (``period_key`` "2026-11",
+    "2026-Q4" or "2026"): what the Redis counters must add up to. The decision ledger
+    (``decisioning``) writes these rows; a budget's spend is their sum."""
+
+    __tablename__ = "budget_charges"
+    __table_args__ = (Index("ix_budget_charges_budget_code_period_key", "budget_code", "period_key"),)
+
+    decision_id: Mapped[str] = mapped_column(ForeignKey("decisions.id", ondelete="CASCADE"), primary_key=True)
+    budget_code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period_key: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[Decimal] = mapped_column(Money)
 
 
 class Subscriber(Base):

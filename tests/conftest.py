@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from decisioning.ledger import LEDGER_READY_KEY
-from infra.app import create_app
+from carepilot.app import create_app
 from infra.auth import digest_key, hash_password
 from infra.auth_models import ApiKey, User
 from infra.db import get_database

@@ -16,7 +16,7 @@ import pytest
 from alembic import command
 from werkzeug.serving import make_server
 
-from infra.app import create_app
+from carepilot.app import create_app
 from infra.auth import create_user
 from infra.db import get_database, session_scope
 from infra.settings import Settings

@@ -25,7 +25,7 @@ from experiments import schemas as experiment_schemas
 from experiments.jobs import run_readout
 from experiments.models import Experiment
 from experiments.service import create_experiment, get_experiment, transition_experiment
-from infra.app import create_app
+from carepilot.app import create_app
 from infra.db import get_database, session_scope, utcnow
 from infra.settings import Settings
 from offers import catalogue

@@ -21,7 +21,8 @@ from sqlalchemy import func, select
 from decisioning import batcher as batcher_module
 from decisioning.batcher import DecisionBatcher
 from decisioning.ledger import BudgetLedger
-from decisioning.models import BudgetCharge, Decision
+from decisioning.models import Decision
+from offers.models import BudgetCharge
 from decisioning.schemas import DecisionIn
 from decisioning.service import DecisionContext, RateLimited, decide_contacts
 from decisioning.snapshot_cache import SnapshotCache

@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 
 from decisioning.ledger import BudgetLedger
 from decisioning.batcher import DecisionBatcher
-from decisioning.models import BudgetCharge, Decision
+from decisioning.models import Decision
 from decisioning.schemas import DecisionIn
 from decisioning.service import DecisionContext, decide_contacts
 from decisioning.snapshot_cache import SnapshotCache
@@ -38,7 +38,7 @@ from infra.config_version import bump
 from infra.db import Database, make_engine, session_scope
 from infra.redis_conn import connect_redis, embedded_redis_url
 from infra.settings import Settings
-from offers.models import Budget, Offer, Subscriber
+from offers.models import Budget, BudgetCharge, Offer, Subscriber
 from tests.conftest import alembic_config
 
 PROCESSES = 2

@@ -27,14 +27,14 @@ from sqlalchemy import func, select
 
 from decisioning.jobs import REBUILT_MARK, reconcile_ledger
 from decisioning.ledger import NOT_READY, BudgetLimit, ReserveRequest
-from decisioning.models import BudgetCharge, Decision
+from decisioning.models import Decision
 from decisioning.schemas import DecisionIn
 from decisioning.service import DecisionContext, decide_contacts
 from decisioning.snapshot_cache import SnapshotCache
 from infra.auth import forget_cached_keys
 from infra.db import get_database
 from infra.redis_conn import connect_redis
-from offers.models import Budget, Offer, Subscriber
+from offers.models import Budget, BudgetCharge, Offer, Subscriber
 
 CALLER = "key:outage-test"
 PAID, FREE, BUDGET = "BILL_CREDIT_5", "CARE_SMS", "fund"

@@ -13,12 +13,12 @@ import pytest
 from sqlalchemy import func, select
 
 from decisioning.ledger import BudgetLimit, ContactLimit, request_key_marker
-from decisioning.models import BudgetCharge, Decision
+from decisioning.models import Decision
 from decisioning.schemas import DecisionIn
 from decisioning.service import EARLIER_ATTEMPT_DEAD_AFTER_S, DecisionContext, decide_contacts
 from decisioning.snapshot_cache import SnapshotCache
 from infra.db import get_database
-from offers.models import Budget, Offer, Subscriber
+from offers.models import Budget, BudgetCharge, Offer, Subscriber
 
 CALLER = "key:retry-test"
 PAID, FREE, BUDGET = "BILL_CREDIT_5", "CARE_SMS", "fund"

@@ -11,12 +11,12 @@ from sqlalchemy import func, select
 
 from decisioning.api import decision_context
 from decisioning.ledger import BudgetLedger
-from decisioning.models import BudgetCharge, Decision
+from decisioning.models import Decision
 from decisioning.schemas import DecisionIn
 from decisioning.service import decide_contacts
 from experiments.models import Exposure
 from infra.db import utcnow
-from offers.models import Subscriber
+from offers.models import BudgetCharge, Subscriber
 
 URL = "/api/v1/decisions"
 CREDIT = {"code": "BILL_CREDIT_5", "name": "€5 bill credit", "unit_cost": 5.0, "channels": ["sms", "app"],

@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from infra.all_models import metadata
+from carepilot.model_registry import metadata
 from infra.db import make_engine
 from tests.conftest import alembic_config
 

@@ -13,6 +13,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import func, select, update
 
+from decisioning.repository import decision_exposures
 from experiments.models import Exposure, Outcome
 from experiments.outcomes import OutcomeIn, import_outcomes
 from infra.audit import AuditEntry
@@ -280,7 +281,7 @@ def test_batches_keep_line_order_and_the_latest_report_across_batches(app, db, e
               outcome("s-1", "revenue", value=2.0, occurred_at=at(4)),
               outcome("s-1", "revenue", value=3.0, occurred_at=at(2))]  # older: ignored
     report = import_outcomes(get_database(app).sessionmaker, io.StringIO(jsonl(*lines)), "jsonl",
-                             batch_rows=2, max_listed_errors=10, actor="test")
+                             batch_rows=2, max_listed_errors=10, actor="test", decision_exposures=decision_exposures)
     assert [e["line"] for e in report.rejected] == [3, 5]
     # batches of two records: [d1 d2] [stranger d3] [d4 d5] [r1 r2 → one row] [r3]
     assert (report.accepted, report.written, report.batches) == (8, 7, 5)
@@ -375,7 +376,7 @@ def test_bulk_csv_cells_get_the_answer_of_a_single_outcome(app, db, exposed, cel
     except ValidationError as exc:
         expected = exc
     report = import_outcomes(get_database(app).sessionmaker, io.StringIO(csv_body(row)), "csv",
-                             batch_rows=10, max_listed_errors=10, actor="test")
+                             batch_rows=10, max_listed_errors=10, actor="test", decision_exposures=decision_exposures)
     if isinstance(expected, ValidationError):
         assert report.accepted == 0 and [e["line"] for e in report.rejected] == [2]
         error = report.rejected[0]["error"]
@@ -445,7 +446,7 @@ def test_a_stream_past_the_limit_keeps_the_rows_before_it(app, db, exposed):
     reader = LineReader(io.BytesIO(body), max_bytes=len(body) // 2, chunk_bytes=128, max_line_bytes=1024)
     with pytest.raises(PayloadTooLarge) as caught:
         import_outcomes(get_database(app).sessionmaker, reader, "jsonl", batch_rows=2,
-                        max_listed_errors=10, actor="test")
+                        max_listed_errors=10, actor="test", decision_exposures=decision_exposures)
     assert 0 < caught.value.details["accepted"] < 10
     assert count(db) == caught.value.details["accepted"]
 

@@ -94,7 +94,7 @@ def test_a_readout_killed_mid_run_is_retried_and_stored_once(settings, redis, wo
     redis_url = settings.redis_url or embedded_redis_url(settings.instance_dir)
     env = {**os.environ, "DATABASE_URL": worker_database.url, "REDIS_URL": redis_url,
            "CAREPILOT_INSTANCE_DIR": str(settings.instance_dir), "CAREPILOT_LOG_LEVEL": "WARNING"}
-    worker = subprocess.Popen([sys.executable, "-m", "infra.worker", "--no-cron"], cwd=PROJECT_ROOT, env=env,
+    worker = subprocess.Popen([sys.executable, "-m", "carepilot.worker", "--no-cron"], cwd=PROJECT_ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         cutoff = utcnow().replace(microsecond=0)

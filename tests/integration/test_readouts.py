@@ -221,7 +221,7 @@ def test_readouts_as_of_a_time(app, client, auth, db, redis):
 
 
 def test_the_cron_tick_enqueues_each_due_readout_once_and_the_worker_runs_them(app, client, auth, db, redis):
-    from infra.cron import MONTHLY_RETIER_CRON, build_cron
+    from carepilot.cron import MONTHLY_RETIER_CRON, build_cron
     from experiments.jobs import due_readouts, schedule_readouts_job
 
     experiment = start_pilot(client, auth, db)

@@ -49,17 +49,20 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     _register_blueprints(app)
     _register_request_logging(app)
-    from infra.cli import register_cli
+    from carepilot.cli import register_cli
 
     register_cli(app)
     return app
 
 
 def _register_blueprints(app: Flask) -> None:
-    from admin_ui.views import bp as admin_bp
+    from admin_ui import experiments_views, views  # noqa: F401  (their pages attach to admin_bp)
+    from admin_ui.blueprint import bp as admin_bp
     from decisioning.api import bp as decisions_bp
     from experiments.api import bp as experiments_bp
+    from decisioning.repository import decision_exposures
     from experiments.outcomes_api import bp as outcomes_bp
+    from experiments.outcomes_api import use_decision_exposures
     from experiments.readout_api import bp as readout_bp
     from infra.auth_api import bp as auth_bp
     from infra.docs_api import bp as docs_bp
@@ -71,6 +74,7 @@ def _register_blueprints(app: Flask) -> None:
     for bp in (health_bp, auth_bp, jobs_bp, offers_bp, subscribers_bp, experiments_bp, outcomes_bp, readout_bp, decisions_bp,
                docs_bp, admin_bp):
         app.register_blueprint(bp)
+    use_decision_exposures(app, decision_exposures)
 
 
 def _register_request_logging(app: Flask) -> None:

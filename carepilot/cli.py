@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import getpass
 
 import click
@@ -147,9 +148,10 @@ def register_cli(app: Flask) -> None:
     def import_outcomes_command(path: str, fmt: str | None) -> None:
         """Import experiment outcomes (billing feeds) from a CSV or JSON-lines file, with a
         progress bar."""
+        from decisioning.repository import decision_exposures
         from experiments.outcomes import import_outcomes
 
-        _import_file(app, path, fmt, import_outcomes)
+        _import_file(app, path, fmt, functools.partial(import_outcomes, decision_exposures=decision_exposures))
 
 
 def _import_file(app: Flask, path: str, fmt: str | None, importer) -> None:  # type: ignore[no-untyped-def]

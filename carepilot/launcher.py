@@ -111,7 +111,7 @@ def main() -> None:
                           "--threads", str(settings.web_threads),
                           "--bind", f"{settings.host}:{settings.port}", "--access-logfile", "-",
                           "--graceful-timeout", "5", "wsgi:app"], cwd=PROJECT_ROOT, env=env),
-        subprocess.Popen([sys.executable, "-m", "infra.worker"], cwd=PROJECT_ROOT, env=env),
+        subprocess.Popen([sys.executable, "-m", "carepilot.worker"], cwd=PROJECT_ROOT, env=env),
     ]
     stopping = False
 

@@ -1,5 +1,5 @@
 """The worker entry point (``carepilot-worker``): one RQ worker with its scheduler, and
-rq's cron scheduler (``infra.cron``) in a child process for the periodic jobs.
+rq's cron scheduler (``carepilot.cron``) in a child process for the periodic jobs.
 
 It preloads the numeric stack (numpy, scipy, PyMC) once in the parent so every forked work
 horse starts warm, and makes sure no database connection crosses the fork: jobs build their
@@ -30,7 +30,7 @@ def preload() -> None:
     import scipy.stats  # noqa: F401
     from sqlalchemy.orm import configure_mappers
 
-    import infra.all_models  # noqa: F401
+    import carepilot.model_registry  # noqa: F401
 
     configure_mappers()
 
@@ -44,7 +44,7 @@ def main() -> None:
     preload()
     cron = None
     if "--no-cron" not in sys.argv[1:]:
-        from infra.cron import run_cron
+        from carepilot.cron import run_cron
 
         cron = multiprocessing.get_context("fork").Process(target=run_cron, name="carepilot-cron", daemon=True)
         cron.start()
