@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from flask import Blueprint, g, render_template, redirect, request, url_for
+from flask import Blueprint, g, redirect, render_template, request, url_for
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
@@ -27,23 +28,31 @@ from infra.errors import ApiError, BadRequest, Forbidden
 
 log = logging.getLogger(__name__)
 
-bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates",
-               static_folder="static")
+bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates", static_folder="static")
 
 PUBLIC_ENDPOINTS = frozenset({"admin.login", "admin.static"})
-NAV = (("admin.overview", "Overview"), ("admin.offers", "Offers"), ("admin.tiers", "Tiers"),
-       ("admin.risk_levels", "Risk levels"), ("admin.experiments", "Experiments"), ("admin.audit", "Audit log"))
-FORM_EXPIRED = ("This form has expired or was not sent from this site, so nothing was changed. "
-                "Go back, reload the page and submit it again.")
+NAV = (
+    ("admin.overview", "Overview"),
+    ("admin.offers", "Offers"),
+    ("admin.tiers", "Tiers"),
+    ("admin.risk_levels", "Risk levels"),
+    ("admin.experiments", "Experiments"),
+    ("admin.audit", "Audit log"),
+)
+FORM_EXPIRED = (
+    "This form has expired or was not sent from this site, so nothing was changed. "
+    "Go back, reload the page and submit it again."
+)
 # No scripts at all: the UI is plain HTML forms, so the strictest policy costs nothing.
-CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'self'; img-src 'self' data:; "
-                           "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 # --- who is logged in, CSRF, roles -----------------------------------------------------
-
 
 
 @bp.before_request
@@ -77,8 +86,11 @@ def require_role(*roles: str) -> Callable[[F], F]:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if g.admin_user.role not in roles:
-                raise Forbidden(f"This needs the role {' or '.join(roles)}; you are logged in as "
-                                f"{g.admin_user.role}. Nothing was changed.", code="role_forbidden")
+                raise Forbidden(
+                    f"This needs the role {' or '.join(roles)}; you are logged in as "
+                    f"{g.admin_user.role}. Nothing was changed.",
+                    code="role_forbidden",
+                )
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
@@ -97,9 +109,15 @@ def _can_edit() -> bool:
 
 @bp.context_processor
 def _template_helpers() -> dict[str, Any]:
-    return {"current_user": g.get("admin_user"), "csrf_token": csrf_token, "nav_items": NAV,
-            "can_edit": _can_edit(), "pretty_json": pretty_json, "compact_json": compact_json,
-            "FORM_LEVEL": FORM_LEVEL}
+    return {
+        "current_user": g.get("admin_user"),
+        "csrf_token": csrf_token,
+        "nav_items": NAV,
+        "can_edit": _can_edit(),
+        "pretty_json": pretty_json,
+        "compact_json": compact_json,
+        "FORM_LEVEL": FORM_LEVEL,
+    }
 
 
 @bp.after_request
@@ -115,6 +133,7 @@ def _security_headers(response: Response) -> Response:
 
 # --- HTML error pages --------------------------------------------------------------------
 
+
 def _rollback() -> None:
     rollback_request_session()
 
@@ -123,8 +142,14 @@ def _error_page(status: int, title: str, message: str) -> tuple[str, int]:
     return render_template("error.html", status=status, title=title, message=message), status
 
 
-_TITLES = {400: "The request could not be used", 403: "Not allowed", 404: "Not found",
-           405: "Not allowed here", 409: "Conflict", 413: "Too large"}
+_TITLES = {
+    400: "The request could not be used",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed here",
+    409: "Conflict",
+    413: "Too large",
+}
 
 
 @bp.errorhandler(ApiError)
@@ -145,8 +170,9 @@ def _http_error_page(exc: HTTPException) -> tuple[str, int]:
 def _integrity_page(exc: IntegrityError) -> tuple[str, int]:
     # A unique rule the service's own checks could not see (two people saving at once).
     _rollback()
-    return _error_page(409, "Conflict", "The change conflicts with data saved meanwhile; "
-                                        "nothing was changed. Reload and try again.")
+    return _error_page(
+        409, "Conflict", "The change conflicts with data saved meanwhile; nothing was changed. Reload and try again."
+    )
 
 
 @bp.errorhandler(OperationalError)
@@ -154,16 +180,18 @@ def _integrity_page(exc: IntegrityError) -> tuple[str, int]:
 def _database_unavailable_page(exc: Exception) -> tuple[str, int]:
     _rollback()
     log.error("database unavailable: %s", exc)
-    return _error_page(503, "Database unavailable", "The database could not be reached; nothing was changed. "
-                                                    "Try again in a moment.")
+    return _error_page(
+        503, "Database unavailable", "The database could not be reached; nothing was changed. Try again in a moment."
+    )
 
 
 @bp.errorhandler(Exception)
 def _unexpected_page(exc: Exception) -> tuple[str, int]:
     _rollback()
     log.exception("unhandled error in the admin UI")
-    return _error_page(500, "Something went wrong", "An unexpected error occurred and has been "
-                                                    "logged; nothing was changed.")
+    return _error_page(
+        500, "Something went wrong", "An unexpected error occurred and has been logged; nothing was changed."
+    )
 
 
 def render_page(template: str, section: str, status: int = 200, **context: Any) -> Any:

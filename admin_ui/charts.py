@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 MIN_SPAN = 0.02  # never zoom in further than two percentage points across the whole axis
 LABEL_MAX_CHARS = 18
@@ -98,8 +99,7 @@ class IntervalChart:
 def _values(intervals: Iterable[Interval]) -> list[float]:
     out = []
     for interval in intervals:
-        out.extend(v for v in (finite(interval.mean), finite(interval.low), finite(interval.high))
-                   if v is not None)
+        out.extend(v for v in (finite(interval.mean), finite(interval.low), finite(interval.high)) if v is not None)
     return out
 
 
@@ -113,8 +113,9 @@ def nice_step(span: float, target_ticks: int = 5) -> float:
     return 10 * magnitude
 
 
-def axis_domain(intervals: Iterable[Interval], *, bounds: tuple[float, float] = (0.0, 1.0),
-                target_ticks: int = 5) -> tuple[float, float] | None:
+def axis_domain(
+    intervals: Iterable[Interval], *, bounds: tuple[float, float] = (0.0, 1.0), target_ticks: int = 5
+) -> tuple[float, float] | None:
     """An x range that holds every mean and interval end, padded and rounded outward to
     tick steps, kept within ``bounds``; None when there is nothing to draw."""
     values = _values(intervals)
@@ -126,8 +127,7 @@ def axis_domain(intervals: Iterable[Interval], *, bounds: tuple[float, float] = 
     if high - low < MIN_SPAN:  # pressed against a bound (e.g. every arm at 100%)
         low, high = (max(bounds[0], high - MIN_SPAN), min(bounds[1], low + MIN_SPAN))
     step = nice_step(high - low, target_ticks)
-    return (max(bounds[0], math.floor(low / step + 1e-9) * step),
-            min(bounds[1], math.ceil(high / step - 1e-9) * step))
+    return (max(bounds[0], math.floor(low / step + 1e-9) * step), min(bounds[1], math.ceil(high / step - 1e-9) * step))
 
 
 def shared_domain(groups: Iterable[Sequence[Interval]], **kwargs: Any) -> tuple[float, float] | None:
@@ -155,7 +155,7 @@ def _ticks(domain: tuple[float, float], scale: Any, target_ticks: int) -> tuple[
 
 
 def _short(label: str) -> str:
-    return label if len(label) <= LABEL_MAX_CHARS else label[:LABEL_MAX_CHARS - 1] + "…"
+    return label if len(label) <= LABEL_MAX_CHARS else label[: LABEL_MAX_CHARS - 1] + "…"
 
 
 def chart_id(*parts: str) -> str:
@@ -163,10 +163,18 @@ def chart_id(*parts: str) -> str:
     return "-".join(_UNSAFE_ID_CHARS.sub("_", part) for part in parts)
 
 
-def interval_chart(intervals: Sequence[Interval], *, title: str, chart_key: str,
-                   domain: tuple[float, float] | None = None, axis_label: str = "Retention rate",
-                   width: int = 640, label_width: int = 130, row_height: int = 28,
-                   target_ticks: int = 5) -> IntervalChart:
+def interval_chart(
+    intervals: Sequence[Interval],
+    *,
+    title: str,
+    chart_key: str,
+    domain: tuple[float, float] | None = None,
+    axis_label: str = "Retention rate",
+    width: int = 640,
+    label_width: int = 130,
+    row_height: int = 28,
+    target_ticks: int = 5,
+) -> IntervalChart:
     """Place ``intervals`` (one row each, in order) on a shared x axis.
 
     ``domain`` fixes the axis (small multiples pass the same one); by default it is fitted to
@@ -207,17 +215,37 @@ def interval_chart(intervals: Sequence[Interval], *, title: str, chart_key: str,
         elif lo is None or hi is None:
             text = f"{interval.label}: {format_percent(mean)}"
         else:
-            text = (f"{interval.label}: {format_percent(mean)} "
-                    f"(95% interval {format_percent(lo)} to {format_percent(hi)})")
-        rows.append(ChartRow(key=interval.label, label=_short(interval.label),
-                             y=plot_top + row_height * (index + 0.5), x_mean=x_mean, x_low=x_low,
-                             x_high=x_high, clipped_low=clipped_low, clipped_high=clipped_high,
-                             is_reference=interval.is_reference, title=text))
-    return IntervalChart(chart_id=chart_id("chart", chart_key), title=title, axis_label=axis_label,
-                         width=width, height=int(plot_bottom + 40), plot_left=plot_left,
-                         plot_right=plot_right, plot_top=plot_top, plot_bottom=plot_bottom,
-                         ticks=_ticks((low, high), scale, target_ticks), rows=tuple(rows),
-                         reference_x=reference_x)
+            text = (
+                f"{interval.label}: {format_percent(mean)} (95% interval {format_percent(lo)} to {format_percent(hi)})"
+            )
+        rows.append(
+            ChartRow(
+                key=interval.label,
+                label=_short(interval.label),
+                y=plot_top + row_height * (index + 0.5),
+                x_mean=x_mean,
+                x_low=x_low,
+                x_high=x_high,
+                clipped_low=clipped_low,
+                clipped_high=clipped_high,
+                is_reference=interval.is_reference,
+                title=text,
+            )
+        )
+    return IntervalChart(
+        chart_id=chart_id("chart", chart_key),
+        title=title,
+        axis_label=axis_label,
+        width=width,
+        height=int(plot_bottom + 40),
+        plot_left=plot_left,
+        plot_right=plot_right,
+        plot_top=plot_top,
+        plot_bottom=plot_bottom,
+        ticks=_ticks((low, high), scale, target_ticks),
+        rows=tuple(rows),
+        reference_x=reference_x,
+    )
 
 
 def retention_intervals(arms: Iterable[Any]) -> list[Interval]:
@@ -229,6 +257,13 @@ def retention_intervals(arms: Iterable[Any]) -> list[Interval]:
             continue
         ci = arm.get("retention_ci95")
         low, high = (ci[0], ci[1]) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
-        out.append(Interval(label=str(arm.get("key") or "holdout"), mean=finite(arm.get("retention_mean")),
-                            low=finite(low), high=finite(high), is_reference=bool(arm.get("is_control"))))
+        out.append(
+            Interval(
+                label=str(arm.get("key") or "holdout"),
+                mean=finite(arm.get("retention_mean")),
+                low=finite(low),
+                high=finite(high),
+                is_reference=bool(arm.get("is_control")),
+            )
+        )
     return out

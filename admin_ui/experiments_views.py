@@ -31,9 +31,8 @@ from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from admin_ui.charts import (IntervalChart, finite, format_percent, interval_chart, retention_intervals,
-                             shared_domain)
 from admin_ui.blueprint import actor, bp, render_page, require_role
+from admin_ui.charts import IntervalChart, finite, format_percent, interval_chart, retention_intervals, shared_domain
 from experiments import schemas
 from experiments.jobs import enqueue_readout
 from experiments.models import Experiment, Readout
@@ -49,11 +48,14 @@ from infra.redis_conn import get_redis
 
 log = logging.getLogger(__name__)
 
-QUEUE_DOWN = ("The job queue (Redis) cannot be reached, so no readout was started. Try again in a "
-              "moment; scheduled readouts resume on their own once the queue is back.")
+QUEUE_DOWN = (
+    "The job queue (Redis) cannot be reached, so no readout was started. Try again in a "
+    "moment; scheduled readouts resume on their own once the queue is back."
+)
 
 
 # --- number formats (None, NaN and text all show as a dash) ----------------------------------
+
 
 def _signed_pp(share: float) -> str:
     return f"{100 * share:+.1f}"
@@ -139,12 +141,23 @@ def fmt_value(value: Any) -> str:
     return str(value)
 
 
-FORMATS = {"pct": format_percent, "pct_range": fmt_percent_range, "pp": fmt_pp, "pp_range": fmt_pp_range,
-           "prob": fmt_probability, "p_value": fmt_p_value, "loss": fmt_loss_pp, "num": fmt_number, "count": fmt_count,
-           "when": fmt_time, "value": fmt_value}
+FORMATS = {
+    "pct": format_percent,
+    "pct_range": fmt_percent_range,
+    "pp": fmt_pp,
+    "pp_range": fmt_pp_range,
+    "prob": fmt_probability,
+    "p_value": fmt_p_value,
+    "loss": fmt_loss_pp,
+    "num": fmt_number,
+    "count": fmt_count,
+    "when": fmt_time,
+    "value": fmt_value,
+}
 
 
 # --- the readout, flattened for the templates -----------------------------------------------
+
 
 @dataclass(frozen=True)
 class ArmRow:
@@ -189,15 +202,26 @@ def arm_row(arm: dict[str, Any]) -> ArmRow:
     uplift = _dict(arm.get("uplift_vs_control"))
     uplift_low, uplift_high = _pair(uplift.get("ci95"))
     return ArmRow(
-        key=str(arm.get("key") or "holdout"), is_control=bool(arm.get("is_control")),
-        exposed=finite(arm.get("exposed")), trials=finite(arm.get("trials")), retained=finite(arm.get("retained")),
-        retention_mean=finite(arm.get("retention_mean")), retention_low=retention_low,
-        retention_high=retention_high, uplift_mean=finite(uplift.get("mean")), uplift_low=uplift_low,
-        uplift_high=uplift_high, p_beats_control=finite(arm.get("p_beats_control")),
-        p_best=finite(arm.get("p_best")), expected_loss=finite(arm.get("expected_loss")),
-        arpu_mean=finite(arm.get("arpu_mean")), cost=finite(arm.get("cost")),
-        cost_per_subscriber=finite(arm.get("cost_per_subscriber")), roi_mean=finite(arm.get("roi_mean")),
-        p_roi_above_floor=finite(arm.get("p_roi_above_floor")))
+        key=str(arm.get("key") or "holdout"),
+        is_control=bool(arm.get("is_control")),
+        exposed=finite(arm.get("exposed")),
+        trials=finite(arm.get("trials")),
+        retained=finite(arm.get("retained")),
+        retention_mean=finite(arm.get("retention_mean")),
+        retention_low=retention_low,
+        retention_high=retention_high,
+        uplift_mean=finite(uplift.get("mean")),
+        uplift_low=uplift_low,
+        uplift_high=uplift_high,
+        p_beats_control=finite(arm.get("p_beats_control")),
+        p_best=finite(arm.get("p_best")),
+        expected_loss=finite(arm.get("expected_loss")),
+        arpu_mean=finite(arm.get("arpu_mean")),
+        cost=finite(arm.get("cost")),
+        cost_per_subscriber=finite(arm.get("cost_per_subscriber")),
+        roi_mean=finite(arm.get("roi_mean")),
+        p_roi_above_floor=finite(arm.get("p_roi_above_floor")),
+    )
 
 
 @dataclass(frozen=True)
@@ -250,8 +274,11 @@ class ReadoutView:
 
 def _reasons(promotion: dict[str, Any]) -> tuple[Reason, ...]:
     """Every blocker in plain words: the verdict's own messages, else the rule's description."""
-    reasons = [Reason(str(r.get("code") or ""), str(r.get("message") or BLOCKERS.get(str(r.get("code")), "")))
-               for r in _list(promotion.get("reasons")) if isinstance(r, dict)]
+    reasons = [
+        Reason(str(r.get("code") or ""), str(r.get("message") or BLOCKERS.get(str(r.get("code")), "")))
+        for r in _list(promotion.get("reasons"))
+        if isinstance(r, dict)
+    ]
     explained = {reason.code for reason in reasons}
     for code in _list(promotion.get("blocked_by")):
         if str(code) not in explained:
@@ -264,8 +291,9 @@ POOLED_FIELDS = ("retention_mean", "retention_ci95", "uplift_vs_control", "p_bea
 FIT_SETTINGS = ("sampler", "parameterisation", "chains", "draws", "tune")
 
 
-def _tiers_with_arms(results: dict[str, Any],
-                     hierarchical: dict[str, Any]) -> list[tuple[dict[str, Any], list[dict[str, Any]], bool]]:
+def _tiers_with_arms(
+    results: dict[str, Any], hierarchical: dict[str, Any]
+) -> list[tuple[dict[str, Any], list[dict[str, Any]], bool]]:
     """Each tier of the readout with its arms. When the hierarchical model converged its
     partially pooled estimates replace the tier-alone (conjugate) ones, since that is what
     the per-tier winners rest on."""
@@ -273,16 +301,21 @@ def _tiers_with_arms(results: dict[str, Any],
     if hierarchical.get("ok"):
         for tier in _list(hierarchical.get("tiers")):
             if isinstance(tier, dict):
-                pooled[tier.get("tier")] = {arm.get("key"): arm for arm in _list(tier.get("arms"))
-                                            if isinstance(arm, dict)}
+                pooled[tier.get("tier")] = {
+                    arm.get("key"): arm for arm in _list(tier.get("arms")) if isinstance(arm, dict)
+                }
     out = []
     for tier in _list(results.get("tiers")):
         if not isinstance(tier, dict):
             continue
         arms = [arm for arm in _list(tier.get("arms")) if isinstance(arm, dict)]
         estimates = pooled.get(tier.get("tier"), {})
-        merged = [{**arm, **{name: estimates[arm.get("key")].get(name) for name in POOLED_FIELDS}}
-                  if arm.get("key") in estimates else arm for arm in arms]
+        merged = [
+            {**arm, **{name: estimates[arm.get("key")].get(name) for name in POOLED_FIELDS}}
+            if arm.get("key") in estimates
+            else arm
+            for arm in arms
+        ]
         out.append((tier, merged, bool(estimates) and all(arm.get("key") in estimates for arm in arms)))
     return out
 
@@ -311,30 +344,58 @@ def readout_view(results: dict[str, Any], *, roi_floor: float | None = None) -> 
     tier_views = []
     for tier, group, pooled in tiers:
         name = str(tier.get("tier") or "(no tier)")
-        tier_views.append(TierView(
-            tier=name, rows=tuple(arm_row(arm) for arm in group), winner=tier_winners.get(name),
-            error=tier.get("error"), error_message=tier.get("error_message"), pooled=pooled,
-            chart=interval_chart(retention_intervals(group), title=f"Retention in tier {name}",
-                                 chart_key=f"tier-{name}", domain=domain, width=420, label_width=100)))
+        tier_views.append(
+            TierView(
+                tier=name,
+                rows=tuple(arm_row(arm) for arm in group),
+                winner=tier_winners.get(name),
+                error=tier.get("error"),
+                error_message=tier.get("error_message"),
+                pooled=pooled,
+                chart=interval_chart(
+                    retention_intervals(group),
+                    title=f"Retention in tier {name}",
+                    chart_key=f"tier-{name}",
+                    domain=domain,
+                    width=420,
+                    label_width=100,
+                ),
+            )
+        )
     floor = finite(results.get("roi_floor"))
     return ReadoutView(
-        readout_id=results.get("readout_id"), computed_at=results.get("computed_at"),
-        data_cutoff=results.get("data_cutoff"), status_at_readout=results.get("status_at_readout"),
-        method=results.get("method"), model_version=results.get("model_version"),
-        error=results.get("error"), error_message=results.get("error_message"),
-        srm_p_value=finite(srm.get("p_value")), srm_flag=bool(srm.get("flag")),
+        readout_id=results.get("readout_id"),
+        computed_at=results.get("computed_at"),
+        data_cutoff=results.get("data_cutoff"),
+        status_at_readout=results.get("status_at_readout"),
+        method=results.get("method"),
+        model_version=results.get("model_version"),
+        error=results.get("error"),
+        error_message=results.get("error_message"),
+        srm_p_value=finite(srm.get("p_value")),
+        srm_flag=bool(srm.get("flag")),
         roi_floor=floor if floor is not None else roi_floor,
-        value_per_retained=finite(results.get("value_per_retained")), value_source=results.get("value_source"),
+        value_per_retained=finite(results.get("value_per_retained")),
+        value_source=results.get("value_source"),
         rows=tuple(arm_row(arm) for arm in arms),
-        chart=interval_chart(retention_intervals(arms), title="Retention per arm, with 95% credible intervals",
-                             chart_key="all-arms", width=760, label_width=140),
+        chart=interval_chart(
+            retention_intervals(arms),
+            title="Retention per arm, with 95% credible intervals",
+            chart_key="all-arms",
+            width=760,
+            label_width=140,
+        ),
         tiers=tuple(tier_views),
-        hierarchical_attempted=bool(hierarchical.get("attempted")), hierarchical_ok=bool(hierarchical.get("ok")),
+        hierarchical_attempted=bool(hierarchical.get("attempted")),
+        hierarchical_ok=bool(hierarchical.get("ok")),
         hierarchical_reason=hierarchical.get("reason"),
         diagnostics=_diagnostics(hierarchical),
-        eligible=bool(promotion.get("eligible")), winner=promotion.get("winner"),
-        tier_winners=tuple(sorted(tier_winners.items())), reasons=_reasons(promotion),
-        holdout=results.get("holdout") if isinstance(results.get("holdout"), dict) else None)
+        eligible=bool(promotion.get("eligible")),
+        winner=promotion.get("winner"),
+        tier_winners=tuple(sorted(tier_winners.items())),
+        reasons=_reasons(promotion),
+        holdout=results.get("holdout") if isinstance(results.get("holdout"), dict) else None,
+    )
 
 
 @bp.context_processor
@@ -343,6 +404,7 @@ def _readout_helpers() -> dict[str, Any]:
 
 
 # --- pages ------------------------------------------------------------------------------------
+
 
 def _latest_or_none(session: Session, experiment: Experiment) -> Readout | None:
     try:
@@ -359,22 +421,36 @@ def experimentsrender_page() -> str:
     return render_page("experiments.html", "admin.experiments", rows=rows)
 
 
-def _experiment_page(key: str, *, status: int = 200, errors: dict[str, list[str]] | None = None,
-                     values: dict[str, str] | None = None) -> Any:
+def _experiment_page(
+    key: str, *, status: int = 200, errors: dict[str, list[str]] | None = None, values: dict[str, str] | None = None
+) -> Any:
     s = db_session()
     experiment = get_experiment(s, key)  # the HTML 404 page if unknown
     policy = promotion_policy(experiment.promotion_policy)
     row = _latest_or_none(s, experiment)
-    readout = (readout_view(readout_json(row, experiment), roi_floor=policy.roi_floor)
-               if row is not None else None)
+    readout = readout_view(readout_json(row, experiment), roi_floor=policy.roi_floor) if row is not None else None
     total_weight = sum(arm.weight for arm in experiment.arms) or 1.0
-    can_approve = (readout is not None and readout.eligible and experiment.status == "pilot"
-                   and readout.status_at_readout == "pilot")
-    return render_page("experiment.html", "admin.experiments", status=status, experiment=experiment,
-                 policy=policy, readout=readout, total_weight=total_weight,
-                 can_approve=can_approve, promotions=promotions_json(s, experiment),
-                 alerts=alerts_json(s, experiment), errors=errors or {}, values=values or {},
-                 csv_url=url_for("readout_api.get_readout_csv", key=experiment.key) if readout else None)
+    can_approve = (
+        readout is not None
+        and readout.eligible
+        and experiment.status == "pilot"
+        and readout.status_at_readout == "pilot"
+    )
+    return render_page(
+        "experiment.html",
+        "admin.experiments",
+        status=status,
+        experiment=experiment,
+        policy=policy,
+        readout=readout,
+        total_weight=total_weight,
+        can_approve=can_approve,
+        promotions=promotions_json(s, experiment),
+        alerts=alerts_json(s, experiment),
+        errors=errors or {},
+        values=values or {},
+        csv_url=url_for("readout_api.get_readout_csv", key=experiment.key) if readout else None,
+    )
 
 
 @bp.get("/experiments/<key>", endpoint="experiment")
@@ -402,18 +478,21 @@ def experiment_run_readout(key: str) -> Response:
         flash(QUEUE_DOWN, "error")
         return _back(key)
     if created:
-        flash(f"Readout started with data up to {fmt_time(cutoff)} (job {job.id}). Reload this page in a "
-              f"minute to see it.", "success")
+        flash(
+            f"Readout started with data up to {fmt_time(cutoff)} (job {job.id}). Reload this page in a "
+            f"minute to see it.",
+            "success",
+        )
     else:
-        flash(f"A readout with data up to {fmt_time(cutoff)} is already queued or running (job {job.id}).",
-              "info")
+        flash(f"A readout with data up to {fmt_time(cutoff)} is already queued or running (job {job.id}).", "info")
     return _back(key)
 
 
 def _form_failure(key: str, form: str, messages: list[str], status: int) -> Any:
     db_session().rollback()
-    return _experiment_page(key, status=status, errors={form: messages},
-                            values={f"{form}_reason": request.form.get("reason", "")})
+    return _experiment_page(
+        key, status=status, errors={form: messages}, values={f"{form}_reason": request.form.get("reason", "")}
+    )
 
 
 def _api_error_messages(exc: ApiError) -> list[str]:
@@ -433,11 +512,13 @@ def experiment_approve(key: str) -> Any:
     get_experiment(s, key)  # an unknown experiment is the 404 page, not a form error
     raw_id = request.form.get("readout_id", "").strip()
     try:
-        body = schemas.ApprovalIn(readout_id=int(raw_id) if raw_id else None,
-                                  reason=request.form.get("reason", "").strip())
+        body = schemas.ApprovalIn(
+            readout_id=int(raw_id) if raw_id else None, reason=request.form.get("reason", "").strip()
+        )
     except (ValueError, ValidationError):
-        return _form_failure(key, "approve", ["The form was not sent from this page; reload it and try again. "
-                                              "Nothing was changed."], 400)
+        return _form_failure(
+            key, "approve", ["The form was not sent from this page; reload it and try again. Nothing was changed."], 400
+        )
     try:
         promotion = approve_promotion(s, key, actor=actor(), readout_id=body.readout_id, reason=body.reason)
     except ApiError as exc:
@@ -455,8 +536,12 @@ def experiment_resume(key: str) -> Any:
     get_experiment(s, key)
     reason = request.form.get("reason", "").strip()
     if not reason:
-        return _form_failure(key, "resume", ["Say why spending may resume: the reason is kept in the audit "
-                                             "log. Nothing was changed."], 400)
+        return _form_failure(
+            key,
+            "resume",
+            ["Say why spending may resume: the reason is kept in the audit log. Nothing was changed."],
+            400,
+        )
     try:
         body = schemas.ResumeSpendingIn(reason=reason)
     except ValidationError as exc:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from werkzeug.datastructures import MultiDict
@@ -49,7 +50,7 @@ def parse_json_object(text: str, *, empty: dict[str, Any] | None = None) -> dict
     except json.JSONDecodeError as exc:
         raise ValueError(f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     if not isinstance(value, dict):
-        raise ValueError("Must be a JSON object, e.g. {\"tenure_months\": {\"$gte\": 36}}")
+        raise ValueError('Must be a JSON object, e.g. {"tenure_months": {"$gte": 36}}')
     return value
 
 
@@ -112,38 +113,74 @@ class OfferForm(Form):
     """The offer form: what the user typed and the messages per field."""
 
     @classmethod
-    def blank(cls) -> "OfferForm":
-        return cls({"code": "", "name": "", "description": "", "unit_cost": "", "currency": "EUR",
-                    "channels": [], "eligibility": "{}", "prior_uplift": "0",
-                    "value_horizon_months": "12", "active": True})
+    def blank(cls) -> OfferForm:
+        return cls(
+            {
+                "code": "",
+                "name": "",
+                "description": "",
+                "unit_cost": "",
+                "currency": "EUR",
+                "channels": [],
+                "eligibility": "{}",
+                "prior_uplift": "0",
+                "value_horizon_months": "12",
+                "active": True,
+            }
+        )
 
     @classmethod
-    def from_offer(cls, row: Mapping[str, Any]) -> "OfferForm":
+    def from_offer(cls, row: Mapping[str, Any]) -> OfferForm:
         """Prefill from a stored offer (``entity_json`` form)."""
-        return cls({"code": row["code"], "name": row["name"], "description": row["description"] or "",
-                    "unit_cost": f"{row['unit_cost']:g}", "currency": row["currency"],
-                    "channels": list(row["channels"]), "eligibility": pretty_json(row["eligibility"]),
-                    "prior_uplift": f"{row['prior_uplift']:g}",
-                    "value_horizon_months": str(row["value_horizon_months"]), "active": bool(row["active"])})
+        return cls(
+            {
+                "code": row["code"],
+                "name": row["name"],
+                "description": row["description"] or "",
+                "unit_cost": f"{row['unit_cost']:g}",
+                "currency": row["currency"],
+                "channels": list(row["channels"]),
+                "eligibility": pretty_json(row["eligibility"]),
+                "prior_uplift": f"{row['prior_uplift']:g}",
+                "value_horizon_months": str(row["value_horizon_months"]),
+                "active": bool(row["active"]),
+            }
+        )
 
     @classmethod
-    def from_request(cls, form: MultiDict) -> "OfferForm":
-        return cls({"code": form.get("code", "").strip(), "name": form.get("name", ""),
-                    "description": form.get("description", ""), "unit_cost": form.get("unit_cost", ""),
-                    "currency": form.get("currency", "").strip().upper(),
-                    "channels": form.getlist("channels"), "eligibility": form.get("eligibility", ""),
-                    "prior_uplift": form.get("prior_uplift", ""),
-                    "value_horizon_months": form.get("value_horizon_months", ""),
-                    "active": form.get("active") == "on"})
+    def from_request(cls, form: MultiDict) -> OfferForm:
+        return cls(
+            {
+                "code": form.get("code", "").strip(),
+                "name": form.get("name", ""),
+                "description": form.get("description", ""),
+                "unit_cost": form.get("unit_cost", ""),
+                "currency": form.get("currency", "").strip().upper(),
+                "channels": form.getlist("channels"),
+                "eligibility": form.get("eligibility", ""),
+                "prior_uplift": form.get("prior_uplift", ""),
+                "value_horizon_months": form.get("value_horizon_months", ""),
+                "active": form.get("active") == "on",
+            }
+        )
 
     def payload(self) -> dict[str, Any] | None:
         """The offer as the catalogue's JSON, or None (with ``errors`` filled) if some field's
         text cannot even be converted. Everything else is left to the catalogue's schema."""
         v = self.values
-        out: dict[str, Any] = {"code": v["code"], "name": v["name"], "description": v["description"],
-                               "currency": v["currency"], "channels": v["channels"], "active": v["active"]}
-        for name, integer, blank_default in (("unit_cost", False, None), ("prior_uplift", False, 0.0),
-                                             ("value_horizon_months", True, 12)):
+        out: dict[str, Any] = {
+            "code": v["code"],
+            "name": v["name"],
+            "description": v["description"],
+            "currency": v["currency"],
+            "channels": v["channels"],
+            "active": v["active"],
+        }
+        for name, integer, blank_default in (
+            ("unit_cost", False, None),
+            ("prior_uplift", False, 0.0),
+            ("value_horizon_months", True, 12),
+        ):
             raw = str(v[name])
             if not raw.strip() and blank_default is not None:
                 out[name] = blank_default
@@ -163,8 +200,14 @@ class OfferForm(Form):
 
 
 # the risk policy's thresholds: (field, whole number?)
-RISK_THRESHOLDS = (("yellow_churn_score", False), ("red_churn_score", False), ("inactive_months", True),
-                   ("consecutive_downgrades", True), ("unresolved_complaints", True), ("complaint_surge_90d", True))
+RISK_THRESHOLDS = (
+    ("yellow_churn_score", False),
+    ("red_churn_score", False),
+    ("inactive_months", True),
+    ("consecutive_downgrades", True),
+    ("unresolved_complaints", True),
+    ("complaint_surge_90d", True),
+)
 
 
 @dataclass
@@ -172,11 +215,11 @@ class RiskLevelsForm(Form):
     """The warning levels' thresholds (the active risk policy)."""
 
     @classmethod
-    def from_policy(cls, row: Mapping[str, Any]) -> "RiskLevelsForm":
+    def from_policy(cls, row: Mapping[str, Any]) -> RiskLevelsForm:
         return cls({name: f"{row[name]:g}" for name, _ in RISK_THRESHOLDS})
 
     @classmethod
-    def from_request(cls, form: MultiDict) -> "RiskLevelsForm":
+    def from_request(cls, form: MultiDict) -> RiskLevelsForm:
         return cls({name: form.get(name, "") for name, _ in RISK_THRESHOLDS})
 
     def payload(self) -> dict[str, Any] | None:

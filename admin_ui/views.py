@@ -21,8 +21,15 @@ from infra.db import db_session
 from infra.errors import ApiError, Forbidden
 from offers import catalogue, schemas
 from offers.api import present
-from offers.config_service import (create_config, deactivate_config, entity_json, get_config,
-                                   list_config, update_config, validate_payload)
+from offers.config_service import (
+    create_config,
+    deactivate_config,
+    entity_json,
+    get_config,
+    list_config,
+    update_config,
+    validate_payload,
+)
 from offers.models import Offer, RiskLevelPolicy, Subscriber, Tier, TierScheme
 from offers.repository import active_risk_policy, load_tier_assigner
 
@@ -33,6 +40,7 @@ CUSTOM_RISK_POLICY = "custom"  # the risk policy this page creates when none is 
 
 
 # --- login / logout ------------------------------------------------------------------------
+
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
@@ -46,16 +54,16 @@ def login() -> Any:
     try:
         check_csrf(request.form.get("csrf_token"))
     except Forbidden:
-        return render_template("login.html", email=email, next_url=next_url,
-                               error="The login form expired. Please try again."), 400
+        return render_template(
+            "login.html", email=email, next_url=next_url, error="The login form expired. Please try again."
+        ), 400
     password = request.form.get("password", "")
     user = None
     if email and password and len(password) <= MAX_PASSWORD_CHARS and len(email) <= 254:
         user = authenticate_password(db_session(), email, password)
     if user is None:
         # One message for unknown email and wrong password: no user enumeration.
-        return render_template("login.html", email=email, next_url=next_url,
-                               error="Wrong email or password."), 401
+        return render_template("login.html", email=email, next_url=next_url, error="Wrong email or password."), 401
     session.clear()
     session["user_id"] = user.id
     csrf_token()
@@ -71,6 +79,7 @@ def logout() -> Response:
 
 # --- overview --------------------------------------------------------------------------------
 
+
 @bp.get("/")
 def overview() -> str:
     """Counts at a glance, budgets with their caps in money, and the latest audit entries."""
@@ -84,16 +93,26 @@ def overview() -> str:
         .group_by(TierScheme.code, TierScheme.name, TierScheme.is_primary)
         .order_by(TierScheme.is_primary.desc(), TierScheme.code)
     ).all()
-    per_tier = s.execute(select(Subscriber.tier, func.count()).group_by(Subscriber.tier)
-                         .order_by(func.count().desc(), Subscriber.tier)).all()
+    per_tier = s.execute(
+        select(Subscriber.tier, func.count()).group_by(Subscriber.tier).order_by(func.count().desc(), Subscriber.tier)
+    ).all()
     budgets = present(s, catalogue.BUDGETS, list_config(s, catalogue.BUDGETS))
-    return render_page("overview.html", "admin.overview", active_offers=active_offers, all_offers=all_offers,
-                 schemes=schemes, per_tier=per_tier, subscribers=sum(n for _, n in per_tier),
-                 primary=next((row.code for row in schemes if row.is_primary), None),
-                 budgets=budgets, audit=list_audit(s, limit=RECENT_AUDIT_ROWS))
+    return render_page(
+        "overview.html",
+        "admin.overview",
+        active_offers=active_offers,
+        all_offers=all_offers,
+        schemes=schemes,
+        per_tier=per_tier,
+        subscribers=sum(n for _, n in per_tier),
+        primary=next((row.code for row in schemes if row.is_primary), None),
+        budgets=budgets,
+        audit=list_audit(s, limit=RECENT_AUDIT_ROWS),
+    )
 
 
 # --- offers ------------------------------------------------------------------------------------
+
 
 @bp.get("/offers")
 def offers() -> str:
@@ -157,11 +176,11 @@ def deactivate_offer(code: str) -> Response:
 
 
 def _offer_form(form: OfferForm, *, editing: dict[str, Any] | None, status: int = 200) -> Any:
-    return render_page("offer_form.html", "admin.offers", status=status, form=form, editing=editing,
-                 channels=CHANNELS)
+    return render_page("offer_form.html", "admin.offers", status=status, form=form, editing=editing, channels=CHANNELS)
 
 
 # --- tiers -----------------------------------------------------------------------------------
+
 
 @bp.route("/tiers", methods=["GET", "POST"])
 def tiers() -> Any:
@@ -181,16 +200,31 @@ def tiers() -> Any:
         else:
             result = load_tier_assigner(s).assign(attributes)
     primary_scheme = next((sc.code for sc in schemes if sc.is_primary and sc.active), None)
-    return render_page("tiers.html", "admin.tiers", status=400 if profile_error else 200, schemes=schemes,
-                 by_scheme=by_scheme, primary_scheme=primary_scheme, profile_text=profile_text,
-                 profile_error=profile_error, result=result)
+    return render_page(
+        "tiers.html",
+        "admin.tiers",
+        status=400 if profile_error else 200,
+        schemes=schemes,
+        by_scheme=by_scheme,
+        primary_scheme=primary_scheme,
+        profile_text=profile_text,
+        profile_error=profile_error,
+        result=result,
+    )
 
 
 # --- risk levels -----------------------------------------------------------------------------
 
+
 def _risk_page(form: RiskLevelsForm, active: Any, status: int = 200) -> Any:
-    return render_page("risk_levels.html", "admin.risk_levels", status=status, form=form, active=active,
-                 thresholds=[name for name, _ in RISK_THRESHOLDS])
+    return render_page(
+        "risk_levels.html",
+        "admin.risk_levels",
+        status=status,
+        form=form,
+        active=active,
+        thresholds=[name for name, _ in RISK_THRESHOLDS],
+    )
 
 
 @bp.get("/risk-levels")
@@ -218,8 +252,9 @@ def save_risk_levels() -> Any:
         elif s.scalar(select(RiskLevelPolicy.id).where(RiskLevelPolicy.code == CUSTOM_RISK_POLICY)) is not None:
             update_config(s, catalogue.RISK_POLICIES, CUSTOM_RISK_POLICY, {**payload, "active": True}, actor=actor())
         else:
-            data = validate_payload(catalogue.RISK_POLICIES, {"code": CUSTOM_RISK_POLICY, "name": "Warning levels",
-                                                              **payload})
+            data = validate_payload(
+                catalogue.RISK_POLICIES, {"code": CUSTOM_RISK_POLICY, "name": "Warning levels", **payload}
+            )
             create_config(s, catalogue.RISK_POLICIES, data, actor=actor())
     except ApiError as exc:
         s.rollback()
@@ -232,7 +267,9 @@ def save_risk_levels() -> Any:
 
 # --- audit log -------------------------------------------------------------------------------
 
+
 @bp.get("/audit")
 def audit() -> str:
-    return render_page("audit.html", "admin.audit", entries=list_audit(db_session(), limit=AUDIT_PAGE_ROWS),
-                 limit=AUDIT_PAGE_ROWS)
+    return render_page(
+        "audit.html", "admin.audit", entries=list_audit(db_session(), limit=AUDIT_PAGE_ROWS), limit=AUDIT_PAGE_ROWS
+    )

@@ -20,15 +20,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alembic import command  # noqa: E402
-from alembic.config import Config  # noqa: E402
-from sqlalchemy import Engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
-from sqlalchemy.orm import sessionmaker  # noqa: E402
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import sessionmaker
 
-from experiments.models import Experiment, ExperimentArm  # noqa: E402
-from infra.db import make_engine  # noqa: E402
-from infra.settings import PROJECT_ROOT, normalise_database_url  # noqa: E402
+from experiments.models import Experiment, ExperimentArm
+from infra.db import make_engine
+from infra.settings import PROJECT_ROOT, normalise_database_url
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 _DATABASE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # interpolated into SQL: plain names only
@@ -101,11 +101,23 @@ def create_running_experiment(engine: Engine, key: str, started_at: datetime) ->
     """A running (pilot) experiment ``key`` with a control and a ``care_sms`` arm and a 10%
     holdout, started at ``started_at``; returns its id."""
     with sessionmaker(bind=engine)() as session:
-        experiment = Experiment(key=key, name="Care SMS", status="pilot", target={}, hash_seed=key,
-                                coverage=1.0, holdout_share=0.1, guardrails=[], promotion_policy={},
-                                phase=1, started_at=started_at)
-        experiment.arms = [ExperimentArm(key="control", weight=1, is_control=True, position=0),
-                           ExperimentArm(key="care_sms", weight=1, is_control=False, position=1)]
+        experiment = Experiment(
+            key=key,
+            name="Care SMS",
+            status="pilot",
+            target={},
+            hash_seed=key,
+            coverage=1.0,
+            holdout_share=0.1,
+            guardrails=[],
+            promotion_policy={},
+            phase=1,
+            started_at=started_at,
+        )
+        experiment.arms = [
+            ExperimentArm(key="control", weight=1, is_control=True, position=0),
+            ExperimentArm(key="care_sms", weight=1, is_control=False, position=1),
+        ]
         session.add(experiment)
         session.commit()
         return experiment.id

@@ -27,24 +27,28 @@ import math
 import os
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _pg import (DEFAULT_ADMIN_URL, admin_url_argument, create_running_experiment,  # noqa: E402
-                 migrated_database)
-from sqlalchemy import Engine, text  # noqa: E402
-from sqlalchemy.orm import sessionmaker  # noqa: E402
+from _pg import (
+    DEFAULT_ADMIN_URL,
+    admin_url_argument,
+    create_running_experiment,
+    migrated_database,
+)
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import sessionmaker
 
-from experiments.models import Experiment  # noqa: E402
-from experiments.stats_sql import experiment_stats  # noqa: E402
+from experiments.models import Experiment
+from experiments.stats_sql import experiment_stats
 
 BENCH_DATABASE = "carepilot_bench_aggregate"
 EXPERIMENT_KEY = "care-sms-bench"
 OUTCOMES_PER_EXPOSURE = 5
-CUTOFF = datetime(2025, 9, 1, tzinfo=timezone.utc)
+CUTOFF = datetime(2025, 9, 1, tzinfo=UTC)
 FIRST_EXPOSURE = CUTOFF - timedelta(days=120)
 EXPOSURE_DAYS = 100  # exposures spread over 100 days: those of the last 30 have not matured yet
 
@@ -60,8 +64,7 @@ def _stride(n: int) -> int:
 # One INSERT per outcome kind: each visits every exposure once, in a scattered order
 _OUTCOME_PASSES = (
     "'delivered', NULL, NULL, a.first_exposed_at + interval '2 minutes'",
-    "CASE WHEN a.id % 3 = 0 THEN 'accepted' ELSE 'declined' END, NULL, NULL, "
-    "a.first_exposed_at + interval '5 hours'",
+    "CASE WHEN a.id % 3 = 0 THEN 'accepted' ELSE 'declined' END, NULL, NULL, a.first_exposed_at + interval '5 hours'",
     "CASE WHEN a.id % 8 = 0 THEN 'churned' ELSE 'retained' END, NULL, "
     "CASE WHEN a.id % 8 = 0 THEN 1 + a.id % 30 ELSE 30 END, "
     "a.first_exposed_at + (CASE WHEN a.id % 8 = 0 THEN 1 + a.id % 30 ELSE 30 END) * interval '1 day'",
@@ -75,7 +78,8 @@ def _generate(engine: Engine, exposures: int) -> int:
     """The experiment, ``exposures`` exposures and five outcomes each; returns its id."""
     experiment_id = create_running_experiment(engine, EXPERIMENT_KEY, FIRST_EXPOSURE)
     with engine.begin() as conn:
-        conn.execute(text("""
+        conn.execute(
+            text("""
             INSERT INTO assignments (experiment_id, subscriber_id, arm_key, in_holdout, phase, tier,
                                      channel, first_exposed_at)
             SELECT :experiment_id, 's' || lpad(g::text, 9, '0'),
@@ -83,33 +87,42 @@ def _generate(engine: Engine, exposures: int) -> int:
                    g % 10 = 0, 1, (ARRAY['basic', 'basic', 'growth', 'value', 'vip'])[1 + g % 5], 'sms',
                    :first + (g::float8 / :n * :days) * interval '1 day'
             FROM generate_series(0, :n - 1) AS g"""),
-                     {"experiment_id": experiment_id, "first": FIRST_EXPOSURE, "n": exposures,
-                      "days": EXPOSURE_DAYS})
+            {"experiment_id": experiment_id, "first": FIRST_EXPOSURE, "n": exposures, "days": EXPOSURE_DAYS},
+        )
         # Load without the outcome table's indexes and foreign key, then build them once
         conn.execute(text("ALTER TABLE outcomes DROP CONSTRAINT fk_outcomes_assignment_id_assignments"))
         conn.execute(text("ALTER TABLE outcomes DROP CONSTRAINT uq_outcomes_assignment_id_type_day_key"))
         conn.execute(text("ALTER TABLE outcomes DROP CONSTRAINT pk_outcomes"))
         stride = _stride(exposures)
         for values in _OUTCOME_PASSES:
-            conn.execute(text(f"""
+            conn.execute(
+                text(f"""
                 INSERT INTO outcomes (assignment_id, type, value, day_n, occurred_at, received_at)
                 SELECT a.id, {values}, :cutoff
                 FROM generate_series(0, :n - 1) AS g
                 JOIN assignments a ON a.id = 1 + (g::bigint * :stride) % :n"""),
-                         {"n": exposures, "stride": stride, "cutoff": CUTOFF})
+                {"n": exposures, "stride": stride, "cutoff": CUTOFF},
+            )
         conn.execute(text("ALTER TABLE outcomes ADD CONSTRAINT pk_outcomes PRIMARY KEY (id)"))
-        conn.execute(text("ALTER TABLE outcomes ADD CONSTRAINT uq_outcomes_assignment_id_type_day_key "
-                          "UNIQUE (assignment_id, type, day_key)"))
-        conn.execute(text("ALTER TABLE outcomes ADD CONSTRAINT fk_outcomes_assignment_id_assignments "
-                          "FOREIGN KEY (assignment_id) REFERENCES assignments (id) ON DELETE CASCADE"))
+        conn.execute(
+            text(
+                "ALTER TABLE outcomes ADD CONSTRAINT uq_outcomes_assignment_id_type_day_key "
+                "UNIQUE (assignment_id, type, day_key)"
+            )
+        )
+        conn.execute(
+            text(
+                "ALTER TABLE outcomes ADD CONSTRAINT fk_outcomes_assignment_id_assignments "
+                "FOREIGN KEY (assignment_id) REFERENCES assignments (id) ON DELETE CASCADE"
+            )
+        )
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE assignments"))
         conn.execute(text("VACUUM ANALYZE outcomes"))
     return experiment_id
 
 
-def measure_aggregate(database_url: str = DEFAULT_ADMIN_URL, rows: int = 10_000_000,
-                      runs: int = 3) -> dict[str, Any]:
+def measure_aggregate(database_url: str = DEFAULT_ADMIN_URL, rows: int = 10_000_000, runs: int = 3) -> dict[str, Any]:
     """Aggregate ``rows`` outcome rows (``rows / 5`` exposures) and report
     ``{"rows", "seconds", "best_seconds", ...}``."""
     exposures = rows // OUTCOMES_PER_EXPOSURE
@@ -130,8 +143,10 @@ def measure_aggregate(database_url: str = DEFAULT_ADMIN_URL, rows: int = 10_000_
     exposed = sum(arm.exposed for arm in stats.arms)
     delivered = sum(arm.delivered for arm in stats.arms)
     if stored != rows or exposed != exposures or delivered != exposures:
-        raise RuntimeError(f"aggregation is wrong: {stored} rows stored, {exposed} exposed, "
-                           f"{delivered} delivered (expected {rows}, {exposures}, {exposures})")
+        raise RuntimeError(
+            f"aggregation is wrong: {stored} rows stored, {exposed} exposed, "
+            f"{delivered} delivered (expected {rows}, {exposures}, {exposures})"
+        )
     return {
         "rows": rows,
         "seconds": round(timings[0], 3),
@@ -146,5 +161,4 @@ def measure_aggregate(database_url: str = DEFAULT_ADMIN_URL, rows: int = 10_000_
 
 
 if __name__ == "__main__":
-    print(json.dumps(measure_aggregate(admin_url_argument(), int(os.environ.get("BENCH_ROWS", "10000000"))),
-                     indent=2))
+    print(json.dumps(measure_aggregate(admin_url_argument(), int(os.environ.get("BENCH_ROWS", "10000000"))), indent=2))

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from conditions_eval import measure_us_per_eval  # noqa: E402
+from conditions_eval import measure_us_per_eval
 
 
 def main() -> None:
@@ -30,9 +30,14 @@ def main() -> None:
 
         url = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
         imported = measure_import(url, rows=int(os.environ.get("BENCH_ROWS", "1000000")))
-        result.update({"imports_rows_per_s": imported["imports_rows_per_s"],
-                       "import_rows": imported["rows"], "import_seconds": imported["seconds"],
-                       "import_peak_rss_mb": imported["peak_rss_mb"]})
+        result.update(
+            {
+                "imports_rows_per_s": imported["imports_rows_per_s"],
+                "import_rows": imported["rows"],
+                "import_seconds": imported["seconds"],
+                "import_peak_rss_mb": imported["peak_rss_mb"],
+            }
+        )
     print(json.dumps(result))
 
 

@@ -6,12 +6,14 @@ every condition on every profile, and reports microseconds per single evaluation
 sweeps). When the ``growthbook`` package is importable, its ``evalCondition`` is timed on the
 same data (best of 3 sweeps, as it is several times slower); otherwise that figure is None.
 """
+
 from __future__ import annotations
 
 import json
 import random
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from offers.conditions import compile_condition, validate_condition
 
@@ -48,7 +50,12 @@ CATALOGUE: list[dict[str, Any]] = [
     {"product": "bundle", "churn_score": {"$lt": 0.2}, "birthday_month": 7},
     {"$or": [{"usage.roaming_days": {"$gt": 10}}, {"night_data_share": {"$gt": 0.6}}], "plan": {"$ne": "basic"}},
     {"complaints_90d": {"$gte": 1, "$lte": 2}, "region": {"$in": ["west", "north"]}},
-    {"lifecycle_stage": "at_risk", "product": {"$in": ["broadband", "fibre"]}, "arpu": {"$gte": 35}, "tenure_months": {"$gt": 18}},
+    {
+        "lifecycle_stage": "at_risk",
+        "product": {"$in": ["broadband", "fibre"]},
+        "arpu": {"$gte": 35},
+        "tenure_months": {"$gt": 18},
+    },
     {"churn_score": {"$exists": True, "$gte": 0.85}},
     {"plan": "unlimited", "usage.data_gb": {"$gte": 150}},
     {"$or": [{"birthday_month": 12}, {"lifecycle_stage": "onboarding", "arpu": {"$gt": 45}}]},
@@ -100,7 +107,7 @@ def _growthbook_eval_condition() -> Callable[..., bool] | None:
         return None
     for module in ("growthbook.core", "growthbook.growthbook", "growthbook"):
         try:
-            return getattr(__import__(module, fromlist=["evalCondition"]), "evalCondition")
+            return __import__(module, fromlist=["evalCondition"]).evalCondition
         except (ImportError, AttributeError):
             continue
     return None

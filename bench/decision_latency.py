@@ -19,7 +19,8 @@ Prints one JSON object: core_us, p50_ms, p99_ms, decisions_per_s, trivial_per_s,
 throughput_share (decisions ÷ trivial), bulk_decisions_per_s (one call of 10,000 at a time: a
 call is decided by one thread of one worker, so this is what one outbound batch gets),
 bulk_concurrent_decisions_per_s (``bulk_concurrent_calls`` calls in flight, one per worker: what
-the service gets through), bulk_actions (share of the bulk contacts given an action), degraded (answers flagged degraded: must be 0), actions (share of
+the service gets through), bulk_actions (share of the bulk contacts given an action), degraded
+(answers flagged degraded: must be 0), actions (share of
 decisions with a paid or free action), and what each phase cost the whole machine in CPU
 (``cpu_ms_per_decision``, ``cpu_ms_per_trivial``, ``cpu_ms_per_bulk_decision``,
 ``cpu_ms_per_bulk_decision_concurrent``: busy CPU time of
@@ -51,20 +52,21 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import text, update  # noqa: E402
-from sqlalchemy.orm import sessionmaker  # noqa: E402
+from sqlalchemy import text, update
+from sqlalchemy.orm import sessionmaker
 
-from bench._pg import admin_url_argument, drop_database, fresh_database, migrate, postgres_admin_url  # noqa: E402
-from bench.decision_core import measure as measure_core  # noqa: E402
-from decisioning.jobs import reconcile_ledger  # noqa: E402
-from experiments import schemas  # noqa: E402
-from experiments.service import create_experiment, transition_experiment  # noqa: E402
-from infra.db import make_engine  # noqa: E402
-from infra.settings import PROJECT_ROOT, Settings  # noqa: E402
-from offers.demo_seed import DEMO_ID_PREFIX, DEMO_SUBSCRIBERS, seed_demo  # noqa: E402
-from offers.models import Budget  # noqa: E402
+from bench._pg import admin_url_argument, drop_database, fresh_database, migrate, postgres_admin_url
+from bench.decision_core import measure as measure_core
+from decisioning.jobs import reconcile_ledger
+from experiments import schemas
+from experiments.service import create_experiment, transition_experiment
+from infra.db import make_engine
+from infra.settings import PROJECT_ROOT, Settings
+from offers.demo_seed import DEMO_ID_PREFIX, DEMO_SUBSCRIBERS, seed_demo
+from offers.models import Budget
 
 DATABASE = "carepilot_bench_decisions"
 CONCURRENCY_PROCESSES, CONCURRENCY_THREADS = 2, 4
@@ -93,22 +95,35 @@ def _seed(url: str) -> dict[str, str]:
     with sessionmaker(bind=engine)() as session:
         report = seed_demo(session, password="bench-password", actor="bench")
         for key, target in (("care-sms-pilot", {}), ("vip-manager-pilot", {"arpu": {"$gte": 100}})):
-            body = schemas.ExperimentIn.model_validate({
-                "key": key, "name": key, "target": target, "coverage": 0.05,
-                "arms": [{"key": "control"}, {"key": "care", "offer_code": "CARE_SMS"}]})
+            body = schemas.ExperimentIn.model_validate(
+                {
+                    "key": key,
+                    "name": key,
+                    "target": target,
+                    "coverage": 0.05,
+                    "arms": [{"key": "control"}, {"key": "care", "offer_code": "CARE_SMS"}],
+                }
+            )
             create_experiment(session, body, actor="bench")
             transition_experiment(session, key, "pilot", actor="bench")
         # roomy budgets: the run measures reservations, not a retention fund spent in the warm-up
         session.execute(update(Budget).values(cap_amount=100_000_000, cap_share_of_revenue=None))
         # an outbound batch goes to subscribers nobody contacted yet (the single-decision phase
         # used the demo's 2,000 up to their contact caps): copies of the demo profiles
-        session.execute(text(
-            "INSERT INTO subscribers (id, attributes, tier, tiers, arpu, ltv, updated_at) "
-            "SELECT :prefix || lpad(g::text, 6, '0'), s.attributes, s.tier, s.tiers, s.arpu, s.ltv, s.updated_at "
-            "FROM generate_series(0, :count - 1) AS g "
-            "JOIN subscribers s ON s.id = :demo || lpad((g % :demo_count)::text, 5, '0')"),
-            {"prefix": BULK_ID_PREFIX, "count": BULK_CONTACTS * BULK_ROUNDS * (1 + BULK_CONCURRENT_CALLS), "demo": DEMO_ID_PREFIX,
-             "demo_count": DEMO_SUBSCRIBERS})
+        session.execute(
+            text(
+                "INSERT INTO subscribers (id, attributes, tier, tiers, arpu, ltv, updated_at) "
+                "SELECT :prefix || lpad(g::text, 6, '0'), s.attributes, s.tier, s.tiers, s.arpu, s.ltv, s.updated_at "
+                "FROM generate_series(0, :count - 1) AS g "
+                "JOIN subscribers s ON s.id = :demo || lpad((g % :demo_count)::text, 5, '0')"
+            ),
+            {
+                "prefix": BULK_ID_PREFIX,
+                "count": BULK_CONTACTS * BULK_ROUNDS * (1 + BULK_CONCURRENT_CALLS),
+                "demo": DEMO_ID_PREFIX,
+                "demo_count": DEMO_SUBSCRIBERS,
+            },
+        )
         session.commit()
     engine.dispose()
     return report.channel_keys
@@ -145,11 +160,11 @@ class _Connection:
         self.sock.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
         while (end := self.buffer.find(b"\r\n\r\n")) < 0:
             self.buffer += self._more()
-        header, rest = self.buffer[:end] + b"\r\n", self.buffer[end + 4:]
+        header, rest = self.buffer[:end] + b"\r\n", self.buffer[end + 4 :]
         length_at = header.lower().find(b"\r\ncontent-length:")
         if length_at < 0:
             raise http.client.HTTPException(f"no Content-Length in {header[:200]!r}")
-        length = int(header[length_at + 17:header.index(b"\r\n", length_at + 2)])
+        length = int(header[length_at + 17 : header.index(b"\r\n", length_at + 2)])
         while len(rest) < length:
             rest += self._more()
         self.buffer = rest[length:]
@@ -165,8 +180,7 @@ class _Connection:
         self.sock.close()
 
 
-def _client_process(port: int, path: str, keys: dict[str, str], seconds: float, proc: int,
-                    out: Any) -> None:
+def _client_process(port: int, path: str, keys: dict[str, str], seconds: float, proc: int, out: Any) -> None:
     """Threads that send requests back to back for ``seconds``; puts (latencies, degraded,
     acted, the CPU seconds this process used)."""
     channels = sorted(keys)
@@ -174,8 +188,13 @@ def _client_process(port: int, path: str, keys: dict[str, str], seconds: float, 
     flags = {"degraded": 0, "acted": 0}
     lock = threading.Lock()
     trivial_head = f"GET {path} HTTP/1.1\r\nHost: bench\r\n".encode()
-    decision_heads = {channel: (f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                                f"Authorization: Bearer {keys[channel]}\r\n").encode() for channel in channels}
+    decision_heads = {
+        channel: (
+            f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {keys[channel]}\r\n"
+        ).encode()
+        for channel in channels
+    }
 
     def run(thread: int) -> None:
         conn = _Connection(port)
@@ -189,8 +208,14 @@ def _client_process(port: int, path: str, keys: dict[str, str], seconds: float, 
             else:
                 sid = f"{DEMO_ID_PREFIX}{(proc * 7919 + thread * 104729 + i) % DEMO_SUBSCRIBERS:05d}"
                 head = decision_heads[channel]
-                body = orjson.dumps({"subscriber_id": sid, "channel": channel, "context": {"timezone": MIDDAY_ZONE},
-                                     "request_id": f"b{proc}-{thread}-{i}-{time.time_ns()}"})
+                body = orjson.dumps(
+                    {
+                        "subscriber_id": sid,
+                        "channel": channel,
+                        "context": {"timezone": MIDDAY_ZONE},
+                        "request_id": f"b{proc}-{thread}-{i}-{time.time_ns()}",
+                    }
+                )
             started = time.perf_counter()
             try:
                 status, payload = conn.request(head, body)
@@ -235,9 +260,10 @@ def _busy_cpu_s() -> float:
 def _load(port: int, path: str, keys: dict[str, str], seconds: float) -> dict[str, Any]:
     busy_before = _busy_cpu_s()
     queue: Any = multiprocessing.get_context("fork").Queue()
-    procs = [multiprocessing.get_context("fork").Process(target=_client_process,
-                                                         args=(port, path, keys, seconds, p, queue))
-             for p in range(CONCURRENCY_PROCESSES)]
+    procs = [
+        multiprocessing.get_context("fork").Process(target=_client_process, args=(port, path, keys, seconds, p, queue))
+        for p in range(CONCURRENCY_PROCESSES)
+    ]
     for p in procs:
         p.start()
     results = [queue.get() for _ in procs]
@@ -249,21 +275,37 @@ def _load(port: int, path: str, keys: dict[str, str], seconds: float) -> dict[st
     acted = sum(flags["acted"] for _, flags, _ in results)
     client_s = sum(cpu_s for _, _, cpu_s in results)
     count = max(len(latencies), 1)
-    return {"per_s": len(latencies) / seconds, "p50_ms": statistics.median(latencies) * 1000,
-            "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000, "count": len(latencies),
-            "degraded": degraded, "acted": acted, "cpu_ms": busy_s * 1000 / count,
-            "client_cpu_ms": client_s * 1000 / count}
+    return {
+        "per_s": len(latencies) / seconds,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "count": len(latencies),
+        "degraded": degraded,
+        "acted": acted,
+        "cpu_ms": busy_s * 1000 / count,
+        "client_cpu_ms": client_s * 1000 / count,
+    }
 
 
 def _bulk_call(port: int, key: str, first: int, round_: int) -> bytes:
     """One POST /decisions/bulk of BULK_CONTACTS sms contacts, subscribers ``first`` onwards;
     returns the answer's body."""
-    contacts = [{"subscriber_id": f"{BULK_ID_PREFIX}{first + i:06d}", "channel": "sms",
-                 "context": {"timezone": MIDDAY_ZONE}, "request_id": f"bulk-{round_}-{first + i}"}
-                for i in range(BULK_CONTACTS)]
+    contacts = [
+        {
+            "subscriber_id": f"{BULK_ID_PREFIX}{first + i:06d}",
+            "channel": "sms",
+            "context": {"timezone": MIDDAY_ZONE},
+            "request_id": f"bulk-{round_}-{first + i}",
+        }
+        for i in range(BULK_CONTACTS)
+    ]
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-    conn.request("POST", "/api/v1/decisions/bulk", body=orjson.dumps({"contacts": contacts}),
-                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    conn.request(
+        "POST",
+        "/api/v1/decisions/bulk",
+        body=orjson.dumps({"contacts": contacts}),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+    )
     response = conn.getresponse()
     payload = response.read()
     conn.close()
@@ -272,8 +314,9 @@ def _bulk_call(port: int, key: str, first: int, round_: int) -> bytes:
     return payload
 
 
-def _bulk(port: int, keys: dict[str, str], calls: int, first_subscriber: int,
-          rounds: int = BULK_ROUNDS) -> tuple[float, float, float]:
+def _bulk(
+    port: int, keys: dict[str, str], calls: int, first_subscriber: int, rounds: int = BULK_ROUNDS
+) -> tuple[float, float, float]:
     """Decisions per second of POST /decisions/bulk with ``calls`` calls of 10,000 sms
     contacts in flight at once (the best of ``rounds`` rounds), the share of contacts given an
     action and the machine's CPU ms per decision in that round. Every call contacts
@@ -284,10 +327,12 @@ def _bulk(port: int, keys: dict[str, str], calls: int, first_subscriber: int,
         payloads: list[bytes] = []
         failures: list[BaseException] = []
 
-        def call(first: int) -> None:
+        def call(
+            first: int, r: int = r, payloads: list[bytes] = payloads, failures: list[BaseException] = failures
+        ) -> None:
             try:
                 payloads.append(_bulk_call(port, keys["sms"], first, r))
-            except BaseException as exc:  # noqa: BLE001 — SystemExit included: reported below
+            except BaseException as exc:
                 failures.append(exc)
 
         started, busy_before = time.perf_counter(), _busy_cpu_s()
@@ -324,11 +369,31 @@ def main() -> None:
         reconcile_ledger(sessionmaker(bind=engine), redis.Redis.from_url(redis_url), grace_s=0)
         engine.dispose()
         port = _free_port()
-        env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "CAREPILOT_LOG_LEVEL": "WARNING",
-               "CAREPILOT_DECISION_RATE_LIMIT": "1000000"}
-        server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", "2", "--threads", str(THREADS), "--bind",
-                                   f"127.0.0.1:{port}", "--log-level", "warning", "wsgi:app"],
-                                  cwd=PROJECT_ROOT, env=env)
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "REDIS_URL": redis_url,
+            "CAREPILOT_LOG_LEVEL": "WARNING",
+            "CAREPILOT_DECISION_RATE_LIMIT": "1000000",
+        }
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--workers",
+                "2",
+                "--threads",
+                str(THREADS),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--log-level",
+                "warning",
+                "wsgi:app",
+            ],
+            cwd=PROJECT_ROOT,
+            env=env,
+        )
         _wait_ready(port)
         _load(port, "/api/v1/decisions", keys, 2)  # warm: snapshots, connection pools
         trivial = _load(port, "/healthz", keys, seconds)
@@ -340,21 +405,35 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
         drop_database(admin_url, DATABASE)
-    print(json.dumps({
-        "core_us": core["core_us"], "p50_ms": round(decisions["p50_ms"], 2), "p99_ms": round(decisions["p99_ms"], 2),
-        "decisions_per_s": round(decisions["per_s"]), "trivial_per_s": round(trivial["per_s"]),
-        "throughput_share": round(decisions["per_s"] / trivial["per_s"], 3),
-        "bulk_decisions_per_s": round(bulk), "bulk_actions": round(bulk_acted, 3),
-        "bulk_concurrent_decisions_per_s": round(concurrent), "bulk_concurrent_calls": BULK_CONCURRENT_CALLS,
-        "decisions": decisions["count"],
-        "cpu_ms_per_decision": round(decisions["cpu_ms"], 3), "cpu_ms_per_trivial": round(trivial["cpu_ms"], 3),
-        "cpu_ms_per_bulk_decision": round(bulk_cpu_ms, 3),
-        "cpu_ms_per_bulk_decision_concurrent": round(concurrent_cpu_ms, 3), "cores": os.cpu_count(),
-        "client_cpu_ms_per_decision": round(decisions["client_cpu_ms"], 3),
-        "client_cpu_ms_per_trivial": round(trivial["client_cpu_ms"], 3),
-        "degraded": decisions["degraded"], "actions": round(decisions["acted"] / max(decisions["count"], 1), 3),
-        "concurrency": CONCURRENCY_PROCESSES * CONCURRENCY_THREADS, "gunicorn_workers": 2,
-        "gunicorn_threads": THREADS}))
+    print(
+        json.dumps(
+            {
+                "core_us": core["core_us"],
+                "p50_ms": round(decisions["p50_ms"], 2),
+                "p99_ms": round(decisions["p99_ms"], 2),
+                "decisions_per_s": round(decisions["per_s"]),
+                "trivial_per_s": round(trivial["per_s"]),
+                "throughput_share": round(decisions["per_s"] / trivial["per_s"], 3),
+                "bulk_decisions_per_s": round(bulk),
+                "bulk_actions": round(bulk_acted, 3),
+                "bulk_concurrent_decisions_per_s": round(concurrent),
+                "bulk_concurrent_calls": BULK_CONCURRENT_CALLS,
+                "decisions": decisions["count"],
+                "cpu_ms_per_decision": round(decisions["cpu_ms"], 3),
+                "cpu_ms_per_trivial": round(trivial["cpu_ms"], 3),
+                "cpu_ms_per_bulk_decision": round(bulk_cpu_ms, 3),
+                "cpu_ms_per_bulk_decision_concurrent": round(concurrent_cpu_ms, 3),
+                "cores": os.cpu_count(),
+                "client_cpu_ms_per_decision": round(decisions["client_cpu_ms"], 3),
+                "client_cpu_ms_per_trivial": round(trivial["client_cpu_ms"], 3),
+                "degraded": decisions["degraded"],
+                "actions": round(decisions["acted"] / max(decisions["count"], 1), 3),
+                "concurrency": CONCURRENCY_PROCESSES * CONCURRENCY_THREADS,
+                "gunicorn_workers": 2,
+                "gunicorn_threads": THREADS,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

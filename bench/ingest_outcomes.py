@@ -23,20 +23,25 @@ import random
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _pg import (DEFAULT_ADMIN_URL, admin_url_argument, create_running_experiment,  # noqa: E402
-                 migrated_database, peak_rss_mb)
-from sqlalchemy import Engine, func, select, text  # noqa: E402
-from sqlalchemy.orm import sessionmaker  # noqa: E402
+from _pg import (
+    DEFAULT_ADMIN_URL,
+    admin_url_argument,
+    create_running_experiment,
+    migrated_database,
+    peak_rss_mb,
+)
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.orm import sessionmaker
 
-from experiments.models import Outcome  # noqa: E402
-from experiments.outcomes import import_outcomes  # noqa: E402
-from infra.bulk_import import LineReader  # noqa: E402
+from experiments.models import Outcome
+from experiments.outcomes import import_outcomes
+from infra.bulk_import import LineReader
 
 BENCH_DATABASE = "carepilot_bench_outcomes"
 BATCH_ROWS = 5_000
@@ -44,14 +49,15 @@ SEED = 20_240_602
 BAD_ROW_EVERY = 10_000
 EXPERIMENT_KEY = "care-sms-bench"
 ROWS_PER_EXPOSURE = 4  # delivered, accepted or declined, retained at day 30 or churned, revenue
-EXPOSED_AT = datetime(2025, 1, 6, 9, 0, tzinfo=timezone.utc)
+EXPOSED_AT = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 
 
 def _expose(engine: Engine, exposures: int) -> None:
     """A running experiment and its ``exposures`` (s00000000, s00000001, …)."""
     experiment_id = create_running_experiment(engine, EXPERIMENT_KEY, EXPOSED_AT)
     with engine.begin() as conn:  # one server-side statement: the exposures are setup, not measured
-        conn.execute(text("""
+        conn.execute(
+            text("""
             INSERT INTO assignments (experiment_id, subscriber_id, arm_key, in_holdout, phase, tier,
                                      channel, first_exposed_at)
             SELECT :experiment_id, 's' || lpad(g::text, 8, '0'),
@@ -59,7 +65,8 @@ def _expose(engine: Engine, exposures: int) -> None:
                    g % 10 = 0, 1, (ARRAY['basic', 'growth', 'value', 'vip'])[1 + g % 4], 'sms',
                    :exposed_at + (g % 1440) * interval '1 minute'
             FROM generate_series(0, :last) AS g"""),
-                     {"experiment_id": experiment_id, "exposed_at": EXPOSED_AT, "last": exposures - 1})
+            {"experiment_id": experiment_id, "exposed_at": EXPOSED_AT, "last": exposures - 1},
+        )
         conn.execute(text("ANALYZE assignments"))
 
 
@@ -82,9 +89,11 @@ def write_synthetic_csv(path: Path, rows: int, exposures: int, seed: int = SEED)
                 sid = f"s{index:08d}"
                 exposed = EXPOSED_AT + timedelta(minutes=index % 1440)
                 if written % BAD_ROW_EVERY == 0:
-                    buffer.append(f"{EXPERIMENT_KEY},x{index:08d},delivered,,{_iso(exposed + day)},\r\n"
-                                  if written % (2 * BAD_ROW_EVERY) else
-                                  f"{EXPERIMENT_KEY},{sid},revenue,,{_iso(exposed + day)},\r\n")
+                    buffer.append(
+                        f"{EXPERIMENT_KEY},x{index:08d},delivered,,{_iso(exposed + day)},\r\n"
+                        if written % (2 * BAD_ROW_EVERY)
+                        else f"{EXPERIMENT_KEY},{sid},revenue,,{_iso(exposed + day)},\r\n"
+                    )
                 elif kind == 0:
                     buffer.append(f"{EXPERIMENT_KEY},{sid},delivered,,{_iso(exposed + timedelta(minutes=2))},\r\n")
                 elif kind == 1:
@@ -132,12 +141,14 @@ def _host_busy_cpu_s() -> float:
     """CPU seconds every process on this host has used so far (all but idle and I/O wait),
     from /proc/stat: what is not this process or PostgreSQL is other load on the machine."""
     user, nice, system, _idle, _iowait, irq, softirq, steal = map(
-        int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
+        int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def measure_ingest(database_url: str = DEFAULT_ADMIN_URL, rows: int = 1_000_000,
-                   batch_rows: int = BATCH_ROWS) -> dict[str, Any]:
+def measure_ingest(
+    database_url: str = DEFAULT_ADMIN_URL, rows: int = 1_000_000, batch_rows: int = BATCH_ROWS
+) -> dict[str, Any]:
     """Import ``rows`` synthetic outcomes as CSV into a fresh database on ``database_url``'s
     PostgreSQL server and report ``{"rows", "rows_per_s", "peak_rss_mb", ...}``."""
     exposures = -(-rows // ROWS_PER_EXPOSURE)
@@ -151,18 +162,29 @@ def measure_ingest(database_url: str = DEFAULT_ADMIN_URL, rows: int = 1_000_000,
             postgres_cpu_before, host_cpu_before = _postgres_cpu_s(), _host_busy_cpu_s()
             with csv_path.open("rb", buffering=0) as stream:
                 started, cpu_started = time.perf_counter(), time.process_time()
-                report = import_outcomes(factory, LineReader(stream, max_bytes=size_bytes + 1), "csv",
-                                         batch_rows=batch_rows, max_listed_errors=100, actor="bench")
+                report = import_outcomes(
+                    factory,
+                    LineReader(stream, max_bytes=size_bytes + 1),
+                    "csv",
+                    batch_rows=batch_rows,
+                    max_listed_errors=100,
+                    actor="bench",
+                )
                 seconds, python_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
             postgres_cpu_after, host_cpu_after = _postgres_cpu_s(), _host_busy_cpu_s()
         with engine.connect() as conn:
             stored = conn.scalar(select(func.count()).select_from(Outcome))
-    postgres_cpu_s = (round(postgres_cpu_after - postgres_cpu_before, 2)
-                      if postgres_cpu_before is not None and postgres_cpu_after is not None else None)
+    postgres_cpu_s = (
+        round(postgres_cpu_after - postgres_cpu_before, 2)
+        if postgres_cpu_before is not None and postgres_cpu_after is not None
+        else None
+    )
     expected_bad = rows // BAD_ROW_EVERY
     if report.rejected_count != expected_bad or stored != rows - expected_bad:
-        raise RuntimeError(f"import is wrong: {stored} stored, {report.rejected_count} rejected "
-                           f"of {rows} (expected {expected_bad} rejected)")
+        raise RuntimeError(
+            f"import is wrong: {stored} stored, {report.rejected_count} rejected "
+            f"of {rows} (expected {expected_bad} rejected)"
+        )
     return {
         "rows": rows,
         "rows_per_s": round(rows / seconds, 1),
@@ -175,8 +197,11 @@ def measure_ingest(database_url: str = DEFAULT_ADMIN_URL, rows: int = 1_000_000,
         # and of everything else on the host (other load makes rows_per_s vary between runs)
         "python_cpu_s": round(python_cpu_s, 2),
         "postgres_cpu_s": postgres_cpu_s,
-        "other_cpu_s": (round(host_cpu_after - host_cpu_before - python_cpu_s - postgres_cpu_s, 2)
-                        if postgres_cpu_s is not None else None),
+        "other_cpu_s": (
+            round(host_cpu_after - host_cpu_before - python_cpu_s - postgres_cpu_s, 2)
+            if postgres_cpu_s is not None
+            else None
+        ),
         "cpu_count": os.cpu_count(),
         "accepted": report.accepted,
         "rejected": report.rejected_count,

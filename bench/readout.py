@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from experiments.stats import (  # noqa: E402
+from experiments.stats import (
     ArmData,
     ReadoutInputs,
     TierData,
@@ -55,19 +55,38 @@ def _cell(rng: np.random.Generator, key: str, tier: int, arm: int, subscribers: 
     mean_revenue, sd_revenue = 30.0 + tier + 0.2 * arm, 15.0
     revenue_sum = float(rng.normal(revenue_n * mean_revenue, np.sqrt(revenue_n) * sd_revenue))
     revenue_sum_squares = revenue_n * (sd_revenue**2 + (revenue_sum / revenue_n) ** 2)
-    return ArmData(key=key, is_control=arm == 0, weight=1.0, exposed=exposed, trials=trials,
-                   retained=int(rng.binomial(trials, retention)), revenue_n=revenue_n, revenue_sum=revenue_sum,
-                   revenue_sum_squares=revenue_sum_squares, cost=0.0 if arm == 0 else 2.5 * exposed,
-                   complaints=int(rng.binomial(exposed, 0.01)))
+    return ArmData(
+        key=key,
+        is_control=arm == 0,
+        weight=1.0,
+        exposed=exposed,
+        trials=trials,
+        retained=int(rng.binomial(trials, retention)),
+        revenue_n=revenue_n,
+        revenue_sum=revenue_sum,
+        revenue_sum_squares=revenue_sum_squares,
+        cost=0.0 if arm == 0 else 2.5 * exposed,
+        complaints=int(rng.binomial(exposed, 0.01)),
+    )
 
 
 def _totals(tiers: tuple[TierData, ...]) -> tuple[ArmData, ...]:
     totals = []
     for position, first in enumerate(tiers[0].arms):
         cells = [tier.arms[position] for tier in tiers]
-        sums = {name: sum(getattr(cell, name) for cell in cells)
-                for name in ("exposed", "trials", "retained", "revenue_n", "revenue_sum", "revenue_sum_squares",
-                             "cost", "complaints")}
+        sums = {
+            name: sum(getattr(cell, name) for cell in cells)
+            for name in (
+                "exposed",
+                "trials",
+                "retained",
+                "revenue_n",
+                "revenue_sum",
+                "revenue_sum_squares",
+                "cost",
+                "complaints",
+            )
+        }
         totals.append(ArmData(key=first.key, is_control=first.is_control, weight=first.weight, **sums))
     return tuple(totals)
 
@@ -76,8 +95,10 @@ def experiment(arms: int, tiers: int, subscribers: int, seed: int) -> ReadoutInp
     """A synthetic experiment: retention rises with the tier and a little with the arm."""
     rng = np.random.default_rng(seed)
     keys = ["control", *(f"offer_{index}" for index in range(1, arms))]
-    tier_data = tuple(TierData(f"tier_{t}", tuple(_cell(rng, key, t, a, subscribers) for a, key in enumerate(keys)))
-                      for t in range(tiers))
+    tier_data = tuple(
+        TierData(f"tier_{t}", tuple(_cell(rng, key, t, a, subscribers) for a, key in enumerate(keys)))
+        for t in range(tiers)
+    )
     return ReadoutInputs(arms=_totals(tier_data), tiers=tier_data, value_per_retained=VALUE_PER_RETAINED)
 
 
@@ -90,8 +111,11 @@ def measure_conjugate(runs: int) -> dict:
         started = time.perf_counter()
         conjugate_readout(inputs)
         timings.append(time.perf_counter() - started)
-    return {"conjugate_ms": round(statistics.median(timings) * 1000, 2),
-            "conjugate_ms_min": round(min(timings) * 1000, 2), "conjugate_draws": inputs.draws}
+    return {
+        "conjugate_ms": round(statistics.median(timings) * 1000, 2),
+        "conjugate_ms_min": round(min(timings) * 1000, 2),
+        "conjugate_draws": inputs.draws,
+    }
 
 
 def measure_hierarchical() -> dict:
@@ -103,10 +127,15 @@ def measure_hierarchical() -> dict:
     started = time.perf_counter()
     fit = fit_hierarchical(next_day.tiers, seed=20240601)
     seconds = time.perf_counter() - started
-    return {"hierarchical_s": round(seconds, 2), "hierarchical_first_s": round(first_seconds, 2),
-            "sampler": fit.sampler, "hierarchical_ok": fit.ok, "hierarchical_reason": fit.reason,
-            "parameterisation": fit.parameterisation,
-            "diagnostics": None if fit.diagnostics is None else fit.diagnostics.as_json()}
+    return {
+        "hierarchical_s": round(seconds, 2),
+        "hierarchical_first_s": round(first_seconds, 2),
+        "sampler": fit.sampler,
+        "hierarchical_ok": fit.ok,
+        "hierarchical_reason": fit.reason,
+        "parameterisation": fit.parameterisation,
+        "diagnostics": None if fit.diagnostics is None else fit.diagnostics.as_json(),
+    }
 
 
 def main() -> None:

@@ -70,8 +70,10 @@ def four_round_trips() -> Response:
     preflight.execute()
     db.execute("SELECT attributes::text FROM subscribers WHERE id = %s", (subscriber_id,)).fetchone()  # 2
     r.evalsha(app.extensions["floor_reserve_sha"], 1, "cp:budget:spent", 1)  # 3: the reservation script
-    db.execute("INSERT INTO decisions (request_id, response) VALUES (%s, %s)",  # 4: the row, committed
-               (body["request_id"], orjson.dumps(body).decode()))
+    db.execute(
+        "INSERT INTO decisions (request_id, response) VALUES (%s, %s)",  # 4: the row, committed
+        (body["request_id"], orjson.dumps(body).decode()),
+    )
     return Response(orjson.dumps({"degraded": False, "action": None}), mimetype="application/json")
 
 
@@ -91,28 +93,59 @@ def main() -> None:
     try:
         with psycopg.connect(url, autocommit=True) as db:
             db.execute("CREATE TABLE subscribers (id text PRIMARY KEY, attributes jsonb NOT NULL)")
-            db.execute("INSERT INTO subscribers SELECT %s || lpad(g::text, 5, '0'), '{\"arpu\": 30.0}' "
-                       "FROM generate_series(0, %s - 1) AS g", (load.DEMO_ID_PREFIX, SUBSCRIBERS))
-            db.execute("CREATE TABLE decisions (id bigserial PRIMARY KEY, request_id text UNIQUE NOT NULL, "
-                       "response json NOT NULL, created_at timestamptz NOT NULL DEFAULT now())")
+            db.execute(
+                "INSERT INTO subscribers SELECT %s || lpad(g::text, 5, '0'), '{\"arpu\": 30.0}' "
+                "FROM generate_series(0, %s - 1) AS g",
+                (load.DEMO_ID_PREFIX, SUBSCRIBERS),
+            )
+            db.execute(
+                "CREATE TABLE decisions (id bigserial PRIMARY KEY, request_id text UNIQUE NOT NULL, "
+                "response json NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
+            )
         port = load._free_port()
         env = {**os.environ, "FLOOR_DATABASE_URL": url, "FLOOR_REDIS_URL": redis_url}
-        server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", "2", "--threads", str(load.THREADS),
-                                   "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
-                                   "bench.round_trip_floor:app"], cwd=PROJECT_ROOT, env=env)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--workers",
+                "2",
+                "--threads",
+                str(load.THREADS),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--log-level",
+                "warning",
+                "bench.round_trip_floor:app",
+            ],
+            cwd=PROJECT_ROOT,
+            env=env,
+        )
         load._wait_ready(port, path="/healthz")
         keys = {"sms": "unused", "app": "unused"}
         load._load(port, "/api/v1/decisions", keys, 2)  # warm: connections, the script cache
         for _ in range(runs):
             trivial = load._load(port, "/healthz", keys, seconds)
             floor = load._load(port, "/api/v1/decisions", keys, seconds)
-            print(json.dumps({
-                "trivial_per_s": round(trivial["per_s"]), "floor_per_s": round(floor["per_s"]),
-                "floor_share": round(floor["per_s"] / trivial["per_s"], 3),
-                "floor_p50_ms": round(floor["p50_ms"], 2), "floor_p99_ms": round(floor["p99_ms"], 2),
-                "cpu_ms_per_floor_request": round(floor["cpu_ms"], 3), "cpu_ms_per_trivial": round(trivial["cpu_ms"], 3),
-                "cores": os.cpu_count(), "concurrency": load.CONCURRENCY_PROCESSES * load.CONCURRENCY_THREADS,
-                "gunicorn_workers": 2, "gunicorn_threads": load.THREADS}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "trivial_per_s": round(trivial["per_s"]),
+                        "floor_per_s": round(floor["per_s"]),
+                        "floor_share": round(floor["per_s"] / trivial["per_s"], 3),
+                        "floor_p50_ms": round(floor["p50_ms"], 2),
+                        "floor_p99_ms": round(floor["p99_ms"], 2),
+                        "cpu_ms_per_floor_request": round(floor["cpu_ms"], 3),
+                        "cpu_ms_per_trivial": round(trivial["cpu_ms"], 3),
+                        "cores": os.cpu_count(),
+                        "concurrency": load.CONCURRENCY_PROCESSES * load.CONCURRENCY_THREADS,
+                        "gunicorn_workers": 2,
+                        "gunicorn_threads": load.THREADS,
+                    }
+                ),
+                flush=True,
+            )
     finally:
         if server is not None:
             server.terminate()

@@ -20,42 +20,69 @@ import random
 import sys
 import tempfile
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _pg import DEFAULT_ADMIN_URL, admin_url_argument, migrated_database, peak_rss_mb  # noqa: E402
-from sqlalchemy import Engine, func, select, text  # noqa: E402
-from sqlalchemy.orm import sessionmaker  # noqa: E402
+from _pg import DEFAULT_ADMIN_URL, admin_url_argument, migrated_database, peak_rss_mb
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.orm import sessionmaker
 
-from offers.models import Subscriber, Tier, TierScheme  # noqa: E402
-from offers.subscriber_import import LineReader, import_subscribers  # noqa: E402
+from offers.models import Subscriber, Tier, TierScheme
+from offers.subscriber_import import LineReader, import_subscribers
 
 BENCH_DATABASE = "carepilot_bench_import"
 BATCH_ROWS = 5_000
 SEED = 20_240_601
 BAD_ROW_EVERY = 10_000  # real feeds have the odd broken row; the import must report, not stop
 
-COLUMNS = ("subscriber_id", "arpu", "ltv", "tenure_months", "complaints_90d", "unresolved_complaints",
-           "night_data_share", "downgrades_3m", "inactive_months", "churn_score", "arpu_change_3m",
-           "data_usage_gb", "has_broadband", "broadband_tenure_months", "birthday", "join_date",
-           "lifecycle_stage", "region", "plan")
+COLUMNS = (
+    "subscriber_id",
+    "arpu",
+    "ltv",
+    "tenure_months",
+    "complaints_90d",
+    "unresolved_complaints",
+    "night_data_share",
+    "downgrades_3m",
+    "inactive_months",
+    "churn_score",
+    "arpu_change_3m",
+    "data_usage_gb",
+    "has_broadband",
+    "broadband_tenure_months",
+    "birthday",
+    "join_date",
+    "lifecycle_stage",
+    "region",
+    "plan",
+)
 
 TIER_SCHEMES: tuple[dict[str, Any], ...] = (
-    {"code": "value", "name": "Value tiers", "is_primary": True, "tiers": (
-        ("vip", {"arpu": {"$gte": 90}}),
-        ("value", {"arpu": {"$gte": 50}}),
-        ("growth", {"arpu": {"$gte": 30}, "tenure_months": {"$gte": 6}}),
-        ("basic", {}),
-    )},
-    {"code": "segment", "name": "ARPU / need / loyalty segments", "is_primary": False, "tiers": (
-        ("at-risk", {"arpu_change_3m": {"$lte": -0.15}, "complaints_90d": {"$gte": 2}}),
-        ("strategic", {"arpu": {"$gte": 80}, "data_usage_gb": {"$gte": 20}, "tenure_months": {"$gte": 24}}),
-        ("potential", {"arpu": {"$gte": 35}}),
-        ("mass", {}),
-    )},
+    {
+        "code": "value",
+        "name": "Value tiers",
+        "is_primary": True,
+        "tiers": (
+            ("vip", {"arpu": {"$gte": 90}}),
+            ("value", {"arpu": {"$gte": 50}}),
+            ("growth", {"arpu": {"$gte": 30}, "tenure_months": {"$gte": 6}}),
+            ("basic", {}),
+        ),
+    },
+    {
+        "code": "segment",
+        "name": "ARPU / need / loyalty segments",
+        "is_primary": False,
+        "tiers": (
+            ("at-risk", {"arpu_change_3m": {"$lte": -0.15}, "complaints_90d": {"$gte": 2}}),
+            ("strategic", {"arpu": {"$gte": 80}, "data_usage_gb": {"$gte": 20}, "tenure_months": {"$gte": 24}}),
+            ("potential", {"arpu": {"$gte": 35}}),
+            ("mass", {}),
+        ),
+    },
 )
 _REGIONS = ("Shanghai", "Beijing", "Guangzhou", "Shenzhen", "Hangzhou", "Chengdu", "Wuhan", "Nanjing")
 _PLANS = ("basic-19", "plus-39", "unlimited-69", "family-99")
@@ -88,17 +115,33 @@ def _profile_line(rng: random.Random, index: int, today: date) -> str:
     complaints = rng.choices((0, 1, 2, 3), weights=(80, 14, 5, 1))[0]
     has_broadband = rng.random() < 0.45
     born = date(1950, 1, 1) + timedelta(days=rng.randint(0, 20_800))
-    joined = datetime(2025, 6, 1, tzinfo=timezone.utc) - timedelta(days=tenure * 30.44 + rng.uniform(0, 30))
-    return ",".join((
-        f"s{index:08d}", f"{arpu}", f"{round(arpu * rng.uniform(10, 60), 2)}", str(tenure), str(complaints),
-        "1" if complaints and rng.random() < 0.3 else "0", f"{round(rng.betavariate(2, 9), 3)}",
-        str(rng.choices((0, 1, 2), weights=(92, 6, 2))[0]), "0" if rng.random() < 0.95 else "1",
-        f"{round(rng.random() * 0.6, 3)}", f"{round(rng.gauss(0.01, 0.08), 3)}",
-        f"{round(rng.lognormvariate(2.0, 0.7), 1)}", "true" if has_broadband else "false",
-        str(rng.randint(1, 96)) if has_broadband else "", born.isoformat(),
-        joined.replace(microsecond=0).isoformat().replace("+00:00", "Z"), rng.choice(_STAGES),
-        rng.choice(_REGIONS), rng.choice(_PLANS),
-    )) + "\r\n"
+    joined = datetime(2025, 6, 1, tzinfo=UTC) - timedelta(days=tenure * 30.44 + rng.uniform(0, 30))
+    return (
+        ",".join(
+            (
+                f"s{index:08d}",
+                f"{arpu}",
+                f"{round(arpu * rng.uniform(10, 60), 2)}",
+                str(tenure),
+                str(complaints),
+                "1" if complaints and rng.random() < 0.3 else "0",
+                f"{round(rng.betavariate(2, 9), 3)}",
+                str(rng.choices((0, 1, 2), weights=(92, 6, 2))[0]),
+                "0" if rng.random() < 0.95 else "1",
+                f"{round(rng.random() * 0.6, 3)}",
+                f"{round(rng.gauss(0.01, 0.08), 3)}",
+                f"{round(rng.lognormvariate(2.0, 0.7), 1)}",
+                "true" if has_broadband else "false",
+                str(rng.randint(1, 96)) if has_broadband else "",
+                born.isoformat(),
+                joined.replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+                rng.choice(_STAGES),
+                rng.choice(_REGIONS),
+                rng.choice(_PLANS),
+            )
+        )
+        + "\r\n"
+    )
 
 
 def _seed_tiers(engine: Engine) -> None:
@@ -108,8 +151,7 @@ def _seed_tiers(engine: Engine) -> None:
             session.add(TierScheme(code=scheme["code"], name=scheme["name"], is_primary=scheme["is_primary"]))
             session.flush()
             for rank, (code, rule) in enumerate(scheme["tiers"], 1):
-                session.add(Tier(code=code, scheme_code=scheme["code"], name=code.title(), rank=rank,
-                                 rule=rule))
+                session.add(Tier(code=code, scheme_code=scheme["code"], name=code.title(), rank=rank, rule=rule))
         session.commit()
 
 
@@ -123,8 +165,9 @@ def _backend_cpu_s(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def measure_import(database_url: str = DEFAULT_ADMIN_URL, rows: int = 1_000_000,
-                   batch_rows: int = BATCH_ROWS) -> dict[str, Any]:
+def measure_import(
+    database_url: str = DEFAULT_ADMIN_URL, rows: int = 1_000_000, batch_rows: int = BATCH_ROWS
+) -> dict[str, Any]:
     """Import ``rows`` synthetic profiles as CSV into a fresh PostgreSQL database and report
     ``{"imports_rows_per_s", "rows", "seconds", "peak_rss_mb", ...}``."""
     with migrated_database(database_url, BENCH_DATABASE) as engine:
@@ -139,8 +182,14 @@ def measure_import(database_url: str = DEFAULT_ADMIN_URL, rows: int = 1_000_000,
             backend_cpu_before = _backend_cpu_s(backend_pid)
             with csv_path.open("rb", buffering=0) as stream:
                 started, cpu_started = time.perf_counter(), time.process_time()
-                report = import_subscribers(factory, LineReader(stream, max_bytes=size_bytes + 1), "csv",
-                                            batch_rows=batch_rows, max_listed_errors=100, actor="bench")
+                report = import_subscribers(
+                    factory,
+                    LineReader(stream, max_bytes=size_bytes + 1),
+                    "csv",
+                    batch_rows=batch_rows,
+                    max_listed_errors=100,
+                    actor="bench",
+                )
                 seconds, python_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
             backend_cpu_after = _backend_cpu_s(backend_pid)
         with engine.connect() as conn:
@@ -148,8 +197,10 @@ def measure_import(database_url: str = DEFAULT_ADMIN_URL, rows: int = 1_000_000,
             tiers = dict(conn.execute(select(Subscriber.tier, func.count()).group_by(Subscriber.tier)).all())
     expected_bad = rows // BAD_ROW_EVERY
     if report.rejected_count != expected_bad or stored != rows - expected_bad:
-        raise RuntimeError(f"import is wrong: {stored} stored, {report.rejected_count} rejected "
-                           f"of {rows} (expected {expected_bad} rejected)")
+        raise RuntimeError(
+            f"import is wrong: {stored} stored, {report.rejected_count} rejected "
+            f"of {rows} (expected {expected_bad} rejected)"
+        )
     return {
         "imports_rows_per_s": round(rows / seconds, 1),
         "rows": rows,
@@ -159,9 +210,11 @@ def measure_import(database_url: str = DEFAULT_ADMIN_URL, rows: int = 1_000_000,
         "csv_mb": round(size_bytes / 1e6, 1),
         # where the time goes: CPU of this process and of the PostgreSQL backend it talked to
         "python_cpu_s": round(python_cpu_s, 2),
-        "postgres_backend_cpu_s": (round(backend_cpu_after - backend_cpu_before, 2)
-                                   if backend_cpu_before is not None and backend_cpu_after is not None
-                                   else None),
+        "postgres_backend_cpu_s": (
+            round(backend_cpu_after - backend_cpu_before, 2)
+            if backend_cpu_before is not None and backend_cpu_after is not None
+            else None
+        ),
         "cpu_count": os.cpu_count(),
         "accepted": report.accepted,
         "rejected": report.rejected_count,

@@ -59,8 +59,8 @@ def _register_blueprints(app: Flask) -> None:
     from admin_ui import experiments_views, views  # noqa: F401  (their pages attach to admin_bp)
     from admin_ui.blueprint import bp as admin_bp
     from decisioning.api import bp as decisions_bp
-    from experiments.api import bp as experiments_bp
     from decisioning.repository import decision_exposures
+    from experiments.api import bp as experiments_bp
     from experiments.outcomes_api import bp as outcomes_bp
     from experiments.outcomes_api import use_decision_exposures
     from experiments.readout_api import bp as readout_bp
@@ -71,8 +71,19 @@ def _register_blueprints(app: Flask) -> None:
     from offers.api import bp as offers_bp
     from offers.subscribers_api import bp as subscribers_bp
 
-    for bp in (health_bp, auth_bp, jobs_bp, offers_bp, subscribers_bp, experiments_bp, outcomes_bp, readout_bp, decisions_bp,
-               docs_bp, admin_bp):
+    for bp in (
+        health_bp,
+        auth_bp,
+        jobs_bp,
+        offers_bp,
+        subscribers_bp,
+        experiments_bp,
+        outcomes_bp,
+        readout_bp,
+        decisions_bp,
+        docs_bp,
+        admin_bp,
+    ):
         app.register_blueprint(bp)
     use_decision_exposures(app, decision_exposures)
 
@@ -90,8 +101,17 @@ def _register_request_logging(app: Flask) -> None:
         response.headers["X-Request-Id"] = g.get("request_id", "")
         if request.path not in ("/healthz", "/readyz"):
             duration_ms = round((time.perf_counter() - g.get("started_s", time.perf_counter())) * 1000, 2)
-            log.info("%s %s %s", request.method, request.path, response.status_code,
-                     extra={"request_id": g.get("request_id"), "method": request.method,
-                            "path": request.path, "status": response.status_code,
-                            "duration_ms": duration_ms})
+            log.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "request_id": g.get("request_id"),
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": duration_ms,
+                },
+            )
         return response

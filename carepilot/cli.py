@@ -34,8 +34,7 @@ def register_cli(app: Flask) -> None:
         """Create a user who can log in to the admin UI and API."""
         try:
             with session_scope(get_database(app).sessionmaker) as s:
-                user = create_user(s, email=email, role=role, password=password, name=name,
-                                   actor=cli_actor())
+                user = create_user(s, email=email, role=role, password=password, name=name, actor=cli_actor())
                 click.echo(f"created {user.role} {user.email} (id {user.id})")
         except ApiError as exc:
             raise click.ClickException(exc.message) from None
@@ -95,8 +94,7 @@ def register_cli(app: Flask) -> None:
 
     @app.cli.command("readout")
     @click.argument("experiment_key")
-    @click.option("--at", "at", default=None,
-                  help="Data cutoff, ISO-8601 with offset (default: now).")
+    @click.option("--at", "at", default=None, help="Data cutoff, ISO-8601 with offset (default: now).")
     def readout_command(experiment_key: str, at: str | None) -> None:
         """Compute one experiment readout now, in this process, and print its summary."""
         import json
@@ -107,16 +105,24 @@ def register_cli(app: Flask) -> None:
 
         try:
             cutoff = parse_at(at) or utcnow().replace(microsecond=0)
-            summary = run_readout(get_database(app).sessionmaker, experiment_key, cutoff,
-                                  progress=lambda stage, share: click.echo(f"{share:4.0%} {stage}", err=True))
+            summary = run_readout(
+                get_database(app).sessionmaker,
+                experiment_key,
+                cutoff,
+                progress=lambda stage, share: click.echo(f"{share:4.0%} {stage}", err=True),
+            )
         except ApiError as exc:
             raise click.ClickException(exc.message) from None
         click.echo(json.dumps(summary, indent=2))
 
     @app.cli.command("reconcile-ledger")
-    @click.option("--grace-s", type=click.FloatRange(min=0), default=None,
-                  help="Seconds to wait for decisions in flight before summing (default: the job's). "
-                       "0 only when nothing decides against this Redis.")
+    @click.option(
+        "--grace-s",
+        type=click.FloatRange(min=0),
+        default=None,
+        help="Seconds to wait for decisions in flight before summing (default: the job's). "
+        "0 only when nothing decides against this Redis.",
+    )
     def reconcile_ledger_command(grace_s: float | None) -> None:
         """Rebuild the Redis budget counters and contact windows from the decisions table (paid
         actions are held back until it is done)."""
@@ -124,17 +130,24 @@ def register_cli(app: Flask) -> None:
         from infra.redis_conn import app_redis
 
         try:
-            summary = reconcile_ledger(get_database(app).sessionmaker, app_redis(app),
-                                       grace_s=REBUILD_GRACE_S if grace_s is None else grace_s)
+            summary = reconcile_ledger(
+                get_database(app).sessionmaker, app_redis(app), grace_s=REBUILD_GRACE_S if grace_s is None else grace_s
+            )
         except RebuildSuperseded as exc:
             raise click.ClickException(str(exc)) from None
-        click.echo(f"rebuilt {summary['budgets']} budget counter(s) and {summary['contact_windows']} "
-                   f"contact window(s): {summary['spent']}")
+        click.echo(
+            f"rebuilt {summary['budgets']} budget counter(s) and {summary['contact_windows']} "
+            f"contact window(s): {summary['spent']}"
+        )
 
     @app.cli.command("import-subscribers")
     @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-    @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]),
-                  help="Default: from the file name (.csv, else JSON lines).")
+    @click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["csv", "jsonl"]),
+        help="Default: from the file name (.csv, else JSON lines).",
+    )
     def import_subscribers_command(path: str, fmt: str | None) -> None:
         """Import subscriber profiles from a CSV or JSON-lines file, with a progress bar."""
         from offers.subscriber_import import import_subscribers
@@ -143,8 +156,12 @@ def register_cli(app: Flask) -> None:
 
     @app.cli.command("import-outcomes")
     @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-    @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]),
-                  help="Default: from the file name (.csv, else JSON lines).")
+    @click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["csv", "jsonl"]),
+        help="Default: from the file name (.csv, else JSON lines).",
+    )
     def import_outcomes_command(path: str, fmt: str | None) -> None:
         """Import experiment outcomes (billing feeds) from a CSV or JSON-lines file, with a
         progress bar."""
@@ -163,14 +180,20 @@ def _import_file(app: Flask, path: str, fmt: str | None, importer) -> None:  # t
 
     settings = app.config["CAREPILOT_SETTINGS"]
     fmt = fmt or ("csv" if path.lower().endswith(".csv") else "jsonl")
-    with open(path, "rb") as raw, click.progressbar(length=os.path.getsize(path),
-                                                    label="importing", show_pos=False) as bar:
+    with (
+        open(path, "rb") as raw,
+        click.progressbar(length=os.path.getsize(path), label="importing", show_pos=False) as bar,
+    ):
         stream = _ProgressStream(raw, bar.update)
         try:
-            report = importer(get_database(app).sessionmaker,
-                              LineReader(stream, max_bytes=settings.max_import_bytes), fmt,
-                              batch_rows=settings.import_batch_rows,
-                              max_listed_errors=settings.max_listed_import_errors, actor=cli_actor())
+            report = importer(
+                get_database(app).sessionmaker,
+                LineReader(stream, max_bytes=settings.max_import_bytes),
+                fmt,
+                batch_rows=settings.import_batch_rows,
+                max_listed_errors=settings.max_listed_import_errors,
+                actor=cli_actor(),
+            )
         except ApiError as exc:
             raise click.ClickException(exc.message) from None
     result = report.as_json()

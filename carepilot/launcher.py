@@ -61,8 +61,11 @@ def rebuild_ledger_if_needed(settings: Settings, embedded: bool) -> None:
         finally:
             database.engine.dispose()
     except (LedgerUnavailable, RebuildSuperseded) as exc:  # the workers' cron tick rebuilds it
-        print(f"the budget ledger is not rebuilt yet ({exc}); paid actions wait for the workers' "
-              f"reconcile", file=sys.stderr, flush=True)
+        print(
+            f"the budget ledger is not rebuilt yet ({exc}); paid actions wait for the workers' reconcile",
+            file=sys.stderr,
+            flush=True,
+        )
     finally:
         client.close()
 
@@ -107,10 +110,26 @@ def main() -> None:
     rebuild_ledger_if_needed(settings, embedded=embedded is not None)
 
     children = [
-        subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", str(settings.web_workers),
-                          "--threads", str(settings.web_threads),
-                          "--bind", f"{settings.host}:{settings.port}", "--access-logfile", "-",
-                          "--graceful-timeout", "5", "wsgi:app"], cwd=PROJECT_ROOT, env=env),
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--workers",
+                str(settings.web_workers),
+                "--threads",
+                str(settings.web_threads),
+                "--bind",
+                f"{settings.host}:{settings.port}",
+                "--access-logfile",
+                "-",
+                "--graceful-timeout",
+                "5",
+                "wsgi:app",
+            ],
+            cwd=PROJECT_ROOT,
+            env=env,
+        ),
         subprocess.Popen([sys.executable, "-m", "carepilot.worker"], cwd=PROJECT_ROOT, env=env),
     ]
     stopping = False
@@ -127,8 +146,11 @@ def main() -> None:
         while not stopping:
             for child in children:
                 if child.poll() is not None:
-                    print(f"carepilot-run: {child.args[2]} exited with {child.returncode}; stopping",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"carepilot-run: {child.args[2]} exited with {child.returncode}; stopping",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     exit_code, stopping = 1, True
             time.sleep(0.5)
     finally:

@@ -32,8 +32,7 @@ from infra.redis_conn import connect_redis
 bp = Blueprint("decisions_api", __name__, url_prefix="/api/v1")
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # printable ASCII without spaces or commas: a proxy (gunicorn among them) joins repeated headers with ","
-IDEMPOTENCY_KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 128,
-                          "pattern": "^[\\x21-\\x2b\\x2d-\\x7e]+$"}
+IDEMPOTENCY_KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[\\x21-\\x2b\\x2d-\\x7e]+$"}
 
 
 def decision_context() -> DecisionContext:
@@ -41,9 +40,12 @@ def decision_context() -> DecisionContext:
     ext = current_app.extensions
     if ext.get("carepilot.decisions") is None:
         settings = current_app.config["CAREPILOT_SETTINGS"]
-        ext["carepilot.decisions"] = DecisionContext(get_database().sessionmaker,
-                                                     connect_redis(settings, hot_path=True), SnapshotCache(),
-                                                     deadline_ms=settings.decision_deadline_ms)
+        ext["carepilot.decisions"] = DecisionContext(
+            get_database().sessionmaker,
+            connect_redis(settings, hot_path=True),
+            SnapshotCache(),
+            deadline_ms=settings.decision_deadline_ms,
+        )
     return ext["carepilot.decisions"]
 
 
@@ -54,8 +56,10 @@ def _caller(principal: Principal) -> str:
 def _check_channel(principal: Principal, channels: set[str]) -> None:
     if principal.kind == "channel" and channels - {principal.channel}:
         other = sorted(channels - {principal.channel})
-        raise Forbidden(f"this key belongs to the {principal.channel} channel; it cannot decide for "
-                        f"{', '.join(other)}", code="channel_forbidden")
+        raise Forbidden(
+            f"this key belongs to the {principal.channel} channel; it cannot decide for {', '.join(other)}",
+            code="channel_forbidden",
+        )
 
 
 def _json(body: dict) -> Response:  # type: ignore[type-arg]
@@ -71,18 +75,31 @@ def _idempotency_key() -> str | None:
         raise BadRequest(f"send one {IDEMPOTENCY_HEADER} header, not {len(keys)}", code="invalid_header")
     key = keys[0]
     if not 1 <= len(key) <= 128 or not key.isascii() or not key.isprintable() or " " in key or "," in key:
-        raise BadRequest(f"{IDEMPOTENCY_HEADER} must be one value of 1–128 printable ASCII characters without "
-                         f"spaces or commas", code="invalid_header")
+        raise BadRequest(
+            f"{IDEMPOTENCY_HEADER} must be one value of 1–128 printable ASCII characters without spaces or commas",
+            code="invalid_header",
+        )
     return key
 
 
 @bp.post("/decisions")
-@api_doc("Decide the next best care action for one contact", body=schemas.DecisionIn,
-         responses={200: schemas.DecisionOut},
-         errors={409: "the request id (or Idempotency-Key) was used before with another body",
-                 429: "more decisions per second than this key may make", 503: "the decision store is down"},
-         headers={IDEMPOTENCY_HEADER: ("a retry with the same key and body gets the stored decision; 1–128 "
-                                       "printable ASCII characters, no spaces or commas", IDEMPOTENCY_KEY_SCHEMA)})
+@api_doc(
+    "Decide the next best care action for one contact",
+    body=schemas.DecisionIn,
+    responses={200: schemas.DecisionOut},
+    errors={
+        409: "the request id (or Idempotency-Key) was used before with another body",
+        429: "more decisions per second than this key may make",
+        503: "the decision store is down",
+    },
+    headers={
+        IDEMPOTENCY_HEADER: (
+            "a retry with the same key and body gets the stored decision; 1–128 "
+            "printable ASCII characters, no spaces or commas",
+            IDEMPOTENCY_KEY_SCHEMA,
+        )
+    },
+)
 @require_channel_or_user(*CONFIG_WRITERS)
 def create_decision():  # type: ignore[no-untyped-def]
     body = read_json_body(schemas.DecisionIn)
@@ -90,26 +107,42 @@ def create_decision():  # type: ignore[no-untyped-def]
     _check_channel(principal, {body.channel})
     idempotency_key = _idempotency_key()
     if idempotency_key and body.request_id and idempotency_key != body.request_id:
-        raise BadRequest(f"{IDEMPOTENCY_HEADER} and request_id differ; send one of them, or the same value",
-                         code="idempotency_mismatch")
+        raise BadRequest(
+            f"{IDEMPOTENCY_HEADER} and request_id differ; send one of them, or the same value",
+            code="idempotency_mismatch",
+        )
     rollback_request_session()  # the key is read; the store writes on connections of its own
     ctx = decision_context()
     if ctx.batcher is None:
         ctx.batcher = DecisionBatcher(ctx)
-    answer = ctx.batcher.decide(_caller(principal), body, idempotency_key=idempotency_key,
-                                rate_limit_per_s=current_app.config["CAREPILOT_SETTINGS"].decision_rate_limit_per_s)
+    answer = ctx.batcher.decide(
+        _caller(principal),
+        body,
+        idempotency_key=idempotency_key,
+        rate_limit_per_s=current_app.config["CAREPILOT_SETTINGS"].decision_rate_limit_per_s,
+    )
     return _json(answer)
 
 
 @bp.post("/decisions/bulk")
-@api_doc("Decide for up to 10,000 contacts of an outbound batch, answered in order",
-         body=schemas.BulkDecisionsIn, responses={200: schemas.BulkDecisionsOut},
-         errors={409: "a request id repeats in the batch or was used before with another body",
-                 429: "more decisions per second than this key may make", 503: "the decision store is down"},
-         headers={IDEMPOTENCY_HEADER: ("covers the whole call: the same key and body replay it, another body "
-                                       "is a 409; each contact gets <key>#<index>, so contacts must not carry "
-                                       "request ids of their own as well (a 400)",
-                                       IDEMPOTENCY_KEY_SCHEMA)})
+@api_doc(
+    "Decide for up to 10,000 contacts of an outbound batch, answered in order",
+    body=schemas.BulkDecisionsIn,
+    responses={200: schemas.BulkDecisionsOut},
+    errors={
+        409: "a request id repeats in the batch or was used before with another body",
+        429: "more decisions per second than this key may make",
+        503: "the decision store is down",
+    },
+    headers={
+        IDEMPOTENCY_HEADER: (
+            "covers the whole call: the same key and body replay it, another body "
+            "is a 409; each contact gets <key>#<index>, so contacts must not carry "
+            "request ids of their own as well (a 400)",
+            IDEMPOTENCY_KEY_SCHEMA,
+        )
+    },
+)
 @require_channel_or_user(*CONFIG_WRITERS)
 def create_decisions_bulk():  # type: ignore[no-untyped-def]
     settings = current_app.config["CAREPILOT_SETTINGS"]
@@ -124,8 +157,14 @@ def create_decisions_bulk():  # type: ignore[no-untyped-def]
         rollback_request_session()  # as for one decision
         ctx = decision_context()
         caller = _caller(principal)
-        answers = decide_contacts(ctx, caller, body.contacts, idempotency_key=_idempotency_key(),
-                                  rate_limit_per_s=settings.decision_rate_limit_per_s, bulk=True)
+        answers = decide_contacts(
+            ctx,
+            caller,
+            body.contacts,
+            idempotency_key=_idempotency_key(),
+            rate_limit_per_s=settings.decision_rate_limit_per_s,
+            bulk=True,
+        )
         response = _json({"decisions": answers})
         del body, answers
     return response

@@ -39,8 +39,9 @@ class DecisionBatcher:
     """One per decision context (per web process). ``batches`` and ``decided`` count what it
     has done (their ratio is the mean batch size)."""
 
-    def __init__(self, ctx: DecisionContext, max_batch: int = MAX_BATCH,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self, ctx: DecisionContext, max_batch: int = MAX_BATCH, clock: Callable[[], datetime] = utcnow
+    ) -> None:
         self.ctx = ctx
         self.max_batch = max_batch
         self.clock = clock
@@ -50,8 +51,9 @@ class DecisionBatcher:
         self._queue: list[_Ticket] = []
         self._leading = False
 
-    def decide(self, caller: str, body: DecisionIn, *, idempotency_key: str | None = None,
-               rate_limit_per_s: int | None = None) -> dict[str, Any]:
+    def decide(
+        self, caller: str, body: DecisionIn, *, idempotency_key: str | None = None, rate_limit_per_s: int | None = None
+    ) -> dict[str, Any]:
         """The answer to one contact, as ``decide_contacts`` gives it; raises its errors."""
         ticket = _Ticket(caller, body, idempotency_key, rate_limit_per_s)
         with self._lock:
@@ -99,12 +101,12 @@ class DecisionBatcher:
             try:
                 contacts.append(new_contact(0, ticket.caller, ticket.body, ticket.idempotency_key))
                 deciding.append(ticket)
-            except Exception as exc:  # noqa: BLE001 — that request's own error
+            except Exception as exc:
                 ticket.outcome = Outcome(error=exc)
         try:
             limits = {t.caller: t.rate_limit_per_s for t in deciding}
             outcomes = decide_batch(self.ctx, contacts, limits, now=self.clock()) if contacts else []
-        except BaseException as exc:  # noqa: BLE001 — every request of the batch gets the error
+        except BaseException as exc:
             outcomes = [Outcome(error=exc) for _ in deciding]
         for ticket, outcome in zip(deciding, outcomes):
             ticket.outcome = outcome

@@ -53,9 +53,10 @@ from __future__ import annotations
 
 import math
 from collections import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Mapping, NamedTuple
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 from decisioning.risk import RISK_REASON_MESSAGES, RiskAssessment, assess_risk
 from decisioning.snapshot import (
@@ -72,8 +73,7 @@ from decisioning.snapshot import (
 from experiments.assignment import assign
 from offers.derived_attributes import derive_contact_attributes
 
-__all__ = ["Action", "DecisionRequest", "DecisionResult", "DecisionState", "ExperimentOutcome", "Reason",
-           "decide"]
+__all__ = ["Action", "DecisionRequest", "DecisionResult", "DecisionState", "ExperimentOutcome", "Reason", "decide"]
 
 _MONEY_TOLERANCE = 1e-9  # float sums of cents: 0.1 + 0.2 must not exceed a cap of 0.3
 _INFINITY = float("inf")
@@ -83,13 +83,16 @@ MAX_SUBSCRIBER_ID_LENGTH = 64  # the subscribers.id column
 # Message templates, formatted only when a reason is read (see ReasonFacts in snapshot.py)
 _NO_VALUE = "no lifetime value or ARPU on the profile to value the offer against"
 _LTV_CAP = "costs {0:.2f}, more than {1:.0%} of the subscriber's lifetime value {2:.2f}"
-_VALUE_CAP = ("costs {0:.2f}, more than {1:.0%} of the subscriber's value {2:.2f} (no lifetime value on the "
-              "profile: ARPU × {3:g} months)")
+_VALUE_CAP = (
+    "costs {0:.2f}, more than {1:.0%} of the subscriber's value {2:.2f} (no lifetime value on the "
+    "profile: ARPU × {3:g} months)"
+)
 _ROI_BELOW_FLOOR = "expected ROI {0:.2f} is below the floor of {1:g}"  # {0} rounded down: 1.4995 is 1.49
 _DEGRADED = "paid offers are held back while the budget ledger is unavailable"
 _BUDGET_EXHAUSTED = "budget {0} has {1:.2f} left of {2:.2f}; the offer costs {3:.2f}"
-_PACING = ("budget {0} is paced: {2:.2f} may be spent by now this period and {1:.2f} is; "
-           "the offer's {3:.2f} would go past it")
+_PACING = (
+    "budget {0} is paced: {2:.2f} may be spent by now this period and {1:.2f} is; the offer's {3:.2f} would go past it"
+)
 _NOT_POSITIVE = "expected gain {0:.2f} does not exceed the cost {1:.2f}"
 _LOWER_SCORE = "scored {0:.2f}; {1} scored {2:.2f}"
 _CONTACT_CAP = "{0} contacts by {1} in the last {2} days (cap {3})"
@@ -100,6 +103,7 @@ _OFFER_INACTIVE = "arm {0} of experiment {1} offers {2}, which is not an active 
 
 
 # --- inputs ------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class DecisionRequest:
@@ -134,6 +138,7 @@ _NO_STATE = DecisionState()
 
 
 # --- the result ----------------------------------------------------------------------------------
+
 
 class Reason(NamedTuple):
     """Why an offer was not chosen: a stable code and a sentence for a call-centre agent."""
@@ -186,14 +191,15 @@ class DecisionResult:
     degraded: bool
     error: str | None = None
     # the risk reasons' sentences under the snapshot's risk policy (its thresholds)
-    risk_messages: Mapping[str, str] = field(default_factory=lambda: RISK_REASON_MESSAGES, repr=False,
-                                             compare=False)
+    risk_messages: Mapping[str, str] = field(default_factory=lambda: RISK_REASON_MESSAGES, repr=False, compare=False)
 
     @property
     def reasons(self) -> tuple[Reason, ...]:
         """Every reason with its message formatted."""
-        return tuple(Reason(code, reason, template.format(*args) if args else template)
-                     for code, reason, template, args in self.excluded)
+        return tuple(
+            Reason(code, reason, template.format(*args) if args else template)
+            for code, reason, template, args in self.excluded
+        )
 
     @property
     def reason_codes(self) -> dict[str, str]:
@@ -204,15 +210,22 @@ class DecisionResult:
         """The response body of ``POST /api/v1/decisions`` (DESIGN §7), without the decision
         id unless given (the service assigns it when it writes the decision row)."""
         body: dict[str, Any] = {} if decision_id is None else {"decision_id": decision_id}
-        body.update({
-            "subscriber_id": self.subscriber_id, "channel": self.channel, "tier": self.tier,
-            "risk_level": self.risk_level,
-            "risk_reasons": [{"code": code, "message": self.risk_messages.get(code, code)}
-                             for code in self.risk_reasons],
-            "action": self.action.as_json() if self.action is not None else None,
-            "experiment": self.experiment.as_json() if self.experiment is not None else None,
-            "reasons": [_reason_json(facts) for facts in self.excluded],
-            "probability": self.probability, "degraded": self.degraded})
+        body.update(
+            {
+                "subscriber_id": self.subscriber_id,
+                "channel": self.channel,
+                "tier": self.tier,
+                "risk_level": self.risk_level,
+                "risk_reasons": [
+                    {"code": code, "message": self.risk_messages.get(code, code)} for code in self.risk_reasons
+                ],
+                "action": self.action.as_json() if self.action is not None else None,
+                "experiment": self.experiment.as_json() if self.experiment is not None else None,
+                "reasons": [_reason_json(facts) for facts in self.excluded],
+                "probability": self.probability,
+                "degraded": self.degraded,
+            }
+        )
         if self.error is not None:
             body["error"] = self.error
         return body
@@ -243,8 +256,10 @@ def _reason_json(facts: ReasonFacts) -> dict[str, str]:
 
 # --- the decision ------------------------------------------------------------------------------
 
-def decide(snapshot: DecisionSnapshot, request: DecisionRequest, state: DecisionState | None,
-           now: datetime) -> DecisionResult:
+
+def decide(
+    snapshot: DecisionSnapshot, request: DecisionRequest, state: DecisionState | None, now: datetime
+) -> DecisionResult:
     """The next-best action for one contact (module docstring). Deterministic: the same
     snapshot, request, state and ``now`` give the same result. ``now`` without a time zone
     is UTC. Never raises on bad input; see ``DecisionResult.error``."""
@@ -254,13 +269,14 @@ def decide(snapshot: DecisionSnapshot, request: DecisionRequest, state: Decision
     error = _input_error(subscriber_id, channel, profile, context, now)
     if error is not None:
         return _rejected(snapshot, request, state, error)
-    now_utc = now if now.tzinfo is timezone.utc else _as_utc(now)
+    now_utc = now if now.tzinfo is UTC else _as_utc(now)
 
     rule = snapshot.contact_rules.get(channel)
     # a subscriber without a time zone of their own lives in the channel policy's, as its quiet
     # hours do: their birthday and local hour are counted there (derived_attributes uses now's zone)
-    attributes = derive_contact_attributes({**profile, **context} if context else profile,
-                                           now_utc.astimezone(rule.zone) if rule is not None else now)
+    attributes = derive_contact_attributes(
+        {**profile, **context} if context else profile, now_utc.astimezone(rule.zone) if rule is not None else now
+    )
     tier = snapshot.tier_assigner.assign(attributes).tier
     risk = assess_risk(attributes, snapshot.risk_policy)
     attributes["tier"] = tier
@@ -281,8 +297,9 @@ def decide(snapshot: DecisionSnapshot, request: DecisionRequest, state: Decision
                 continue
             placement = _placement(experiment, subscriber_id, attributes, tier, recorded)
             if placement is not None:
-                return _experiment_decision(snapshot, plan, experiment, placement, request, state, now_utc,
-                                            tier, risk, stage, blocked)
+                return _experiment_decision(
+                    snapshot, plan, experiment, placement, request, state, now_utc, tier, risk, stage, blocked
+                )
     return _arbitrate(snapshot, plan, request, state, now_utc, attributes, tier, risk, stage, blocked)
 
 
@@ -292,31 +309,44 @@ def _input_error(subscriber_id: Any, channel: Any, profile: Any, context: Any, n
     if type(channel) is not str or not channel:
         return "invalid_channel"
     if not (type(profile) is dict or isinstance(profile, abc.Mapping)) or not (
-            type(context) is dict or isinstance(context, abc.Mapping)):
+        type(context) is dict or isinstance(context, abc.Mapping)
+    ):
         return "invalid_profile"
     if not isinstance(now, datetime):
         return "invalid_time"
     return None
 
 
-def _rejected(snapshot: DecisionSnapshot, request: DecisionRequest, state: DecisionState,
-              error: str) -> DecisionResult:
+def _rejected(snapshot: DecisionSnapshot, request: DecisionRequest, state: DecisionState, error: str) -> DecisionResult:
     return DecisionResult(
         subscriber_id=request.subscriber_id if type(request.subscriber_id) is str else "",
         channel=request.channel if type(request.channel) is str else "",
-        snapshot_version=snapshot.version, tier=None, risk_level="blue", risk_reasons=(),
-        lifecycle_stage=None, action=None, experiment=None, excluded=(), probability=1.0, score=None,
-        budgets_to_reserve=(), cost=0.0, degraded=bool(state.degraded), error=error)
+        snapshot_version=snapshot.version,
+        tier=None,
+        risk_level="blue",
+        risk_reasons=(),
+        lifecycle_stage=None,
+        action=None,
+        experiment=None,
+        excluded=(),
+        probability=1.0,
+        score=None,
+        budgets_to_reserve=(),
+        cost=0.0,
+        degraded=bool(state.degraded),
+        error=error,
+    )
 
 
 def _as_utc(moment: datetime) -> datetime:
     if moment.tzinfo is None or moment.tzinfo.utcoffset(moment) is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
-def _channel_block(rule: ContactRule | None, channel: str, attributes: Mapping[str, Any],
-                   state: DecisionState, now_utc: datetime) -> tuple[str, str, tuple] | None:
+def _channel_block(
+    rule: ContactRule | None, channel: str, attributes: Mapping[str, Any], state: DecisionState, now_utc: datetime
+) -> tuple[str, str, tuple] | None:
     """(code, template, args) when the channel cannot take a contact now: its cap is reached
     or it is quiet hours where the subscriber is (their ``timezone``, else the policy's)."""
     if rule is None:
@@ -336,8 +366,10 @@ def _channel_block(rule: ContactRule | None, channel: str, attributes: Mapping[s
 
 # --- experiments ---------------------------------------------------------------------------------
 
-def _placement(experiment: LiveExperiment, subscriber_id: str, attributes: Mapping[str, Any],
-               tier: str | None, recorded: Any) -> tuple[str | None, bool, bool] | None:
+
+def _placement(
+    experiment: LiveExperiment, subscriber_id: str, attributes: Mapping[str, Any], tier: str | None, recorded: Any
+) -> tuple[str | None, bool, bool] | None:
     """(arm_key, in_holdout, new_exposure) if the experiment decides for the subscriber."""
     if type(recorded) is tuple and len(recorded) == 2:
         arm_key, in_holdout = recorded
@@ -353,16 +385,28 @@ def _placement(experiment: LiveExperiment, subscriber_id: str, attributes: Mappi
     return arm_key, False, True
 
 
-def _experiment_decision(snapshot: DecisionSnapshot, plan: ChannelPlan, experiment: LiveExperiment,
-                         placement: tuple[str | None, bool, bool], request: DecisionRequest,
-                         state: DecisionState, now_utc: datetime, tier: str | None, risk: RiskAssessment,
-                         stage: str | None, blocked: tuple[str, str, tuple] | None) -> DecisionResult:
+def _experiment_decision(
+    snapshot: DecisionSnapshot,
+    plan: ChannelPlan,
+    experiment: LiveExperiment,
+    placement: tuple[str | None, bool, bool],
+    request: DecisionRequest,
+    state: DecisionState,
+    now_utc: datetime,
+    tier: str | None,
+    risk: RiskAssessment,
+    stage: str | None,
+    blocked: tuple[str, str, tuple] | None,
+) -> DecisionResult:
     arm_key, in_holdout, new_exposure = placement
     arm_offer = experiment.arm_offers.get(arm_key) if arm_key is not None else None
     overridden = snapshot.experiment_override_reasons.get((experiment.key, arm_key))
     if overridden is None:  # a recorded arm the snapshot does not know: override everything
-        overridden = tuple((offer.code, "experiment_override", "experiment {0} decides for this subscriber",
-                            (experiment.key,)) for offer in snapshot.offers if offer.code != arm_offer)
+        overridden = tuple(
+            (offer.code, "experiment_override", "experiment {0} decides for this subscriber", (experiment.key,))
+            for offer in snapshot.offers
+            if offer.code != arm_offer
+        )
     outcome = ExperimentOutcome(experiment.key, arm_key, in_holdout, new_exposure, arm_offer)
     action: Action | None = None
     failure: ReasonFacts | None = None
@@ -372,8 +416,12 @@ def _experiment_decision(snapshot: DecisionSnapshot, plan: ChannelPlan, experime
         if offer is None:
             failure = (arm_offer, "offer_inactive", _OFFER_INACTIVE, (arm_key, experiment.key, arm_offer))
         elif request.channel not in offer.channels:
-            failure = (arm_offer, "channel_not_supported", _CHANNEL_NOT_SUPPORTED,
-                       (channel_list(offer.channels), request.channel))
+            failure = (
+                arm_offer,
+                "channel_not_supported",
+                _CHANNEL_NOT_SUPPORTED,
+                (channel_list(offer.channels), request.channel),
+            )
         elif blocked is not None:
             failure = (arm_offer, *blocked)
         elif offer.unit_cost > 0:
@@ -391,22 +439,32 @@ def _experiment_decision(snapshot: DecisionSnapshot, plan: ChannelPlan, experime
             action = plan.actions[arm_offer]
     reserve = tuple(b.code for b in budgets) if action is not None and action.cost > 0 else ()
     return DecisionResult(
-        subscriber_id=request.subscriber_id, channel=request.channel, snapshot_version=snapshot.version,
-        tier=tier, risk_level=risk.level, risk_reasons=risk.reasons, lifecycle_stage=stage,
-        action=action, experiment=outcome,
+        subscriber_id=request.subscriber_id,
+        channel=request.channel,
+        snapshot_version=snapshot.version,
+        tier=tier,
+        risk_level=risk.level,
+        risk_reasons=risk.reasons,
+        lifecycle_stage=stage,
+        action=action,
+        experiment=outcome,
         excluded=overridden if failure is None else (failure, *overridden),
-        probability=experiment.arm_probability(arm_key, in_holdout, tier), score=None,
-        budgets_to_reserve=reserve, cost=action.cost if action is not None else 0.0,
-        degraded=bool(state.degraded), risk_messages=snapshot.risk_policy.messages)
+        probability=experiment.arm_probability(arm_key, in_holdout, tier),
+        score=None,
+        budgets_to_reserve=reserve,
+        cost=action.cost if action is not None else 0.0,
+        degraded=bool(state.degraded),
+        risk_messages=snapshot.risk_policy.messages,
+    )
 
 
 # --- money -----------------------------------------------------------------------------------------
 
+
 class _Headroom:
     """How much more each budget in scope can take now: the tightest cap and pacing room."""
 
-    __slots__ = ("cap_room", "cap_budget", "cap_spent", "pace_room", "pace_budget", "pace_spent",
-                 "pace_allowed")
+    __slots__ = ("cap_budget", "cap_room", "cap_spent", "pace_allowed", "pace_budget", "pace_room", "pace_spent")
 
     def __init__(self, budgets: tuple[BudgetRule, ...], state: DecisionState, now_utc: datetime) -> None:
         self.cap_room = self.pace_room = _INFINITY
@@ -429,11 +487,19 @@ class _Headroom:
 def _budget_failure(offer_code: str, cost: float, headroom: _Headroom) -> ReasonFacts | None:
     if cost > headroom.cap_room + _MONEY_TOLERANCE:
         budget = headroom.cap_budget
-        return (offer_code, "budget_exhausted", _BUDGET_EXHAUSTED,
-                (budget.code, max(0.0, headroom.cap_room), budget.cap_amount, cost))
+        return (
+            offer_code,
+            "budget_exhausted",
+            _BUDGET_EXHAUSTED,
+            (budget.code, max(0.0, headroom.cap_room), budget.cap_amount, cost),
+        )
     if cost > headroom.pace_room + _MONEY_TOLERANCE:
-        return (offer_code, "pacing", _PACING,
-                (headroom.pace_budget.code, headroom.pace_spent, headroom.pace_allowed, cost))
+        return (
+            offer_code,
+            "pacing",
+            _PACING,
+            (headroom.pace_budget.code, headroom.pace_spent, headroom.pace_allowed, cost),
+        )
     return None
 
 
@@ -446,9 +512,19 @@ def _amount(value: Any) -> float | None:
 
 # --- arbitration -----------------------------------------------------------------------------------
 
-def _arbitrate(snapshot: DecisionSnapshot, plan: ChannelPlan, request: DecisionRequest, state: DecisionState,
-               now_utc: datetime, attributes: Mapping[str, Any], tier: str | None, risk: RiskAssessment,
-               stage: str | None, blocked: tuple[str, str, tuple] | None) -> DecisionResult:
+
+def _arbitrate(
+    snapshot: DecisionSnapshot,
+    plan: ChannelPlan,
+    request: DecisionRequest,
+    state: DecisionState,
+    now_utc: datetime,
+    attributes: Mapping[str, Any],
+    tier: str | None,
+    risk: RiskAssessment,
+    stage: str | None,
+    blocked: tuple[str, str, tuple] | None,
+) -> DecisionResult:
     ltv = _amount(attributes.get("ltv"))
     arpu = _amount(attributes.get("arpu"))
     roi_floor, ltv_share = plan.roi_floor, plan.max_cost_share_of_ltv
@@ -473,13 +549,18 @@ def _arbitrate(snapshot: DecisionSnapshot, plan: ChannelPlan, request: DecisionR
             exclude((code, "no_value", _NO_VALUE, ()))
             continue
         if cost > ltv_share * value + _MONEY_TOLERANCE:
-            exclude((code, "ltv_cap", _LTV_CAP, (cost, ltv_share, value)) if ltv is not None else
-                    (code, "ltv_cap", _VALUE_CAP, (cost, ltv_share, value, horizon)))
+            exclude(
+                (code, "ltv_cap", _LTV_CAP, (cost, ltv_share, value))
+                if ltv is not None
+                else (code, "ltv_cap", _VALUE_CAP, (cost, ltv_share, value, horizon))
+            )
             continue
         gain = gain_factor * value
         if cost > 0:
             if gain < roi_floor * cost:
-                exclude((code, "roi_below_floor", _ROI_BELOW_FLOOR, (math.floor(gain / cost * 100 + 1e-9) / 100, roi_floor)))
+                exclude(
+                    (code, "roi_below_floor", _ROI_BELOW_FLOOR, (math.floor(gain / cost * 100 + 1e-9) / 100, roi_floor))
+                )
                 continue
             if degraded:
                 exclude((code, "degraded", _DEGRADED, ()))
@@ -508,8 +589,20 @@ def _arbitrate(snapshot: DecisionSnapshot, plan: ChannelPlan, request: DecisionR
             excluded[:0] = [(c[2], "lower_score", _LOWER_SCORE, (c[0], best_code, best_score)) for c in beaten]
     reserve = tuple(b.code for b in plan.budgets) if action is not None and action.cost > 0 else ()
     return DecisionResult(
-        subscriber_id=request.subscriber_id, channel=request.channel, snapshot_version=snapshot.version,
-        tier=tier, risk_level=risk.level, risk_reasons=risk.reasons, lifecycle_stage=stage,
-        action=action, experiment=None, excluded=tuple(excluded), probability=1.0, score=best_score,
-        budgets_to_reserve=reserve, cost=action.cost if action is not None else 0.0,
-        degraded=bool(degraded), risk_messages=snapshot.risk_policy.messages)
+        subscriber_id=request.subscriber_id,
+        channel=request.channel,
+        snapshot_version=snapshot.version,
+        tier=tier,
+        risk_level=risk.level,
+        risk_reasons=risk.reasons,
+        lifecycle_stage=stage,
+        action=action,
+        experiment=None,
+        excluded=tuple(excluded),
+        probability=1.0,
+        score=best_score,
+        budgets_to_reserve=reserve,
+        cost=action.cost if action is not None else 0.0,
+        degraded=bool(degraded),
+        risk_messages=snapshot.risk_policy.messages,
+    )

@@ -52,8 +52,9 @@ class RebuildSuperseded(Exception):
     """Another rebuild took the lease while this one was summing: it sets the counters."""
 
 
-def reconcile_ledger(factory: sessionmaker, redis_client: Any, now: datetime | None = None, *,
-                     grace_s: float = REBUILD_GRACE_S) -> dict[str, Any]:
+def reconcile_ledger(
+    factory: sessionmaker, redis_client: Any, now: datetime | None = None, *, grace_s: float = REBUILD_GRACE_S
+) -> dict[str, Any]:
     """Set every budget counter to the sum of its charges, re-add the contacts still inside
     their windows, and mark Redis as rebuilt (module docstring: paid actions are held back
     meanwhile). Returns what was rebuilt; raises RebuildSuperseded when another rebuild took
@@ -65,26 +66,39 @@ def reconcile_ledger(factory: sessionmaker, redis_client: Any, now: datetime | N
     forgotten = ledger.forget_requests()
     now = now or utcnow()
     with factory() as session:
-        spent = {(code, period): amount for code, period, amount in session.execute(
-            select(BudgetCharge.budget_code, BudgetCharge.period_key, func.sum(BudgetCharge.amount))
-            .group_by(BudgetCharge.budget_code, BudgetCharge.period_key))}
-        longest_days = session.scalar(select(func.max(ContactPolicy.window_days))
-                                      .where(ContactPolicy.active.is_(True))) or 0
+        spent = {
+            (code, period): amount
+            for code, period, amount in session.execute(
+                select(BudgetCharge.budget_code, BudgetCharge.period_key, func.sum(BudgetCharge.amount)).group_by(
+                    BudgetCharge.budget_code, BudgetCharge.period_key
+                )
+            )
+        }
+        longest_days = (
+            session.scalar(select(func.max(ContactPolicy.window_days)).where(ContactPolicy.active.is_(True))) or 0
+        )
         contacts: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
         if longest_days:
-            rows = session.execute(select(Decision.caller, Decision.request_id, Decision.subscriber_id,
-                                          Decision.channel, Decision.created_at)
-                                   .where(Decision.offer_code.is_not(None),
-                                          Decision.created_at >= now - timedelta(days=longest_days))
-                                   .execution_options(yield_per=10_000))
+            rows = session.execute(
+                select(
+                    Decision.caller, Decision.request_id, Decision.subscriber_id, Decision.channel, Decision.created_at
+                )
+                .where(Decision.offer_code.is_not(None), Decision.created_at >= now - timedelta(days=longest_days))
+                .execution_options(yield_per=10_000)
+            )
             for caller, request_id, subscriber_id, channel, created_at in rows:
                 # the member is the reservation's request key, so a contact already there counts once
-                contacts[(subscriber_id, channel)].append((f"{caller}|{request_id}",
-                                                           int(created_at.timestamp() * 1000)))
+                contacts[(subscriber_id, channel)].append(
+                    (f"{caller}|{request_id}", int(created_at.timestamp() * 1000))
+                )
     if not ledger.rebuild(spent, contacts, token=token, mark=now.isoformat()):
         raise RebuildSuperseded("another ledger rebuild started while this one was summing; it finishes the job")
-    summary = {"budgets": len(spent), "contact_windows": len(contacts), "request_markers_forgotten": forgotten,
-               "spent": {f"{code}/{period}": str(amount) for (code, period), amount in spent.items()}}
+    summary = {
+        "budgets": len(spent),
+        "contact_windows": len(contacts),
+        "request_markers_forgotten": forgotten,
+        "spent": {f"{code}/{period}": str(amount) for (code, period), amount in spent.items()},
+    }
     log.info("ledger rebuilt from the decisions table: %s", summary)
     return summary
 

@@ -45,20 +45,38 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import orjson
 import redis
 
 from decisioning.snapshot import BudgetRule, ContactRule
 
-__all__ = ["BudgetLedger", "BudgetLimit", "Charge", "ContactLimit", "LEDGER_READY_KEY", "LedgerReading",
-           "LedgerUnavailable", "NOT_READY", "RESERVATIONS_PER_CALL", "RESERVATION_TO_ROW_S", "Release",
-           "Reservation", "budget_key", "contacts_key", "from_cents", "limit_to_cents", "period_key_for",
-           "request_key_marker", "to_cents"]
+__all__ = [
+    "LEDGER_READY_KEY",
+    "NOT_READY",
+    "RESERVATIONS_PER_CALL",
+    "RESERVATION_TO_ROW_S",
+    "BudgetLedger",
+    "BudgetLimit",
+    "Charge",
+    "ContactLimit",
+    "LedgerReading",
+    "LedgerUnavailable",
+    "Release",
+    "Reservation",
+    "budget_key",
+    "contacts_key",
+    "from_cents",
+    "limit_to_cents",
+    "period_key_for",
+    "request_key_marker",
+    "to_cents",
+]
 
 log = logging.getLogger("carepilot.ledger")
 KEY_PREFIX = "cp:ledger:"
@@ -69,7 +87,7 @@ DEFAULT_CONTACT_RETENTION_S = 90 * 24 * 3600
 
 _CENT = Decimal("0.01")
 _MICRO = Decimal("0.000001")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 _RELEASE_ATTEMPTS = 5
 # Reservations per script call: Redis runs a call whole, so a call of a bulk chunk's 2,000
@@ -101,6 +119,7 @@ class LedgerUnavailable(Exception):
 
 
 # --- money -----------------------------------------------------------------------------------------
+
 
 def _decimal(amount: Decimal | int | float | str, what: str) -> Decimal:
     if isinstance(amount, bool):
@@ -136,6 +155,7 @@ def from_cents(cents: int) -> Decimal:
 
 
 # --- keys ------------------------------------------------------------------------------------------
+
 
 def _part(text: str) -> str:
     # ":" separates key parts; escape it (and the escape character) so "a:b"+"c" ≠ "a"+"b:c"
@@ -174,7 +194,7 @@ def period_key_for(rule: BudgetRule) -> str:
 
 def _epoch_ms(now: datetime) -> int:
     if now.tzinfo is None or now.tzinfo.utcoffset(now) is None:
-        now = now.replace(tzinfo=timezone.utc)  # naive times are UTC, as in decisioning.snapshot
+        now = now.replace(tzinfo=UTC)  # naive times are UTC, as in decisioning.snapshot
     return (now - _EPOCH) // _ONE_MS  # integer arithmetic: no float rounding of the timestamp
 
 
@@ -183,6 +203,7 @@ def _text(value: Any) -> str:
 
 
 # --- inputs and results ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class BudgetLimit:
@@ -209,18 +230,22 @@ class BudgetLimit:
         return self.cap_cents if allowed is None else min(allowed, self.cap_cents)
 
     @classmethod
-    def from_amounts(cls, code: str, period_key: str, cap: Decimal | float | int | str,
-                     allowed_now: Decimal | float | int | str | None = None) -> BudgetLimit:
+    def from_amounts(
+        cls,
+        code: str,
+        period_key: str,
+        cap: Decimal | float | int | str,
+        allowed_now: Decimal | float | int | str | None = None,
+    ) -> BudgetLimit:
         """From money amounts (rounded down to the cent: see :func:`limit_to_cents`)."""
-        return cls(code, period_key, limit_to_cents(cap),
-                   None if allowed_now is None else limit_to_cents(allowed_now))
+        return cls(code, period_key, limit_to_cents(cap), None if allowed_now is None else limit_to_cents(allowed_now))
 
     @classmethod
     def from_rule(cls, rule: BudgetRule, now: datetime) -> BudgetLimit:
         """The limit the decision core applied: the rule's cap and its paced allowance at ``now``
         (``cap × elapsed share of the period × (1 + slack)``), for the rule's period."""
         if now.tzinfo is None or now.tzinfo.utcoffset(now) is None:
-            now = now.replace(tzinfo=timezone.utc)
+            now = now.replace(tzinfo=UTC)
         return cls.from_amounts(rule.code, period_key_for(rule), rule.cap_amount, rule.paced_allowance(now))
 
 
@@ -341,11 +366,12 @@ class StateReads:
         spend = [(int(_text(raw)) if raw is not None else 0) / 100 for raw in reply[contact_count:]]
         readings, at = [], 0
         for (_, windows, _), periods in zip(self.requests, self.plans):
-            counts = reply[at:at + len(windows)]
+            counts = reply[at : at + len(windows)]
             at += len(windows)
             contacts = {channel: int(count) for channel, count in zip(windows, counts)}
-            readings.append(LedgerReading(contacts, {code: spend[self.budget_slots[(code, period)]]
-                                                     for code, period in periods}))
+            readings.append(
+                LedgerReading(contacts, {code: spend[self.budget_slots[(code, period)]] for code, period in periods})
+            )
         return readings
 
 
@@ -487,14 +513,20 @@ return 1
 
 # --- the ledger ------------------------------------------------------------------------------------
 
+
 class BudgetLedger:
     """Budget counters, contact windows and idempotent reservations over one Redis client.
 
     Thread-safe as the client is (redis-py pools connections); create one per process.
     """
 
-    def __init__(self, redis_client: redis.Redis, *, marker_ttl_s: int = DEFAULT_MARKER_TTL_S,
-                 contact_retention_s: int = DEFAULT_CONTACT_RETENTION_S) -> None:
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        *,
+        marker_ttl_s: int = DEFAULT_MARKER_TTL_S,
+        contact_retention_s: int = DEFAULT_CONTACT_RETENTION_S,
+    ) -> None:
         if marker_ttl_s <= 0 or contact_retention_s <= 0:
             raise ValueError("marker_ttl_s and contact_retention_s must be positive")
         self._redis = redis_client
@@ -508,8 +540,13 @@ class BudgetLedger:
 
     # -- reads --
 
-    def read_state(self, subscriber_id: str, channels_with_windows: Mapping[str, int],
-                   budget_periods: Iterable[tuple[str, str]], now: datetime) -> LedgerReading:
+    def read_state(
+        self,
+        subscriber_id: str,
+        channels_with_windows: Mapping[str, int],
+        budget_periods: Iterable[tuple[str, str]],
+        now: datetime,
+    ) -> LedgerReading:
         """Contacts per channel within its window (seconds) and spend per budget code in the
         given period, in one round trip (one script call).
 
@@ -529,7 +566,7 @@ class BudgetLedger:
             raise LedgerUnavailable(f"budget ledger unavailable: {exc}") from exc
         return reads.readings(reply)
 
-    def queue_state_reads(self, pipe: Any, requests: Sequence[StateRequest], now: datetime) -> "StateReads":
+    def queue_state_reads(self, pipe: Any, requests: Sequence[StateRequest], now: datetime) -> StateReads:
         """Add the reads of :meth:`read_states` to a caller's pipeline, as one script call, so
         they share its round trip. Its reply is :meth:`StateReads.readings`' input; a
         ``NoScriptError`` reply (a restarted server) means: call :meth:`read_states`."""
@@ -538,7 +575,7 @@ class BudgetLedger:
         return reads
 
     @staticmethod
-    def plan_state_reads(requests: Sequence[StateRequest], now: datetime) -> "StateReads":
+    def plan_state_reads(requests: Sequence[StateRequest], now: datetime) -> StateReads:
         """The keys and arguments of the state script for these reads (each budget counter
         once, however many requests share it)."""
         now_ms = _epoch_ms(now)
@@ -571,8 +608,15 @@ class BudgetLedger:
 
     # -- reservations --
 
-    def reserve(self, request_key: str, *, cost: Decimal | float | int | str, budgets: Sequence[BudgetLimit],
-                contact: ContactLimit | None, now: datetime) -> Reservation:
+    def reserve(
+        self,
+        request_key: str,
+        *,
+        cost: Decimal | float | int | str,
+        budgets: Sequence[BudgetLimit],
+        contact: ContactLimit | None,
+        now: datetime,
+    ) -> Reservation:
         """Check and charge in one atomic step: the contact cap, then every budget's cap and
         pacing; only if all pass, add ``cost`` to every budget, record the contact and store
         the request marker. All or nothing: a refusal charges nothing and stores nothing.
@@ -586,7 +630,7 @@ class BudgetLedger:
         """
         return self.reserve_many([ReserveRequest(request_key, cost, tuple(budgets), contact)], now)[0]
 
-    def reserve_many(self, requests: Sequence["ReserveRequest"], now: datetime) -> list[Reservation]:
+    def reserve_many(self, requests: Sequence[ReserveRequest], now: datetime) -> list[Reservation]:
         """:meth:`reserve` for many requests in one round trip (script calls of up to
         ``RESERVATIONS_PER_CALL`` reservations each, pipelined): each one is still atomic on
         its own and they run in order, so two contacts of one batch competing for a budget are
@@ -596,7 +640,7 @@ class BudgetLedger:
         calls = [self._reserve_call(request, now, attempt, wall_ms) for request in requests]
         script_calls = []
         for start in range(0, len(calls), RESERVATIONS_PER_CALL):
-            batch = calls[start:start + RESERVATIONS_PER_CALL]
+            batch = calls[start : start + RESERVATIONS_PER_CALL]
             keys: list[str] = [LEDGER_READY_KEY]
             args: list[Any] = [len(batch), attempt]
             for call_keys, call_args, _, _ in batch:
@@ -611,8 +655,10 @@ class BudgetLedger:
             # whichever went through
             self._undo(requests, calls)
             raise LedgerUnavailable(f"budget ledger unavailable: {exc}") from exc
-        return [self._reservation(request, reply, cost_cents, charged, attempt)
-                for request, reply, (_, _, cost_cents, charged) in zip(requests, replies, calls)]
+        return [
+            self._reservation(request, reply, cost_cents, charged, attempt)
+            for request, reply, (_, _, cost_cents, charged) in zip(requests, replies, calls)
+        ]
 
     def _evalsha_many(self, script: Any, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run ``script`` once per (keys, args) in one pipelined round trip. EVALSHA is sent
@@ -641,8 +687,11 @@ class BudgetLedger:
             pending = missing
         return replies
 
-    def _undo(self, requests: Sequence["ReserveRequest"],
-              calls: Sequence[tuple[list[str], list[Any], int, tuple[Charge, ...]]]) -> None:
+    def _undo(
+        self,
+        requests: Sequence[ReserveRequest],
+        calls: Sequence[tuple[list[str], list[Any], int, tuple[Charge, ...]]],
+    ) -> None:
         """Best effort, one round trip: release every reservation of ``calls`` whose marker is
         exactly the one that call would have stored (so this call made it: an earlier
         attempt's marker, a replay, is left alone). If Redis cannot take even that, the
@@ -651,7 +700,7 @@ class BudgetLedger:
         for request, (keys, args, _, charged) in zip(requests, calls):
             # the release keys: the marker, the counters charged (all of the reservation's
             # budgets, or none for a free one), then its contact window if any
-            charged_keys = keys[1:1 + len(request.budgets)] if charged else []
+            charged_keys = keys[1 : 1 + len(request.budgets)] if charged else []
             release_keys = [keys[0], *charged_keys, *(keys[-1:] if request.contact else [])]
             member = request.request_key if request.contact else ""
             undo_calls.append((release_keys, [args[0], len(charged), member, *(c.cents for c in charged)]))
@@ -660,8 +709,9 @@ class BudgetLedger:
         except redis.RedisError as exc:
             log.warning("could not undo %d reservation(s) after a failed reserve: %s", len(undo_calls), exc)
 
-    def _reserve_call(self, request: "ReserveRequest", now: datetime, attempt: str, wall_ms: int) -> tuple[list[str], list[Any], int,
-                                                                               tuple[Charge, ...]]:
+    def _reserve_call(
+        self, request: ReserveRequest, now: datetime, attempt: str, wall_ms: int
+    ) -> tuple[list[str], list[Any], int, tuple[Charge, ...]]:
         request_key, budgets, contact = request.request_key, request.budgets, request.contact
         if not request_key:
             raise ValueError("request_key must be a non-empty string")
@@ -673,21 +723,34 @@ class BudgetLedger:
             raise ValueError(f"each budget period may be charged once per reservation, got {pairs!r}")
         now_ms = _epoch_ms(now)
         charged = tuple(Charge(b.code, b.period_key, cost_cents) for b in budgets) if cost_cents else ()
-        marker = orjson.dumps({
-            # at_ms: when this call reserved, by the wall clock (a bulk call's ``now`` is when it
-            # started, which may be minutes earlier): what tells a dead attempt from a slow one
-            "v": _MARKER_VERSION, "cost_cents": cost_cents, "at_ms": wall_ms, "attempt": attempt,
-            "budgets": [[c.code, c.period_key, c.cents] for c in charged],
-            "contact": [contact.subscriber_id, contact.channel] if contact else None,
-        }, option=orjson.OPT_SORT_KEYS).decode()
+        marker = orjson.dumps(
+            {
+                # at_ms: when this call reserved, by the wall clock (a bulk call's ``now`` is when it
+                # started, which may be minutes earlier): what tells a dead attempt from a slow one
+                "v": _MARKER_VERSION,
+                "cost_cents": cost_cents,
+                "at_ms": wall_ms,
+                "attempt": attempt,
+                "budgets": [[c.code, c.period_key, c.cents] for c in charged],
+                "contact": [contact.subscriber_id, contact.channel] if contact else None,
+            },
+            option=orjson.OPT_SORT_KEYS,
+        ).decode()
 
         keys = [request_key_marker(request_key), *(budget_key(code, period) for code, period in pairs)]
         args: list[Any] = [marker, self.marker_ttl_s * 1000, cost_cents, len(budgets)]
         if contact is not None:
             keys.append(contacts_key(contact.subscriber_id, contact.channel))
             horizon_ms = max(contact.window_s, self.contact_retention_s) * 1000
-            args += [1, request_key, now_ms, contact.max_contacts, f"({now_ms - contact.window_s * 1000}",
-                     f"({now_ms - horizon_ms}", horizon_ms]
+            args += [
+                1,
+                request_key,
+                now_ms,
+                contact.max_contacts,
+                f"({now_ms - contact.window_s * 1000}",
+                f"({now_ms - horizon_ms}",
+                horizon_ms,
+            ]
         else:
             args += [0, "", 0, 0, "+inf", "-inf", 1]
         for budget in budgets:
@@ -695,23 +758,38 @@ class BudgetLedger:
         return keys, args, cost_cents, charged
 
     @staticmethod
-    def _reservation(request: "ReserveRequest", reply: Any, cost_cents: int, charged: tuple[Charge, ...],
-                     attempt: str) -> Reservation:
+    def _reservation(
+        request: ReserveRequest, reply: Any, cost_cents: int, charged: tuple[Charge, ...], attempt: str
+    ) -> Reservation:
         request_key = request.request_key
         outcome = _text(reply[0])
         if outcome == OK:
-            return Reservation(request_key, True, None, cost_cents, charged, request.contact is not None,
-                               attempt=attempt)
+            return Reservation(
+                request_key, True, None, cost_cents, charged, request.contact is not None, attempt=attempt
+            )
         if outcome == "replay":
             return _replayed(request_key, _text(reply[1]), adopted_by=attempt if int(reply[2]) else None)
         if outcome == "not_ready":
             return Reservation(request_key, False, NOT_READY, cost_cents)
         if outcome == CONTACT_CAP:
-            return Reservation(request_key, False, CONTACT_CAP, cost_cents,
-                               contacts_in_window=int(reply[2]), max_contacts=int(reply[3]))
+            return Reservation(
+                request_key,
+                False,
+                CONTACT_CAP,
+                cost_cents,
+                contacts_in_window=int(reply[2]),
+                max_contacts=int(reply[3]),
+            )
         budget = request.budgets[int(reply[1]) - 1]  # Lua indexes from 1
-        return Reservation(request_key, False, outcome, cost_cents, budget_code=budget.code,
-                           spent_cents=int(reply[2]), limit_cents=int(reply[3]))
+        return Reservation(
+            request_key,
+            False,
+            outcome,
+            cost_cents,
+            budget_code=budget.code,
+            spent_cents=int(reply[2]),
+            limit_cents=int(reply[3]),
+        )
 
     def release(self, request_key: str, attempt: str | None = None) -> Release:
         """Undo a successful reservation: refund what its marker says was charged, forget the
@@ -801,9 +879,14 @@ class BudgetLedger:
             raise LedgerUnavailable(f"budget ledger unavailable: {exc}") from exc
         return forgotten
 
-    def rebuild(self, spent: Mapping[tuple[str, str], Decimal | float | int | str],
-                contacts: Mapping[tuple[str, str], Iterable[tuple[str, int]]], *,
-                token: str | None = None, mark: str = "") -> bool:
+    def rebuild(
+        self,
+        spent: Mapping[tuple[str, str], Decimal | float | int | str],
+        contacts: Mapping[tuple[str, str], Iterable[tuple[str, int]]],
+        *,
+        token: str | None = None,
+        mark: str = "",
+    ) -> bool:
         """Reset the counters from the ledger of record (the decisions table) after a Redis
         restart or a drift: SET every given budget counter to its sum (in money), and add the
         given contacts ``(member, timestamp ms)`` to their windows — added, not replaced, so
@@ -823,8 +906,10 @@ class BudgetLedger:
             if cents < 0:
                 raise ValueError(f"budget {code} {period_key}: spend must be >= 0, got {amount!r}")
             counters[budget_key(code, period_key)] = cents
-        windows = {contacts_key(subscriber_id, channel): {str(member): int(ts_ms) for member, ts_ms in members}
-                   for (subscriber_id, channel), members in contacts.items()}
+        windows = {
+            contacts_key(subscriber_id, channel): {str(member): int(ts_ms) for member, ts_ms in members}
+            for (subscriber_id, channel), members in contacts.items()
+        }
         retention_ms = self.contact_retention_s * 1000
         wall_ms = int(time.time() * 1000)
         try:
@@ -845,8 +930,11 @@ class BudgetLedger:
                 return True
             # counters the ledger of record has no charge for (a period whose every charge was
             # released, or orphans) go back to zero with the rest
-            stale = [key for key in self._redis.scan_iter(match=f"{KEY_PREFIX}budget:*", count=1000)
-                     if _text(key) not in counters]
+            stale = [
+                key
+                for key in self._redis.scan_iter(match=f"{KEY_PREFIX}budget:*", count=1000)
+                if _text(key) not in counters
+            ]
             with self._redis.pipeline(transaction=True) as pipe:
                 pipe.watch(LEDGER_REBUILDING_KEY)
                 if _text(pipe.get(LEDGER_REBUILDING_KEY) or b"") != token:
@@ -871,6 +959,15 @@ def _replayed(request_key: str, stored: str, adopted_by: str | None = None) -> R
     the marker over (it charges the same), else the marker stays with the call that made it."""
     record = json.loads(stored)
     charged = tuple(Charge(code, period, int(cents)) for code, period, cents in record["budgets"])
-    return Reservation(request_key, True, None, int(record["cost_cents"]), charged,
-                       record.get("contact") is not None, replayed=True, reserved_at_ms=record.get("at_ms"),
-                       attempt=adopted_by or record.get("attempt"), adopted=adopted_by is not None)
+    return Reservation(
+        request_key,
+        True,
+        None,
+        int(record["cost_cents"]),
+        charged,
+        record.get("contact") is not None,
+        replayed=True,
+        reserved_at_ms=record.get("at_ms"),
+        attempt=adopted_by or record.get("attempt"),
+        adopted=adopted_by is not None,
+    )

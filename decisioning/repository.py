@@ -19,7 +19,10 @@ def decision_exposures(session: Session, decision_ids: Collection[str]) -> dict[
     found: dict[str, tuple[str | None, str]] = {}
     ids = list(decision_ids)
     for start in range(0, len(ids), _IDS_PER_QUERY):
-        rows = session.execute(select(Decision.id, Decision.experiment_key, Decision.subscriber_id)
-                               .where(Decision.id.in_(ids[start:start + _IDS_PER_QUERY])))
+        rows = session.execute(
+            select(Decision.id, Decision.experiment_key, Decision.subscriber_id).where(
+                Decision.id.in_(ids[start : start + _IDS_PER_QUERY])
+            )
+        )
         found.update({decision_id: (key, sid) for decision_id, key, sid in rows})
     return found

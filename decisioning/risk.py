@@ -28,8 +28,9 @@ not numbers (missing, text, booleans) count as absent; nothing here raises on pr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 __all__ = ["LEVELS", "RISK_REASON_MESSAGES", "RiskAssessment", "RiskPolicy", "assess_risk"]
 
@@ -65,17 +66,22 @@ class RiskPolicy:
     def __post_init__(self) -> None:
         if not 0 <= self.yellow_churn_score <= self.red_churn_score <= 1:
             raise ValueError("churn score thresholds must satisfy 0 <= yellow <= red <= 1")
-        for name in ("inactive_months", "consecutive_downgrades", "unresolved_complaints",
-                     "complaint_surge_90d"):
+        for name in ("inactive_months", "consecutive_downgrades", "unresolved_complaints", "complaint_surge_90d"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        complaints = ("has an unresolved complaint" if self.unresolved_complaints == 1 else
-                      f"has {self.unresolved_complaints} or more unresolved complaints")
-        values = {**{name: getattr(self, name) for name in self.__dataclass_fields__ if name != "messages"},
-                  "unresolved_complaints_text": complaints}
+        complaints = (
+            "has an unresolved complaint"
+            if self.unresolved_complaints == 1
+            else f"has {self.unresolved_complaints} or more unresolved complaints"
+        )
+        values = {
+            **{name: getattr(self, name) for name in self.__dataclass_fields__ if name != "messages"},
+            "unresolved_complaints_text": complaints,
+        }
         # reason code -> its sentence under these thresholds, built once per policy
-        object.__setattr__(self, "messages", {code: template.format(**values)
-                                              for code, template in _MESSAGE_TEMPLATES.items()})
+        object.__setattr__(
+            self, "messages", {code: template.format(**values) for code, template in _MESSAGE_TEMPLATES.items()}
+        )
 
 
 @dataclass(frozen=True)

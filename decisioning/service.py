@@ -33,7 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import redis
@@ -41,15 +41,24 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from decisioning.core import DecisionRequest, DecisionState, decide
-from decisioning.ledger import (LEDGER_READY_KEY, NOT_READY, RESERVATION_TO_ROW_S, BudgetLedger, BudgetLimit,
-                                ContactLimit, LedgerUnavailable, Reservation, ReserveRequest, StateReads,
-                                period_key_for)
+from decisioning.ledger import (
+    LEDGER_READY_KEY,
+    NOT_READY,
+    RESERVATION_TO_ROW_S,
+    BudgetLedger,
+    BudgetLimit,
+    ContactLimit,
+    LedgerUnavailable,
+    Reservation,
+    ReserveRequest,
+    StateReads,
+    period_key_for,
+)
 from decisioning.models import Decision
 from decisioning.schemas import DecisionIn
 from decisioning.snapshot import DecisionSnapshot
 from decisioning.snapshot_cache import LoadedConfig, SnapshotCache
-from decisioning.store import (Contact, DecisionStore, Replays, RequestKey, SqlStore, StoreConnection,
-                               StoreUnavailable)
+from decisioning.store import Contact, DecisionStore, Replays, RequestKey, SqlStore, StoreConnection, StoreUnavailable
 from infra.config_version import CONFIG_EPOCH_KEY, CONFIG_VERSION_KEY, parse_version
 from infra.db import utcnow
 from infra.errors import ApiError, BadRequest, Conflict
@@ -67,7 +76,7 @@ class DecisionStoreUnavailable(ApiError):
 
 class RateLimited(ApiError):
     status, code = 429, "rate_limited"
-    headers = {"Retry-After": "1"}
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}
 
 
 @dataclass
@@ -115,6 +124,7 @@ def request_hash(body: DecisionIn) -> str:
 
 # --- reading -----------------------------------------------------------------------------------
 
+
 def _state_requests(snapshot: DecisionSnapshot, contacts: list[Contact]) -> list[Any]:
     """What to read from the ledger for these contacts: their channel's contact window and
     every budget's current period."""
@@ -126,8 +136,9 @@ def _state_requests(snapshot: DecisionSnapshot, contacts: list[Contact]) -> list
     return requests
 
 
-def _ledger_states(ctx: DecisionContext, snapshot: DecisionSnapshot, contacts: list[Contact],
-                   now: datetime, ledger_ok: bool) -> list[DecisionState]:
+def _ledger_states(
+    ctx: DecisionContext, snapshot: DecisionSnapshot, contacts: list[Contact], now: datetime, ledger_ok: bool
+) -> list[DecisionState]:
     """Contacts in window and spend, for every contact in one round trip; degraded states
     (spend unknown: paid actions fail closed) when Redis cannot be read."""
     if ledger_ok:
@@ -140,11 +151,14 @@ def _ledger_states(ctx: DecisionContext, snapshot: DecisionSnapshot, contacts: l
 
 
 def _states(contacts: list[Contact], readings: list[Any]) -> list[DecisionState]:
-    return [DecisionState(contacts_in_window=r[0], spent_by_budget=r[1], sticky_arms=c.sticky)
-            for c, r in zip(contacts, readings)]
+    return [
+        DecisionState(contacts_in_window=r[0], spent_by_budget=r[1], sticky_arms=c.sticky)
+        for c, r in zip(contacts, readings)
+    ]
 
 
 # --- writing -----------------------------------------------------------------------------------
+
 
 def _refuse(contact: Contact, code: str, message: str) -> None:
     """Turn the contact's chosen action into "no action", first reason ``code``."""
@@ -158,14 +172,22 @@ def _refuse(contact: Contact, code: str, message: str) -> None:
 _LEDGER_DOWN = "budget service unavailable: paid actions are held back until it is back"
 IN_PROGRESS = "request_in_progress"
 EARLIER_ATTEMPT_DEAD_AFTER_S = RESERVATION_TO_ROW_S  # reserved this long ago, no row: that attempt is dead
-REFUSALS = {IN_PROGRESS: "an earlier attempt of this request was still being decided: no action was taken "
-                         "and nothing charged","budget_exhausted": "budget {budget} is spent for this period",
-            "pacing": "budget {budget} is ahead of its pace for this period",
-            "contact_cap": "contact cap reached on {channel}"}
+REFUSALS = {
+    IN_PROGRESS: "an earlier attempt of this request was still being decided: no action was taken and nothing charged",
+    "budget_exhausted": "budget {budget} is spent for this period",
+    "pacing": "budget {budget} is ahead of its pace for this period",
+    "contact_cap": "contact cap reached on {channel}",
+}
 
 
-def _reserve(ctx: DecisionContext, snapshot: DecisionSnapshot, contacts: list[Contact], now: datetime,
-             started: float, call_size: int) -> None:
+def _reserve(
+    ctx: DecisionContext,
+    snapshot: DecisionSnapshot,
+    contacts: list[Contact],
+    now: datetime,
+    started: float,
+    call_size: int,
+) -> None:
     """Charge every chosen action atomically (one pipelined round trip for the batch), or turn
     it into "no action" with the reason."""
     held: list[tuple[Contact, ReserveRequest]] = []
@@ -177,17 +199,19 @@ def _reserve(ctx: DecisionContext, snapshot: DecisionSnapshot, contacts: list[Co
         if result is None or result.action is None:
             continue
         if late:
-            _refuse(c, "deadline", f"no answer within the {ctx.deadline_ms:g} ms deadline: no action, "
-                                   f"nothing charged")
+            _refuse(c, "deadline", f"no answer within the {ctx.deadline_ms:g} ms deadline: no action, nothing charged")
             continue
         rule = snapshot.contact_rules.get(c.body.channel)
         contact_limit = ContactLimit.from_rule(rule, c.body.subscriber_id) if rule else None
-        budgets = tuple(limits.get(code) or limits.setdefault(code, BudgetLimit.from_rule(
-            snapshot.budgets_by_code[code], now)) for code in result.budgets_to_reserve)
+        budgets = tuple(
+            limits.get(code) or limits.setdefault(code, BudgetLimit.from_rule(snapshot.budgets_by_code[code], now))
+            for code in result.budgets_to_reserve
+        )
         if contact_limit is None and not budgets:
             continue  # free and uncapped: nothing to hold
-        held.append((c, ReserveRequest(f"{c.caller}|{c.request_id}", Decimal(str(result.action.cost)), budgets,
-                                       contact_limit)))
+        held.append(
+            (c, ReserveRequest(f"{c.caller}|{c.request_id}", Decimal(str(result.action.cost)), budgets, contact_limit))
+        )
     if not held:
         return
     try:
@@ -211,16 +235,16 @@ def _reserve(ctx: DecisionContext, snapshot: DecisionSnapshot, contacts: list[Co
             continue
         if not reservation.ok:
             template = REFUSALS.get(str(reservation.reason), str(reservation.reason))
-            _refuse(c, str(reservation.reason), template.format(budget=reservation.budget_code,
-                                                                channel=c.body.channel))
+            _refuse(c, str(reservation.reason), template.format(budget=reservation.budget_code, channel=c.body.channel))
             continue
         c.reserved_key = None if reservation.replayed else request.request_key
         c.reserved_attempt = reservation.attempt
         c.charges = tuple((charge.code, charge.period_key, charge.amount) for charge in reservation.charged)
 
 
-def _settle_earlier_attempts(ctx: DecisionContext, held: list[tuple[Contact, ReserveRequest]],
-                             reservations: list[Reservation], now: datetime) -> list[Reservation]:
+def _settle_earlier_attempts(
+    ctx: DecisionContext, held: list[tuple[Contact, ReserveRequest]], reservations: list[Reservation], now: datetime
+) -> list[Reservation]:
     """A replayed reservation belongs to an earlier attempt of the same request, whose decision
     row was not there when this attempt read. If it charged what this decision charges, this
     call took it over (``Reservation.adopted``). If not (the earlier attempt chose otherwise,
@@ -237,7 +261,7 @@ def _settle_earlier_attempts(ctx: DecisionContext, held: list[tuple[Contact, Res
     wall_ms = time.time() * 1000
     dead: list[int] = []
     settled = list(reservations)
-    for i, ((c, request), reservation) in enumerate(zip(held, reservations)):
+    for i, ((_, request), reservation) in enumerate(zip(held, reservations)):
         if not reservation.replayed or reservation.adopted:
             continue
         if wall_ms - (reservation.reserved_at_ms or 0) > EARLIER_ATTEMPT_DEAD_AFTER_S * 1000:
@@ -246,8 +270,9 @@ def _settle_earlier_attempts(ctx: DecisionContext, held: list[tuple[Contact, Res
             settled[i] = Reservation(request.request_key, False, IN_PROGRESS, reservation.cost_cents)
     if dead:
         try:
-            released = [i for i in dead if ctx.ledger.release(held[i][1].request_key,
-                                                              attempt=reservations[i].attempt).released]
+            released = [
+                i for i in dead if ctx.ledger.release(held[i][1].request_key, attempt=reservations[i].attempt).released
+            ]
             for i, reservation in zip(released, ctx.ledger.reserve_many([held[i][1] for i in released], now)):
                 settled[i] = reservation
             for i in set(dead) - set(released):  # another retry settled it first
@@ -259,6 +284,7 @@ def _settle_earlier_attempts(ctx: DecisionContext, held: list[tuple[Contact, Res
 
 
 # --- the use case ------------------------------------------------------------------------------
+
 
 @dataclass
 class Outcome:
@@ -279,11 +305,18 @@ def new_ids(count: int) -> list[str]:
     callers that gave none): one read of the system's random source for them all, where
     ``uuid4()`` costs a read and a UUID object each (a tenth of a bulk call's deciding)."""
     digits = os.urandom(16 * count).hex()
-    return [digits[i:i + 32] for i in range(0, 32 * count, 32)]
+    return [digits[i : i + 32] for i in range(0, 32 * count, 32)]
 
 
-def new_contact(index: int, caller: str, body: DecisionIn, idempotency_key: str | None = None, *,
-                call_hash: str | None = None, body_hash: str | None = None) -> Contact:
+def new_contact(
+    index: int,
+    caller: str,
+    body: DecisionIn,
+    idempotency_key: str | None = None,
+    *,
+    call_hash: str | None = None,
+    body_hash: str | None = None,
+) -> Contact:
     """A contact of a request: its request id is the body's, else the Idempotency-Key, else a
     new one. In a bulk call (``call_hash`` given: :func:`bulk_call_hash`) a contact without its
     own request id is ``<key>#<index>``, and it is "the same request" only as part of the same
@@ -299,13 +332,21 @@ def new_contact(index: int, caller: str, body: DecisionIn, idempotency_key: str 
 
 def bulk_call_hash(bodies: Sequence[DecisionIn], body_hashes: Sequence[str]) -> str:
     """SHA-256 of a whole bulk call: every contact's request id (if any) and request hash, in order."""
-    return hashlib.sha256("\n".join(f"{body.request_id or ''}:{digest}" for body, digest in zip(bodies, body_hashes))
-                          .encode()).hexdigest()
+    return hashlib.sha256(
+        "\n".join(f"{body.request_id or ''}:{digest}" for body, digest in zip(bodies, body_hashes)).encode()
+    ).hexdigest()
 
 
-def decide_contacts(ctx: DecisionContext, caller: str, bodies: Sequence[DecisionIn], *,
-                    idempotency_key: str | None = None, now: datetime | None = None,
-                    rate_limit_per_s: int | None = None, bulk: bool = False) -> list[dict[str, Any]]:
+def decide_contacts(
+    ctx: DecisionContext,
+    caller: str,
+    bodies: Sequence[DecisionIn],
+    *,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+    rate_limit_per_s: int | None = None,
+    bulk: bool = False,
+) -> list[dict[str, Any]]:
     """Decide for every contact of one request, in order; returns the response bodies
     (DESIGN §7). All or nothing for request errors: nothing is decided when one contact's
     request id clashes or the caller is over its rate limit. ``bulk``: a bulk call, whose
@@ -320,33 +361,51 @@ def decide_contacts(ctx: DecisionContext, caller: str, bodies: Sequence[Decision
     if bulk and idempotency_key:
         keyed = [i for i, body in enumerate(bodies) if body.request_id]
         if keyed:  # the key would protect nothing for them: another body under it would not be a 409
-            raise BadRequest(f"a bulk call's Idempotency-Key keys every contact (<key>#<index>); send it or "
-                             f"request ids on the contacts, not both ({len(keyed)} contacts have one)",
-                             code="idempotency_mismatch",
-                             details=[{"path": f"$.contacts[{i}].request_id", "message": "drop it, or the header"}
-                                      for i in keyed[:10]])
+            raise BadRequest(
+                f"a bulk call's Idempotency-Key keys every contact (<key>#<index>); send it or "
+                f"request ids on the contacts, not both ({len(keyed)} contacts have one)",
+                code="idempotency_mismatch",
+                details=[
+                    {"path": f"$.contacts[{i}].request_id", "message": "drop it, or the header"} for i in keyed[:10]
+                ],
+            )
         longest = len(f"{idempotency_key}#{len(bodies) - 1}")
         if longest > MAX_REQUEST_ID_LENGTH:
             room = MAX_REQUEST_ID_LENGTH - (longest - len(idempotency_key))
-            raise BadRequest(f"the Idempotency-Key is too long for a call of {len(bodies)} contacts: each contact's "
-                             f"request id is the key, '#' and its index, at most {MAX_REQUEST_ID_LENGTH} "
-                             f"characters, so use a key of at most {room}", code="invalid_header")
+            raise BadRequest(
+                f"the Idempotency-Key is too long for a call of {len(bodies)} contacts: each contact's "
+                f"request id is the key, '#' and its index, at most {MAX_REQUEST_ID_LENGTH} "
+                f"characters, so use a key of at most {room}",
+                code="invalid_header",
+            )
         call_hash = bulk_call_hash(bodies, hashes)
-    contacts = [new_contact(index, caller, body, idempotency_key, call_hash=call_hash, body_hash=digest)
-                for index, (body, digest) in enumerate(zip(bodies, hashes))]
+    contacts = [
+        new_contact(index, caller, body, idempotency_key, call_hash=call_hash, body_hash=digest)
+        for index, (body, digest) in enumerate(zip(bodies, hashes))
+    ]
     seen: set[str] = set()
     for c in contacts:
         if c.request_id in seen:
-            raise Conflict(f"request id {c.request_id!r} appears twice in one call; each contact needs its own",
-                           code="duplicate_request_id", details=[{"path": f"$.contacts[{c.index}].request_id",
-                                                                  "message": "repeated"}])
+            raise Conflict(
+                f"request id {c.request_id!r} appears twice in one call; each contact needs its own",
+                code="duplicate_request_id",
+                details=[{"path": f"$.contacts[{c.index}].request_id", "message": "repeated"}],
+            )
         seen.add(c.request_id)
-    return [outcome.answer() for outcome in
-            decide_batch(ctx, contacts, {caller: rate_limit_per_s}, now=now, all_or_nothing=True)]
+    return [
+        outcome.answer()
+        for outcome in decide_batch(ctx, contacts, {caller: rate_limit_per_s}, now=now, all_or_nothing=True)
+    ]
 
 
-def decide_batch(ctx: DecisionContext, contacts: list[Contact], rate_limits: dict[str, int | None], *,
-                 now: datetime | None = None, all_or_nothing: bool = False) -> list[Outcome]:
+def decide_batch(
+    ctx: DecisionContext,
+    contacts: list[Contact],
+    rate_limits: dict[str, int | None],
+    *,
+    now: datetime | None = None,
+    all_or_nothing: bool = False,
+) -> list[Outcome]:
     """Decide for contacts of one or many requests (callers) at once, in four round trips: one
     Redis pipeline (rate limits, config version, contact windows and spend), one database read
     (replays, profiles, recorded arms, config generation), one Redis reservation, one database
@@ -365,8 +424,10 @@ def decide_batch(ctx: DecisionContext, contacts: list[Contact], rate_limits: dic
     for c in contacts:
         if c.caller in limited:
             limit = rate_limits[c.caller]
-            c.error = RateLimited(f"more than {limit} decisions per second for this key; retry after a second",
-                                  details={"limit_per_s": limit, "retry_after_s": 1})
+            c.error = RateLimited(
+                f"more than {limit} decisions per second for this key; retry after a second",
+                details={"limit_per_s": limit, "retry_after_s": 1},
+            )
             if all_or_nothing:
                 raise c.error
     replays: Replays = {}
@@ -410,9 +471,15 @@ def decide_batch(ctx: DecisionContext, contacts: list[Contact], rate_limits: dic
     return outcomes
 
 
-def _decide_reserve_store(ctx: DecisionContext, db: StoreConnection, config: LoadedConfig,
-                          fresh: list[Contact], states: list[DecisionState], now: datetime,
-                          started: float) -> set[RequestKey]:
+def _decide_reserve_store(
+    ctx: DecisionContext,
+    db: StoreConnection,
+    config: LoadedConfig,
+    fresh: list[Contact],
+    states: list[DecisionState],
+    now: datetime,
+    started: float,
+) -> set[RequestKey]:
     """Decide, reserve and store the fresh contacts, ``WRITE_CHUNK`` at a time; returns the
     requests another request stored first. In a bulk call the database writes a chunk while
     this thread decides the next one (the write is mostly the database server's work, on
@@ -429,13 +496,21 @@ def _decide_reserve_store(ctx: DecisionContext, db: StoreConnection, config: Loa
     sent: list[tuple[list[Contact], Future[set[RequestKey]]]] = []
     try:
         for start in range(0, len(fresh), WRITE_CHUNK):
-            chunk = fresh[start:start + WRITE_CHUNK]
+            chunk = fresh[start : start + WRITE_CHUNK]
             created_at = now.isoformat()
-            for c, state, decision_id in zip(chunk, states[start:start + WRITE_CHUNK], new_ids(len(chunk))):
-                c.result = decide(snapshot, DecisionRequest(c.body.subscriber_id, c.body.channel, c.profile,
-                                                            c.body.context), state, now)
-                c.response = {"decision_id": decision_id, **c.result.as_json(), "created_at": created_at,
-                              "replayed": False}
+            for c, state, decision_id in zip(chunk, states[start : start + WRITE_CHUNK], new_ids(len(chunk))):
+                c.result = decide(
+                    snapshot,
+                    DecisionRequest(c.body.subscriber_id, c.body.channel, c.profile, c.body.context),
+                    state,
+                    now,
+                )
+                c.response = {
+                    "decision_id": decision_id,
+                    **c.result.as_json(),
+                    "created_at": created_at,
+                    "replayed": False,
+                }
             if sent and sent[-1][1].exception() is not None:  # waits for the write in flight
                 break  # the database failed: charge nothing more
             _reserve(ctx, snapshot, chunk, now, started, len(fresh))
@@ -445,7 +520,7 @@ def _decide_reserve_store(ctx: DecisionContext, db: StoreConnection, config: Loa
             else:
                 try:
                     future.set_result(db.write(chunk, experiments, snapshot.version, now))
-                except Exception as exc:  # noqa: BLE001 — handed on below, with the chunk released
+                except Exception as exc:
                     future.set_exception(exc)
             sent.append((chunk, future))
             if future.done() and future.exception() is not None:
@@ -466,9 +541,13 @@ def _decide_reserve_store(ctx: DecisionContext, db: StoreConnection, config: Loa
     return lost
 
 
-def _preflight(ctx: DecisionContext, contacts: list[Contact], cached: LoadedConfig | None, now: datetime,
-               rate_limits: dict[str, int | None]
-               ) -> tuple[tuple[str, int] | None, bool, dict[RequestKey, Any] | None, set[str]]:
+def _preflight(
+    ctx: DecisionContext,
+    contacts: list[Contact],
+    cached: LoadedConfig | None,
+    now: datetime,
+    rate_limits: dict[str, int | None],
+) -> tuple[tuple[str, int] | None, bool, dict[RequestKey, Any] | None, set[str]]:
     """One Redis round trip before deciding: count each caller's decisions against its rate
     limit (a fixed one-second window), read the config version, the ledger's ready mark and,
     against the snapshot this process has, the contact windows and spend. Returns (version,
@@ -530,11 +609,18 @@ def _refuse_clashes(contacts: list[Contact], replays: Replays, call_size: int, a
 
 
 def _clash(clashes: list[Contact], call_size: int) -> Conflict:
-    return Conflict("a request id was used before with another body; send the same body to get the stored "
-                    "decision, or use a new request id", code="idempotency_conflict",
-                    details=[{"path": f"$.contacts[{c.index}]" if call_size > 1 else "$",
-                              "message": f"request id {c.request_id!r} was used with another body"}
-                             for c in clashes])
+    return Conflict(
+        "a request id was used before with another body; send the same body to get the stored "
+        "decision, or use a new request id",
+        code="idempotency_conflict",
+        details=[
+            {
+                "path": f"$.contacts[{c.index}]" if call_size > 1 else "$",
+                "message": f"request id {c.request_id!r} was used with another body",
+            }
+            for c in clashes
+        ],
+    )
 
 
 def _release_unrecorded(ctx: DecisionContext, db: StoreConnection, losers: list[Contact]) -> None:
@@ -560,8 +646,11 @@ def _settle_failed_write(ctx: DecisionContext, chunk: list[Contact]) -> None:
         with ctx.store.connect() as db:
             stored = db.stored([c.key for c in chunk])
     except (StoreUnavailable, OperationalError) as exc:
-        log.error("a decision write failed and the database cannot say what it stored (%s): reservations kept, "
-                  "the budget counters will be rebuilt from the ledger of record", exc)
+        log.error(
+            "a decision write failed and the database cannot say what it stored (%s): reservations kept, "
+            "the budget counters will be rebuilt from the ledger of record",
+            exc,
+        )
         try:
             ctx.redis_client.delete(LEDGER_READY_KEY)
         except (redis.RedisError, OSError):
@@ -585,5 +674,9 @@ def get_decision(session: Session, decision_id: str) -> Decision | None:
 
 def decision_json(decision: Decision) -> dict[str, Any]:
     """A stored decision with its explanation, as it was answered."""
-    return {**decision.response, "replayed": False, "request_id": decision.request_id,
-            "snapshot_version": decision.snapshot_version}
+    return {
+        **decision.response,
+        "replayed": False,
+        "request_id": decision.request_id,
+        "snapshot_version": decision.snapshot_version,
+    }

@@ -33,10 +33,11 @@ used; deciding never raises.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
-from datetime import datetime, timezone, tzinfo
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from decisioning.risk import DEFAULT_RISK_POLICY, RiskPolicy
@@ -45,9 +46,20 @@ from offers.conditions import compile_condition
 from offers.tiering import TierAssigner, TierRule
 
 __all__ = [
-    "Action", "BudgetRule", "ChannelPlan", "ContactRule", "DecisionSnapshot", "LiveExperiment",
-    "OfferRule", "SnapshotError", "TierPolicyRule", "budget_period_bounds", "build_snapshot",
-    "channel_list", "experiment_spec_from_row", "time_zone",
+    "Action",
+    "BudgetRule",
+    "ChannelPlan",
+    "ContactRule",
+    "DecisionSnapshot",
+    "LiveExperiment",
+    "OfferRule",
+    "SnapshotError",
+    "TierPolicyRule",
+    "budget_period_bounds",
+    "build_snapshot",
+    "channel_list",
+    "experiment_spec_from_row",
+    "time_zone",
 ]
 
 Predicate = Callable[[Mapping[str, Any]], bool]
@@ -80,6 +92,7 @@ def channel_list(channels: Iterable[str]) -> str:
 
 
 # --- configuration rows ------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class OfferRule:
@@ -198,16 +211,20 @@ class BudgetRule:
             if self.period_end <= self.period_start:  # type: ignore[operator]
                 raise SnapshotError(f"budget {self.code}: period_end must be after period_start")
         if not self.cap_amount >= 0 or not self.roi_floor >= 0 or not 0 < self.max_cost_share_of_ltv <= 1:
-            raise SnapshotError(f"budget {self.code}: cap_amount and roi_floor must be >= 0 and "
-                                "max_cost_share_of_ltv in (0, 1]")
+            raise SnapshotError(
+                f"budget {self.code}: cap_amount and roi_floor must be >= 0 and max_cost_share_of_ltv in (0, 1]"
+            )
         if not self.pacing_slack >= 0:
             raise SnapshotError(f"budget {self.code}: pacing_slack must be >= 0")
 
     def covers(self, tier: str | None, channel: str) -> bool:
         """Whether an arbitrated offer for this tier and channel spends from this budget."""
         kind = self.scope_type
-        return (kind == "programme" or (kind == "tier" and self.scope_value == tier)
-                or (kind == "channel" and self.scope_value == channel))
+        return (
+            kind == "programme"
+            or (kind == "tier" and self.scope_value == tier)
+            or (kind == "channel" and self.scope_value == channel)
+        )
 
     def paced_allowance(self, now: datetime) -> float:
         """How much of the cap may have been spent by ``now`` (aware, UTC)."""
@@ -230,8 +247,7 @@ class Action:
     granted_by: str = "automatic"
 
     def as_json(self) -> dict[str, Any]:
-        return {"offer_code": self.offer_code, "name": self.name, "cost": self.cost,
-                "granted_by": self.granted_by}
+        return {"offer_code": self.offer_code, "name": self.name, "cost": self.cost, "granted_by": self.granted_by}
 
 
 @dataclass(frozen=True)
@@ -261,8 +277,9 @@ class LiveExperiment:
         if spec.namespace is not None:
             namespace_share = max(0.0, min(1.0, spec.namespace[2]) - max(0.0, spec.namespace[1]))
         object.__setattr__(self, "_namespace_share", namespace_share)
-        object.__setattr__(self, "_arm_share", {arm: end - start for arm, (start, end)
-                                                in zip(spec.arm_keys, spec.ranges)})
+        object.__setattr__(
+            self, "_arm_share", {arm: end - start for arm, (start, end) in zip(spec.arm_keys, spec.ranges)}
+        )
 
     @property
     def rolled_out(self) -> bool:
@@ -291,6 +308,7 @@ class LiveExperiment:
 
 
 # --- the plan of one (tier, channel) -----------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ChannelPlan:
@@ -322,6 +340,7 @@ def _strictest(budgets: Iterable[BudgetRule]) -> tuple[float, float]:
 
 # --- the snapshot ------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class DecisionSnapshot:
     """One configuration version, ready for :func:`decisioning.core.decide`.
@@ -346,7 +365,8 @@ class DecisionSnapshot:
     offers_by_code: Mapping[str, OfferRule] = field(init=False, repr=False, compare=False)
     budgets_by_code: Mapping[str, BudgetRule] = field(init=False, repr=False, compare=False)
     experiment_override_reasons: Mapping[tuple[str, str | None], tuple[ReasonFacts, ...]] = field(
-        init=False, repr=False, compare=False)
+        init=False, repr=False, compare=False
+    )
     _plans: Mapping[tuple[str | None, str], ChannelPlan] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -355,13 +375,17 @@ class DecisionSnapshot:
             raise SnapshotError("offer codes must be unique")
         object.__setattr__(self, "offers_by_code", offers_by_code)
         object.__setattr__(self, "budgets_by_code", {b.code: b for b in self.budgets})
-        object.__setattr__(self, "experiments", tuple(sorted(
-            (e for e in self.experiments if e.status in RUNNING_STATUSES), key=lambda e: e.key)))
+        object.__setattr__(
+            self,
+            "experiments",
+            tuple(sorted((e for e in self.experiments if e.status in RUNNING_STATUSES), key=lambda e: e.key)),
+        )
         object.__setattr__(self, "experiment_override_reasons", self._override_reasons())
         tiers = {None, *self.tier_names, *(tier for tier, _ in self.tier_policies)}
         channels = {c for offer in self.offers for c in offer.channels} | set(self.contact_rules)
-        object.__setattr__(self, "_plans", {(tier, channel): self._build_plan(tier, channel)
-                                            for tier in tiers for channel in channels})
+        object.__setattr__(
+            self, "_plans", {(tier, channel): self._build_plan(tier, channel) for tier in tiers for channel in channels}
+        )
 
     def plan_for(self, tier: str | None, channel: str) -> ChannelPlan:
         """The precomputed plan of (tier, channel); built on the spot for a pair the
@@ -391,30 +415,49 @@ class DecisionSnapshot:
             policy = self.policy(tier, offer.code)
             static: ReasonFacts | None = None
             if channel not in offer.channels:
-                static = (offer.code, "channel_not_supported", "delivered by {0}, not by {1}",
-                          (channel_list(offer.channels), channel))
+                static = (
+                    offer.code,
+                    "channel_not_supported",
+                    "delivered by {0}, not by {1}",
+                    (channel_list(offer.channels), channel),
+                )
             elif not policy.allowed:
                 static = (offer.code, "tier_not_allowed", "{0}", (self._refusal(tier, offer.code, policy),))
             elif policy.max_cost is not None and offer.unit_cost > policy.max_cost:
-                static = (offer.code, "over_authority",
-                          "costs {0}, above the {1} tier's authority limit of {2} ({3})",
-                          (_money(offer.unit_cost), self._tier_label(tier), _money(policy.max_cost),
-                           policy.granted_by))
+                static = (
+                    offer.code,
+                    "over_authority",
+                    "costs {0}, above the {1} tier's authority limit of {2} ({3})",
+                    (_money(offer.unit_cost), self._tier_label(tier), _money(policy.max_cost), policy.granted_by),
+                )
             gain_factor = self.uplift(tier, offer) * policy.context_weight * policy.lever
             action = Action(offer.code, offer.name, offer.unit_cost, policy.granted_by)
-            entries.append((static, offer.code, offer.eligibility, offer.unit_cost, gain_factor,
-                            offer.value_horizon_months, action,
-                            (offer.code, "not_eligible", "does not meet the offer's eligibility rule", ())))
+            entries.append(
+                (
+                    static,
+                    offer.code,
+                    offer.eligibility,
+                    offer.unit_cost,
+                    gain_factor,
+                    offer.value_horizon_months,
+                    action,
+                    (offer.code, "not_eligible", "does not meet the offer's eligibility rule", ()),
+                )
+            )
         budgets = tuple(sorted((b for b in self.budgets if b.covers(tier, channel)), key=lambda b: b.code))
         roi_floor, ltv_share = _strictest(budgets)
-        return ChannelPlan(tier, channel, tuple(entries), budgets, roi_floor, ltv_share,
-                           {entry[1]: entry[6] for entry in entries})
+        return ChannelPlan(
+            tier, channel, tuple(entries), budgets, roi_floor, ltv_share, {entry[1]: entry[6] for entry in entries}
+        )
 
     def _refusal(self, tier: str | None, offer_code: str, policy: TierPolicyRule) -> str:
         if policy.note:
             return policy.note
-        allowed = sorted(self._tier_label(t) for (t, code), rule in self.tier_policies.items()
-                         if code == offer_code and rule.allowed and t is not None)
+        allowed = sorted(
+            self._tier_label(t)
+            for (t, code), rule in self.tier_policies.items()
+            if code == offer_code and rule.allowed and t is not None
+        )
         only = f" (only {', '.join(allowed)})" if allowed else ""
         return f"not offered to the {self._tier_label(tier)} tier{only}"
 
@@ -431,16 +474,19 @@ class DecisionSnapshot:
                     template, args = "experiment {0} decides for this subscriber (arm {1})", (experiment.key, arm)
                 table[(experiment.key, arm)] = tuple(
                     (offer.code, "experiment_override", template, args)
-                    for offer in self.offers if offer.code != arm_offer)
+                    for offer in self.offers
+                    if offer.code != arm_offer
+                )
         return table
 
 
 # --- building from plain rows ------------------------------------------------------------------
 
+
 def _as_utc(moment: datetime) -> datetime:
     if moment.tzinfo is None or moment.tzinfo.utcoffset(moment) is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def budget_period_bounds(period: str, now: datetime) -> tuple[datetime, datetime]:
@@ -454,9 +500,9 @@ def budget_period_bounds(period: str, now: datetime) -> tuple[datetime, datetime
         first_month, months = 1, 12
     else:
         raise SnapshotError(f"budget period must be one of {', '.join(BUDGET_PERIODS)}, got {period!r}")
-    start = datetime(now.year, first_month, 1, tzinfo=timezone.utc)
+    start = datetime(now.year, first_month, 1, tzinfo=UTC)
     end_year, end_month = divmod(first_month - 1 + months, 12)
-    return start, datetime(now.year + end_year, end_month + 1, 1, tzinfo=timezone.utc)
+    return start, datetime(now.year + end_year, end_month + 1, 1, tzinfo=UTC)
 
 
 def _active(rows: Iterable[Mapping[str, Any]] | None) -> list[Mapping[str, Any]]:
@@ -487,30 +533,43 @@ def _offer(row: Mapping[str, Any]) -> OfferRule:
     cost = _float(row, "unit_cost", what)
     if cost < 0:
         raise SnapshotError(f"{what}: unit_cost must be >= 0")
-    return OfferRule(code=code, name=str(row.get("name") or code), unit_cost=cost,
-                     channels=frozenset(row.get("channels") or ()),
-                     eligibility=compile_condition(dict(row.get("eligibility") or {})),
-                     prior_uplift=_float(row, "prior_uplift", what, 0.0),
-                     value_horizon_months=horizon)
+    return OfferRule(
+        code=code,
+        name=str(row.get("name") or code),
+        unit_cost=cost,
+        channels=frozenset(row.get("channels") or ()),
+        eligibility=compile_condition(dict(row.get("eligibility") or {})),
+        prior_uplift=_float(row, "prior_uplift", what, 0.0),
+        value_horizon_months=horizon,
+    )
 
 
 def _tier_policy(row: Mapping[str, Any]) -> TierPolicyRule:
     what = f"tier policy {row.get('tier_code')}/{row.get('offer_code')}"
     max_cost = row.get("max_cost")
-    return TierPolicyRule(tier_code=row.get("tier_code"), offer_code=str(row.get("offer_code")),
-                          allowed=bool(row.get("allowed", True)),
-                          max_cost=None if max_cost is None else _float(row, "max_cost", what),
-                          granted_by=str(row.get("granted_by") or "automatic"),
-                          context_weight=_float(row, "context_weight", what, 1.0),
-                          lever=_float(row, "lever", what, 1.0), note=str(row.get("note") or ""))
+    return TierPolicyRule(
+        tier_code=row.get("tier_code"),
+        offer_code=str(row.get("offer_code")),
+        allowed=bool(row.get("allowed", True)),
+        max_cost=None if max_cost is None else _float(row, "max_cost", what),
+        granted_by=str(row.get("granted_by") or "automatic"),
+        context_weight=_float(row, "context_weight", what, 1.0),
+        lever=_float(row, "lever", what, 1.0),
+        note=str(row.get("note") or ""),
+    )
 
 
 def _contact_rule(row: Mapping[str, Any]) -> ContactRule:
     what = f"contact policy {row.get('channel')}"
     try:
-        return ContactRule(channel=str(row["channel"]), max_contacts=int(row["max_contacts"]),
-                           window_days=int(row["window_days"]), quiet_start=row.get("quiet_start"),
-                           quiet_end=row.get("quiet_end"), timezone=str(row.get("timezone") or "UTC"))
+        return ContactRule(
+            channel=str(row["channel"]),
+            max_contacts=int(row["max_contacts"]),
+            window_days=int(row["window_days"]),
+            quiet_start=row.get("quiet_start"),
+            quiet_end=row.get("quiet_end"),
+            timezone=str(row.get("timezone") or "UTC"),
+        )
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, SnapshotError):
             raise
@@ -531,13 +590,17 @@ def _budget(row: Mapping[str, Any], now: datetime | None, period_revenue: float 
     start, end = row.get("period_start"), row.get("period_end")
     if start is None and end is None and now is not None:
         start, end = budget_period_bounds(str(row.get("period") or "month"), now)
-    return BudgetRule(code=code, scope_type=str(row.get("scope_type") or "programme"),
-                      scope_value=row.get("scope_value"), cap_amount=cap,
-                      roi_floor=_float(row, "roi_floor", what, DEFAULT_ROI_FLOOR),
-                      max_cost_share_of_ltv=_float(row, "max_cost_share_of_ltv", what,
-                                                   DEFAULT_MAX_COST_SHARE_OF_LTV),
-                      period_start=start, period_end=end,
-                      pacing_slack=_float(row, "pacing_slack", what, DEFAULT_PACING_SLACK))
+    return BudgetRule(
+        code=code,
+        scope_type=str(row.get("scope_type") or "programme"),
+        scope_value=row.get("scope_value"),
+        cap_amount=cap,
+        roi_floor=_float(row, "roi_floor", what, DEFAULT_ROI_FLOOR),
+        max_cost_share_of_ltv=_float(row, "max_cost_share_of_ltv", what, DEFAULT_MAX_COST_SHARE_OF_LTV),
+        period_start=start,
+        period_end=end,
+        pacing_slack=_float(row, "pacing_slack", what, DEFAULT_PACING_SLACK),
+    )
 
 
 def experiment_spec_from_row(row: Mapping[str, Any]) -> ExperimentSpec:
@@ -547,12 +610,21 @@ def experiment_spec_from_row(row: Mapping[str, Any]) -> ExperimentSpec:
     arms = sorted(row.get("arms") or (), key=lambda arm: arm["position"])
     total = sum(float(arm["weight"]) for arm in arms)
     weights = tuple(float(arm["weight"]) / total for arm in arms) if total > 0 else None
-    namespace = ((row["namespace"], float(row.get("namespace_start", 0.0)), float(row.get("namespace_end", 1.0)))
-                 if row.get("namespace") else None)
-    return ExperimentSpec(key=row["key"], arm_keys=tuple(arm["key"] for arm in arms),
-                          seed=row.get("hash_seed"), hash_version=int(row.get("hash_version", 2)),
-                          coverage=float(row.get("coverage", 1.0)), weights=weights, namespace=namespace,
-                          holdout_share=float(row.get("holdout_share", 0.0)))
+    namespace = (
+        (row["namespace"], float(row.get("namespace_start", 0.0)), float(row.get("namespace_end", 1.0)))
+        if row.get("namespace")
+        else None
+    )
+    return ExperimentSpec(
+        key=row["key"],
+        arm_keys=tuple(arm["key"] for arm in arms),
+        seed=row.get("hash_seed"),
+        hash_version=int(row.get("hash_version", 2)),
+        coverage=float(row.get("coverage", 1.0)),
+        weights=weights,
+        namespace=namespace,
+        holdout_share=float(row.get("holdout_share", 0.0)),
+    )
 
 
 def _experiment(row: Mapping[str, Any]) -> LiveExperiment:
@@ -561,23 +633,34 @@ def _experiment(row: Mapping[str, Any]) -> LiveExperiment:
         arm_offers = {arm["key"]: arm.get("offer_code") for arm in row.get("arms") or ()}
     except (KeyError, TypeError, ValueError) as exc:
         raise SnapshotError(f"experiment {row.get('key')}: {exc!r}") from None
-    return LiveExperiment(key=spec.key, spec=spec, target=compile_condition(dict(row.get("target") or {})),
-                          arm_offers=arm_offers, status=str(row.get("status")),
-                          winner_arm_key=row.get("winner_arm_key"),
-                          tier_winners=dict(row.get("tier_winners") or {}),
-                          budget_code=row.get("budget_code"),
-                          spending_paused=bool(row.get("spending_paused", False)))
+    return LiveExperiment(
+        key=spec.key,
+        spec=spec,
+        target=compile_condition(dict(row.get("target") or {})),
+        arm_offers=arm_offers,
+        status=str(row.get("status")),
+        winner_arm_key=row.get("winner_arm_key"),
+        tier_winners=dict(row.get("tier_winners") or {}),
+        budget_code=row.get("budget_code"),
+        spending_paused=bool(row.get("spending_paused", False)),
+    )
 
 
-def build_snapshot(*, version: int, offers: Iterable[Mapping[str, Any]],
-                   tiers: Iterable[Mapping[str, Any]] = (), primary_scheme: str | None = None,
-                   tier_policies: Iterable[Mapping[str, Any]] = (),
-                   contact_policies: Iterable[Mapping[str, Any]] = (),
-                   budgets: Iterable[Mapping[str, Any]] = (),
-                   experiments: Iterable[Mapping[str, Any]] = (),
-                   uplift_estimates: Mapping[tuple[str | None, str], float] | None = None,
-                   risk_policy: RiskPolicy = DEFAULT_RISK_POLICY,
-                   now: datetime | None = None, period_revenue: float | None = None) -> DecisionSnapshot:
+def build_snapshot(
+    *,
+    version: int,
+    offers: Iterable[Mapping[str, Any]],
+    tiers: Iterable[Mapping[str, Any]] = (),
+    primary_scheme: str | None = None,
+    tier_policies: Iterable[Mapping[str, Any]] = (),
+    contact_policies: Iterable[Mapping[str, Any]] = (),
+    budgets: Iterable[Mapping[str, Any]] = (),
+    experiments: Iterable[Mapping[str, Any]] = (),
+    uplift_estimates: Mapping[tuple[str | None, str], float] | None = None,
+    risk_policy: RiskPolicy = DEFAULT_RISK_POLICY,
+    now: datetime | None = None,
+    period_revenue: float | None = None,
+) -> DecisionSnapshot:
     """Build a snapshot from rows shaped like the tables (and like ``offers.demo_seed``'s data).
 
     - ``offers``: code, name, unit_cost, channels, eligibility, prior_uplift, value_horizon_months.
@@ -600,8 +683,10 @@ def build_snapshot(*, version: int, offers: Iterable[Mapping[str, Any]],
     offer_rules = tuple(_offer(row) for row in _active(offers))
     tier_rows = [row for row in _active(tiers) if row.get("scheme_code") == primary_scheme]
     try:
-        tier_rules = [TierRule(str(row["scheme_code"]), str(row["code"]), int(row["rank"]), dict(row.get("rule") or {}))
-                      for row in tier_rows]
+        tier_rules = [
+            TierRule(str(row["scheme_code"]), str(row["code"]), int(row["rank"]), dict(row.get("rule") or {}))
+            for row in tier_rows
+        ]
     except (KeyError, TypeError, ValueError) as exc:
         raise SnapshotError(f"tier: {exc!r}") from None
     budget_rules = tuple(_budget(row, now, period_revenue) for row in _active(budgets))
@@ -611,12 +696,15 @@ def build_snapshot(*, version: int, offers: Iterable[Mapping[str, Any]],
         rule = _tier_policy(row)
         policies[(rule.tier_code, rule.offer_code)] = rule
     return DecisionSnapshot(
-        version=version, offers=offer_rules,
+        version=version,
+        offers=offer_rules,
         tier_assigner=TierAssigner(tier_rules, primary_scheme),
         tier_policies=policies,
         contact_rules={rule.channel: rule for rule in map(_contact_rule, _active(contact_policies))},
         budgets=budget_rules,
         experiments=tuple(_experiment(row) for row in experiments if row.get("status") in RUNNING_STATUSES),
-        uplift_estimates=dict(uplift_estimates or {}), risk_policy=risk_policy,
+        uplift_estimates=dict(uplift_estimates or {}),
+        risk_policy=risk_policy,
         tier_names={str(row["code"]): str(row.get("name") or row["code"]) for row in tier_rows},
-        valid_until=min(ends) if ends else None)
+        valid_until=min(ends) if ends else None,
+    )

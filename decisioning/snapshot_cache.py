@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 from decisioning.risk import DEFAULT_RISK_POLICY, RiskPolicy
 from decisioning.snapshot import DecisionSnapshot, build_snapshot
 from experiments.models import RUNNING_STATUSES, Experiment, Readout
-from offers.models import Budget, ContactPolicy, Offer, Tier, TierPolicy, TierScheme
 from infra.config_version import read_generation
+from offers.models import Budget, ContactPolicy, Offer, Tier, TierPolicy, TierScheme
 from offers.repository import active_risk_policy, base_revenue_per_month
 
 MAX_SNAPSHOT_AGE_S = 30.0
@@ -44,8 +44,12 @@ def _uplift_estimates(session: Session, experiments: list[Experiment]) -> dict[t
         if experiment.status != "rollout" or not experiment.winner_arm_key:
             continue
         offers = {arm.key: arm.offer_code for arm in experiment.arms}
-        readout = session.scalar(select(Readout).where(Readout.experiment_id == experiment.id)
-                                 .order_by(Readout.data_cutoff.desc(), Readout.id.desc()).limit(1))
+        readout = session.scalar(
+            select(Readout)
+            .where(Readout.experiment_id == experiment.id)
+            .order_by(Readout.data_cutoff.desc(), Readout.id.desc())
+            .limit(1)
+        )
         if readout is None:
             continue
         results = readout.results
@@ -87,9 +91,14 @@ def _risk_policy(session: Session) -> RiskPolicy:
     row = active_risk_policy(session)
     if row is None:
         return DEFAULT_RISK_POLICY
-    return RiskPolicy(yellow_churn_score=row.yellow_churn_score, red_churn_score=row.red_churn_score,
-                      inactive_months=row.inactive_months, consecutive_downgrades=row.consecutive_downgrades,
-                      unresolved_complaints=row.unresolved_complaints, complaint_surge_90d=row.complaint_surge_90d)
+    return RiskPolicy(
+        yellow_churn_score=row.yellow_churn_score,
+        red_churn_score=row.red_churn_score,
+        inactive_months=row.inactive_months,
+        consecutive_downgrades=row.consecutive_downgrades,
+        unresolved_complaints=row.unresolved_complaints,
+        complaint_surge_90d=row.complaint_surge_90d,
+    )
 
 
 def load_config(session: Session, now: datetime) -> LoadedConfig:
@@ -102,39 +111,110 @@ def load_config(session: Session, now: datetime) -> LoadedConfig:
         # read committed would let a change committing midway in, under the older generation
         session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     version = read_generation(session)
-    offers = _rows(session, Offer, "code", "name", "unit_cost", "channels", "eligibility", "prior_uplift",
-                   "value_horizon_months", "active")
-    tiers = [dict(row._mapping) for row in session.execute(
-        select(Tier.code, Tier.scheme_code, Tier.rank, Tier.rule, Tier.name, Tier.active)
-        .join(TierScheme, TierScheme.code == Tier.scheme_code).where(TierScheme.active.is_(True)))]
-    primary = session.scalar(select(TierScheme.code).where(TierScheme.is_primary.is_(True),
-                                                           TierScheme.active.is_(True)))
-    policies = _rows(session, TierPolicy, "tier_code", "offer_code", "allowed", "max_cost", "granted_by",
-                     "context_weight", "lever", "note", "active")
-    contacts = _rows(session, ContactPolicy, "channel", "max_contacts", "window_days", "quiet_start",
-                     "quiet_end", "timezone", "active")
-    budgets = _rows(session, Budget, "code", "period", "cap_amount", "cap_share_of_revenue", "scope_type",
-                    "scope_value", "roi_floor", "max_cost_share_of_ltv", "active")
+    offers = _rows(
+        session,
+        Offer,
+        "code",
+        "name",
+        "unit_cost",
+        "channels",
+        "eligibility",
+        "prior_uplift",
+        "value_horizon_months",
+        "active",
+    )
+    tiers = [
+        dict(row._mapping)
+        for row in session.execute(
+            select(Tier.code, Tier.scheme_code, Tier.rank, Tier.rule, Tier.name, Tier.active)
+            .join(TierScheme, TierScheme.code == Tier.scheme_code)
+            .where(TierScheme.active.is_(True))
+        )
+    ]
+    primary = session.scalar(
+        select(TierScheme.code).where(TierScheme.is_primary.is_(True), TierScheme.active.is_(True))
+    )
+    policies = _rows(
+        session,
+        TierPolicy,
+        "tier_code",
+        "offer_code",
+        "allowed",
+        "max_cost",
+        "granted_by",
+        "context_weight",
+        "lever",
+        "note",
+        "active",
+    )
+    contacts = _rows(
+        session,
+        ContactPolicy,
+        "channel",
+        "max_contacts",
+        "window_days",
+        "quiet_start",
+        "quiet_end",
+        "timezone",
+        "active",
+    )
+    budgets = _rows(
+        session,
+        Budget,
+        "code",
+        "period",
+        "cap_amount",
+        "cap_share_of_revenue",
+        "scope_type",
+        "scope_value",
+        "roi_floor",
+        "max_cost_share_of_ltv",
+        "active",
+    )
     monthly_revenue = base_revenue_per_month(session) if any(b["cap_share_of_revenue"] for b in budgets) else 0.0
     for budget in budgets:  # a share-of-revenue cap becomes money for its period
         if budget["cap_share_of_revenue"] is not None:
             months = MONTHS_PER_PERIOD.get(budget["period"], 1)
             budget["cap_amount"] = budget["cap_share_of_revenue"] * monthly_revenue * months
             budget["cap_share_of_revenue"] = None
-    running = list(session.scalars(select(Experiment).where(Experiment.status.in_(RUNNING_STATUSES))
-                                   .order_by(Experiment.key)))
-    experiments = [{
-        "key": e.key, "status": e.status, "target": e.target, "coverage": e.coverage,
-        "holdout_share": e.holdout_share, "hash_seed": e.hash_seed, "hash_version": e.hash_version,
-        "namespace": e.namespace, "namespace_start": e.namespace_start, "namespace_end": e.namespace_end,
-        "winner_arm_key": e.winner_arm_key, "tier_winners": e.tier_winners or {}, "budget_code": e.budget_code,
-        "spending_paused": e.spending_paused,
-        "arms": [{"key": a.key, "offer_code": a.offer_code, "weight": a.weight, "position": a.position}
-                 for a in e.arms]} for e in running]
-    snapshot = build_snapshot(version=version, offers=offers, tiers=tiers, primary_scheme=primary,
-                              tier_policies=policies, contact_policies=contacts, budgets=budgets,
-                              experiments=experiments, uplift_estimates=_uplift_estimates(session, running),
-                              risk_policy=_risk_policy(session), now=now)
+    running = list(
+        session.scalars(select(Experiment).where(Experiment.status.in_(RUNNING_STATUSES)).order_by(Experiment.key))
+    )
+    experiments = [
+        {
+            "key": e.key,
+            "status": e.status,
+            "target": e.target,
+            "coverage": e.coverage,
+            "holdout_share": e.holdout_share,
+            "hash_seed": e.hash_seed,
+            "hash_version": e.hash_version,
+            "namespace": e.namespace,
+            "namespace_start": e.namespace_start,
+            "namespace_end": e.namespace_end,
+            "winner_arm_key": e.winner_arm_key,
+            "tier_winners": e.tier_winners or {},
+            "budget_code": e.budget_code,
+            "spending_paused": e.spending_paused,
+            "arms": [
+                {"key": a.key, "offer_code": a.offer_code, "weight": a.weight, "position": a.position} for a in e.arms
+            ],
+        }
+        for e in running
+    ]
+    snapshot = build_snapshot(
+        version=version,
+        offers=offers,
+        tiers=tiers,
+        primary_scheme=primary,
+        tier_policies=policies,
+        contact_policies=contacts,
+        budgets=budgets,
+        experiments=experiments,
+        uplift_estimates=_uplift_estimates(session, running),
+        risk_policy=_risk_policy(session),
+        now=now,
+    )
     return LoadedConfig(snapshot, {e.key: (e.id, e.phase) for e in running})
 
 
@@ -154,8 +234,9 @@ class SnapshotCache:
         state = self._state
         return state[0] if state is not None else None
 
-    def current(self, session_factory: Any, version: tuple[str, int] | None, now: datetime,
-                generation: int | None = None) -> LoadedConfig:
+    def current(
+        self, session_factory: Any, version: tuple[str, int] | None, now: datetime, generation: int | None = None
+    ) -> LoadedConfig:
         """The config for ``version`` ((epoch, counter) of the Redis counter; None: Redis could
         not say) and, when given, at least the database's config ``generation``."""
         state = self._state
@@ -169,8 +250,13 @@ class SnapshotCache:
                 state = self._state = (loaded, version, time.monotonic())
             return state[0]
 
-    def _stale(self, state: tuple[LoadedConfig, tuple[str, int] | None, float], version: tuple[str, int] | None,
-               generation: int | None, now: datetime) -> bool:
+    def _stale(
+        self,
+        state: tuple[LoadedConfig, tuple[str, int] | None, float],
+        version: tuple[str, int] | None,
+        generation: int | None,
+        now: datetime,
+    ) -> bool:
         loaded, loaded_version, loaded_at = state
         if time.monotonic() - loaded_at > self.max_age_s:
             return True

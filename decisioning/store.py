@@ -29,8 +29,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from decisioning.core import DecisionResult
 from decisioning.models import Decision
 from decisioning.schemas import DecisionIn
-from infra.config_version import read_generation
 from experiments.models import Exposure
+from infra.config_version import read_generation
 from infra.db import JsonType
 from offers.models import BudgetCharge, Subscriber
 
@@ -84,7 +84,7 @@ class Contact:
 class DecisionStore(Protocol):
     """Where decisions are read and written: :meth:`connect` gives one connection for a call."""
 
-    def connect(self) -> AbstractContextManager["StoreConnection"]:
+    def connect(self) -> AbstractContextManager[StoreConnection]:
         """A connection for one decision call; raises StoreUnavailable for database failures
         inside it."""
 
@@ -104,8 +104,9 @@ class StoreConnection(Protocol):
         """Set each contact's profile and recorded arms and :attr:`config_generation`; return
         the decisions already stored for these requests (a retry is answered from them)."""
 
-    def write(self, contacts: list[Contact], experiments: Experiments, snapshot_version: int,
-              now: datetime) -> set[RequestKey]:
+    def write(
+        self, contacts: list[Contact], experiments: Experiments, snapshot_version: int, now: datetime
+    ) -> set[RequestKey]:
         """Record new exposures, the decision rows and their budget charges in one transaction
         (insert-if-absent on caller + request id); return the requests another request stored
         first."""
@@ -119,40 +120,59 @@ class StoreConnection(Protocol):
 
 def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
-def decision_row(contact: Contact, experiments: Experiments, snapshot_version: int,
-                 now: datetime) -> dict[str, Any]:
+def decision_row(contact: Contact, experiments: Experiments, snapshot_version: int, now: datetime) -> dict[str, Any]:
     """The decisions-table row of a decided contact (``assignment_id`` as known so far)."""
     body, result = contact.response, contact.result
     assert body is not None and result is not None
     experiment = result.experiment
     action = body["action"]
-    return {"id": body["decision_id"], "caller": contact.caller, "request_id": contact.request_id,
-            "request_hash": contact.request_hash, "subscriber_id": contact.body.subscriber_id,
-            "channel": contact.body.channel, "tier": result.tier, "risk_level": result.risk_level,
-            "experiment_key": experiment.key if experiment else None,
-            "arm_key": experiment.arm_key if experiment else None,
-            "in_holdout": bool(experiment and experiment.in_holdout),
-            "assignment_id": contact.assignment_ids.get(experiment.key) if experiment else None,
-            "offer_code": action["offer_code"] if action else None,
-            "cost": Decimal(str(action["cost"])) if action else Decimal("0"),
-            "probability": body["probability"], "degraded": body["degraded"],
-            "snapshot_version": snapshot_version, "response": body, "created_at": now}
+    return {
+        "id": body["decision_id"],
+        "caller": contact.caller,
+        "request_id": contact.request_id,
+        "request_hash": contact.request_hash,
+        "subscriber_id": contact.body.subscriber_id,
+        "channel": contact.body.channel,
+        "tier": result.tier,
+        "risk_level": result.risk_level,
+        "experiment_key": experiment.key if experiment else None,
+        "arm_key": experiment.arm_key if experiment else None,
+        "in_holdout": bool(experiment and experiment.in_holdout),
+        "assignment_id": contact.assignment_ids.get(experiment.key) if experiment else None,
+        "offer_code": action["offer_code"] if action else None,
+        "cost": Decimal(str(action["cost"])) if action else Decimal("0"),
+        "probability": body["probability"],
+        "degraded": body["degraded"],
+        "snapshot_version": snapshot_version,
+        "response": body,
+        "created_at": now,
+    }
 
 
 def exposure_row(contact: Contact, experiment_id: int, phase: int, now: datetime) -> dict[str, Any]:
     """The assignments-table row of a contact's first exposure."""
     assert contact.result is not None and contact.result.experiment is not None
     experiment = contact.result.experiment
-    return {"experiment_id": experiment_id, "subscriber_id": contact.body.subscriber_id,
-            "arm_key": experiment.arm_key, "in_holdout": experiment.in_holdout, "phase": phase,
-            "tier": contact.result.tier, "channel": contact.body.channel, "first_exposed_at": now}
+    return {
+        "experiment_id": experiment_id,
+        "subscriber_id": contact.body.subscriber_id,
+        "arm_key": experiment.arm_key,
+        "in_holdout": experiment.in_holdout,
+        "phase": phase,
+        "tier": contact.result.tier,
+        "channel": contact.body.channel,
+        "first_exposed_at": now,
+    }
 
 
-def apply_reads(contacts: list[Contact], profiles: dict[str, dict[str, Any]],
-                sticky: dict[str, list[tuple[str, int, str | None, bool]]]) -> None:
+def apply_reads(
+    contacts: list[Contact],
+    profiles: dict[str, dict[str, Any]],
+    sticky: dict[str, list[tuple[str, int, str | None, bool]]],
+) -> None:
     """Set what was read on the contacts: profiles by subscriber id, and recorded arms by
     subscriber id as (experiment key, exposure id, arm key, in holdout)."""
     for c in contacts:
@@ -169,7 +189,7 @@ class SqlStore:
         self.session_factory = session_factory
 
     @contextmanager
-    def connect(self) -> Iterator["SqlConnection"]:
+    def connect(self) -> Iterator[SqlConnection]:
         with _database_errors(), self.session_factory() as session:
             yield SqlConnection(session)
 
@@ -200,8 +220,12 @@ class SqlConnection:
         replays: Replays = {}
         profiles: dict[str, dict[str, Any]] = {}
         sticky: dict[str, list[tuple[str, int, str | None, bool]]] = {}
-        no_int, no_flag, no_json, no_text = (cast(null(), BigInteger), cast(null(), Boolean), cast(null(), JsonType),
-                                             cast(null(), String))
+        no_int, no_flag, no_json, no_text = (
+            cast(null(), BigInteger),
+            cast(null(), Boolean),
+            cast(null(), JsonType),
+            cast(null(), String),
+        )
         with self._session() as session:
             self.config_generation = read_generation(session) or None
             for chunk in chunks(contacts):
@@ -209,19 +233,34 @@ class SqlConnection:
                 request_ids = [c.request_id for c in chunk]
                 subscriber_ids = list({c.body.subscriber_id for c in chunk})
                 parts = [
-                    select(literal("d").label("kind"), Decision.request_id.label("key"),
-                           Decision.request_hash.label("text"), no_int.label("id"), no_int.label("experiment_id"),
-                           no_flag.label("flag"), Decision.response.label("json"), Decision.caller.label("owner"))
-                    .where(Decision.caller.in_(callers), Decision.request_id.in_(request_ids)),
-                    select(literal("p"), Subscriber.id, no_text, no_int, no_int, no_flag, Subscriber.attributes, no_text)
-                    .where(Subscriber.id.in_(subscriber_ids))]
+                    select(
+                        literal("d").label("kind"),
+                        Decision.request_id.label("key"),
+                        Decision.request_hash.label("text"),
+                        no_int.label("id"),
+                        no_int.label("experiment_id"),
+                        no_flag.label("flag"),
+                        Decision.response.label("json"),
+                        Decision.caller.label("owner"),
+                    ).where(Decision.caller.in_(callers), Decision.request_id.in_(request_ids)),
+                    select(
+                        literal("p"), Subscriber.id, no_text, no_int, no_int, no_flag, Subscriber.attributes, no_text
+                    ).where(Subscriber.id.in_(subscriber_ids)),
+                ]
                 if by_id:
-                    parts.append(select(literal("a"), Exposure.subscriber_id, Exposure.arm_key, Exposure.id,
-                                        Exposure.experiment_id, Exposure.in_holdout, no_json, no_text)
-                                 .where(Exposure.experiment_id.in_(list(by_id)),
-                                        Exposure.subscriber_id.in_(subscriber_ids)))
-                for kind, key, text, row_id, experiment_id, flag, document, owner in session.execute(
-                        union_all(*parts)):
+                    parts.append(
+                        select(
+                            literal("a"),
+                            Exposure.subscriber_id,
+                            Exposure.arm_key,
+                            Exposure.id,
+                            Exposure.experiment_id,
+                            Exposure.in_holdout,
+                            no_json,
+                            no_text,
+                        ).where(Exposure.experiment_id.in_(list(by_id)), Exposure.subscriber_id.in_(subscriber_ids))
+                    )
+                for kind, key, text, row_id, experiment_id, flag, document, owner in session.execute(union_all(*parts)):
                     if kind == "d":
                         if (owner, key) in wanted:  # callers × ids over-fetches across callers
                             replays[(owner, key)] = (text, document)
@@ -232,41 +271,57 @@ class SqlConnection:
         apply_reads(contacts, profiles, sticky)
         return replays
 
-    def write(self, contacts: list[Contact], experiments: Experiments, snapshot_version: int,
-              now: datetime) -> set[RequestKey]:
+    def write(
+        self, contacts: list[Contact], experiments: Experiments, snapshot_version: int, now: datetime
+    ) -> set[RequestKey]:
         with self._session() as session:
             self._record_exposures(session, contacts, experiments, now)
             rows = [decision_row(c, experiments, snapshot_version, now) for c in contacts]
             inserted: set[RequestKey] = set()
             for chunk in chunks(rows):
-                inserted.update(tuple(row) for row in session.execute(
-                    _insert(session, Decision).on_conflict_do_nothing(index_elements=["caller", "request_id"])
-                    .returning(Decision.caller, Decision.request_id), chunk))
-            charges = [{"decision_id": c.response["decision_id"], "budget_code": code, "period_key": period,
-                        "amount": amount}
-                       for c in contacts if c.key in inserted and c.response is not None
-                       for code, period, amount in c.charges]
+                inserted.update(
+                    tuple(row)
+                    for row in session.execute(
+                        _insert(session, Decision)
+                        .on_conflict_do_nothing(index_elements=["caller", "request_id"])
+                        .returning(Decision.caller, Decision.request_id),
+                        chunk,
+                    )
+                )
+            charges = [
+                {"decision_id": c.response["decision_id"], "budget_code": code, "period_key": period, "amount": amount}
+                for c in contacts
+                if c.key in inserted and c.response is not None
+                for code, period, amount in c.charges
+            ]
             if charges:
                 session.execute(_insert(session, BudgetCharge), charges)
         return {c.key for c in contacts} - inserted
 
     @staticmethod
-    def _record_exposures(session: Session, contacts: list[Contact], experiments: Experiments,
-                          now: datetime) -> None:
+    def _record_exposures(session: Session, contacts: list[Contact], experiments: Experiments, now: datetime) -> None:
         """Insert the first exposures (insert-if-absent: concurrent channels store one row)
         and note their ids on the contacts."""
         new = [(c, ids) for c in contacts if (ids := c.new_exposure(experiments)) is not None]
         if not new:
             return
-        session.execute(_insert(session, Exposure).on_conflict_do_nothing(
-            index_elements=["experiment_id", "subscriber_id"]),
-            [exposure_row(c, experiment_id, phase, now) for c, (experiment_id, phase) in new])
+        session.execute(
+            _insert(session, Exposure).on_conflict_do_nothing(index_elements=["experiment_id", "subscriber_id"]),
+            [exposure_row(c, experiment_id, phase, now) for c, (experiment_id, phase) in new],
+        )
         keys = list({(experiment_id, c.body.subscriber_id) for c, (experiment_id, _) in new})
         found: dict[tuple[int, str], int] = {}
         for chunk in chunks(keys):
-            found.update({(eid, sid): xid for eid, sid, xid in session.execute(
-                select(Exposure.experiment_id, Exposure.subscriber_id, Exposure.id)
-                .where(tuple_(Exposure.experiment_id, Exposure.subscriber_id).in_(chunk)))})
+            found.update(
+                {
+                    (eid, sid): xid
+                    for eid, sid, xid in session.execute(
+                        select(Exposure.experiment_id, Exposure.subscriber_id, Exposure.id).where(
+                            tuple_(Exposure.experiment_id, Exposure.subscriber_id).in_(chunk)
+                        )
+                    )
+                }
+            )
         for c, (experiment_id, _) in new:
             assert c.result is not None and c.result.experiment is not None
             c.assignment_ids[c.result.experiment.key] = found[(experiment_id, c.body.subscriber_id)]
@@ -276,20 +331,31 @@ class SqlConnection:
         with self._session() as session:
             for chunk in chunks(keys):
                 rows = session.execute(
-                    select(Decision.caller, Decision.request_id, Decision.request_hash, Decision.response)
-                    .where(Decision.caller.in_(list({caller for caller, _ in chunk})),
-                           Decision.request_id.in_([rid for _, rid in chunk])))
-                found.update({(caller, rid): (digest, response) for caller, rid, digest, response in rows
-                              if (caller, rid) in wanted})
+                    select(Decision.caller, Decision.request_id, Decision.request_hash, Decision.response).where(
+                        Decision.caller.in_(list({caller for caller, _ in chunk})),
+                        Decision.request_id.in_([rid for _, rid in chunk]),
+                    )
+                )
+                found.update(
+                    {
+                        (caller, rid): (digest, response)
+                        for caller, rid, digest, response in rows
+                        if (caller, rid) in wanted
+                    }
+                )
         return found
 
     def charged(self, keys: list[RequestKey]) -> set[RequestKey]:
         wanted = set(keys)
         with self._session() as session:
             rows = session.execute(
-                select(Decision.caller, Decision.request_id).join(BudgetCharge, BudgetCharge.decision_id == Decision.id)
-                .where(Decision.caller.in_(list({caller for caller, _ in keys})),
-                       Decision.request_id.in_([rid for _, rid in keys])))
+                select(Decision.caller, Decision.request_id)
+                .join(BudgetCharge, BudgetCharge.decision_id == Decision.id)
+                .where(
+                    Decision.caller.in_(list({caller for caller, _ in keys})),
+                    Decision.request_id.in_([rid for _, rid in keys]),
+                )
+            )
             return {(caller, rid) for caller, rid in rows if (caller, rid) in wanted}
 
 

@@ -26,12 +26,11 @@ import orjson
 import psycopg
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import sessionmaker
 from sqlalchemy.exc import OperationalError as SqlAlchemyOperationalError
 from sqlalchemy.exc import TimeoutError as SqlAlchemyTimeoutError
+from sqlalchemy.orm import sessionmaker
 
-from decisioning.store import (Contact, Experiments, Replays, RequestKey, StoreUnavailable, apply_reads,
-                               decision_row)
+from decisioning.store import Contact, Experiments, Replays, RequestKey, StoreUnavailable, apply_reads, decision_row
 from infra.db import make_engine
 
 _READ_SQL = """
@@ -121,8 +120,13 @@ SELECT DISTINCT d.caller, d.request_id FROM decisions d JOIN budget_charges c ON
 def array_literal(values: Iterable[str | int]) -> str:
     """A PostgreSQL array literal (``{"a","b"}``), sent as one text parameter and cast by the
     statement: a few microseconds, where psycopg's list adaptation costs tens per array."""
-    return "{" + ",".join(str(v) if isinstance(v, int) else
-                          '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+    return (
+        "{"
+        + ",".join(
+            str(v) if isinstance(v, int) else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values
+        )
+        + "}"
+    )
 
 
 def _json_default(value: Any) -> str:
@@ -140,7 +144,7 @@ STATEMENT_TIMEOUT_S = 20.0
 POOL_TIMEOUT_S = 5.0
 
 # app engine → {statement timeout: the store's own engine on its database}; gone with the app's
-_store_engines: "weakref.WeakKeyDictionary[Engine, dict[float, Engine]]" = weakref.WeakKeyDictionary()
+_store_engines: weakref.WeakKeyDictionary[Engine, dict[float, Engine]] = weakref.WeakKeyDictionary()
 _store_engines_lock = threading.Lock()
 
 
@@ -156,8 +160,10 @@ def store_engine(bind: Engine, statement_timeout_s: float) -> Engine:
         engine = engines.get(statement_timeout_s)
         if engine is None:
             engine = engines[statement_timeout_s] = make_engine(
-                bind.url.render_as_string(hide_password=False), statement_timeout_s=statement_timeout_s,
-                pool_timeout_s=POOL_TIMEOUT_S)
+                bind.url.render_as_string(hide_password=False),
+                statement_timeout_s=statement_timeout_s,
+                pool_timeout_s=POOL_TIMEOUT_S,
+            )
             event.listen(bind, "engine_disposed", lambda _bind, own=engine: own.dispose())
         return engine
 
@@ -170,7 +176,7 @@ class PostgresStore:
         self.statement_timeout_s = statement_timeout_s
 
     @contextmanager
-    def connect(self) -> Iterator["PostgresConnection"]:
+    def connect(self) -> Iterator[PostgresConnection]:
         """One pooled connection of the store's own, switched to autocommit for the call; or,
         when the session factory is bound to a connection (a caller's transaction, as in the
         tests), that connection inside its transaction."""
@@ -221,11 +227,15 @@ class PostgresConnection:
         replays: Replays = {}
         profiles: dict[str, dict[str, Any]] = {}
         sticky: dict[str, list[tuple[str, int, str | None, bool]]] = {}
-        rows = self._execute(_READ_SQL, {
-            "callers": array_literal({c.caller for c in contacts}),
-            "request_ids": array_literal(c.request_id for c in contacts),
-            "subscriber_ids": array_literal({c.body.subscriber_id for c in contacts}),
-            "experiment_ids": array_literal(by_id)})
+        rows = self._execute(
+            _READ_SQL,
+            {
+                "callers": array_literal({c.caller for c in contacts}),
+                "request_ids": array_literal(c.request_id for c in contacts),
+                "subscriber_ids": array_literal({c.body.subscriber_id for c in contacts}),
+                "experiment_ids": array_literal(by_id),
+            },
+        )
         for kind, key, text, row_id, experiment_id, flag, document, owner in rows:
             if kind == "d":
                 if (owner, key) in wanted:  # callers × ids over-fetches across callers
@@ -239,8 +249,9 @@ class PostgresConnection:
         apply_reads(contacts, profiles, sticky)
         return replays
 
-    def write(self, contacts: list[Contact], experiments: Experiments, snapshot_version: int,
-              now: datetime) -> set[RequestKey]:
+    def write(
+        self, contacts: list[Contact], experiments: Experiments, snapshot_version: int, now: datetime
+    ) -> set[RequestKey]:
         rows, charges, responses = [], [], []
         experiment_of: dict[str, int] = {}
         for c in contacts:
@@ -248,39 +259,84 @@ class PostgresConnection:
             ids = experiments.get(row["experiment_key"]) if row["experiment_key"] is not None else None
             if ids is not None:
                 experiment_of[row["id"]] = ids[0]
-            rows.append({name: row[name] for name in _ROW_FIELDS} | {
-                "experiment_id": ids[0] if ids else None, "phase": ids[1] if ids else None,
-                "new_exposure": c.new_exposure(experiments) is not None})
+            rows.append(
+                {name: row[name] for name in _ROW_FIELDS}
+                | {
+                    "experiment_id": ids[0] if ids else None,
+                    "phase": ids[1] if ids else None,
+                    "new_exposure": c.new_exposure(experiments) is not None,
+                }
+            )
             responses.append(orjson.dumps(row["response"], default=_json_default).decode())
-            charges.extend({"decision_id": row["id"], "budget_code": code, "period_key": period, "amount": amount}
-                           for code, period, amount in c.charges)
-        stored = self._execute(_WRITE_SQL, {
-            "rows": orjson.dumps(rows, default=_json_default).decode(), "responses": responses,
-            "charges": orjson.dumps(charges, default=_json_default).decode(),
-            "snapshot_version": snapshot_version, "now": now})
+            charges.extend(
+                {"decision_id": row["id"], "budget_code": code, "period_key": period, "amount": amount}
+                for code, period, amount in c.charges
+            )
+        stored = self._execute(
+            _WRITE_SQL,
+            {
+                "rows": orjson.dumps(rows, default=_json_default).decode(),
+                "responses": responses,
+                "charges": orjson.dumps(charges, default=_json_default).decode(),
+                "snapshot_version": snapshot_version,
+                "now": now,
+            },
+        )
         unlinked = {(caller, request_id) for caller, request_id, flag in stored if flag}
         if unlinked:
-            decision_ids = [c.response["decision_id"] for c in contacts
-                            if c.key in unlinked and c.response is not None]
-            self._execute(_LINK_SQL, {"decision_ids": array_literal(decision_ids),
-                                      "experiment_ids": array_literal(experiment_of[d] for d in decision_ids)})
+            decision_ids = [c.response["decision_id"] for c in contacts if c.key in unlinked and c.response is not None]
+            self._execute(
+                _LINK_SQL,
+                {
+                    "decision_ids": array_literal(decision_ids),
+                    "experiment_ids": array_literal(experiment_of[d] for d in decision_ids),
+                },
+            )
         inserted = {(caller, request_id) for caller, request_id, _ in stored}
         return {c.key for c in contacts} - inserted
 
     def stored(self, keys: list[RequestKey]) -> Replays:
         wanted = set(keys)
-        rows = self._execute(_STORED_SQL, {"callers": array_literal({caller for caller, _ in keys}),
-                                           "request_ids": array_literal(rid for _, rid in keys)})
-        return {(caller, rid): (digest, orjson.loads(response)) for caller, rid, digest, response in rows
-                if (caller, rid) in wanted}
+        rows = self._execute(
+            _STORED_SQL,
+            {
+                "callers": array_literal({caller for caller, _ in keys}),
+                "request_ids": array_literal(rid for _, rid in keys),
+            },
+        )
+        return {
+            (caller, rid): (digest, orjson.loads(response))
+            for caller, rid, digest, response in rows
+            if (caller, rid) in wanted
+        }
 
     def charged(self, keys: list[RequestKey]) -> set[RequestKey]:
         wanted = set(keys)
-        rows = self._execute(_CHARGED_SQL, {"callers": array_literal({caller for caller, _ in keys}),
-                                            "request_ids": array_literal(rid for _, rid in keys)})
+        rows = self._execute(
+            _CHARGED_SQL,
+            {
+                "callers": array_literal({caller for caller, _ in keys}),
+                "request_ids": array_literal(rid for _, rid in keys),
+            },
+        )
         return {(caller, rid) for caller, rid in rows if (caller, rid) in wanted}
 
 
-_ROW_FIELDS = ("id", "caller", "request_id", "request_hash", "subscriber_id", "channel", "tier", "risk_level",
-               "experiment_key", "arm_key", "in_holdout", "assignment_id", "offer_code", "cost", "probability",
-               "degraded")
+_ROW_FIELDS = (
+    "id",
+    "caller",
+    "request_id",
+    "request_hash",
+    "subscriber_id",
+    "channel",
+    "tier",
+    "risk_level",
+    "experiment_key",
+    "arm_key",
+    "in_holdout",
+    "assignment_id",
+    "offer_code",
+    "cost",
+    "probability",
+    "degraded",
+)

@@ -38,8 +38,9 @@ class ExperimentListQuery(BaseModel):
 def list_experiments():  # type: ignore[no-untyped-def]
     unknown = set(request.args) - {"status"}
     if unknown:
-        raise BadRequest(f"unknown query parameter(s) {', '.join(sorted(unknown))}; filters: status",
-                         code="invalid_query")
+        raise BadRequest(
+            f"unknown query parameter(s) {', '.join(sorted(unknown))}; filters: status", code="invalid_query"
+        )
     status = request.args.get("status")
     if status is not None and status not in STATUSES:
         raise BadRequest(f"unknown status {status!r}; use one of {', '.join(STATUSES)}", code="invalid_query")
@@ -48,8 +49,9 @@ def list_experiments():  # type: ignore[no-untyped-def]
 
 
 @bp.post("/experiments")
-@api_doc("Create a draft experiment with its arms", body=schemas.ExperimentIn,
-         responses={201: schemas.ExperimentDetailOut})
+@api_doc(
+    "Create a draft experiment with its arms", body=schemas.ExperimentIn, responses={201: schemas.ExperimentDetailOut}
+)
 @require_user(*CONFIG_WRITERS)
 def create_experiment():  # type: ignore[no-untyped-def]
     data = read_json_body(schemas.ExperimentIn)
@@ -68,10 +70,16 @@ def get_experiment(key: str):  # type: ignore[no-untyped-def]
 
 
 @bp.patch("/experiments/<key>")
-@api_doc("Edit an experiment", description="Send only the fields to change. ``arms`` replaces the whole list; "
-         "``promotion_policy`` is merged over the stored policy. A running experiment keeps its split and "
-         "population frozen (409 experiment_running): start a new phase instead.",
-         body=schemas.ExperimentIn, partial=True, path=KEY, responses={200: schemas.ExperimentDetailOut})
+@api_doc(
+    "Edit an experiment",
+    description="Send only the fields to change. ``arms`` replaces the whole list; "
+    "``promotion_policy`` is merged over the stored policy. A running experiment keeps its split and "
+    "population frozen (409 experiment_running): start a new phase instead.",
+    body=schemas.ExperimentIn,
+    partial=True,
+    path=KEY,
+    responses={200: schemas.ExperimentDetailOut},
+)
 @require_user(*CONFIG_WRITERS)
 def patch_experiment(key: str):  # type: ignore[no-untyped-def]
     patch = read_json_object()
@@ -82,22 +90,29 @@ def patch_experiment(key: str):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/experiments/<key>/transition")
-@api_doc("Move an experiment through its lifecycle",
-         description="draft → pilot → rollout → completed, and draft | pilot | rollout → stopped.",
-         body=schemas.TransitionIn, path=KEY, responses={200: schemas.ExperimentDetailOut})
+@api_doc(
+    "Move an experiment through its lifecycle",
+    description="draft → pilot → rollout → completed, and draft | pilot | rollout → stopped.",
+    body=schemas.TransitionIn,
+    path=KEY,
+    responses={200: schemas.ExperimentDetailOut},
+)
 @require_user(*CONFIG_WRITERS)
 def transition_experiment(key: str):  # type: ignore[no-untyped-def]
     body = read_json_body(schemas.TransitionIn)
     s = db_session()
-    experiment = service.transition_experiment(s, key, body.to, actor=current_principal().actor,
-                                               reason=body.reason)
+    experiment = service.transition_experiment(s, key, body.to, actor=current_principal().actor, reason=body.reason)
     s.commit()
     return jsonify(service.experiment_json(experiment, with_phases=True))
 
 
 @bp.post("/experiments/<key>/phases")
-@api_doc("Start a new phase (new weights, re-seeded split)", body=schemas.PhaseIn, path=KEY,
-         responses={201: schemas.ExperimentDetailOut})
+@api_doc(
+    "Start a new phase (new weights, re-seeded split)",
+    body=schemas.PhaseIn,
+    path=KEY,
+    responses={201: schemas.ExperimentDetailOut},
+)
 @require_user(*CONFIG_WRITERS)
 def start_phase(key: str):  # type: ignore[no-untyped-def]
     body = read_json_body(schemas.PhaseIn)

@@ -93,8 +93,9 @@ def equal_weights(n: int) -> list[float]:
     return [1 / n] * n
 
 
-def bucket_ranges(n: int, coverage: float = 1.0,
-                  weights: list[float] | tuple[float, ...] | None = None) -> list[tuple[float, float]]:
+def bucket_ranges(
+    n: int, coverage: float = 1.0, weights: list[float] | tuple[float, ...] | None = None
+) -> list[tuple[float, float]]:
     """GrowthBook's ``getBucketRanges``: the hash range ``[start, end)`` owned by each arm.
 
     Coverage is clamped to [0, 1]. Weights that are missing, of the wrong length, or that do
@@ -172,11 +173,9 @@ class ExperimentSpec:
             object.__setattr__(self, "weights", tuple(self.weights))
         if self.namespace is not None:
             object.__setattr__(self, "namespace", tuple(self.namespace))
-        object.__setattr__(self, "_ranges",
-                           tuple(bucket_ranges(len(self.arm_keys), self.coverage, self.weights)))
+        object.__setattr__(self, "_ranges", tuple(bucket_ranges(len(self.arm_keys), self.coverage, self.weights)))
         object.__setattr__(self, "_seed_state", fnv1a32(self.effective_seed))
-        object.__setattr__(self, "_holdout_seed_state",
-                           fnv1a32(self.effective_seed + HOLDOUT_SEED_SUFFIX))
+        object.__setattr__(self, "_holdout_seed_state", fnv1a32(self.effective_seed + HOLDOUT_SEED_SUFFIX))
 
     @property
     def effective_seed(self) -> str:

@@ -30,7 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from experiments.assignment import assign
-from experiments.models import RUNNING_STATUSES, Exposure, Experiment
+from experiments.models import RUNNING_STATUSES, Experiment, Exposure
 from experiments.service import experiment_spec
 from infra.errors import Conflict
 from offers.conditions import compile_condition
@@ -61,11 +61,19 @@ class ExposureResult:
     first_exposed_at: datetime | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {"experiment": self.experiment_key, "subscriber_id": self.subscriber_id,
-                "arm": self.arm_key, "in_experiment": self.in_experiment,
-                "in_holdout": self.in_holdout, "reason": self.reason, "new": self.new,
-                "phase": self.phase, "tier": self.tier, "channel": self.channel,
-                "first_exposed_at": self.first_exposed_at.isoformat() if self.first_exposed_at else None}
+        return {
+            "experiment": self.experiment_key,
+            "subscriber_id": self.subscriber_id,
+            "arm": self.arm_key,
+            "in_experiment": self.in_experiment,
+            "in_holdout": self.in_holdout,
+            "reason": self.reason,
+            "new": self.new,
+            "phase": self.phase,
+            "tier": self.tier,
+            "channel": self.channel,
+            "first_exposed_at": self.first_exposed_at.isoformat() if self.first_exposed_at else None,
+        }
 
 
 def _insert(session: Session) -> Any:
@@ -78,19 +86,37 @@ def _insert(session: Session) -> Any:
 
 def find_exposure(session: Session, experiment_id: int, subscriber_id: str) -> Exposure | None:
     """The subscriber's recorded first exposure to the experiment, if any."""
-    return session.scalar(select(Exposure).where(Exposure.experiment_id == experiment_id,
-                                                 Exposure.subscriber_id == subscriber_id))
+    return session.scalar(
+        select(Exposure).where(Exposure.experiment_id == experiment_id, Exposure.subscriber_id == subscriber_id)
+    )
 
 
 def _result(experiment: Experiment, row: Exposure, *, new: bool) -> ExposureResult:
-    return ExposureResult(experiment.key, row.subscriber_id, row.arm_key, in_experiment=not row.in_holdout,
-                          in_holdout=row.in_holdout, reason="holdout" if row.in_holdout else "assigned",
-                          new=new, exposure_id=row.id, phase=row.phase, tier=row.tier,
-                          channel=row.channel, first_exposed_at=row.first_exposed_at)
+    return ExposureResult(
+        experiment.key,
+        row.subscriber_id,
+        row.arm_key,
+        in_experiment=not row.in_holdout,
+        in_holdout=row.in_holdout,
+        reason="holdout" if row.in_holdout else "assigned",
+        new=new,
+        exposure_id=row.id,
+        phase=row.phase,
+        tier=row.tier,
+        channel=row.channel,
+        first_exposed_at=row.first_exposed_at,
+    )
 
 
-def expose(session: Session, experiment: Experiment, subscriber_id: str, *, tier: str | None,
-           channel: str | None, now: datetime) -> ExposureResult:
+def expose(
+    session: Session,
+    experiment: Experiment,
+    subscriber_id: str,
+    *,
+    tier: str | None,
+    channel: str | None,
+    now: datetime,
+) -> ExposureResult:
     """Expose ``subscriber_id`` to the running ``experiment``: record the first exposure
     (arm, phase, ``tier`` and ``channel`` as of ``now``) or return the one already recorded.
 
@@ -103,8 +129,11 @@ def expose(session: Session, experiment: Experiment, subscriber_id: str, *, tier
     ``experiment_not_running``) unless the experiment is in pilot or rollout.
     """
     if experiment.status not in RUNNING_STATUSES:
-        raise Conflict(f"experiment {experiment.key!r} is {experiment.status}; subscribers are exposed "
-                       f"only while it runs (pilot or rollout)", code="experiment_not_running")
+        raise Conflict(
+            f"experiment {experiment.key!r} is {experiment.status}; subscribers are exposed "
+            f"only while it runs (pilot or rollout)",
+            code="experiment_not_running",
+        )
     assignment = assign(experiment_spec(experiment), subscriber_id)
     if assignment.reason in RECORDED_REASONS:
         arm_key = assignment.arm_key
@@ -112,12 +141,20 @@ def expose(session: Session, experiment: Experiment, subscriber_id: str, *, tier
             # promoted: the winner (for the subscriber's tier, where it has its own) for everyone new
             arm_key = (experiment.tier_winners or {}).get(tier or "") or experiment.winner_arm_key
         inserted = session.execute(
-            _insert(session).values(experiment_id=experiment.id, subscriber_id=subscriber_id,
-                                    arm_key=arm_key, in_holdout=assignment.in_holdout,
-                                    phase=experiment.phase, tier=tier, channel=channel,
-                                    first_exposed_at=now)
+            _insert(session)
+            .values(
+                experiment_id=experiment.id,
+                subscriber_id=subscriber_id,
+                arm_key=arm_key,
+                in_holdout=assignment.in_holdout,
+                phase=experiment.phase,
+                tier=tier,
+                channel=channel,
+                first_exposed_at=now,
+            )
             .on_conflict_do_nothing(index_elements=["experiment_id", "subscriber_id"])
-            .returning(Exposure.id)).scalar()
+            .returning(Exposure.id)
+        ).scalar()
         row = find_exposure(session, experiment.id, subscriber_id)
         if row is None:  # pragma: no cover - the insert or the conflicting row put it there
             raise RuntimeError("the exposure row vanished between insert and read")
@@ -125,13 +162,21 @@ def expose(session: Session, experiment: Experiment, subscriber_id: str, *, tier
     row = find_exposure(session, experiment.id, subscriber_id)
     if row is not None:  # exposed earlier under another phase's hash: the recorded arm wins
         return _result(experiment, row, new=False)
-    return ExposureResult(experiment.key, subscriber_id, None, in_experiment=False, in_holdout=False,
-                          reason=assignment.reason)
+    return ExposureResult(
+        experiment.key, subscriber_id, None, in_experiment=False, in_holdout=False, reason=assignment.reason
+    )
 
 
-def expose_if_targeted(session: Session, experiment: Experiment, subscriber_id: str, *,
-                       attributes: Mapping[str, Any], tier: str | None, channel: str | None,
-                       now: datetime) -> ExposureResult:
+def expose_if_targeted(
+    session: Session,
+    experiment: Experiment,
+    subscriber_id: str,
+    *,
+    attributes: Mapping[str, Any],
+    tier: str | None,
+    channel: str | None,
+    now: datetime,
+) -> ExposureResult:
     """Like :func:`expose`, for callers that bring a profile rather than a decision: a
     subscriber not yet exposed is exposed only if ``attributes`` match the experiment's
     target (else reason ``not_targeted``, nothing recorded). Once exposed, a subscriber stays
@@ -141,6 +186,7 @@ def expose_if_targeted(session: Session, experiment: Experiment, subscriber_id: 
         if row is not None:
             return _result(experiment, row, new=False)
         if not compile_condition(experiment.target)(dict(attributes)):
-            return ExposureResult(experiment.key, subscriber_id, None, in_experiment=False,
-                                  in_holdout=False, reason="not_targeted")
+            return ExposureResult(
+                experiment.key, subscriber_id, None, in_experiment=False, in_holdout=False, reason="not_targeted"
+            )
     return expose(session, experiment, subscriber_id, tier=tier, channel=channel, now=now)

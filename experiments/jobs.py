@@ -46,20 +46,24 @@ def readout_job_id(experiment_key: str, data_cutoff: datetime) -> str:
     return f"readout-{key}-{data_cutoff.strftime('%Y%m%dT%H%M%SZ')}"
 
 
-def run_readout(factory: sessionmaker, experiment_key: str, data_cutoff: datetime,
-                progress: Any = None) -> dict[str, Any]:
+def run_readout(
+    factory: sessionmaker, experiment_key: str, data_cutoff: datetime, progress: Any = None
+) -> dict[str, Any]:
     """Compute and store the readout of ``experiment_key`` as of ``data_cutoff``, then promote
     (policy mode ``auto``) or raise the ROI alarm as it says. Returns a summary."""
     report = progress or (lambda stage, share: None)
     with factory() as session:
         experiment = get_experiment(session, experiment_key)
-        exists = session.scalar(select(Readout.id).where(
-            Readout.experiment_id == experiment.id, Readout.data_cutoff == data_cutoff,
-            Readout.model_version == MODEL_VERSION))
+        exists = session.scalar(
+            select(Readout.id).where(
+                Readout.experiment_id == experiment.id,
+                Readout.data_cutoff == data_cutoff,
+                Readout.model_version == MODEL_VERSION,
+            )
+        )
         if exists is not None:
             report("done", 1.0)
-            return {"experiment": experiment_key, "readout_id": exists, "new": False, "promoted": False,
-                    "alert": False}
+            return {"experiment": experiment_key, "readout_id": exists, "new": False, "promoted": False, "alert": False}
         results, digest = compute_results(session, experiment, data_cutoff, progress=report)
     report("storing", 0.95)
     with session_scope(factory) as session:
@@ -75,9 +79,15 @@ def run_readout(factory: sessionmaker, experiment_key: str, data_cutoff: datetim
             if policy.mode == "auto" and readout.eligible and experiment.status == "pilot":
                 promoted = promote(session, experiment, readout, mode="auto", actor=SYSTEM_ACTOR)
             alert = check_roi_alarm(session, experiment, readout)
-        summary = {"experiment": experiment_key, "readout_id": readout.id, "new": new,
-                   "eligible": readout.eligible, "blocked_by": readout.results["promotion"]["blocked_by"],
-                   "promoted": promoted is not None, "alert": alert is not None}
+        summary = {
+            "experiment": experiment_key,
+            "readout_id": readout.id,
+            "new": new,
+            "eligible": readout.eligible,
+            "blocked_by": readout.results["promotion"]["blocked_by"],
+            "promoted": promoted is not None,
+            "alert": alert is not None,
+        }
     report("done", 1.0)
     log.info("readout %s", summary)
     return summary
@@ -93,15 +103,19 @@ def _job_progress(stage: str, share: float) -> None:
 
 def readout_job(experiment_key: str, data_cutoff: str) -> dict[str, Any]:
     """RQ entry point: one readout (``data_cutoff`` ISO-8601 UTC)."""
-    return run_readout(job_sessionmaker(), experiment_key, datetime.fromisoformat(data_cutoff),
-                       progress=_job_progress)
+    return run_readout(job_sessionmaker(), experiment_key, datetime.fromisoformat(data_cutoff), progress=_job_progress)
 
 
 def enqueue_readout(connection: redis.Redis, experiment_key: str, data_cutoff: datetime) -> tuple[Any, bool]:
     """Enqueue the readout of ``experiment_key`` at ``data_cutoff`` once (deterministic id)."""
-    return enqueue_unique(connection, readout_job, job_id=readout_job_id(experiment_key, data_cutoff),
-                          queue="readouts", timeout_s=READOUT_TIMEOUT_S,
-                          kwargs={"experiment_key": experiment_key, "data_cutoff": data_cutoff.isoformat()})
+    return enqueue_unique(
+        connection,
+        readout_job,
+        job_id=readout_job_id(experiment_key, data_cutoff),
+        queue="readouts",
+        timeout_s=READOUT_TIMEOUT_S,
+        kwargs={"experiment_key": experiment_key, "data_cutoff": data_cutoff.isoformat()},
+    )
 
 
 def due_readouts(factory: sessionmaker, now: datetime) -> list[tuple[str, datetime]]:
@@ -111,9 +125,13 @@ def due_readouts(factory: sessionmaker, now: datetime) -> list[tuple[str, dateti
     with factory() as session:
         for experiment in session.scalars(select(Experiment).where(Experiment.status.in_(RUNNING_STATUSES))):
             cutoff = readout_cutoff(now, experiment.readout_interval_minutes)
-            done = session.scalar(select(Readout.id).where(
-                Readout.experiment_id == experiment.id, Readout.data_cutoff == cutoff,
-                Readout.model_version == MODEL_VERSION))
+            done = session.scalar(
+                select(Readout.id).where(
+                    Readout.experiment_id == experiment.id,
+                    Readout.data_cutoff == cutoff,
+                    Readout.model_version == MODEL_VERSION,
+                )
+            )
             if done is None:
                 due.append((experiment.key, cutoff))
     return due
@@ -132,6 +150,7 @@ def schedule_readouts_job() -> list[str]:
 def monthly_retier_job() -> str:
     """Cron tick (the 1st of each month): enqueue this month's re-tiering once."""
     connection = get_current_job().connection
-    job, _ = enqueue_unique(connection, retier_subscribers_job,
-                            job_id=f"{RETIER_JOB_ID}-{utcnow().strftime('%Y-%m')}", timeout_s=3600)
+    job, _ = enqueue_unique(
+        connection, retier_subscribers_job, job_id=f"{RETIER_JOB_ID}-{utcnow().strftime('%Y-%m')}", timeout_s=3600
+    )
     return job.id

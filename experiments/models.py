@@ -11,8 +11,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (BigInteger, CheckConstraint, Computed, ForeignKey, ForeignKeyConstraint, Index,
-                        Integer, String, Text, UniqueConstraint, text)
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Computed,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from infra.db import Base, JsonType, UtcDateTime, utcnow
@@ -43,8 +54,9 @@ class Experiment(Timestamps, Base):
         CheckConstraint("coverage > 0 AND coverage <= 1", name="coverage_range"),
         CheckConstraint("holdout_share >= 0 AND holdout_share <= 0.5", name="holdout_share_range"),
         CheckConstraint("readout_interval_minutes >= 5", name="readout_interval_minutes_min"),
-        CheckConstraint("namespace_start >= 0 AND namespace_start < namespace_end AND namespace_end <= 1",
-                        name="namespace_range"),
+        CheckConstraint(
+            "namespace_start >= 0 AND namespace_start < namespace_end AND namespace_end <= 1", name="namespace_range"
+        ),
         Index("ix_experiments_status", "status"),
     )
 
@@ -79,10 +91,11 @@ class Experiment(Timestamps, Base):
     spending_paused: Mapped[bool] = mapped_column(default=False)
 
     arms: Mapped[list[ExperimentArm]] = relationship(
-        back_populates="experiment", order_by="ExperimentArm.position", cascade="all, delete-orphan",
-        lazy="selectin")
+        back_populates="experiment", order_by="ExperimentArm.position", cascade="all, delete-orphan", lazy="selectin"
+    )
     phases: Mapped[list[ExperimentPhase]] = relationship(
-        back_populates="experiment", order_by="ExperimentPhase.phase", cascade="all, delete-orphan")
+        back_populates="experiment", order_by="ExperimentPhase.phase", cascade="all, delete-orphan"
+    )
 
 
 class ExperimentArm(Base):
@@ -96,8 +109,13 @@ class ExperimentArm(Base):
         CheckConstraint("weight > 0", name="weight_positive"),
         CheckConstraint("position >= 0", name="position_non_negative"),
         # At most one control per experiment, whatever writes the rows.
-        Index("uq_experiment_arms_one_control", "experiment_id", unique=True,
-              sqlite_where=text("is_control"), postgresql_where=text("is_control")),
+        Index(
+            "uq_experiment_arms_one_control",
+            "experiment_id",
+            unique=True,
+            sqlite_where=text("is_control"),
+            postgresql_where=text("is_control"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -161,9 +179,11 @@ class Exposure(Base):
     __table_args__ = (
         UniqueConstraint("experiment_id", "subscriber_id"),
         # The arm must be one of the experiment's arms (arms are frozen while it runs)
-        ForeignKeyConstraint(["experiment_id", "arm_key"], ["experiment_arms.experiment_id",
-                                                            "experiment_arms.key"],
-                             name="fk_assignments_arm_experiment_arms"),
+        ForeignKeyConstraint(
+            ["experiment_id", "arm_key"],
+            ["experiment_arms.experiment_id", "experiment_arms.key"],
+            name="fk_assignments_arm_experiment_arms",
+        ),
         CheckConstraint("(arm_key IS NULL) = in_holdout", name="arm_or_holdout"),
         CheckConstraint("phase >= 1", name="phase_positive"),
     )
@@ -201,8 +221,9 @@ class Outcome(Base):
     __table_args__ = (
         UniqueConstraint("assignment_id", "type", "day_key"),
         CheckConstraint(_in("type", OUTCOME_TYPES), name="type"),
-        CheckConstraint(f"({_in('type', DAY_N_OUTCOME_TYPES)}) = (day_n IS NOT NULL)",
-                        name="day_n_for_retained_and_churned"),
+        CheckConstraint(
+            f"({_in('type', DAY_N_OUTCOME_TYPES)}) = (day_n IS NOT NULL)", name="day_n_for_retained_and_churned"
+        ),
         CheckConstraint("day_n >= 0", name="day_n_non_negative"),
         CheckConstraint("type <> 'revenue' OR value IS NOT NULL", name="revenue_has_value"),
     )

@@ -43,21 +43,37 @@ import struct
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from itertools import chain, repeat
 from operator import itemgetter
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import (AfterValidator, AwareDatetime, Field, TypeAdapter, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from experiments.exposures import find_exposure
 from experiments.models import DAY_N_OUTCOME_TYPES, OUTCOME_TYPES, Experiment, Exposure, Outcome
 from experiments.service import get_experiment
-from infra.bulk_import import (ImportFormat, ImportReport, ImportTooLarge, LineReader, PostgresPipeline,
-                               audit_import, csv_records, cyclic_gc_paused, jsonl_lines)
+from infra.bulk_import import (
+    ImportFormat,
+    ImportReport,
+    ImportTooLarge,
+    LineReader,
+    PostgresPipeline,
+    audit_import,
+    csv_records,
+    cyclic_gc_paused,
+    jsonl_lines,
+)
 from infra.db import utcnow
 from infra.errors import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge
 from infra.http import StrictModel
@@ -70,8 +86,10 @@ CLOCK_SKEW = timedelta(minutes=5)  # systems' clocks disagree a little; more is 
 MAX_DAY_N = 3650
 MAX_ABS_VALUE = 1e12
 OUTCOMES = Outcome.__table__
-NOT_IN_EXPERIMENT = ("that decision was not part of an experiment, and outcomes feed experiment "
-                     "readouts; report outcomes of experiment decisions, or by experiment and subscriber_id")
+NOT_IN_EXPERIMENT = (
+    "that decision was not part of an experiment, and outcomes feed experiment "
+    "readouts; report outcomes of experiment decisions, or by experiment and subscriber_id"
+)
 
 
 def _valid_subscriber_id(value: str) -> str:
@@ -88,12 +106,13 @@ def _utc_moment(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError("occurred_at must be an ISO-8601 date and time with a time zone, "
-                         "e.g. 2025-06-01T10:00:00Z") from None
+        raise ValueError(
+            "occurred_at must be an ISO-8601 date and time with a time zone, e.g. 2025-06-01T10:00:00Z"
+        ) from None
     if moment.tzinfo is None:
         return moment
     try:
-        return moment.astimezone(timezone.utc)
+        return moment.astimezone(UTC)
     except OverflowError:  # 0001-01-01T00:00+01:00 has no UTC equivalent
         raise ValueError("occurred_at is out of range") from None
 
@@ -102,8 +121,9 @@ OutcomeType = Literal[OUTCOME_TYPES]  # type: ignore[valid-type]
 DecisionId = Annotated[str, Field(min_length=1, max_length=64)]
 # the profile store's rules: 1–64 characters once surrounding spaces are stripped, no control or
 # formatting characters (the schema states the length; the rest is the validator's)
-SubscriberId = Annotated[str, AfterValidator(_valid_subscriber_id),
-                         Field(json_schema_extra={"minLength": 1, "maxLength": 64})]
+SubscriberId = Annotated[
+    str, AfterValidator(_valid_subscriber_id), Field(json_schema_extra={"minLength": 1, "maxLength": 64})
+]
 
 
 class OutcomeIn(StrictModel):
@@ -125,7 +145,7 @@ class OutcomeIn(StrictModel):
         return _utc_moment(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _consistent(self) -> "OutcomeIn":
+    def _consistent(self) -> OutcomeIn:
         if self.decision_id is None and (self.experiment is None or self.subscriber_id is None):
             raise ValueError("name the exposure: experiment and subscriber_id, or decision_id")
         if self.type == "revenue" and self.value is None:
@@ -151,9 +171,10 @@ class OutcomeFields(NamedTuple):
     day_n: int | None
 
     @classmethod
-    def of(cls, data: OutcomeIn) -> "OutcomeFields":
-        return cls(data.experiment, data.subscriber_id, data.decision_id, data.type, data.value,
-                   data.occurred_at, data.day_n)
+    def of(cls, data: OutcomeIn) -> OutcomeFields:
+        return cls(
+            data.experiment, data.subscriber_id, data.decision_id, data.type, data.value, data.occurred_at, data.day_n
+        )
 
 
 class OutcomeRow(NamedTuple):
@@ -185,8 +206,9 @@ def decision_not_in_experiment(decision_id: str) -> str:
 DecisionExposures = Callable[[Session, Collection[str]], Mapping[str, tuple[str | None, str]]]
 
 
-def _by_decision(data: OutcomeFields | OutcomeIn,
-                 known: Mapping[str, tuple[str | None, str]]) -> tuple[str, str] | tuple[None, ApiError]:
+def _by_decision(
+    data: OutcomeFields | OutcomeIn, known: Mapping[str, tuple[str | None, str]]
+) -> tuple[str, str] | tuple[None, ApiError]:
     """(experiment, subscriber id) of an outcome reported by decision id, or (None, the error)."""
     assert data.decision_id is not None
     decision = known.get(data.decision_id)
@@ -196,26 +218,34 @@ def _by_decision(data: OutcomeFields | OutcomeIn,
     if key is None:
         return None, Conflict(decision_not_in_experiment(data.decision_id), code="decision_not_in_experiment")
     if (data.experiment not in (None, key)) or (data.subscriber_id not in (None, subscriber_id)):
-        return None, Conflict(f"decision {data.decision_id!r} is for experiment {key!r} and subscriber "
-                              f"{subscriber_id!r}, not the ones given", code="decision_mismatch")
+        return None, Conflict(
+            f"decision {data.decision_id!r} is for experiment {key!r} and subscriber "
+            f"{subscriber_id!r}, not the ones given",
+            code="decision_mismatch",
+        )
     return key, subscriber_id
 
 
 def not_exposed(experiment_key: str, subscriber_id: str) -> str:
-    return (f"subscriber {subscriber_id!r} was never exposed to experiment {experiment_key!r}; "
-            f"only exposed subscribers have outcomes")
+    return (
+        f"subscriber {subscriber_id!r} was never exposed to experiment {experiment_key!r}; "
+        f"only exposed subscribers have outcomes"
+    )
 
 
-def finish_row(data: OutcomeIn | OutcomeFields, assignment_id: int, first_exposed_at: datetime,
-               now: datetime) -> OutcomeRow | str:
+def finish_row(
+    data: OutcomeIn | OutcomeFields, assignment_id: int, first_exposed_at: datetime, now: datetime
+) -> OutcomeRow | str:
     """The row to write for ``data`` against its exposure, or why it cannot be written."""
-    occurred_at = data.occurred_at.astimezone(timezone.utc)
+    occurred_at = data.occurred_at.astimezone(UTC)
     if occurred_at > now + CLOCK_SKEW:
         return f"occurred_at {occurred_at.isoformat()} is in the future"
     if occurred_at < first_exposed_at - CLOCK_SKEW:
-        return (f"occurred_at {occurred_at.isoformat()} is before the subscriber's first exposure to "
-                f"{data.experiment!r} ({first_exposed_at.isoformat()}); an earlier event cannot be "
-                f"an outcome of the experiment")
+        return (
+            f"occurred_at {occurred_at.isoformat()} is before the subscriber's first exposure to "
+            f"{data.experiment!r} ({first_exposed_at.isoformat()}); an earlier event cannot be "
+            f"an outcome of the experiment"
+        )
     day_n = data.day_n
     if day_n is None and data.type in DAY_N_OUTCOME_TYPES:
         day_n = max(0, (occurred_at - first_exposed_at).days)
@@ -236,6 +266,7 @@ def latest_per_key(rows: Iterable[OutcomeRow]) -> dict[tuple[int, str, int | Non
 
 # --- writing ----------------------------------------------------------------------------------
 
+
 def _upsert(dialect_name: str) -> Any:
     """``INSERT … ON CONFLICT (assignment_id, type, day_key) DO UPDATE``: a newer report
     replaces an older one."""
@@ -248,15 +279,25 @@ def _upsert(dialect_name: str) -> Any:
     return statement.on_conflict_do_update(
         index_elements=[OUTCOMES.c.assignment_id, OUTCOMES.c.type, OUTCOMES.c.day_key],
         set_={name: excluded[name] for name in ("value", "day_n", "occurred_at", "decision_id", "received_at")},
-        where=OUTCOMES.c.occurred_at <= excluded.occurred_at)
+        where=OUTCOMES.c.occurred_at <= excluded.occurred_at,
+    )
 
 
 def write_outcome_rows(session: Session, rows: Iterable[OutcomeRow], received_at: datetime) -> None:
     """Upsert ``rows`` (at most one per identity: see :func:`latest_per_key`) in one
     executemany. Never commits."""
-    params = [{"assignment_id": row.assignment_id, "type": row.type, "value": row.value, "day_n": row.day_n,
-               "occurred_at": row.occurred_at, "decision_id": None, "received_at": received_at}
-              for row in rows]
+    params = [
+        {
+            "assignment_id": row.assignment_id,
+            "type": row.type,
+            "value": row.value,
+            "day_n": row.day_n,
+            "occurred_at": row.occurred_at,
+            "decision_id": None,
+            "received_at": received_at,
+        }
+        for row in rows
+    ]
     if params:
         session.execute(_upsert(session.get_bind().dialect.name), params)
 
@@ -273,7 +314,7 @@ WHERE outcomes.occurred_at <= excluded.occurred_at
 """
 
 
-_PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)  # what PostgreSQL's binary times count from
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # what PostgreSQL's binary times count from
 _ONE_MICROSECOND = timedelta(microseconds=1)
 _TIMESTAMPTZ_OID = 1184
 # The statement's parameters as text, but the times in PostgreSQL's binary format
@@ -286,8 +327,9 @@ def _pg_timestamptz_array(times: Sequence[datetime]) -> bytes:
     its byte length and its microseconds since 2000-01-01 UTC. Exact, about a quarter of the
     cost of ``isoformat`` here, and nothing for the server to parse."""
     micros = [(moment - _PG_EPOCH) // _ONE_MICROSECOND for moment in times]
-    return struct.pack(">5i" + "iq" * len(micros), 1, 0, _TIMESTAMPTZ_OID, len(micros), 1,
-                       *chain.from_iterable(zip(repeat(8), micros)))
+    return struct.pack(
+        ">5i" + "iq" * len(micros), 1, 0, _TIMESTAMPTZ_OID, len(micros), 1, *chain.from_iterable(zip(repeat(8), micros))
+    )
 
 
 def _pg_batch_params(rows: Iterable[OutcomeRow], received_at: datetime) -> list[bytes]:
@@ -301,16 +343,22 @@ def _pg_batch_params(rows: Iterable[OutcomeRow], received_at: datetime) -> list[
 
     # str() of every item at C speed; the text of a number never holds "None", so replacing
     # it afterwards is how a missing value becomes the array's NULL
-    return [array(map(str, ids)), array(types),
-            array(map(str, values)).replace(b"None", b"NULL"),
-            array(map(str, days)).replace(b"None", b"NULL"),
-            _pg_timestamptz_array(times), received_at.isoformat().encode()]
+    return [
+        array(map(str, ids)),
+        array(types),
+        array(map(str, values)).replace(b"None", b"NULL"),
+        array(map(str, days)).replace(b"None", b"NULL"),
+        _pg_timestamptz_array(times),
+        received_at.isoformat().encode(),
+    ]
 
 
 # --- one outcome ------------------------------------------------------------------------------
 
-def record_outcome(session: Session, data: OutcomeIn, *, now: datetime,
-                   decision_exposures: DecisionExposures) -> tuple[Outcome, Experiment, bool]:
+
+def record_outcome(
+    session: Session, data: OutcomeIn, *, now: datetime, decision_exposures: DecisionExposures
+) -> tuple[Outcome, Experiment, bool]:
     """Record one outcome (upsert, never commits). Returns the stored row — which keeps a
     newer report's values if one was stored before — its experiment, and whether the row is
     new. 404 for an unknown decision id or experiment and for a subscriber never exposed;
@@ -327,8 +375,7 @@ def record_outcome(session: Session, data: OutcomeIn, *, now: datetime,
         raise NotFound(not_exposed(experiment.key, data.subscriber_id), code="not_exposed")
     row = finish_row(data, exposure.id, exposure.first_exposed_at, now)
     if isinstance(row, str):
-        raise BadRequest(row, code="invalid_outcome",
-                         details=[{"path": "$.occurred_at", "message": row}])
+        raise BadRequest(row, code="invalid_outcome", details=[{"path": "$.occurred_at", "message": row}])
     created = _stored(session, row) is None
     write_outcome_rows(session, [row], now)
     session.flush()
@@ -340,18 +387,31 @@ def record_outcome(session: Session, data: OutcomeIn, *, now: datetime,
 
 def _stored(session: Session, row: OutcomeRow) -> Outcome | None:
     assignment_id, type_, day = row.key
-    return session.scalar(select(Outcome).where(Outcome.assignment_id == assignment_id, Outcome.type == type_,
-                                                Outcome.day_key == (-1 if day is None else day)))
+    return session.scalar(
+        select(Outcome).where(
+            Outcome.assignment_id == assignment_id,
+            Outcome.type == type_,
+            Outcome.day_key == (-1 if day is None else day),
+        )
+    )
 
 
 def outcome_json(outcome: Outcome, experiment_key: str, subscriber_id: str) -> dict[str, Any]:
-    return {"id": outcome.id, "experiment": experiment_key, "subscriber_id": subscriber_id,
-            "decision_id": outcome.decision_id, "type": outcome.type, "value": outcome.value,
-            "day_n": outcome.day_n, "occurred_at": outcome.occurred_at.isoformat(),
-            "received_at": outcome.received_at.isoformat()}
+    return {
+        "id": outcome.id,
+        "experiment": experiment_key,
+        "subscriber_id": subscriber_id,
+        "decision_id": outcome.decision_id,
+        "type": outcome.type,
+        "value": outcome.value,
+        "day_n": outcome.day_n,
+        "occurred_at": outcome.occurred_at.isoformat(),
+        "received_at": outcome.received_at.isoformat(),
+    }
 
 
 # --- many outcomes ----------------------------------------------------------------------------
+
 
 def _row_error(exc: ValidationError) -> str:
     """A pydantic error as one line of text for the import report."""
@@ -368,11 +428,11 @@ def _row_error(exc: ValidationError) -> str:
 Record = tuple[int, OutcomeFields]  # (line number, validated outcome)
 
 
-def _jsonl_records(lines: Iterable[str], bad: dict[int, str],
-                   reject: Callable[[int, str], None]) -> Iterator[Record]:
+def _jsonl_records(lines: Iterable[str], bad: dict[int, str], reject: Callable[[int, str], None]) -> Iterator[Record]:
     validate, fields_of = OutcomeIn.model_validate_json, OutcomeFields.of
-    for line_no, line in jsonl_lines(lines, bad, reject,
-                                     empty_message="the body is empty: send one JSON object per line"):
+    for line_no, line in jsonl_lines(
+        lines, bad, reject, empty_message="the body is empty: send one JSON object per line"
+    ):
         try:
             yield line_no, fields_of(validate(line, strict=True))
         except ValidationError as exc:
@@ -394,8 +454,9 @@ def _csv_header(values: list[str]) -> list[str]:
     if missing:
         problems.insert(0, f"the header row has no {', '.join(missing)} column")
     if problems:
-        raise BadRequest("the CSV header is not valid: " + "; ".join(problems), code="invalid_csv_header",
-                         details=problems)
+        raise BadRequest(
+            "the CSV header is not valid: " + "; ".join(problems), code="invalid_csv_header", details=problems
+        )
     return names
 
 
@@ -457,8 +518,7 @@ def _plain_csv_reader(header: list[str]) -> Callable[[list[str]], OutcomeFields 
     return read
 
 
-def _csv_records(lines: Iterable[str], bad: dict[int, str],
-                 reject: Callable[[int, str], None]) -> Iterator[Record]:
+def _csv_records(lines: Iterable[str], bad: dict[int, str], reject: Callable[[int, str], None]) -> Iterator[Record]:
     validate, fields_of = OutcomeIn.model_validate, OutcomeFields.of
     header: list[str] = []
     read_plain: Callable[[list[str]], OutcomeFields | None] | None = None
@@ -499,13 +559,15 @@ class _ExposureResolver:
     def _experiments(self, session: Session, keys: Iterable[str]) -> None:
         unknown = set(keys) - self._experiment_ids.keys()
         if unknown:
-            found = dict(session.execute(select(Experiment.key, Experiment.id)
-                                         .where(Experiment.key.in_(unknown))).all())
+            found = dict(
+                session.execute(select(Experiment.key, Experiment.id).where(Experiment.key.in_(unknown))).all()
+            )
             for key in unknown:
                 self._experiment_ids[key] = found.get(key)
 
-    def resolve(self, session: Session, records: list[Record], now: datetime,
-                reject: Callable[[int, str], None]) -> list[OutcomeRow]:
+    def resolve(
+        self, session: Session, records: list[Record], now: datetime, reject: Callable[[int, str], None]
+    ) -> list[OutcomeRow]:
         """The writable rows of ``records``; the others go to ``reject``."""
         by_decision = [data.decision_id for _, data in records if data.decision_id is not None]
         if by_decision:  # resolve decision ids to (experiment, subscriber) first
@@ -553,8 +615,10 @@ class _ExposureResolver:
         return rows
 
 
-_PG_EXPOSURES = ("SELECT subscriber_id, id, first_exposed_at FROM assignments "
-                 "WHERE experiment_id = %s AND subscriber_id = ANY(%s::text[])")
+_PG_EXPOSURES = (
+    "SELECT subscriber_id, id, first_exposed_at FROM assignments "
+    "WHERE experiment_id = %s AND subscriber_id = ANY(%s::text[])"
+)
 
 
 def _pg_text_array(items: Collection[str]) -> str:
@@ -583,17 +647,24 @@ def _exposures_of(session: Session, experiment_id: int, subscriber_ids: set[str]
         finally:
             cursor.close()
     else:
-        found = session.execute(select(Exposure.subscriber_id, Exposure.id, Exposure.first_exposed_at)
-                                .where(Exposure.experiment_id == experiment_id,
-                                       Exposure.subscriber_id.in_(subscriber_ids))).all()
+        found = session.execute(
+            select(Exposure.subscriber_id, Exposure.id, Exposure.first_exposed_at).where(
+                Exposure.experiment_id == experiment_id, Exposure.subscriber_id.in_(subscriber_ids)
+            )
+        ).all()
     return {row[0]: row for row in found}
 
 
 class _Writer:
     """Resolves and writes batches; on PostgreSQL through a ``PostgresPipeline``."""
 
-    def __init__(self, session_factory: sessionmaker, report: ImportReport, received_at: datetime,
-                 decision_exposures: DecisionExposures) -> None:
+    def __init__(
+        self,
+        session_factory: sessionmaker,
+        report: ImportReport,
+        received_at: datetime,
+        decision_exposures: DecisionExposures,
+    ) -> None:
         self._factory = session_factory
         self._report = report
         self._received_at = received_at
@@ -614,8 +685,9 @@ class _Writer:
         rejects = batch.rejects
         session = self._factory()
         try:
-            rows = self._resolver.resolve(session, batch.records, self._received_at,
-                                          lambda line, error: rejects.append((line, error)))
+            rows = self._resolver.resolve(
+                session, batch.records, self._received_at, lambda line, error: rejects.append((line, error))
+            )
             for line, error in sorted(rejects):
                 self._report.reject(line, error)
             self._report.accepted += len(rows)
@@ -623,8 +695,13 @@ class _Writer:
             if not latest:
                 session.close()
             elif self._pipeline is not None:
-                self._pipeline.send(_PG_UPSERT_BATCH, _pg_batch_params(latest.values(), self._received_at),
-                                    len(latest), session=session, formats=_PG_BATCH_PARAM_FORMATS)
+                self._pipeline.send(
+                    _PG_UPSERT_BATCH,
+                    _pg_batch_params(latest.values(), self._received_at),
+                    len(latest),
+                    session=session,
+                    formats=_PG_BATCH_PARAM_FORMATS,
+                )
             else:
                 write_outcome_rows(session, latest.values(), self._received_at)
                 session.commit()
@@ -647,9 +724,17 @@ class _Writer:
         return self.committed_batches, self.committed_rows
 
 
-def import_outcomes(session_factory: sessionmaker, lines: Iterable[str], fmt: ImportFormat, *,
-                    batch_rows: int, max_listed_errors: int, actor: str,
-                    decision_exposures: DecisionExposures, now: datetime | None = None) -> ImportReport:
+def import_outcomes(
+    session_factory: sessionmaker,
+    lines: Iterable[str],
+    fmt: ImportFormat,
+    *,
+    batch_rows: int,
+    max_listed_errors: int,
+    actor: str,
+    decision_exposures: DecisionExposures,
+    now: datetime | None = None,
+) -> ImportReport:
     """Upsert every good outcome of ``lines`` (CSV with a header row, or JSON lines); report
     the bad ones by line number.
 
@@ -672,7 +757,8 @@ def import_outcomes(session_factory: sessionmaker, lines: Iterable[str], fmt: Im
     writer = _Writer(session_factory, report, now, decision_exposures)
     batch = _Batch([], [])
     records = (_csv_records if fmt == "csv" else _jsonl_records)(
-        lines, bad_lines, lambda line, error: batch.rejects.append((line, error)))
+        lines, bad_lines, lambda line, error: batch.rejects.append((line, error))
+    )
 
     def flush() -> None:
         nonlocal batch
@@ -708,8 +794,11 @@ def import_outcomes(session_factory: sessionmaker, lines: Iterable[str], fmt: Im
     _count(report, writer, lines)
     audit_import(session_factory, report, actor, "outcomes")
     if report.stopped:
-        raise PayloadTooLarge(f"{report.stopped}; the {report.accepted} good rows before it were imported",
-                              code="import_too_large", details=report.as_json())
+        raise PayloadTooLarge(
+            f"{report.stopped}; the {report.accepted} good rows before it were imported",
+            code="import_too_large",
+            details=report.as_json(),
+        )
     return report
 
 

@@ -26,8 +26,15 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from pydantic import Field
 
 from experiments.exposures import expose_if_targeted
-from experiments.outcomes import (DecisionExposures, OutcomeIn, OutcomeType, SubscriberId, import_outcomes,
-                                  outcome_json, record_outcome)
+from experiments.outcomes import (
+    DecisionExposures,
+    OutcomeIn,
+    OutcomeType,
+    SubscriberId,
+    import_outcomes,
+    outcome_json,
+    record_outcome,
+)
 from experiments.schemas import ExperimentStatsOut
 from experiments.service import get_experiment
 from experiments.stats_sql import experiment_stats
@@ -91,14 +98,20 @@ class OutcomeOut(ResponseModel):
     received_at: datetime
 
 
-BULK_OUTCOMES = RawBody(("text/csv", "application/x-ndjson", "application/jsonl"),
-                        "UTF-8. The fields of POST /api/v1/outcomes: a CSV header row naming them, or one "
-                        "JSON object per line.")
+BULK_OUTCOMES = RawBody(
+    ("text/csv", "application/x-ndjson", "application/jsonl"),
+    "UTF-8. The fields of POST /api/v1/outcomes: a CSV header row naming them, or one JSON object per line.",
+)
 
 
 @bp.post("/experiments/<key>/exposures")
-@api_doc("Expose a subscriber to a running experiment", body=ExposureIn, path={"key": Code},
-         responses={200: ExposureOut, 201: ExposureOut}, tags=("experiments",))
+@api_doc(
+    "Expose a subscriber to a running experiment",
+    body=ExposureIn,
+    path={"key": Code},
+    responses={200: ExposureOut, 201: ExposureOut},
+    tags=("experiments",),
+)
 @require_channel_or_user(*CONFIG_WRITERS)
 def post_exposure(key: str):  # type: ignore[no-untyped-def]
     """Expose a subscriber to a running experiment and answer with their (sticky) arm."""
@@ -108,29 +121,40 @@ def post_exposure(key: str):  # type: ignore[no-untyped-def]
     channel = body.channel
     if principal.kind == "channel":
         if channel is not None and channel != principal.channel:
-            raise Forbidden(f"this key belongs to channel {principal.channel}; it cannot record "
-                            f"exposures for {channel}", code="channel_mismatch")
+            raise Forbidden(
+                f"this key belongs to channel {principal.channel}; it cannot record exposures for {channel}",
+                code="channel_mismatch",
+            )
         channel = principal.channel
     session = db_session()
     experiment = get_experiment(session, key)
     profile = session.get(Subscriber, subscriber_id)
-    result = expose_if_targeted(session, experiment, subscriber_id,
-                                attributes=profile.attributes if profile else {},
-                                tier=profile.tier if profile else None, channel=channel, now=utcnow())
+    result = expose_if_targeted(
+        session,
+        experiment,
+        subscriber_id,
+        attributes=profile.attributes if profile else {},
+        tier=profile.tier if profile else None,
+        channel=channel,
+        now=utcnow(),
+    )
     session.commit()
     return jsonify(result.as_json()), 201 if result.new else 200
 
 
 @bp.post("/outcomes")
-@api_doc("Report one outcome", body=OutcomeIn, responses={200: OutcomeOut, 201: OutcomeOut},
-         errors={404: "no such experiment, decision or exposure"})
+@api_doc(
+    "Report one outcome",
+    body=OutcomeIn,
+    responses={200: OutcomeOut, 201: OutcomeOut},
+    errors={404: "no such experiment, decision or exposure"},
+)
 @require_channel_or_user(*CONFIG_WRITERS)
 def post_outcome():  # type: ignore[no-untyped-def]
     """Record one outcome; re-sending it updates the same row."""
     data = read_json_body(OutcomeIn)
     session = db_session()
-    outcome, experiment, created = record_outcome(session, data, now=utcnow(),
-                                                  decision_exposures=_decision_exposures())
+    outcome, experiment, created = record_outcome(session, data, now=utcnow(), decision_exposures=_decision_exposures())
     session.commit()
     return jsonify(outcome_json(outcome, experiment.key, data.subscriber_id or "")), 201 if created else 200
 
@@ -146,9 +170,15 @@ def bulk_outcomes():  # type: ignore[no-untyped-def]
     # The import opens its own short sessions; end the request's read transaction now rather
     # than leave it idle for the length of a large upload.
     db_session().rollback()
-    report = import_outcomes(get_database().sessionmaker, lines, fmt, batch_rows=settings.import_batch_rows,
-                             max_listed_errors=settings.max_listed_import_errors, actor=actor,
-                             decision_exposures=_decision_exposures())
+    report = import_outcomes(
+        get_database().sessionmaker,
+        lines,
+        fmt,
+        batch_rows=settings.import_batch_rows,
+        max_listed_errors=settings.max_listed_import_errors,
+        actor=actor,
+        decision_exposures=_decision_exposures(),
+    )
     return jsonify(report.as_json())
 
 
@@ -159,8 +189,10 @@ def get_stats(key: str):  # type: ignore[no-untyped-def]
     """Exposed, matured, retained and churned at the primary metric day, revenue sums,
     complaints and channel events, per arm and per arm × tier (``experiments.stats_sql``)."""
     if request.args:
-        raise BadRequest(f"unknown query parameter(s) {', '.join(sorted(request.args))}; this "
-                         f"endpoint takes none", code="invalid_query")
+        raise BadRequest(
+            f"unknown query parameter(s) {', '.join(sorted(request.args))}; this endpoint takes none",
+            code="invalid_query",
+        )
     session = db_session()
     experiment = get_experiment(session, key)
     out = experiment_stats(session, experiment).as_json()

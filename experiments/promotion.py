@@ -22,69 +22,122 @@ from infra.db import utcnow
 from infra.errors import Conflict
 
 
-def promote(session: Session, experiment: Experiment, readout: Readout, *, mode: str,
-            actor: str) -> Promotion | None:
+def promote(session: Session, experiment: Experiment, readout: Readout, *, mode: str, actor: str) -> Promotion | None:
     """Roll the pilot's winner out if ``readout`` says it is eligible: status → rollout,
     coverage → 100% minus the kept holdout, the winner (overall and per tier) becomes the arm
     of every newly exposed subscriber (a new phase records it). Returns the promotion, or None
     when another process promoted first (nothing changes twice)."""
     verdict = readout.results["promotion"]
     if not verdict["eligible"] or not verdict["winner"]:
-        raise Conflict(f"readout {readout.id} does not allow promotion: "
-                       f"{', '.join(verdict['blocked_by']) or 'no winner'}", code="promotion_blocked",
-                       details=verdict["reasons"])
+        raise Conflict(
+            f"readout {readout.id} does not allow promotion: {', '.join(verdict['blocked_by']) or 'no winner'}",
+            code="promotion_blocked",
+            details=verdict["reasons"],
+        )
     policy = promotion_policy(experiment.promotion_policy)
     now = utcnow()
     holdout_share = max(experiment.holdout_share, policy.rollout_holdout_share)
     new_phase = experiment.phase + 1
     changed = session.execute(
-        update(Experiment).where(Experiment.id == experiment.id, Experiment.status == "pilot")
-        .values(status="rollout", coverage=1.0, holdout_share=holdout_share, phase=new_phase,
-                winner_arm_key=verdict["winner"], tier_winners=verdict["tier_winners"], promoted_at=now))
+        update(Experiment)
+        .where(Experiment.id == experiment.id, Experiment.status == "pilot")
+        .values(
+            status="rollout",
+            coverage=1.0,
+            holdout_share=holdout_share,
+            phase=new_phase,
+            winner_arm_key=verdict["winner"],
+            tier_winners=verdict["tier_winners"],
+            promoted_at=now,
+        )
+    )
     if changed.rowcount != 1:  # type: ignore[attr-defined]
         return None
-    before = {"status": "pilot", "coverage": experiment.coverage, "holdout_share": experiment.holdout_share,
-              "phase": experiment.phase}
+    before = {
+        "status": "pilot",
+        "coverage": experiment.coverage,
+        "holdout_share": experiment.holdout_share,
+        "phase": experiment.phase,
+    }
     session.refresh(experiment)
     # the rollout phase: everyone newly exposed gets the winner (weight 0 marks "not randomised")
-    experiment.phases.append(ExperimentPhase(
-        phase=new_phase, hash_seed=experiment.hash_seed, coverage=1.0, started_at=now,
-        weights=[{"arm": arm.key, "weight": 1.0 if arm.key == verdict["winner"] else 0.0}
-                 for arm in experiment.arms]))
-    promotion = Promotion(experiment_id=experiment.id, readout_id=readout.id, from_status="pilot",
-                          to_status="rollout", winner_arm_key=verdict["winner"],
-                          tier_winners=verdict["tier_winners"], mode=mode, actor=actor)
+    experiment.phases.append(
+        ExperimentPhase(
+            phase=new_phase,
+            hash_seed=experiment.hash_seed,
+            coverage=1.0,
+            started_at=now,
+            weights=[
+                {"arm": arm.key, "weight": 1.0 if arm.key == verdict["winner"] else 0.0} for arm in experiment.arms
+            ],
+        )
+    )
+    promotion = Promotion(
+        experiment_id=experiment.id,
+        readout_id=readout.id,
+        from_status="pilot",
+        to_status="rollout",
+        winner_arm_key=verdict["winner"],
+        tier_winners=verdict["tier_winners"],
+        mode=mode,
+        actor=actor,
+    )
     session.add(promotion)
     session.flush()
-    record_audit(session, actor=actor, action="promote", entity_type="experiment", entity_key=experiment.key,
-                 before=before,
-                 after={"status": "rollout", "coverage": 1.0, "holdout_share": holdout_share, "phase": new_phase,
-                        "winner_arm_key": verdict["winner"], "tier_winners": verdict["tier_winners"],
-                        "readout_id": readout.id, "mode": mode})
+    record_audit(
+        session,
+        actor=actor,
+        action="promote",
+        entity_type="experiment",
+        entity_key=experiment.key,
+        before=before,
+        after={
+            "status": "rollout",
+            "coverage": 1.0,
+            "holdout_share": holdout_share,
+            "phase": new_phase,
+            "winner_arm_key": verdict["winner"],
+            "tier_winners": verdict["tier_winners"],
+            "readout_id": readout.id,
+            "mode": mode,
+        },
+    )
     return promotion
 
 
-def approve_promotion(session: Session, experiment_key: str, *, actor: str,
-                      readout_id: int | None = None, reason: str = "") -> Promotion:
+def approve_promotion(
+    session: Session, experiment_key: str, *, actor: str, readout_id: int | None = None, reason: str = ""
+) -> Promotion:
     """A person approves the promotion the latest readout allows (409 when it does not, when
     the experiment is not a pilot, or when ``readout_id`` is not the latest readout)."""
     experiment = get_experiment(session, experiment_key, for_update=True)
     if experiment.status != "pilot":
-        raise Conflict(f"experiment {experiment_key!r} is {experiment.status}; only a pilot is promoted",
-                       code="not_in_pilot")
+        raise Conflict(
+            f"experiment {experiment_key!r} is {experiment.status}; only a pilot is promoted", code="not_in_pilot"
+        )
     readout = latest_readout(session, experiment)
     if readout_id is not None and readout_id != readout.id:
-        raise Conflict(f"readout {readout_id} is not the latest ({readout.id}); approve the latest "
-                       f"readout so the decision rests on the newest data", code="stale_readout")
+        raise Conflict(
+            f"readout {readout_id} is not the latest ({readout.id}); approve the latest "
+            f"readout so the decision rests on the newest data",
+            code="stale_readout",
+        )
     if readout.status_at_readout != "pilot":
-        raise Conflict("the latest readout was not computed for the pilot; wait for the next readout",
-                       code="stale_readout")
+        raise Conflict(
+            "the latest readout was not computed for the pilot; wait for the next readout", code="stale_readout"
+        )
     promotion = promote(session, experiment, readout, mode="approve", actor=actor)
     if promotion is None:
         raise Conflict(f"experiment {experiment_key!r} was promoted meanwhile", code="status_changed")
     if reason:
-        record_audit(session, actor=actor, action="approve_promotion", entity_type="experiment",
-                     entity_key=experiment.key, after={"readout_id": readout.id, "reason": reason})
+        record_audit(
+            session,
+            actor=actor,
+            action="approve_promotion",
+            entity_type="experiment",
+            entity_key=experiment.key,
+            after={"readout_id": readout.id, "reason": reason},
+        )
     return promotion
 
 
@@ -99,22 +152,39 @@ def check_roi_alarm(session: Session, experiment: Experiment, readout: Readout) 
     details = roi_alarm(policy.model_dump(), readout.results, [a for a in dict.fromkeys(arms) if a])
     if details is None:
         return None
-    if session.scalar(select(Alert.id).where(Alert.experiment_id == experiment.id, Alert.kind == "roi_alarm",
-                                             Alert.readout_id == readout.id)) is not None:
+    if (
+        session.scalar(
+            select(Alert.id).where(
+                Alert.experiment_id == experiment.id, Alert.kind == "roi_alarm", Alert.readout_id == readout.id
+            )
+        )
+        is not None
+    ):
         return None
-    message = (f"ROI alarm: P(ROI < {details['roi_floor']}) = {details['p_roi_below_floor']:.2f} for arm "
-               f"{details['arm']!r} (threshold {details['threshold']}); spending paused")
-    alert = Alert(experiment_id=experiment.id, readout_id=readout.id, kind="roi_alarm", message=message,
-                  details=details)
+    message = (
+        f"ROI alarm: P(ROI < {details['roi_floor']}) = {details['p_roi_below_floor']:.2f} for arm "
+        f"{details['arm']!r} (threshold {details['threshold']}); spending paused"
+    )
+    alert = Alert(
+        experiment_id=experiment.id, readout_id=readout.id, kind="roi_alarm", message=message, details=details
+    )
     session.add(alert)
-    paused = session.execute(update(Experiment).where(Experiment.id == experiment.id,
-                                                      Experiment.spending_paused.is_(False))
-                             .values(spending_paused=True))
+    paused = session.execute(
+        update(Experiment)
+        .where(Experiment.id == experiment.id, Experiment.spending_paused.is_(False))
+        .values(spending_paused=True)
+    )
     session.flush()
     if paused.rowcount == 1:  # type: ignore[attr-defined]
-        record_audit(session, actor="system:readout", action="pause_spending", entity_type="experiment",
-                     entity_key=experiment.key, before={"spending_paused": False},
-                     after={"spending_paused": True, "alert": message, "readout_id": readout.id})
+        record_audit(
+            session,
+            actor="system:readout",
+            action="pause_spending",
+            entity_type="experiment",
+            entity_key=experiment.key,
+            before={"spending_paused": False},
+            after={"spending_paused": True, "alert": message, "readout_id": readout.id},
+        )
     session.refresh(experiment)
     return alert
 
@@ -126,28 +196,53 @@ def resume_spending(session: Session, experiment_key: str, *, actor: str, reason
         raise Conflict(f"experiment {experiment_key!r} is not paused", code="not_paused")
     now = utcnow()
     experiment.spending_paused = False
-    for alert in session.scalars(select(Alert).where(Alert.experiment_id == experiment.id,
-                                                     Alert.resolved_at.is_(None))):
+    for alert in session.scalars(
+        select(Alert).where(Alert.experiment_id == experiment.id, Alert.resolved_at.is_(None))
+    ):
         alert.resolved_at, alert.resolved_by = now, actor
     session.flush()
-    record_audit(session, actor=actor, action="resume_spending", entity_type="experiment",
-                 entity_key=experiment.key, before={"spending_paused": True},
-                 after={"spending_paused": False, "reason": reason})
+    record_audit(
+        session,
+        actor=actor,
+        action="resume_spending",
+        entity_type="experiment",
+        entity_key=experiment.key,
+        before={"spending_paused": True},
+        after={"spending_paused": False, "reason": reason},
+    )
     return experiment
 
 
 def promotions_json(session: Session, experiment: Experiment) -> list[dict[str, Any]]:
-    rows = session.scalars(select(Promotion).where(Promotion.experiment_id == experiment.id)
-                           .order_by(Promotion.id))
-    return [{"id": p.id, "readout_id": p.readout_id, "from": p.from_status, "to": p.to_status,
-             "winner": p.winner_arm_key, "tier_winners": p.tier_winners, "mode": p.mode, "actor": p.actor,
-             "created_at": p.created_at.isoformat()} for p in rows]
+    rows = session.scalars(select(Promotion).where(Promotion.experiment_id == experiment.id).order_by(Promotion.id))
+    return [
+        {
+            "id": p.id,
+            "readout_id": p.readout_id,
+            "from": p.from_status,
+            "to": p.to_status,
+            "winner": p.winner_arm_key,
+            "tier_winners": p.tier_winners,
+            "mode": p.mode,
+            "actor": p.actor,
+            "created_at": p.created_at.isoformat(),
+        }
+        for p in rows
+    ]
 
 
 def alerts_json(session: Session, experiment: Experiment) -> list[dict[str, Any]]:
     rows = session.scalars(select(Alert).where(Alert.experiment_id == experiment.id).order_by(Alert.id.desc()))
-    return [{"id": a.id, "kind": a.kind, "message": a.message, "details": a.details, "readout_id": a.readout_id,
-             "created_at": a.created_at.isoformat(),
-             "resolved_at": a.resolved_at.isoformat() if a.resolved_at else None,
-             "resolved_by": a.resolved_by} for a in rows]
-
+    return [
+        {
+            "id": a.id,
+            "kind": a.kind,
+            "message": a.message,
+            "details": a.details,
+            "readout_id": a.readout_id,
+            "created_at": a.created_at.isoformat(),
+            "resolved_at": a.resolved_at.isoformat() if a.resolved_at else None,
+            "resolved_by": a.resolved_by,
+        }
+        for a in rows
+    ]

@@ -11,8 +11,9 @@ under an edited policy without recomputing it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 # Every reason a promotion can be blocked, with what it means (shown to analysts).
 BLOCKERS: dict[str, str] = {
@@ -54,8 +55,13 @@ class PromotionVerdict:
     reasons: tuple[dict[str, str], ...]
 
     def as_json(self) -> dict[str, Any]:
-        return {"eligible": self.eligible, "winner": self.winner, "tier_winners": dict(self.tier_winners),
-                "blocked_by": list(self.blocked_by), "reasons": list(self.reasons)}
+        return {
+            "eligible": self.eligible,
+            "winner": self.winner,
+            "tier_winners": dict(self.tier_winners),
+            "blocked_by": list(self.blocked_by),
+            "reasons": list(self.reasons),
+        }
 
 
 def _best_arm(arms: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
@@ -63,8 +69,9 @@ def _best_arm(arms: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     return max(ranked, key=lambda arm: arm["p_best"]) if ranked else None
 
 
-def evaluate_promotion(policy: Mapping[str, Any], readout: Mapping[str, Any],
-                       facts: PromotionFacts) -> PromotionVerdict:
+def evaluate_promotion(
+    policy: Mapping[str, Any], readout: Mapping[str, Any], facts: PromotionFacts
+) -> PromotionVerdict:
     """Apply ``policy`` (a PromotionPolicyIn dump) to ``readout`` (the readout JSON)."""
     blocked: dict[str, str] = {}
 
@@ -100,8 +107,7 @@ def evaluate_promotion(policy: Mapping[str, Any], readout: Mapping[str, Any],
     return PromotionVerdict(not blocked, winner, tier_winners, tuple(blocked), reasons)
 
 
-def _judge_winner(policy: Mapping[str, Any], best: Mapping[str, Any], facts: PromotionFacts,
-                  block: Any) -> None:
+def _judge_winner(policy: Mapping[str, Any], best: Mapping[str, Any], facts: PromotionFacts, block: Any) -> None:
     key = best["key"]
     if best["p_best"] < policy["min_p_best"]:
         block("p_best", f"{key} is best with p = {best['p_best']:.3f} < {policy['min_p_best']}")
@@ -115,12 +121,14 @@ def _judge_winner(policy: Mapping[str, Any], best: Mapping[str, Any], facts: Pro
         else:
             p_roi = best.get("p_roi_above_floor")
             if p_roi is None or p_roi < policy["min_p_roi_above_floor"]:
-                block("roi", f"{key}: P(ROI ≥ {policy['roi_floor']}) = {p_roi} < "
-                             f"{policy['min_p_roi_above_floor']}")
+                block("roi", f"{key}: P(ROI ≥ {policy['roi_floor']}) = {p_roi} < {policy['min_p_roi_above_floor']}")
             cap = policy["max_cost_share_of_ltv"] * facts.value_per_retained
             if cost > cap:
-                block("ltv_cap", f"{key} costs {cost:.2f} per subscriber > {cap:.2f} "
-                                 f"({policy['max_cost_share_of_ltv']:.0%} of LTV {facts.value_per_retained:.2f})")
+                block(
+                    "ltv_cap",
+                    f"{key} costs {cost:.2f} per subscriber > {cap:.2f} "
+                    f"({policy['max_cost_share_of_ltv']:.0%} of LTV {facts.value_per_retained:.2f})",
+                )
     threshold = policy["max_p_guardrail_harm"]
     if "complaints" in facts.guardrails:
         p = best.get("p_complaint_harm")
@@ -143,6 +151,11 @@ def roi_alarm(policy: Mapping[str, Any], readout: Mapping[str, Any], arm_keys: S
             continue
         p_below = arm.get("p_roi_below_floor")
         if p_below is not None and p_below >= policy["roi_alarm_p"]:
-            return {"arm": key, "p_roi_below_floor": p_below, "roi_mean": arm.get("roi_mean"),
-                    "roi_floor": policy["roi_floor"], "threshold": policy["roi_alarm_p"]}
+            return {
+                "arm": key,
+                "p_roi_below_floor": p_below,
+                "roi_mean": arm.get("roi_mean"),
+                "roi_floor": policy["roi_floor"],
+                "threshold": policy["roi_alarm_p"],
+            }
     return None

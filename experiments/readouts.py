@@ -24,7 +24,7 @@ import json
 import zlib
 from collections.abc import Callable
 from dataclasses import asdict, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -33,8 +33,7 @@ from sqlalchemy.orm import Session
 from experiments.models import Experiment, Exposure, Readout
 from experiments.promotion_rules import PromotionFacts, evaluate_promotion
 from experiments.schemas import PromotionPolicyIn, promotion_policy
-from experiments.stats import (ArmData, BetaPrior, ReadoutInputs, TierData, conjugate_readout,
-                               sample_ratio_mismatch)
+from experiments.stats import ArmData, BetaPrior, ReadoutInputs, TierData, conjugate_readout, sample_ratio_mismatch
 from experiments.stats_sql import ArmStats, ExperimentStats, experiment_stats
 from infra.db import utcnow
 from infra.errors import BadRequest, NotFound
@@ -54,20 +53,23 @@ def _no_progress(stage: str, share: float) -> None:
 def readout_cutoff(now: datetime, interval_minutes: int) -> datetime:
     """``now`` floored to the readout interval (UTC), so every scheduler and retry that runs
     within one interval asks for the same readout."""
-    epoch = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    epoch = datetime(2000, 1, 1, tzinfo=UTC)
     step = timedelta(minutes=interval_minutes)
     return epoch + ((now - epoch) // step) * step
 
 
 # --- inputs --------------------------------------------------------------------------------
 
+
 def _srm_shares(session: Session, experiment: Experiment) -> dict[str, float]:
     """Each arm's expected share of the randomised exposures: the phases' weights averaged by
     how many subscribers each phase exposed. Phases that did not randomise (the rollout
     phase, which gives everyone the winner) are left out, as are their exposures."""
-    counts = session.execute(select(Exposure.phase, func.count())
-                             .where(Exposure.experiment_id == experiment.id, Exposure.in_holdout.is_(False))
-                             .group_by(Exposure.phase)).all()
+    counts = session.execute(
+        select(Exposure.phase, func.count())
+        .where(Exposure.experiment_id == experiment.id, Exposure.in_holdout.is_(False))
+        .group_by(Exposure.phase)
+    ).all()
     per_phase = dict(counts)
     shares: dict[str, float] = {arm.key: 0.0 for arm in experiment.arms}
     total = 0
@@ -88,21 +90,26 @@ def _srm_shares(session: Session, experiment: Experiment) -> dict[str, float]:
 
 def _randomised_exposures(session: Session, experiment: Experiment) -> dict[str, int]:
     """Exposures per arm in the randomised phases (what SRM compares with the shares)."""
-    rollout_phases = [p.phase for p in experiment.phases if min((float(w["weight"]) for w in p.weights),
-                                                                default=0) <= 0]
-    query = (select(Exposure.arm_key, func.count())
-             .where(Exposure.experiment_id == experiment.id, Exposure.in_holdout.is_(False))
-             .group_by(Exposure.arm_key))
+    rollout_phases = [
+        p.phase for p in experiment.phases if min((float(w["weight"]) for w in p.weights), default=0) <= 0
+    ]
+    query = (
+        select(Exposure.arm_key, func.count())
+        .where(Exposure.experiment_id == experiment.id, Exposure.in_holdout.is_(False))
+        .group_by(Exposure.arm_key)
+    )
     if rollout_phases:
         query = query.where(Exposure.phase.not_in(rollout_phases))
-    return {key: n for key, n in session.execute(query).all()}
+    return dict(session.execute(query).all())
 
 
 def mean_ltv_of_exposed(session: Session, experiment: Experiment) -> float | None:
     """The mean LTV of the experiment's exposed subscribers who have one."""
-    value = session.scalar(select(func.avg(Subscriber.ltv))
-                           .join(Exposure, Exposure.subscriber_id == Subscriber.id)
-                           .where(Exposure.experiment_id == experiment.id, Subscriber.ltv.is_not(None)))
+    value = session.scalar(
+        select(func.avg(Subscriber.ltv))
+        .join(Exposure, Exposure.subscriber_id == Subscriber.id)
+        .where(Exposure.experiment_id == experiment.id, Subscriber.ltv.is_not(None))
+    )
     return float(value) if value is not None else None
 
 
@@ -111,35 +118,64 @@ def _arm_data(stats: ArmStats, *, explicit_checks: bool, weight: float, unit_cos
         trials, retained = stats.retained + stats.churned, stats.retained
     else:
         trials, retained = stats.matured, max(stats.matured - stats.churned, 0)
-    return ArmData(key=stats.arm_key or HOLDOUT_KEY, is_control=stats.is_control, weight=weight,
-                   exposed=stats.exposed,
-                   trials=trials, retained=retained,
-                   revenue_n=stats.revenue_n, revenue_sum=stats.revenue_sum,
-                   revenue_sum_squares=stats.revenue_sum_squares,
-                   cost=unit_cost * stats.exposed, complaints=stats.complaints)
+    return ArmData(
+        key=stats.arm_key or HOLDOUT_KEY,
+        is_control=stats.is_control,
+        weight=weight,
+        exposed=stats.exposed,
+        trials=trials,
+        retained=retained,
+        revenue_n=stats.revenue_n,
+        revenue_sum=stats.revenue_sum,
+        revenue_sum_squares=stats.revenue_sum_squares,
+        cost=unit_cost * stats.exposed,
+        complaints=stats.complaints,
+    )
 
 
-def build_inputs(session: Session, experiment: Experiment, stats: ExperimentStats,
-                 policy: PromotionPolicyIn, value_per_retained: float | None) -> ReadoutInputs:
+def build_inputs(
+    session: Session,
+    experiment: Experiment,
+    stats: ExperimentStats,
+    policy: PromotionPolicyIn,
+    value_per_retained: float | None,
+) -> ReadoutInputs:
     """The pure analysis' inputs: the arms (without the holdout), per tier too."""
     explicit = any(arm.retained for arm in stats.arms)
     shares = _srm_shares(session, experiment)
     offer_codes = {arm.key: arm.offer_code for arm in experiment.arms}
-    costs = dict(session.execute(select(Offer.code, Offer.unit_cost)
-                                 .where(Offer.code.in_([c for c in offer_codes.values() if c]))).all())
+    costs = dict(
+        session.execute(
+            select(Offer.code, Offer.unit_cost).where(Offer.code.in_([c for c in offer_codes.values() if c]))
+        ).all()
+    )
     unit_cost = {key: float(costs.get(code, 0.0)) if code else 0.0 for key, code in offer_codes.items()}
 
     def arms_of(cells: tuple[ArmStats, ...]) -> tuple[ArmData, ...]:
-        return tuple(_arm_data(cell, explicit_checks=explicit, weight=shares.get(cell.arm_key, 0.0),
-                               unit_cost=unit_cost.get(cell.arm_key, 0.0))
-                     for cell in cells if not cell.in_holdout)
+        return tuple(
+            _arm_data(
+                cell,
+                explicit_checks=explicit,
+                weight=shares.get(cell.arm_key, 0.0),
+                unit_cost=unit_cost.get(cell.arm_key, 0.0),
+            )
+            for cell in cells
+            if not cell.in_holdout
+        )
 
-    prior = (BetaPrior.centred(policy.prior_base_rate, policy.prior_strength)
-             if policy.prior_base_rate is not None else BetaPrior())
-    return ReadoutInputs(arms=arms_of(stats.arms),
-                         tiers=tuple(TierData(tier.tier, arms_of(tier.arms)) for tier in stats.tiers),
-                         value_per_retained=value_per_retained or 0.0, roi_floor=policy.roi_floor,
-                         prior=prior, seed=zlib.crc32(experiment.key.encode()))
+    prior = (
+        BetaPrior.centred(policy.prior_base_rate, policy.prior_strength)
+        if policy.prior_base_rate is not None
+        else BetaPrior()
+    )
+    return ReadoutInputs(
+        arms=arms_of(stats.arms),
+        tiers=tuple(TierData(tier.tier, arms_of(tier.arms)) for tier in stats.tiers),
+        value_per_retained=value_per_retained or 0.0,
+        roi_floor=policy.roi_floor,
+        prior=prior,
+        seed=zlib.crc32(experiment.key.encode()),
+    )
 
 
 def inputs_hash(inputs: ReadoutInputs, policy: PromotionPolicyIn) -> str:
@@ -150,13 +186,17 @@ def inputs_hash(inputs: ReadoutInputs, policy: PromotionPolicyIn) -> str:
 
 # --- the analysis --------------------------------------------------------------------------
 
+
 def _hierarchical(inputs: ReadoutInputs, min_p_best: float) -> tuple[dict[str, Any], dict[str, str], bool]:
     """Fit the hierarchical model when there are at least two tiers with data; return its JSON,
     the per-tier winners it supports, and whether its diagnostics failed."""
     tiers = tuple(t for t in inputs.tiers if t.tier is not None and sum(a.trials for a in t.arms) > 0)
     if len(tiers) < 2 or len(inputs.arms) < 2:
-        return ({"attempted": False, "ok": False,
-                 "reason": "needs at least two tiers with matured exposures"}, {}, False)
+        return (
+            {"attempted": False, "ok": False, "reason": "needs at least two tiers with matured exposures"},
+            {},
+            False,
+        )
     from experiments.stats.hierarchical import fit_hierarchical, tier_winners
 
     result = fit_hierarchical(tiers, seed=inputs.seed, prior=inputs.prior)
@@ -166,8 +206,9 @@ def _hierarchical(inputs: ReadoutInputs, min_p_best: float) -> tuple[dict[str, A
     return out, dict(tier_winners(result, min_p_best)), False
 
 
-def compute_results(session: Session, experiment: Experiment, data_cutoff: datetime, *,
-                    progress: Progress = _no_progress) -> tuple[dict[str, Any], str]:
+def compute_results(
+    session: Session, experiment: Experiment, data_cutoff: datetime, *, progress: Progress = _no_progress
+) -> tuple[dict[str, Any], str]:
     """The readout JSON (DESIGN §7 shape, promotion verdict included) and its inputs hash."""
     policy = promotion_policy(experiment.promotion_policy)
     progress("statistics", 0.1)
@@ -177,39 +218,51 @@ def compute_results(session: Session, experiment: Experiment, data_cutoff: datet
     digest = inputs_hash(inputs, policy)
     progress("conjugate", 0.3)
     conjugate = conjugate_readout(inputs).as_json()
-    if any(phase.phase > 1 and min((float(w["weight"]) for w in phase.weights), default=0) <= 0
-           for phase in experiment.phases):
+    if any(
+        phase.phase > 1 and min((float(w["weight"]) for w in phase.weights), default=0) <= 0
+        for phase in experiment.phases
+    ):
         # after promotion everyone new gets the winner: the split is tested on the pilot's exposures
         randomised = _randomised_exposures(session, experiment)
-        conjugate["srm"] = sample_ratio_mismatch(tuple(
-            replace(arm, exposed=randomised.get(arm.key, 0)) for arm in inputs.arms)).as_json()
+        conjugate["srm"] = sample_ratio_mismatch(
+            tuple(replace(arm, exposed=randomised.get(arm.key, 0)) for arm in inputs.arms)
+        ).as_json()
     progress("hierarchical", 0.5)
     hierarchical, tier_winners, diagnostics_failed = _hierarchical(inputs, policy.min_p_best)
     progress("promotion", 0.9)
 
     holdout = next((arm for arm in stats.arms if arm.in_holdout), None)
     results: dict[str, Any] = {
-        "experiment": experiment.key, "status": experiment.status, "data_cutoff": data_cutoff.isoformat(),
-        "model_version": MODEL_VERSION, "inputs_hash": digest,
+        "experiment": experiment.key,
+        "status": experiment.status,
+        "data_cutoff": data_cutoff.isoformat(),
+        "model_version": MODEL_VERSION,
+        "inputs_hash": digest,
         "method": "hierarchical" if hierarchical.get("ok") else "conjugate",
-        "primary_metric": experiment.primary_metric, "value_per_retained": value,
+        "primary_metric": experiment.primary_metric,
+        "value_per_retained": value,
         "value_source": "policy" if policy.value_per_retained else ("mean_ltv" if value else None),
         "cost_source": "offer_unit_cost",
         **conjugate,
         "holdout": holdout.as_json() if holdout else None,
         "hierarchical": hierarchical,
     }
-    runtime_days = ((data_cutoff - experiment.started_at).total_seconds() / 86_400
-                    if experiment.started_at else 0.0)
-    facts = PromotionFacts(status=experiment.status, runtime_days=runtime_days, value_per_retained=value,
-                           guardrails=tuple(experiment.guardrails), tier_winners=tier_winners,
-                           diagnostics_failed=diagnostics_failed)
+    runtime_days = (data_cutoff - experiment.started_at).total_seconds() / 86_400 if experiment.started_at else 0.0
+    facts = PromotionFacts(
+        status=experiment.status,
+        runtime_days=runtime_days,
+        value_per_retained=value,
+        guardrails=tuple(experiment.guardrails),
+        tier_winners=tier_winners,
+        diagnostics_failed=diagnostics_failed,
+    )
     results["promotion"] = evaluate_promotion(policy.model_dump(), results, facts).as_json()
     return results, digest
 
 
-def store_readout(session: Session, experiment: Experiment, data_cutoff: datetime,
-                  results: dict[str, Any], digest: str) -> tuple[Readout, bool]:
+def store_readout(
+    session: Session, experiment: Experiment, data_cutoff: datetime, results: dict[str, Any], digest: str
+) -> tuple[Readout, bool]:
     """Insert the readout unless one exists for (experiment, cutoff, model version); return the
     stored row and whether this call inserted it."""
     dialect = session.get_bind().dialect.name
@@ -220,21 +273,35 @@ def store_readout(session: Session, experiment: Experiment, data_cutoff: datetim
     now = utcnow()
     results = {**results, "computed_at": now.isoformat()}
     inserted = session.execute(
-        insert(Readout).values(experiment_id=experiment.id, data_cutoff=data_cutoff,
-                               model_version=MODEL_VERSION, inputs_hash=digest, method=results["method"],
-                               status_at_readout=experiment.status, error_code=results.get("error"),
-                               eligible=bool(results["promotion"]["eligible"]), results=results,
-                               computed_at=now)
+        insert(Readout)
+        .values(
+            experiment_id=experiment.id,
+            data_cutoff=data_cutoff,
+            model_version=MODEL_VERSION,
+            inputs_hash=digest,
+            method=results["method"],
+            status_at_readout=experiment.status,
+            error_code=results.get("error"),
+            eligible=bool(results["promotion"]["eligible"]),
+            results=results,
+            computed_at=now,
+        )
         .on_conflict_do_nothing(index_elements=["experiment_id", "data_cutoff", "model_version"])
-        .returning(Readout.id)).scalar()
-    row = session.scalar(select(Readout).where(Readout.experiment_id == experiment.id,
-                                               Readout.data_cutoff == data_cutoff,
-                                               Readout.model_version == MODEL_VERSION))
+        .returning(Readout.id)
+    ).scalar()
+    row = session.scalar(
+        select(Readout).where(
+            Readout.experiment_id == experiment.id,
+            Readout.data_cutoff == data_cutoff,
+            Readout.model_version == MODEL_VERSION,
+        )
+    )
     assert row is not None
     return row, inserted is not None
 
 
 # --- reading -------------------------------------------------------------------------------
+
 
 def latest_readout(session: Session, experiment: Experiment, *, at: datetime | None = None) -> Readout:
     """The newest readout (or the newest with a data cutoff at or before ``at``); 404 if none."""
@@ -244,16 +311,23 @@ def latest_readout(session: Session, experiment: Experiment, *, at: datetime | N
     row = session.scalar(query.order_by(Readout.data_cutoff.desc(), Readout.id.desc()).limit(1))
     if row is None:
         when = f" at or before {at.isoformat()}" if at else ""
-        raise NotFound(f"experiment {experiment.key!r} has no readout{when} yet; readouts run every "
-                       f"{experiment.readout_interval_minutes} minutes while it runs, or start one with "
-                       f"POST /api/v1/experiments/{experiment.key}/readouts", code="no_readout")
+        raise NotFound(
+            f"experiment {experiment.key!r} has no readout{when} yet; readouts run every "
+            f"{experiment.readout_interval_minutes} minutes while it runs, or start one with "
+            f"POST /api/v1/experiments/{experiment.key}/readouts",
+            code="no_readout",
+        )
     return row
 
 
 def readout_json(readout: Readout, experiment: Experiment) -> dict[str, Any]:
     """The stored readout with the experiment's live status and the row's identity."""
-    return {**readout.results, "readout_id": readout.id, "status": experiment.status,
-            "status_at_readout": readout.status_at_readout}
+    return {
+        **readout.results,
+        "readout_id": readout.id,
+        "status": experiment.status,
+        "status_at_readout": readout.status_at_readout,
+    }
 
 
 def parse_at(raw: str | None) -> datetime | None:
@@ -263,11 +337,12 @@ def parse_at(raw: str | None) -> datetime | None:
     try:
         value = datetime.fromisoformat(raw)
     except ValueError:
-        raise BadRequest(f"at={raw!r} is not an ISO-8601 time (e.g. 2026-11-01T00:00:00Z)",
-                         code="invalid_query") from None
+        raise BadRequest(
+            f"at={raw!r} is not an ISO-8601 time (e.g. 2026-11-01T00:00:00Z)", code="invalid_query"
+        ) from None
     if value.tzinfo is None:
         raise BadRequest(f"at={raw!r} has no UTC offset; add Z or +hh:mm", code="invalid_query")
     try:
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
     except OverflowError:  # 0001-01-01T00:00+01:00 has no UTC equivalent
         raise BadRequest(f"at={raw!r} is out of range", code="invalid_query") from None

@@ -62,7 +62,7 @@ class ArmIn(StrictModel):
     is_control: bool | None = None
 
     @model_validator(mode="after")
-    def _default_control(self) -> "ArmIn":
+    def _default_control(self) -> ArmIn:
         if self.is_control is None:
             self.is_control = self.offer_code is None
         return self
@@ -109,7 +109,7 @@ class ExperimentIn(StrictModel):
         return arms
 
     @model_validator(mode="after")
-    def _namespace_range(self) -> "ExperimentIn":
+    def _namespace_range(self) -> ExperimentIn:
         if self.namespace_start >= self.namespace_end:
             raise ValueError("namespace_start must be below namespace_end (a range [start, end) of 0..1)")
         return self
@@ -326,8 +326,9 @@ class ReadoutOut(ResponseModel):
     tiers: list[TierReadoutOut]
     srm: SrmOut
     holdout: ArmStatsOut | None
-    hierarchical: dict[str, Any] = Field(description="the hierarchical model: attempted, ok, reason, "
-                                                     "diagnostics, per-tier posteriors")
+    hierarchical: dict[str, Any] = Field(
+        description="the hierarchical model: attempted, ok, reason, diagnostics, per-tier posteriors"
+    )
     promotion: PromotionVerdictOut
     error: str | None
     error_message: str | None

@@ -25,8 +25,7 @@ from sqlalchemy.orm import Session
 
 from experiments import schemas
 from experiments.assignment import ExperimentSpec
-from experiments.models import (ENDED_STATUSES, RUNNING_STATUSES, Experiment, ExperimentArm,
-                                ExperimentPhase)
+from experiments.models import ENDED_STATUSES, RUNNING_STATUSES, Experiment, ExperimentArm, ExperimentPhase
 from infra.audit import record_audit
 from infra.db import utcnow
 from infra.errors import BadRequest, Conflict, NotFound, pydantic_details
@@ -44,8 +43,7 @@ ALLOWED_TRANSITIONS: dict[str, tuple[str, ...]] = {
 # Editing these while running would move subscribers between arms: a new phase is the way.
 PHASE_FIELDS = ("arms", "hash_seed", "hash_version", "bucket_version")
 # Editing these while running would change who is in the test or what it measures.
-POPULATION_FIELDS = ("target", "namespace", "namespace_start", "namespace_end", "holdout_share",
-                     "primary_metric")
+POPULATION_FIELDS = ("target", "namespace", "namespace_start", "namespace_end", "holdout_share", "primary_metric")
 EDITABLE_WHEN_ENDED = ("name", "hypothesis")
 READ_ONLY_FIELDS = {
     "status": "move an experiment with POST /api/v1/experiments/<key>/transition",
@@ -57,12 +55,15 @@ READ_ONLY_FIELDS = {
     "promoted_at": "set by promotion",
     "spending_paused": "set by the ROI alarm; resume with POST /api/v1/experiments/<key>/resume-spending",
 }
-PHASES_HINT = ("to change weights of a running experiment, start a new phase "
-               "(POST /api/v1/experiments/{key}/phases), which re-seeds assignment; "
-               "existing assignments of the old phase stay as they are")
+PHASES_HINT = (
+    "to change weights of a running experiment, start a new phase "
+    "(POST /api/v1/experiments/{key}/phases), which re-seeds assignment; "
+    "existing assignments of the old phase stay as they are"
+)
 
 
 # --- reading and presenting --------------------------------------------------------------
+
 
 def get_experiment(session: Session, key: str, *, for_update: bool = False) -> Experiment:
     """The experiment ``key`` (404 if none). ``for_update`` locks its row (PostgreSQL) so two
@@ -84,13 +85,23 @@ def list_experiments(session: Session, *, status: str | None = None) -> list[Exp
 
 
 def arm_json(arm: ExperimentArm) -> dict[str, Any]:
-    return {"key": arm.key, "offer_code": arm.offer_code, "weight": arm.weight,
-            "is_control": arm.is_control, "position": arm.position}
+    return {
+        "key": arm.key,
+        "offer_code": arm.offer_code,
+        "weight": arm.weight,
+        "is_control": arm.is_control,
+        "position": arm.position,
+    }
 
 
 def phase_json(phase: ExperimentPhase) -> dict[str, Any]:
-    return {"phase": phase.phase, "hash_seed": phase.hash_seed, "weights": phase.weights,
-            "coverage": phase.coverage, "started_at": phase.started_at.isoformat()}
+    return {
+        "phase": phase.phase,
+        "hash_seed": phase.hash_seed,
+        "weights": phase.weights,
+        "coverage": phase.coverage,
+        "started_at": phase.started_at.isoformat(),
+    }
 
 
 def experiment_json(experiment: Experiment, *, with_phases: bool = False) -> dict[str, Any]:
@@ -112,15 +123,23 @@ def experiment_spec(experiment: Experiment) -> ExperimentSpec:
     arms = sorted(experiment.arms, key=lambda arm: arm.position)
     total = sum(arm.weight for arm in arms)
     weights = tuple(arm.weight / total for arm in arms) if total > 0 else None
-    namespace = ((experiment.namespace, experiment.namespace_start, experiment.namespace_end)
-                 if experiment.namespace else None)
-    return ExperimentSpec(key=experiment.key, arm_keys=tuple(arm.key for arm in arms),
-                          seed=experiment.hash_seed, hash_version=experiment.hash_version,
-                          coverage=experiment.coverage, weights=weights, namespace=namespace,
-                          holdout_share=experiment.holdout_share)
+    namespace = (
+        (experiment.namespace, experiment.namespace_start, experiment.namespace_end) if experiment.namespace else None
+    )
+    return ExperimentSpec(
+        key=experiment.key,
+        arm_keys=tuple(arm.key for arm in arms),
+        seed=experiment.hash_seed,
+        hash_version=experiment.hash_version,
+        coverage=experiment.coverage,
+        weights=weights,
+        namespace=namespace,
+        holdout_share=experiment.holdout_share,
+    )
 
 
 # --- create and edit ---------------------------------------------------------------------
+
 
 def create_experiment(session: Session, data: schemas.ExperimentIn, *, actor: str) -> Experiment:
     """Insert a draft experiment with its arms (409 if the key exists); audited."""
@@ -135,8 +154,14 @@ def create_experiment(session: Session, data: schemas.ExperimentIn, *, actor: st
     experiment.arms = [ExperimentArm(position=i, **arm) for i, arm in enumerate(arms)]
     session.add(experiment)
     session.flush()
-    record_audit(session, actor=actor, action="create", entity_type="experiment",
-                 entity_key=experiment.key, after=experiment_json(experiment))
+    record_audit(
+        session,
+        actor=actor,
+        action="create",
+        entity_type="experiment",
+        entity_key=experiment.key,
+        after=experiment_json(experiment),
+    )
     return experiment
 
 
@@ -188,16 +213,25 @@ def update_experiment(session: Session, key: str, patch: dict[str, Any], *, acto
     if "arms" in changed:
         _replace_arms(session, experiment, new["arms"])
     session.flush()
-    record_audit(session, actor=actor, action="update", entity_type="experiment",
-                 entity_key=experiment.key, before=before, after=experiment_json(experiment))
+    record_audit(
+        session,
+        actor=actor,
+        action="update",
+        entity_type="experiment",
+        entity_key=experiment.key,
+        before=before,
+        after=experiment_json(experiment),
+    )
     return experiment
 
 
 def _editable(experiment: Experiment) -> dict[str, Any]:
     row = entity_json(experiment)
     out = {name: row[name] for name in schemas.ExperimentIn.model_fields if name != "arms"}
-    out["arms"] = [{"key": a.key, "offer_code": a.offer_code, "weight": a.weight,
-                    "is_control": a.is_control} for a in experiment.arms]
+    out["arms"] = [
+        {"key": a.key, "offer_code": a.offer_code, "weight": a.weight, "is_control": a.is_control}
+        for a in experiment.arms
+    ]
     return out
 
 
@@ -211,34 +245,40 @@ def _validate(payload: dict[str, Any]) -> schemas.ExperimentIn:
     try:
         return schemas.ExperimentIn.model_validate_json(json.dumps(payload), strict=True)
     except ValidationError as exc:
-        raise BadRequest("the experiment is not valid", code="validation_error",
-                         details=pydantic_details(exc)) from None
+        raise BadRequest(
+            "the experiment is not valid", code="validation_error", details=pydantic_details(exc)
+        ) from None
 
 
 def _refuse_read_only(patch: dict[str, Any], experiment: Experiment) -> None:
     if "key" in patch and patch["key"] != experiment.key:
-        raise BadRequest("key identifies the experiment and cannot change; create a new one instead",
-                         code="immutable_field", details=[{"path": "$.key", "message": "read-only"}])
+        raise BadRequest(
+            "key identifies the experiment and cannot change; create a new one instead",
+            code="immutable_field",
+            details=[{"path": "$.key", "message": "read-only"}],
+        )
     read_only = [name for name in READ_ONLY_FIELDS if name in patch]
     if read_only:
-        hints = "; ".join(f"{name}: {READ_ONLY_FIELDS[name]}".replace("<key>", experiment.key)
-                          for name in read_only)
-        raise BadRequest(f"{', '.join(read_only)} cannot be edited with PATCH ({hints})",
-                         code="read_only_field",
-                         details=[{"path": f"$.{name}", "message": READ_ONLY_FIELDS[name]}
-                                  for name in read_only])
+        hints = "; ".join(f"{name}: {READ_ONLY_FIELDS[name]}".replace("<key>", experiment.key) for name in read_only)
+        raise BadRequest(
+            f"{', '.join(read_only)} cannot be edited with PATCH ({hints})",
+            code="read_only_field",
+            details=[{"path": f"$.{name}", "message": READ_ONLY_FIELDS[name]} for name in read_only],
+        )
 
 
-def _check_status_allows(experiment: Experiment, current: dict[str, Any], new: dict[str, Any],
-                         changed: list[str]) -> None:
+def _check_status_allows(
+    experiment: Experiment, current: dict[str, Any], new: dict[str, Any], changed: list[str]
+) -> None:
     status, key = experiment.status, experiment.key
     if status in ENDED_STATUSES:
         frozen = [name for name in changed if name not in EDITABLE_WHEN_ENDED]
         if frozen:
-            raise Conflict(f"experiment {key!r} is {status}; only its name and hypothesis can change",
-                           code="experiment_ended",
-                           details=[{"path": f"$.{name}", "message": f"frozen once {status}"}
-                                    for name in frozen])
+            raise Conflict(
+                f"experiment {key!r} is {status}; only its name and hypothesis can change",
+                code="experiment_ended",
+                details=[{"path": f"$.{name}", "message": f"frozen once {status}"} for name in frozen],
+            )
         return
     if status not in RUNNING_STATUSES:
         return
@@ -247,18 +287,20 @@ def _check_status_allows(experiment: Experiment, current: dict[str, Any], new: d
         if name == "arms":
             message = _arms_change_message(current["arms"], new["arms"], key)
         elif name in PHASE_FIELDS:
-            message = (f"{name} decides which arm a subscriber hashes into; "
-                       + PHASES_HINT.format(key=key))
+            message = f"{name} decides which arm a subscriber hashes into; " + PHASES_HINT.format(key=key)
         elif name in POPULATION_FIELDS:
-            message = (f"{name} decides who is in the experiment or what it measures; changing it "
-                       f"mid-test would mix populations: stop this experiment and create a new one")
+            message = (
+                f"{name} decides who is in the experiment or what it measures; changing it "
+                f"mid-test would mix populations: stop this experiment and create a new one"
+            )
         else:
             continue
         details.append({"path": f"$.{name}", "message": message})
     if details:
         reasons = "; ".join(d["message"] for d in details)
-        raise Conflict(f"experiment {key!r} is running ({status}): {reasons}", code="experiment_running",
-                       details=details)
+        raise Conflict(
+            f"experiment {key!r} is running ({status}): {reasons}", code="experiment_running", details=details
+        )
     if "coverage" in changed and new["coverage"] < current["coverage"]:
         raise Conflict(
             f"experiment {key!r} is running ({status}): coverage can be raised but not lowered "
@@ -266,7 +308,8 @@ def _check_status_allows(experiment: Experiment, current: dict[str, Any], new: d
             f"already exposed outside the experiment while their recorded arm says they are in it. "
             f"Stop the experiment to end exposure instead",
             code="coverage_cannot_decrease",
-            details=[{"path": "$.coverage", "message": f"must be ≥ {current['coverage']} while running"}])
+            details=[{"path": "$.coverage", "message": f"must be ≥ {current['coverage']} while running"}],
+        )
 
 
 def _arms_change_message(old: list[dict[str, Any]], new: list[dict[str, Any]], key: str) -> str:
@@ -275,8 +318,10 @@ def _arms_change_message(old: list[dict[str, Any]], new: list[dict[str, Any]], k
 
     if shape(old) == shape(new):  # only weights differ
         return "arm weights cannot change in place; " + PHASES_HINT.format(key=key)
-    return ("arms cannot be added, removed, reordered or given another offer while the experiment "
-            "runs (stop it and create a new experiment); " + PHASES_HINT.format(key=key))
+    return (
+        "arms cannot be added, removed, reordered or given another offer while the experiment "
+        "runs (stop it and create a new experiment); " + PHASES_HINT.format(key=key)
+    )
 
 
 def _replace_arms(session: Session, experiment: Experiment, arms: list[dict[str, Any]]) -> None:
@@ -294,41 +339,48 @@ def _replace_arms(session: Session, experiment: Experiment, arms: list[dict[str,
 
 # --- references --------------------------------------------------------------------------
 
+
 def _check_budget(session: Session, budget_code: str | None) -> None:
     if budget_code is None:
         return
     active = session.scalar(select(Budget.active).where(Budget.code == budget_code))
     if active is None:
-        raise BadRequest(f"no budget {budget_code!r}; create it first", code="unknown_reference",
-                         details=[{"path": "$.budget_code", "message": "unknown budget"}])
+        raise BadRequest(
+            f"no budget {budget_code!r}; create it first",
+            code="unknown_reference",
+            details=[{"path": "$.budget_code", "message": "unknown budget"}],
+        )
     if not active:
-        raise BadRequest(f"budget {budget_code!r} is inactive", code="inactive_reference",
-                         details=[{"path": "$.budget_code", "message": "inactive budget"}])
+        raise BadRequest(
+            f"budget {budget_code!r} is inactive",
+            code="inactive_reference",
+            details=[{"path": "$.budget_code", "message": "inactive budget"}],
+        )
 
 
 def _check_arm_offers(session: Session, arms: Sequence[schemas.ArmIn | ExperimentArm]) -> None:
     codes = {arm.offer_code for arm in arms if arm.offer_code is not None}
-    active = dict(session.execute(select(Offer.code, Offer.active).where(Offer.code.in_(codes))).all()) \
-        if codes else {}
+    active = dict(session.execute(select(Offer.code, Offer.active).where(Offer.code.in_(codes))).all()) if codes else {}
     problems = []
     for index, arm in enumerate(arms):
         if arm.offer_code is None:
             continue
         if arm.offer_code not in active:
-            problems.append({"path": f"$.arms[{index}].offer_code",
-                             "message": f"no offer {arm.offer_code!r}"})
+            problems.append({"path": f"$.arms[{index}].offer_code", "message": f"no offer {arm.offer_code!r}"})
         elif not active[arm.offer_code]:
-            problems.append({"path": f"$.arms[{index}].offer_code",
-                             "message": f"offer {arm.offer_code!r} is inactive"})
+            problems.append({"path": f"$.arms[{index}].offer_code", "message": f"offer {arm.offer_code!r} is inactive"})
     if problems:
-        raise BadRequest("an arm names an offer that does not exist or is inactive",
-                         code="unknown_reference", details=problems)
+        raise BadRequest(
+            "an arm names an offer that does not exist or is inactive", code="unknown_reference", details=problems
+        )
 
 
 # --- lifecycle ---------------------------------------------------------------------------
 
-def transition_experiment(session: Session, key: str, to: str, *, actor: str, reason: str = "",
-                          expected_status: str | None = None) -> Experiment:
+
+def transition_experiment(
+    session: Session, key: str, to: str, *, actor: str, reason: str = "", expected_status: str | None = None
+) -> Experiment:
     """Move the experiment to ``to`` if the lifecycle allows it (409 ``invalid_transition``,
     naming the allowed next states, otherwise).
 
@@ -341,16 +393,18 @@ def transition_experiment(session: Session, key: str, to: str, *, actor: str, re
     experiment = get_experiment(session, key, for_update=True)
     current = experiment.status
     if expected_status is not None and current != expected_status:
-        raise Conflict(f"experiment {key!r} is {current}, not {expected_status}; reload and retry",
-                       code="status_changed")
+        raise Conflict(
+            f"experiment {key!r} is {current}, not {expected_status}; reload and retry", code="status_changed"
+        )
     allowed = ALLOWED_TRANSITIONS[current]
     if to not in allowed:
         if allowed:
             message = f"experiment {key!r} is {current} and can move to {' or '.join(allowed)}, not {to}"
         else:
             message = f"experiment {key!r} is {current}, which is final: it cannot move to {to}"
-        raise Conflict(message, code="invalid_transition",
-                       details={"status": current, "to": to, "allowed": list(allowed)})
+        raise Conflict(
+            message, code="invalid_transition", details={"status": current, "to": to, "allowed": list(allowed)}
+        )
     if to == "pilot":
         _check_ready_to_start(session, experiment)
 
@@ -360,12 +414,11 @@ def transition_experiment(session: Session, key: str, to: str, *, actor: str, re
         values["started_at"] = now
     if to in ENDED_STATUSES:
         values["ended_at"] = now
-    result = session.execute(update(Experiment)
-                             .where(Experiment.id == experiment.id, Experiment.status == current)
-                             .values(**values))
+    result = session.execute(
+        update(Experiment).where(Experiment.id == experiment.id, Experiment.status == current).values(**values)
+    )
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise Conflict(f"experiment {key!r} changed status meanwhile; reload and retry",
-                       code="status_changed")
+        raise Conflict(f"experiment {key!r} changed status meanwhile; reload and retry", code="status_changed")
     session.refresh(experiment)
     if to == "pilot":
         _record_phase(experiment, now)
@@ -373,51 +426,75 @@ def transition_experiment(session: Session, key: str, to: str, *, actor: str, re
     after = {"status": to, **{k: v.isoformat() for k, v in values.items() if k != "status"}}
     if reason:
         after["reason"] = reason
-    record_audit(session, actor=actor, action="transition", entity_type="experiment",
-                 entity_key=experiment.key, before={"status": current}, after=after)
+    record_audit(
+        session,
+        actor=actor,
+        action="transition",
+        entity_type="experiment",
+        entity_key=experiment.key,
+        before={"status": current},
+        after=after,
+    )
     return experiment
 
 
 def _check_ready_to_start(session: Session, experiment: Experiment) -> None:
     arms = experiment.arms
     if len(arms) < 2:
-        raise Conflict(f"experiment {experiment.key!r} has {len(arms)} arm(s); a pilot needs at least "
-                       f"two (a control and a treatment): add arms with PATCH", code="not_ready",
-                       details=[{"path": "$.arms", "message": "at least two arms"}])
+        raise Conflict(
+            f"experiment {experiment.key!r} has {len(arms)} arm(s); a pilot needs at least "
+            f"two (a control and a treatment): add arms with PATCH",
+            code="not_ready",
+            details=[{"path": "$.arms", "message": "at least two arms"}],
+        )
     if sum(arm.is_control for arm in arms) != 1:
-        raise Conflict(f"experiment {experiment.key!r} has no control arm; mark one arm "
-                       f"is_control (an arm with no offer is the control by default)", code="not_ready",
-                       details=[{"path": "$.arms", "message": "exactly one control arm"}])
+        raise Conflict(
+            f"experiment {experiment.key!r} has no control arm; mark one arm "
+            f"is_control (an arm with no offer is the control by default)",
+            code="not_ready",
+            details=[{"path": "$.arms", "message": "exactly one control arm"}],
+        )
     try:
         _check_arm_offers(session, arms)
         _check_budget(session, experiment.budget_code)
     except BadRequest as exc:
-        raise Conflict(f"experiment {experiment.key!r} cannot start: {exc.message}", code="not_ready",
-                       details=exc.details) from None
+        raise Conflict(
+            f"experiment {experiment.key!r} cannot start: {exc.message}", code="not_ready", details=exc.details
+        ) from None
     if experiment.namespace:
         _check_namespace_free(session, experiment)
 
 
 def _check_namespace_free(session: Session, experiment: Experiment) -> None:
     """Experiments in one namespace exclude each other only if their ranges do not overlap."""
-    others = session.scalars(select(Experiment).where(
-        Experiment.namespace == experiment.namespace, Experiment.id != experiment.id,
-        Experiment.status.in_(RUNNING_STATUSES),
-        Experiment.namespace_start < experiment.namespace_end,
-        Experiment.namespace_end > experiment.namespace_start)).all()
+    others = session.scalars(
+        select(Experiment).where(
+            Experiment.namespace == experiment.namespace,
+            Experiment.id != experiment.id,
+            Experiment.status.in_(RUNNING_STATUSES),
+            Experiment.namespace_start < experiment.namespace_end,
+            Experiment.namespace_end > experiment.namespace_start,
+        )
+    ).all()
     if others:
         names = ", ".join(f"{o.key!r} [{o.namespace_start}, {o.namespace_end})" for o in others)
-        raise Conflict(f"namespace {experiment.namespace!r} range [{experiment.namespace_start}, "
-                       f"{experiment.namespace_end}) overlaps running experiment(s) {names}; "
-                       f"pick a disjoint range so no subscriber is in both", code="namespace_overlap",
-                       details=[{"path": "$.namespace_start", "message": f"overlaps {o.key}"}
-                                for o in others])
+        raise Conflict(
+            f"namespace {experiment.namespace!r} range [{experiment.namespace_start}, "
+            f"{experiment.namespace_end}) overlaps running experiment(s) {names}; "
+            f"pick a disjoint range so no subscriber is in both",
+            code="namespace_overlap",
+            details=[{"path": "$.namespace_start", "message": f"overlaps {o.key}"} for o in others],
+        )
 
 
 def _record_phase(experiment: Experiment, started_at: datetime) -> ExperimentPhase:
-    phase = ExperimentPhase(phase=experiment.phase, hash_seed=experiment.hash_seed,
-                            coverage=experiment.coverage, started_at=started_at,
-                            weights=[{"arm": a.key, "weight": a.weight} for a in experiment.arms])
+    phase = ExperimentPhase(
+        phase=experiment.phase,
+        hash_seed=experiment.hash_seed,
+        coverage=experiment.coverage,
+        started_at=started_at,
+        weights=[{"arm": a.key, "weight": a.weight} for a in experiment.arms],
+    )
     experiment.phases.append(phase)  # through the relationship, so the loaded history stays current
     return phase
 
@@ -428,32 +505,51 @@ def start_phase(session: Session, key: str, data: schemas.PhaseIn, *, actor: str
     existing assignments of the old phase stay as they are. Audited; writes the phase row."""
     experiment = get_experiment(session, key, for_update=True)
     if experiment.status not in RUNNING_STATUSES:
-        hint = ("edit the arms' weights with PATCH while it is a draft" if experiment.status == "draft"
-                else "it has ended")
-        raise Conflict(f"experiment {key!r} is {experiment.status}; only a running experiment "
-                       f"(pilot or rollout) starts new phases: {hint}", code="experiment_not_running")
+        hint = (
+            "edit the arms' weights with PATCH while it is a draft" if experiment.status == "draft" else "it has ended"
+        )
+        raise Conflict(
+            f"experiment {key!r} is {experiment.status}; only a running experiment "
+            f"(pilot or rollout) starts new phases: {hint}",
+            code="experiment_not_running",
+        )
     arm_keys = [arm.key for arm in experiment.arms]
     if set(data.weights) != set(arm_keys):
         missing = [k for k in arm_keys if k not in data.weights]
         unknown = [k for k in data.weights if k not in arm_keys]
-        problems = ([{"path": f"$.weights.{k}", "message": "no such arm"} for k in unknown]
-                    + [{"path": "$.weights", "message": f"missing a weight for arm {k!r}"} for k in missing])
-        raise BadRequest(f"give a weight for every arm and only those: {', '.join(arm_keys)}",
-                         code="invalid_weights", details=problems)
+        problems = [{"path": f"$.weights.{k}", "message": "no such arm"} for k in unknown] + [
+            {"path": "$.weights", "message": f"missing a weight for arm {k!r}"} for k in missing
+        ]
+        raise BadRequest(
+            f"give a weight for every arm and only those: {', '.join(arm_keys)}",
+            code="invalid_weights",
+            details=problems,
+        )
     new_phase = experiment.phase + 1
     seed = data.hash_seed or f"{key}:p{new_phase}"
     used = {experiment.hash_seed, *(p.hash_seed for p in experiment.phases)}
     if seed in used:
-        raise Conflict(f"seed {seed!r} was already used by this experiment; a new phase needs a new "
-                       f"seed so that assignment is re-randomised", code="seed_reused",
-                       details=[{"path": "$.hash_seed", "message": "already used"}])
+        raise Conflict(
+            f"seed {seed!r} was already used by this experiment; a new phase needs a new "
+            f"seed so that assignment is re-randomised",
+            code="seed_reused",
+            details=[{"path": "$.hash_seed", "message": "already used"}],
+        )
 
-    before = {"phase": experiment.phase, "hash_seed": experiment.hash_seed,
-              "weights": [{"arm": a.key, "weight": a.weight} for a in experiment.arms]}
-    result = session.execute(update(Experiment)
-                             .where(Experiment.id == experiment.id, Experiment.phase == experiment.phase,
-                                    Experiment.status.in_(RUNNING_STATUSES))
-                             .values(phase=new_phase, hash_seed=seed))
+    before = {
+        "phase": experiment.phase,
+        "hash_seed": experiment.hash_seed,
+        "weights": [{"arm": a.key, "weight": a.weight} for a in experiment.arms],
+    }
+    result = session.execute(
+        update(Experiment)
+        .where(
+            Experiment.id == experiment.id,
+            Experiment.phase == experiment.phase,
+            Experiment.status.in_(RUNNING_STATUSES),
+        )
+        .values(phase=new_phase, hash_seed=seed)
+    )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Conflict(f"experiment {key!r} changed meanwhile; reload and retry", code="status_changed")
     session.refresh(experiment)
@@ -464,6 +560,13 @@ def start_phase(session: Session, key: str, data: schemas.PhaseIn, *, actor: str
     after = {"phase": new_phase, "hash_seed": seed, "weights": phase.weights}
     if data.reason:
         after["reason"] = data.reason
-    record_audit(session, actor=actor, action="start_phase", entity_type="experiment",
-                 entity_key=experiment.key, before=before, after=after)
+    record_audit(
+        session,
+        actor=actor,
+        action="start_phase",
+        entity_type="experiment",
+        entity_key=experiment.key,
+        before=before,
+        after=after,
+    )
     return experiment

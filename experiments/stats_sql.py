@@ -45,8 +45,19 @@ from sqlalchemy.orm import Session
 from experiments.models import Experiment, Exposure, Outcome
 from infra.db import utcnow
 
-COUNT_FIELDS = ("exposed", "matured", "retained", "churned", "revenue_n", "revenue_sum",
-                "revenue_sum_squares", "complaints", "delivered", "accepted", "declined")
+COUNT_FIELDS = (
+    "exposed",
+    "matured",
+    "retained",
+    "churned",
+    "revenue_n",
+    "revenue_sum",
+    "revenue_sum_squares",
+    "complaints",
+    "delivered",
+    "accepted",
+    "declined",
+)
 
 
 def primary_day(experiment: Experiment) -> int:
@@ -74,13 +85,12 @@ class ArmStats:
     accepted: int = 0
     declined: int = 0
 
-    def plus(self, other: "ArmStats") -> "ArmStats":
+    def plus(self, other: ArmStats) -> ArmStats:
         """The statistics of both groups together (same arm, different tiers)."""
         return replace(self, **{name: getattr(self, name) + getattr(other, name) for name in COUNT_FIELDS})
 
     def as_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"arm": self.arm_key, "is_control": self.is_control,
-                               "in_holdout": self.in_holdout}
+        out: dict[str, Any] = {"arm": self.arm_key, "is_control": self.is_control, "in_holdout": self.in_holdout}
         out.update({name: getattr(self, name) for name in COUNT_FIELDS})
         return out
 
@@ -114,11 +124,15 @@ class ExperimentStats:
         return self.data_cutoff - timedelta(days=self.day_n)
 
     def as_json(self) -> dict[str, Any]:
-        return {"experiment": self.experiment_key, "primary_metric": self.primary_metric,
-                "day_n": self.day_n, "data_cutoff": self.data_cutoff.isoformat(),
-                "matured_before": self.matured_before.isoformat(),
-                "arms": [arm.as_json() for arm in self.arms],
-                "tiers": [tier.as_json() for tier in self.tiers]}
+        return {
+            "experiment": self.experiment_key,
+            "primary_metric": self.primary_metric,
+            "day_n": self.day_n,
+            "data_cutoff": self.data_cutoff.isoformat(),
+            "matured_before": self.matured_before.isoformat(),
+            "arms": [arm.as_json() for arm in self.arms],
+            "tiers": [tier.as_json() for tier in self.tiers],
+        }
 
 
 def _cells_query(experiment_id: int, day_n: int, matured_before: datetime) -> Any:
@@ -136,31 +150,50 @@ def _cells_query(experiment_id: int, day_n: int, matured_before: datetime) -> An
     def labelled(values: dict[str, Any]) -> list[Any]:
         # every column named, and a fresh literal per zero: a select drops repeated columns
         zero = {"revenue_sum": 0.0, "revenue_sum_squares": 0.0}
-        return [values[name].label(name) if name in values
-                else literal(zero.get(name, 0), Float if name in zero else Integer).label(name)
-                for name in COUNT_FIELDS]
+        return [
+            values[name].label(name)
+            if name in values
+            else literal(zero.get(name, 0), Float if name in zero else Integer).label(name)
+            for name in COUNT_FIELDS
+        ]
 
-    exposures = (select(*group, *labelled({"exposed": func.count(), "matured": counted(matured)}))
-                 .where(a.experiment_id == experiment_id).group_by(*group))
-    outcomes = (select(*group, *labelled({
+    exposures = (
+        select(*group, *labelled({"exposed": func.count(), "matured": counted(matured)}))
+        .where(a.experiment_id == experiment_id)
+        .group_by(*group)
+    )
+    outcomes = (
+        select(
+            *group,
+            *labelled(
+                {
                     "retained": counted(and_(o.type == "retained", o.day_n == day_n, matured)),
                     "churned": counted(and_(o.type == "churned", o.day_n <= day_n, matured)),
                     "revenue_n": counted(o.type == "revenue"),
                     "revenue_sum": revenue(o.value),
                     "revenue_sum_squares": revenue(o.value * o.value),
                     "complaints": counted(o.type == "complaint"),
-                    **{kind: counted(o.type == kind) for kind in ("delivered", "accepted", "declined")}}))
-                .select_from(o).join(a, a.id == o.assignment_id)
-                .where(a.experiment_id == experiment_id).group_by(*group))
+                    **{kind: counted(o.type == kind) for kind in ("delivered", "accepted", "declined")},
+                }
+            ),
+        )
+        .select_from(o)
+        .join(a, a.id == o.assignment_id)
+        .where(a.experiment_id == experiment_id)
+        .group_by(*group)
+    )
     cells = union_all(exposures, outcomes).subquery("cells")
     keys = (cells.c.arm_key, cells.c.in_holdout, cells.c.tier)
-    sums = [cast(func.sum(cells.c[name]), Float if name.startswith("revenue_sum") else BigInteger).label(name)
-            for name in COUNT_FIELDS]
+    sums = [
+        cast(func.sum(cells.c[name]), Float if name.startswith("revenue_sum") else BigInteger).label(name)
+        for name in COUNT_FIELDS
+    ]
     return select(*keys, *sums).group_by(*keys)
 
 
-def experiment_stats(session: Session, experiment: Experiment, *,
-                     data_cutoff: datetime | None = None) -> ExperimentStats:
+def experiment_stats(
+    session: Session, experiment: Experiment, *, data_cutoff: datetime | None = None
+) -> ExperimentStats:
     """The experiment's sufficient statistics as of ``data_cutoff`` (default now)."""
     data_cutoff = data_cutoff or utcnow()
     day_n = primary_day(experiment)
@@ -185,7 +218,5 @@ def experiment_stats(session: Session, experiment: Experiment, *,
                 total = total.plus(cell)
         totals.append(total)
     tiers = sorted({tier for _, tier in cells}, key=lambda t: (t is None, t or ""))
-    per_tier = tuple(TierStats(tier, tuple(cells.get((base.arm_key, tier), base) for base in order))
-                     for tier in tiers)
-    return ExperimentStats(experiment.key, experiment.primary_metric, day_n, data_cutoff,
-                           tuple(totals), per_tier)
+    per_tier = tuple(TierStats(tier, tuple(cells.get((base.arm_key, tier), base) for base in order)) for tier in tiers)
+    return ExperimentStats(experiment.key, experiment.primary_metric, day_n, data_cutoff, tuple(totals), per_tier)

@@ -30,19 +30,34 @@ class AuditEntry(Base):
     after: Mapped[Any] = mapped_column(JsonType, nullable=True)
 
 
-def record_audit(session: Session, *, actor: str, action: str, entity_type: str, entity_key: str,
-                 before: Any = None, after: Any = None) -> AuditEntry:
+def record_audit(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    entity_type: str,
+    entity_key: str,
+    before: Any = None,
+    after: Any = None,
+) -> AuditEntry:
     """Append one audit row to ``session`` (committed with the change by the caller); the
     config generation and version move when that transaction commits (``infra.config_version``)."""
     mark_changed(session)
-    entry = AuditEntry(actor=actor, action=action, entity_type=entity_type,
-                       entity_key=str(entity_key), before=before, after=after)
+    entry = AuditEntry(
+        actor=actor, action=action, entity_type=entity_type, entity_key=str(entity_key), before=before, after=after
+    )
     session.add(entry)
     return entry
 
 
-def list_audit(session: Session, *, entity_type: str | None = None, entity_key: str | None = None,
-               limit: int = 100, before_id: int | None = None) -> list[AuditEntry]:
+def list_audit(
+    session: Session,
+    *,
+    entity_type: str | None = None,
+    entity_key: str | None = None,
+    limit: int = 100,
+    before_id: int | None = None,
+) -> list[AuditEntry]:
     """Newest first; page with ``before_id``."""
     query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
     if entity_type:
@@ -55,6 +70,13 @@ def list_audit(session: Session, *, entity_type: str | None = None, entity_key: 
 
 
 def audit_json(entry: AuditEntry) -> dict[str, Any]:
-    return {"id": entry.id, "occurred_at": entry.occurred_at.isoformat(), "actor": entry.actor,
-            "action": entry.action, "entity_type": entry.entity_type, "entity_key": entry.entity_key,
-            "before": entry.before, "after": entry.after}
+    return {
+        "id": entry.id,
+        "occurred_at": entry.occurred_at.isoformat(),
+        "actor": entry.actor,
+        "action": entry.action,
+        "entity_type": entry.entity_type,
+        "entity_key": entry.entity_key,
+        "before": entry.before,
+        "after": entry.after,
+    }

@@ -17,8 +17,9 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -62,6 +63,7 @@ class Principal:
 
 # --- passwords and keys ---------------------------------------------------------------
 
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
@@ -77,8 +79,7 @@ def digest_key(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
-def create_user(session: Session, *, email: str, role: str, password: str, name: str = "",
-                actor: str) -> User:
+def create_user(session: Session, *, email: str, role: str, password: str, name: str = "", actor: str) -> User:
     """Add a user (audited). Raises Conflict if the email is taken."""
     email = email.strip().lower()
     if role not in ROLES:
@@ -92,26 +93,40 @@ def create_user(session: Session, *, email: str, role: str, password: str, name:
     user = User(email=email, name=name, role=role, password_hash=hash_password(password))
     session.add(user)
     session.flush()
-    record_audit(session, actor=actor, action="create", entity_type="user", entity_key=email,
-                 after={"email": email, "name": name, "role": role})
+    record_audit(
+        session,
+        actor=actor,
+        action="create",
+        entity_type="user",
+        entity_key=email,
+        after={"email": email, "name": name, "role": role},
+    )
     return user
 
 
-def create_api_key(session: Session, *, name: str, actor: str, channel: str | None = None,
-                   user: User | None = None) -> tuple[ApiKey, str]:
+def create_api_key(
+    session: Session, *, name: str, actor: str, channel: str | None = None, user: User | None = None
+) -> tuple[ApiKey, str]:
     """Create a key and return it with its secret, which is shown this once and never stored."""
     if (channel is None) == (user is None):
         raise BadRequest("a key belongs to exactly one channel or one user", code="invalid_key_owner")
     if channel is not None and channel not in CHANNELS:
         raise BadRequest(f"channel must be one of {', '.join(CHANNELS)}", code="invalid_channel")
     raw = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(name=name, kind="channel" if channel else "user", channel=channel,
-                 user_id=user.id if user else None, prefix=raw[:12], key_hash=digest_key(raw),
-                 created_by=actor)
+    key = ApiKey(
+        name=name,
+        kind="channel" if channel else "user",
+        channel=channel,
+        user_id=user.id if user else None,
+        prefix=raw[:12],
+        key_hash=digest_key(raw),
+        created_by=actor,
+    )
     session.add(key)
     session.flush()
-    record_audit(session, actor=actor, action="create", entity_type="api_key", entity_key=str(key.id),
-                 after=api_key_json(key))
+    record_audit(
+        session, actor=actor, action="create", entity_type="api_key", entity_key=str(key.id), after=api_key_json(key)
+    )
     return key, raw
 
 
@@ -123,21 +138,34 @@ def revoke_api_key(session: Session, key_id: int, *, actor: str) -> ApiKey:
         before = api_key_json(key)
         key.revoked_at = utcnow()
         forget_cached_keys()
-        record_audit(session, actor=actor, action="revoke", entity_type="api_key",
-                     entity_key=str(key.id), before=before, after=api_key_json(key))
+        record_audit(
+            session,
+            actor=actor,
+            action="revoke",
+            entity_type="api_key",
+            entity_key=str(key.id),
+            before=before,
+            after=api_key_json(key),
+        )
     return key
 
 
 def api_key_json(key: ApiKey) -> dict:
-    return {"id": key.id, "name": key.name, "kind": key.kind, "channel": key.channel,
-            "user_id": key.user_id, "prefix": key.prefix, "created_by": key.created_by,
-            "created_at": key.created_at.isoformat() if key.created_at else None,
-            "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None}
+    return {
+        "id": key.id,
+        "name": key.name,
+        "kind": key.kind,
+        "channel": key.channel,
+        "user_id": key.user_id,
+        "prefix": key.prefix,
+        "created_by": key.created_by,
+        "created_at": key.created_at.isoformat() if key.created_at else None,
+        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+    }
 
 
 def user_json(user: User) -> dict:
-    return {"id": user.id, "email": user.email, "name": user.name, "role": user.role,
-            "active": user.active}
+    return {"id": user.id, "email": user.email, "name": user.name, "role": user.role, "active": user.active}
 
 
 def authenticate_password(session: Session, email: str, password: str) -> User | None:
@@ -212,8 +240,9 @@ def current_principal() -> Principal:
         header = request.headers.get("Authorization")
         principal = _principal_from_bearer(header) if header else _principal_from_session()
         if principal is None:
-            raise Unauthorized("authentication required: a bearer API key or an admin login",
-                               code="authentication_required")
+            raise Unauthorized(
+                "authentication required: a bearer API key or an admin login", code="authentication_required"
+            )
         g.principal = principal
     return g.principal
 
@@ -242,8 +271,10 @@ def require_user(*roles: str) -> Callable[[F], F]:
             if principal.kind != "user":
                 raise Forbidden("a channel key cannot call this endpoint", code="wrong_key_kind")
             if principal.role not in allowed:
-                raise Forbidden(f"this needs the role {' or '.join(sorted(allowed))}; "
-                                f"you are {principal.role}", code="role_forbidden")
+                raise Forbidden(
+                    f"this needs the role {' or '.join(sorted(allowed))}; you are {principal.role}",
+                    code="role_forbidden",
+                )
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
@@ -260,8 +291,9 @@ def require_channel_or_user(*roles: str) -> Callable[[F], F]:
         def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
             principal = current_principal()
             if principal.kind == "user" and principal.role not in allowed:
-                raise Forbidden(f"this needs a channel key or the role {' or '.join(sorted(allowed))}",
-                                code="role_forbidden")
+                raise Forbidden(
+                    f"this needs a channel key or the role {' or '.join(sorted(allowed))}", code="role_forbidden"
+                )
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

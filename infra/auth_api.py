@@ -10,9 +10,18 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from infra.audit import audit_json, list_audit
-from infra.auth import (CONFIG_READERS, api_key_json, authenticate_password, create_api_key,
-                        create_user, csrf_token, current_principal, require_user, revoke_api_key,
-                        user_json)
+from infra.auth import (
+    CONFIG_READERS,
+    api_key_json,
+    authenticate_password,
+    create_api_key,
+    create_user,
+    csrf_token,
+    current_principal,
+    require_user,
+    revoke_api_key,
+    user_json,
+)
 from infra.auth_models import ApiKey, User
 from infra.db import db_session
 from infra.errors import BadRequest, Unauthorized
@@ -126,8 +135,13 @@ class AuditQuery(BaseModel):
 
 
 @bp.post("/auth/login")
-@api_doc("Log in (session cookie)", body=LoginBody, responses={200: LoginOut}, public=True,
-         errors={401: "wrong email or password"})
+@api_doc(
+    "Log in (session cookie)",
+    body=LoginBody,
+    responses={200: LoginOut},
+    public=True,
+    errors={401: "wrong email or password"},
+)
 def login():  # type: ignore[no-untyped-def]
     """Start an admin session (cookie). Returns the CSRF token that unsafe requests must send."""
     body = read_json_body(LoginBody)
@@ -147,8 +161,13 @@ def logout():  # type: ignore[no-untyped-def]
 
 
 @bp.post("/auth/tokens")
-@api_doc("Get a personal bearer key for scripts", body=TokenBody, responses={201: IssuedKeyOut}, public=True,
-         errors={401: "wrong email or password"})
+@api_doc(
+    "Get a personal bearer key for scripts",
+    body=TokenBody,
+    responses={201: IssuedKeyOut},
+    public=True,
+    errors={401: "wrong email or password"},
+)
 def issue_personal_key():  # type: ignore[no-untyped-def]
     """Exchange email + password for a personal bearer key (shown once) for scripts."""
     body = read_json_body(TokenBody)
@@ -158,8 +177,7 @@ def issue_personal_key():  # type: ignore[no-untyped-def]
         raise Unauthorized("wrong email or password", code="invalid_credentials")
     key, raw = create_api_key(s, name=body.name, user=user, actor=f"user:{user.email}")
     s.commit()
-    return jsonify({"key": raw, "api_key": api_key_json(key),
-                    "note": "store this key now: it is not shown again"}), 201
+    return jsonify({"key": raw, "api_key": api_key_json(key), "note": "store this key now: it is not shown again"}), 201
 
 
 @bp.get("/me")
@@ -183,8 +201,9 @@ def list_users():  # type: ignore[no-untyped-def]
 def add_user():  # type: ignore[no-untyped-def]
     body = read_json_body(NewUserBody)
     s = db_session()
-    user = create_user(s, email=body.email, name=body.name, role=body.role, password=body.password,
-                       actor=current_principal().actor)
+    user = create_user(
+        s, email=body.email, name=body.name, role=body.role, password=body.password, actor=current_principal().actor
+    )
     s.commit()
     return jsonify(user_json(user)), 201
 
@@ -206,13 +225,11 @@ def add_channel_key():  # type: ignore[no-untyped-def]
     s = db_session()
     key, raw = create_api_key(s, name=body.name, channel=body.channel, actor=current_principal().actor)
     s.commit()
-    return jsonify({"key": raw, "api_key": api_key_json(key),
-                    "note": "store this key now: it is not shown again"}), 201
+    return jsonify({"key": raw, "api_key": api_key_json(key), "note": "store this key now: it is not shown again"}), 201
 
 
 @bp.delete("/api-keys/<key_id>")
-@api_doc("Revoke an API key", path={"key_id": Annotated[int, Field(ge=1, le=MAX_ID)]},
-         responses={200: ApiKeyOut})
+@api_doc("Revoke an API key", path={"key_id": Annotated[int, Field(ge=1, le=MAX_ID)]}, responses={200: ApiKeyOut})
 @require_user("admin")
 def revoke_key(key_id: str):  # type: ignore[no-untyped-def]
     s = db_session()
@@ -234,6 +251,11 @@ def audit_log():  # type: ignore[no-untyped-def]
     before_id = parse_row_id(request.args["before_id"], "before_id") if "before_id" in request.args else None
     if not 1 <= limit <= 500:
         raise BadRequest("limit must be between 1 and 500", code="invalid_query")
-    entries = list_audit(db_session(), entity_type=request.args.get("entity_type"),
-                         entity_key=request.args.get("entity_key"), limit=limit, before_id=before_id)
+    entries = list_audit(
+        db_session(),
+        entity_type=request.args.get("entity_type"),
+        entity_key=request.args.get("entity_key"),
+        limit=limit,
+        before_id=before_id,
+    )
     return jsonify({"items": [audit_json(e) for e in entries]})

@@ -34,8 +34,11 @@ class ApiKey(Base):
     __tablename__ = "api_keys"
     __table_args__ = (
         CheckConstraint("kind IN ('channel', 'user')", name="kind"),
-        CheckConstraint("(kind = 'channel' AND channel IS NOT NULL AND user_id IS NULL) OR "
-                        "(kind = 'user' AND user_id IS NOT NULL AND channel IS NULL)", name="owner"),
+        CheckConstraint(
+            "(kind = 'channel' AND channel IS NOT NULL AND user_id IS NULL) OR "
+            "(kind = 'user' AND user_id IS NOT NULL AND channel IS NULL)",
+            name="owner",
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

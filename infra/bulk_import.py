@@ -22,9 +22,10 @@ import json
 import logging
 import select
 import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Iterable, Iterator, Literal, Sequence
+from typing import IO, Any, Literal
 
 import psycopg
 from flask import request
@@ -61,8 +62,9 @@ class LineReader:
     match what an editor shows for LF and CRLF files alike.
     """
 
-    def __init__(self, stream: IO[bytes], *, max_bytes: int, chunk_bytes: int = CHUNK_BYTES,
-                 max_line_bytes: int = MAX_LINE_BYTES) -> None:
+    def __init__(
+        self, stream: IO[bytes], *, max_bytes: int, chunk_bytes: int = CHUNK_BYTES, max_line_bytes: int = MAX_LINE_BYTES
+    ) -> None:
         if chunk_bytes > max_line_bytes:
             raise ValueError("chunk_bytes may not exceed max_line_bytes")
         self._stream = stream
@@ -116,11 +118,11 @@ class LineReader:
             first_end = chunk.find(b"\n") + 1
             if skipping or len(pending) + first_end - 1 > limit:
                 yield self._bad(too_long)
-                block = chunk[first_end:end + 1]
+                block = chunk[first_end : end + 1]
                 skipping = False
             else:
-                block = pending + chunk[:end + 1]
-            pending = chunk[end + 1:]
+                block = pending + chunk[: end + 1]
+            pending = chunk[end + 1 :]
             yield from self._decode(block)
         if skipping:
             yield self._bad(too_long)
@@ -174,14 +176,25 @@ class ImportReport:
 
     def counts(self) -> dict[str, Any]:
         """The audit row's ``after``: counts only, never the rows."""
-        return {"format": self.format, "accepted": self.accepted, "rejected_count": self.rejected_count,
-                "written": self.written, "batches": self.batches, "bytes_read": self.bytes_read,
-                "stopped": self.stopped}
+        return {
+            "format": self.format,
+            "accepted": self.accepted,
+            "rejected_count": self.rejected_count,
+            "written": self.written,
+            "batches": self.batches,
+            "bytes_read": self.bytes_read,
+            "stopped": self.stopped,
+        }
 
     def as_json(self) -> dict[str, Any]:
-        return {"import_id": self.import_id, "format": self.format, "accepted": self.accepted,
-                "rejected": self.rejected, "rejected_count": self.rejected_count,
-                "rejected_truncated": self.rejected_truncated}
+        return {
+            "import_id": self.import_id,
+            "format": self.format,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "rejected_count": self.rejected_count,
+            "rejected_truncated": self.rejected_truncated,
+        }
 
 
 def _refuse_constant(name: str) -> None:
@@ -250,8 +263,15 @@ class PostgresPipeline:
         self._in_flight: tuple[Session, Any, int] | None = None
         self.committed_batches = self.committed_rows = 0
 
-    def send(self, query: bytes, params: Sequence[bytes | None], rows: int,
-             session: Session | None = None, *, formats: Sequence[int] | None = None) -> None:
+    def send(
+        self,
+        query: bytes,
+        params: Sequence[bytes | None],
+        rows: int,
+        session: Session | None = None,
+        *,
+        formats: Sequence[int] | None = None,
+    ) -> None:
         """Commit the batch in flight, then send ``query`` with ``params`` (``rows`` rows, for
         the counts) in ``session`` (default: a new one), without waiting for it. ``formats``
         says per parameter whether it is text (0, the default for all) or PostgreSQL's binary
@@ -312,15 +332,22 @@ def _flush(pgconn: Any) -> None:
         pgconn.consume_input()
 
 
-def audit_import(session_factory: sessionmaker, report: ImportReport, actor: str, entity_type: str, *,
-                 best_effort: bool = False) -> None:
+def audit_import(
+    session_factory: sessionmaker, report: ImportReport, actor: str, entity_type: str, *, best_effort: bool = False
+) -> None:
     """The import's one audit row (action "import", counts only), in its own transaction
     (the batches are committed). ``best_effort`` logs instead of raising, for the audit of an
     import that is failing anyway."""
     try:
         with session_factory() as session:
-            record_audit(session, actor=actor, action="import", entity_type=entity_type,
-                         entity_key=report.import_id, after=report.counts())
+            record_audit(
+                session,
+                actor=actor,
+                action="import",
+                entity_type=entity_type,
+                entity_key=report.import_id,
+                after=report.counts(),
+            )
             session.commit()
     except Exception:
         if not best_effort:
@@ -335,8 +362,9 @@ def upload_lines(*, max_bytes: int, what: str) -> tuple[LineReader, ImportFormat
     already over ``max_bytes``. ``what`` names the rows in messages ("the outcomes")."""
     fmt = CONTENT_TYPES.get(request.mimetype)
     if fmt is None:
-        raise UnsupportedMediaType(f"send {what} as text/csv (with a header row) or as JSON lines "
-                                   "(application/x-ndjson or application/jsonl)")
+        raise UnsupportedMediaType(
+            f"send {what} as text/csv (with a header row) or as JSON lines (application/x-ndjson or application/jsonl)"
+        )
     charset = request.mimetype_params.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
         raise UnsupportedMediaType(f"the import must be UTF-8 text, not {charset}")
@@ -347,8 +375,10 @@ def upload_lines(*, max_bytes: int, what: str) -> tuple[LineReader, ImportFormat
 
 # --- reading rows -----------------------------------------------------------------------------
 
-def jsonl_lines(lines: Iterable[str], bad_lines: dict[int, str], reject: Callable[[int, str], None], *,
-                empty_message: str) -> Iterator[tuple[int, str]]:
+
+def jsonl_lines(
+    lines: Iterable[str], bad_lines: dict[int, str], reject: Callable[[int, str], None], *, empty_message: str
+) -> Iterator[tuple[int, str]]:
     """``(line number, text)`` of each non-blank line of a JSON-lines body. Lines the
     ``LineReader`` could not read (``bad_lines``) go to ``reject``. Raises BadRequest
     (``empty_import``, ``empty_message``) when the body has no line at all."""
@@ -365,8 +395,9 @@ def jsonl_lines(lines: Iterable[str], bad_lines: dict[int, str], reject: Callabl
         raise BadRequest(empty_message, code="empty_import")
 
 
-def csv_records(lines: Iterable[str], bad_lines: dict[int, str], reject: Callable[[int, str], None], *,
-                empty_message: str) -> Iterator[tuple[int, list[str]]]:
+def csv_records(
+    lines: Iterable[str], bad_lines: dict[int, str], reject: Callable[[int, str], None], *, empty_message: str
+) -> Iterator[tuple[int, list[str]]]:
     """``(first line number, values)`` of each CSV record, the header row first; blank lines
     are skipped. A record ``csv`` cannot parse, or one spanning a line the ``LineReader``
     could not read (``bad_lines``), goes to ``reject`` — unless it is the header, which is a
@@ -392,8 +423,9 @@ def csv_records(lines: Iterable[str], bad_lines: dict[int, str], reject: Callabl
                 for n in spoiled:
                     del bad_lines[n]
                 if not header_seen:
-                    raise BadRequest(f"the CSV header (line {start}) cannot be read: {error}",
-                                     code="invalid_csv_header")
+                    raise BadRequest(
+                        f"the CSV header (line {start}) cannot be read: {error}", code="invalid_csv_header"
+                    )
                 reject(start if values else spoiled[0], error)
                 continue
         if not values or (len(values) == 1 and values[0].isspace()):

@@ -96,11 +96,16 @@ def _before_commit(session: Session) -> None:
     # for another lock and concurrent changes cannot deadlock on it. Not on a savepoint's
     # release: once per transaction.
     if session.info.get(CHANGED_FLAG) and not session.in_nested_transaction():
-        moved = session.execute(update(ConfigGeneration).where(ConfigGeneration.id == 1)
-                                .values(generation=ConfigGeneration.generation + 1, changed_at=utcnow()))
+        moved = session.execute(
+            update(ConfigGeneration)
+            .where(ConfigGeneration.id == 1)
+            .values(generation=ConfigGeneration.generation + 1, changed_at=utcnow())
+        )
         if moved.rowcount != 1:
-            log.error("the config_generation row is missing (run the migrations): decisions see this change "
-                      "only through Redis, or when their snapshot reaches its age limit")
+            log.error(
+                "the config_generation row is missing (run the migrations): decisions see this change "
+                "only through Redis, or when their snapshot reaches its age limit"
+            )
 
 
 # A savepoint's release or rollback (SQLAlchemy signals both like a transaction's) must leave

@@ -7,12 +7,12 @@ never commit, so a config write and its audit row always land in the same transa
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
-from typing import Any, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
-
 from flask import Flask, current_app, g
 from sqlalchemy import JSON, DateTime, MetaData, Numeric, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
@@ -49,20 +49,21 @@ class UtcDateTime(TypeDecorator):
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def make_engine(database_url: str, echo: bool = False, *, statement_timeout_s: float | None = None,
-                pool_timeout_s: float = 30.0) -> Engine:
+def make_engine(
+    database_url: str, echo: bool = False, *, statement_timeout_s: float | None = None, pool_timeout_s: float = 30.0
+) -> Engine:
     """Build an engine with the pragmas each backend needs for correctness under concurrency.
 
     ``statement_timeout_s`` (PostgreSQL): the server cancels any statement of these connections,
@@ -94,9 +95,19 @@ def make_engine(database_url: str, echo: bool = False, *, statement_timeout_s: f
     if statement_timeout_s is not None:
         given = make_url(database_url).query.get("options", "")  # the URL's own, kept
         given = " ".join(given) if isinstance(given, tuple) else given
-        connect_args["options"] = " ".join(filter(None, [given, f"-c statement_timeout={round(statement_timeout_s * 1000)}"]))
-    return create_engine(database_url, echo=echo, pool_size=10, max_overflow=10, pool_recycle=600,
-                         pool_timeout=pool_timeout_s, json_serializer=_json_text, connect_args=connect_args)
+        connect_args["options"] = " ".join(
+            filter(None, [given, f"-c statement_timeout={round(statement_timeout_s * 1000)}"])
+        )
+    return create_engine(
+        database_url,
+        echo=echo,
+        pool_size=10,
+        max_overflow=10,
+        pool_recycle=600,
+        pool_timeout=pool_timeout_s,
+        json_serializer=_json_text,
+        connect_args=connect_args,
+    )
 
 
 def _json_text(value: Any) -> str:

@@ -16,14 +16,24 @@ from infra.openapi import ResponseModel, api_doc, openapi_document
 bp = Blueprint("docs_api", __name__, template_folder="templates")
 HTTP_METHODS = ("get", "put", "post", "patch", "delete")
 # Nothing on the page runs code or loads anything; the stylesheet is inline.
-CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "
-                           "form-action 'none'; frame-ancestors 'none'")
-CONSTRAINT_KEYWORDS = (("minimum", "≥ {}"), ("exclusiveMinimum", "> {}"), ("maximum", "≤ {}"),
-                       ("exclusiveMaximum", "< {}"), ("minLength", "length ≥ {}"),
-                       ("maxLength", "length ≤ {}"), ("pattern", "matches {}"),
-                       ("minItems", "items ≥ {}"), ("maxItems", "items ≤ {}"),
-                       ("minProperties", "entries ≥ {}"), ("maxProperties", "entries ≤ {}"),
-                       ("format", "format {}"), ("default", "default {}"))
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+CONSTRAINT_KEYWORDS = (
+    ("minimum", "≥ {}"),
+    ("exclusiveMinimum", "> {}"),
+    ("maximum", "≤ {}"),
+    ("exclusiveMaximum", "< {}"),
+    ("minLength", "length ≥ {}"),
+    ("maxLength", "length ≤ {}"),
+    ("pattern", "matches {}"),
+    ("minItems", "items ≥ {}"),
+    ("maxItems", "items ≤ {}"),
+    ("minProperties", "entries ≥ {}"),
+    ("maxProperties", "entries ≤ {}"),
+    ("format", "format {}"),
+    ("default", "default {}"),
+)
 
 
 class OpenApiDocumentOut(ResponseModel):
@@ -52,6 +62,7 @@ def api_docs_page():  # type: ignore[no-untyped-def]
 
 
 # --- the page's view of the document ----------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TypePart:
@@ -164,12 +175,12 @@ def type_parts(schema: Any) -> list[TypePart]:
         return _join([type_parts({**schema, "type": one}) for one in kind], " | ")
     if kind == "array":
         if "prefixItems" in schema:
-            return [TypePart("[")] + _join([type_parts(item) for item in schema["prefixItems"]], ", ") + [TypePart("]")]
-        return [TypePart("array of ")] + type_parts(schema.get("items", {}))
+            return [TypePart("["), *_join([type_parts(item) for item in schema["prefixItems"]], ", "), TypePart("]")]
+        return [TypePart("array of "), *type_parts(schema.get("items", {}))]
     if kind == "object":
         extra = schema.get("additionalProperties")
         if isinstance(extra, dict) and extra:
-            return [TypePart("object of ")] + type_parts(extra)
+            return [TypePart("object of "), *type_parts(extra)]
         return [TypePart("object")]
     if kind == "null":
         return [TypePart("null")]
@@ -206,9 +217,16 @@ def _notes(schema: Any) -> str:
 def field_rows(schema: dict[str, Any]) -> list[FieldRow]:
     """One row per property of an object schema."""
     required = set(schema.get("required", ()))
-    return [FieldRow(name=name, type=type_parts(prop), required=name in required, notes=_notes(prop),
-                     description=str(prop.get("description", "")) if isinstance(prop, dict) else "")
-            for name, prop in schema.get("properties", {}).items()]
+    return [
+        FieldRow(
+            name=name,
+            type=type_parts(prop),
+            required=name in required,
+            notes=_notes(prop),
+            description=str(prop.get("description", "")) if isinstance(prop, dict) else "",
+        )
+        for name, prop in schema.get("properties", {}).items()
+    ]
 
 
 def _resolve(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
@@ -225,29 +243,52 @@ def _component_response(response: dict[str, Any], document: dict[str, Any]) -> d
 
 def _operation_view(path: str, method: str, op: dict[str, Any], document: dict[str, Any]) -> OperationView:
     components = document["components"]["schemas"]
-    parameters = [FieldRow(name=p["name"], type=type_parts(p.get("schema", {})), required=bool(p.get("required")),
-                           notes=_notes(p.get("schema", {})), description=p.get("description", ""))
-                  for p in op.get("parameters", [])]
+    parameters = [
+        FieldRow(
+            name=p["name"],
+            type=type_parts(p.get("schema", {})),
+            required=bool(p.get("required")),
+            notes=_notes(p.get("schema", {})),
+            description=p.get("description", ""),
+        )
+        for p in op.get("parameters", [])
+    ]
     places = [p["in"] for p in op.get("parameters", [])]
     body = None
     if "requestBody" in op:
         content = op["requestBody"].get("content", {})
         first = next(iter(content.values()), {}).get("schema", {})
-        body = BodyView(media_types=list(content), type=type_parts(first),
-                        fields=field_rows(_resolve(first, components)),
-                        description=op["requestBody"].get("description", ""))
+        body = BodyView(
+            media_types=list(content),
+            type=type_parts(first),
+            fields=field_rows(_resolve(first, components)),
+            description=op["requestBody"].get("description", ""),
+        )
     responses = []
     for status, raw in op.get("responses", {}).items():
         response = _component_response(raw, document)
         content = response.get("content", {})
         schema = next(iter(content.values()), {}).get("schema") if content else None
-        responses.append(ResponseView(status=status, description=response.get("description", ""),
-                                      media_types=list(content), type=type_parts(schema) if schema else []))
-    return OperationView(anchor=op.get("operationId", f"{method}-{path}"), method=method.upper(), path=path,
-                         summary=op.get("summary", ""),
-                         description=[part for part in op.get("description", "").split("\n\n") if part],
-                         auth=_auth_text(op), parameters=parameters, parameter_places=places, body=body,
-                         responses=responses)
+        responses.append(
+            ResponseView(
+                status=status,
+                description=response.get("description", ""),
+                media_types=list(content),
+                type=type_parts(schema) if schema else [],
+            )
+        )
+    return OperationView(
+        anchor=op.get("operationId", f"{method}-{path}"),
+        method=method.upper(),
+        path=path,
+        summary=op.get("summary", ""),
+        description=[part for part in op.get("description", "").split("\n\n") if part],
+        auth=_auth_text(op),
+        parameters=parameters,
+        parameter_places=places,
+        body=body,
+        responses=responses,
+    )
 
 
 def _auth_text(op: dict[str, Any]) -> str:
@@ -270,12 +311,24 @@ def docs_page(document: dict[str, Any]) -> DocsPage:
                 tag = (op.get("tags") or ["other"])[0]
                 tags.setdefault(tag, []).append(_operation_view(path, method, op, document))
     components = document["components"]
-    schemas = [SchemaView(name=name, anchor=schema_anchor(name), description=str(schema.get("description", "")),
-                          type=type_parts({k: v for k, v in schema.items() if k != "properties"}),
-                          fields=field_rows(schema), closed=schema.get("additionalProperties") is False)
-               for name, schema in components["schemas"].items()]
+    schemas = [
+        SchemaView(
+            name=name,
+            anchor=schema_anchor(name),
+            description=str(schema.get("description", "")),
+            type=type_parts({k: v for k, v in schema.items() if k != "properties"}),
+            fields=field_rows(schema),
+            closed=schema.get("additionalProperties") is False,
+        )
+        for name, schema in components["schemas"].items()
+    ]
     security = [(name, scheme.get("description", "")) for name, scheme in components["securitySchemes"].items()]
     info = document["info"]
-    return DocsPage(title=info["title"], version=info["version"], description=info.get("description", ""),
-                    tags=[TagView(name, ops) for name, ops in sorted(tags.items())], schemas=schemas,
-                    security=security)
+    return DocsPage(
+        title=info["title"],
+        version=info["version"],
+        description=info.get("description", ""),
+        tags=[TagView(name, ops) for name, ops in sorted(tags.items())],
+        schemas=schemas,
+        security=security,
+    )

@@ -8,7 +8,7 @@ unexpected exception becomes a 500 after the request's transaction is rolled bac
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from flask import Flask, Response, jsonify
 from pydantic import ValidationError
@@ -26,10 +26,11 @@ class ApiError(Exception):
 
     status = 400
     code = "bad_request"
-    headers: dict[str, str] = {}  # extra response headers (e.g. Retry-After)
+    headers: ClassVar[dict[str, str]] = {}  # extra response headers (e.g. Retry-After)
 
-    def __init__(self, message: str, *, code: str | None = None, details: Any = None,
-                 status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, details: Any = None, status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
@@ -99,8 +100,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ValidationError)
     def _validation_error(exc: ValidationError):  # type: ignore[no-untyped-def]
         rollback_request_session()
-        return error_response(400, "validation_error", "the request body is not valid",
-                              pydantic_details(exc))
+        return error_response(400, "validation_error", "the request body is not valid", pydantic_details(exc))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
@@ -118,8 +118,9 @@ def register_error_handlers(app: Flask) -> None:
     def _database_unavailable(exc: Exception):  # type: ignore[no-untyped-def]
         rollback_request_session()
         log.error("database unavailable: %s", exc)
-        response, status = error_response(503, "database_unavailable",
-                                          "the database is unavailable or busy; nothing was changed, retry shortly")
+        response, status = error_response(
+            503, "database_unavailable", "the database is unavailable or busy; nothing was changed, retry shortly"
+        )
         response.headers["Retry-After"] = "1"
         return response, status
 

@@ -29,8 +29,11 @@ def refuse_unstorable(value: Any, path: str = "$") -> None:
     PostgreSQL text and JSONB cannot store it (it would fail as a 500 at the database)."""
     if isinstance(value, str):
         if "\x00" in value:
-            raise BadRequest(f"{path} contains a NUL character (\\u0000)", code="validation_error",
-                             details=[{"path": path, "message": "NUL characters are not allowed"}])
+            raise BadRequest(
+                f"{path} contains a NUL character (\\u0000)",
+                code="validation_error",
+                details=[{"path": path, "message": "NUL characters are not allowed"}],
+            )
     elif isinstance(value, dict):
         for key, item in value.items():
             refuse_unstorable(key, path)
@@ -89,10 +92,12 @@ def read_json_body(model: type[ModelT], *, limit_bytes: int | None = None) -> Mo
     except ValidationError as exc:
         invalid = [e for e in exc.errors(include_url=False) if e["type"] == "json_invalid"]
         if invalid:
-            raise BadRequest(f"the body is not valid JSON: {invalid[0].get('ctx', {}).get('error', '')}",
-                             code="invalid_json") from None
-        raise BadRequest("the request body is not valid", code="validation_error",
-                         details=pydantic_details(exc)) from None
+            raise BadRequest(
+                f"the body is not valid JSON: {invalid[0].get('ctx', {}).get('error', '')}", code="invalid_json"
+            ) from None
+        raise BadRequest(
+            "the request body is not valid", code="validation_error", details=pydantic_details(exc)
+        ) from None
 
 
 def read_json_object() -> dict[str, Any]:

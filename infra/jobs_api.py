@@ -56,8 +56,12 @@ def redis_or_503():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/jobs/<job_id>")
-@api_doc("The status of a background job", path={"job_id": Annotated[str, Field(pattern=JOB_ID.pattern)]},
-         responses={200: JobOut}, errors={503: None})
+@api_doc(
+    "The status of a background job",
+    path={"job_id": Annotated[str, Field(pattern=JOB_ID.pattern)]},
+    responses={200: JobOut},
+    errors={503: None},
+)
 @require_user(*CONFIG_READERS)
 def job_status(job_id: str):  # type: ignore[no-untyped-def]
     if not JOB_ID.match(job_id):

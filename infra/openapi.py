@@ -79,6 +79,7 @@ ModelMode = Literal["validation", "serialization"]
 
 # --- the shapes every operation shares --------------------------------------------------------
 
+
 class ResponseModel(BaseModel):
     """Base of response models: every field is a key the handler always sends (required in the
     schema, even when it has a default); keys not listed may be added later (clients ignore them)."""
@@ -89,8 +90,11 @@ class ResponseModel(BaseModel):
 class ErrorBody(BaseModel):
     code: str = Field(description="stable machine-readable code, e.g. validation_error, offer_not_found")
     message: str = Field(description="what went wrong and how to fix it, for people")
-    details: Any = Field(None, description="present when there is more to say: for validation errors "
-                                           "a list of {path, message}, path in JSON-path style ($.field[0])")
+    details: Any = Field(
+        None,
+        description="present when there is more to say: for validation errors "
+        "a list of {path, message}, path in JSON-path style ($.field[0])",
+    )
 
 
 class ErrorEnvelope(BaseModel):
@@ -128,17 +132,36 @@ class OperationDoc:
     public: bool = False
 
 
-def api_doc(summary: str, *, description: str | None = None, body: type[BaseModel] | None = None,
-            partial: bool = False, raw_body: RawBody | None = None, query: type[BaseModel] | None = None,
-            path: Mapping[str, Any] | None = None, responses: Mapping[int, ResponseSpec] | None = None,
-            errors: Mapping[int, str | None] | None = None,
-            headers: Mapping[str, str | tuple[str, JsonSchema]] | None = None,
-            tags: tuple[str, ...] = (), public: bool = False) -> Callable[[F], F]:
+def api_doc(
+    summary: str,
+    *,
+    description: str | None = None,
+    body: type[BaseModel] | None = None,
+    partial: bool = False,
+    raw_body: RawBody | None = None,
+    query: type[BaseModel] | None = None,
+    path: Mapping[str, Any] | None = None,
+    responses: Mapping[int, ResponseSpec] | None = None,
+    errors: Mapping[int, str | None] | None = None,
+    headers: Mapping[str, str | tuple[str, JsonSchema]] | None = None,
+    tags: tuple[str, ...] = (),
+    public: bool = False,
+) -> Callable[[F], F]:
     """Decorator: document a view for the OpenAPI document (see the module docstring)."""
-    doc = OperationDoc(summary=summary, description=description, body=body, partial=partial,
-                       raw_body=raw_body, query=query, path=dict(path or {}),
-                       responses=dict(responses or {200: "OK"}), errors=dict(errors or {}),
-                       headers=dict(headers or {}), tags=tuple(tags), public=public)
+    doc = OperationDoc(
+        summary=summary,
+        description=description,
+        body=body,
+        partial=partial,
+        raw_body=raw_body,
+        query=query,
+        path=dict(path or {}),
+        responses=dict(responses or {200: "OK"}),
+        errors=dict(errors or {}),
+        headers=dict(headers or {}),
+        tags=tuple(tags),
+        public=public,
+    )
     if body is not None and raw_body is not None:
         raise ValueError("an operation takes a JSON body or a raw body, not both")
 
@@ -191,19 +214,23 @@ def view_callers(view: Callable[..., Any]) -> Callers | None:
         cells = dict(zip(code.co_freevars, func.__closure__))
         if "allowed" not in cells:
             continue
-        return Callers(roles=tuple(sorted(cells["allowed"].cell_contents)),
-                       channel_keys=guard == "require_channel_or_user")
+        return Callers(
+            roles=tuple(sorted(cells["allowed"].cell_contents)), channel_keys=guard == "require_channel_or_user"
+        )
     return None
 
 
 # --- the document -----------------------------------------------------------------------------
 
 STATUS_TEXT = {
-    200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
+    200: "OK",
+    201: "Created",
+    202: "Accepted",
+    204: "No Content",
     400: "Bad request: malformed JSON, a body or parameter that is not valid, or a domain rule it breaks",
     401: "Authentication required, or the credentials are unknown or revoked",
     403: "Authenticated, but not allowed: wrong role, a channel key on a people-only endpoint, "
-         "or a missing CSRF token on a session write",
+    "or a missing CSRF token on a session write",
     404: "No such resource",
     409: "Conflicts with the current state (exists already, wrong lifecycle state, a concurrent change)",
     413: "The body is larger than the server accepts",
@@ -211,9 +238,17 @@ STATUS_TEXT = {
     429: "Too many requests for this key; retry after the Retry-After header's seconds",
     503: "A backing service (Redis / the job queue) is unreachable; retry shortly",
 }
-ERROR_COMPONENT_NAMES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
-                         409: "Conflict", 413: "PayloadTooLarge", 415: "UnsupportedMediaType",
-                         429: "TooManyRequests", 503: "ServiceUnavailable"}
+ERROR_COMPONENT_NAMES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    409: "Conflict",
+    413: "PayloadTooLarge",
+    415: "UnsupportedMediaType",
+    429: "TooManyRequests",
+    503: "ServiceUnavailable",
+}
 
 
 def openapi_path(rule: Rule) -> str:
@@ -241,8 +276,12 @@ def documented_rules(app: Flask) -> Iterator[tuple[Rule, Callable[..., Any], Ope
 
 def undocumented_routes(app: Flask) -> list[str]:
     """``METHOD /path`` of every ``/api/v1`` route whose view has no ``api_doc``."""
-    return [f"{method} {rule.rule}" for rule, _view, doc in documented_rules(app) if doc is None
-            for method in _rule_methods(rule)]
+    return [
+        f"{method} {rule.rule}"
+        for rule, _view, doc in documented_rules(app)
+        if doc is None
+        for method in _rule_methods(rule)
+    ]
 
 
 def _strip_property_titles(schema: Any) -> Any:
@@ -250,9 +289,10 @@ def _strip_property_titles(schema: Any) -> Any:
     if isinstance(schema, dict):
         out = {key: _strip_property_titles(value) for key, value in schema.items()}
         if isinstance(out.get("properties"), dict):
-            out["properties"] = {name: ({k: v for k, v in prop.items() if k != "title"}
-                                        if isinstance(prop, dict) else prop)
-                                 for name, prop in out["properties"].items()}
+            out["properties"] = {
+                name: ({k: v for k, v in prop.items() if k != "title"} if isinstance(prop, dict) else prop)
+                for name, prop in out["properties"].items()
+            }
         return out
     if isinstance(schema, list):
         return [_strip_property_titles(item) for item in schema]
@@ -279,8 +319,10 @@ class _Schemas:
             schema = copy.deepcopy(self.components[name])
             schema.pop("required", None)
             schema["title"] = patch_name
-            schema["description"] = (f"Any subset of the fields of {name}; it is merged over the stored "
-                                     f"object and the result must be valid as a whole.")
+            schema["description"] = (
+                f"Any subset of the fields of {name}; it is merged over the stored "
+                f"object and the result must be valid as a whole."
+            )
             self.components[patch_name] = schema
         return {"$ref": SCHEMA_REF.format(model=patch_name)}
 
@@ -316,7 +358,7 @@ def _query_parameters(model: type[BaseModel]) -> list[JsonSchema]:
 def _path_parameters(rule: Rule, doc: OperationDoc | None) -> list[JsonSchema]:
     params = []
     for name in path_variables(rule):
-        annotation = (doc.path.get(name) if doc else None)
+        annotation = doc.path.get(name) if doc else None
         schema = _inline_schema(annotation) if annotation is not None else {"type": "string", "minLength": 1}
         params.append({"name": name, "in": "path", "required": True, "schema": schema})
     return params
@@ -345,21 +387,27 @@ def _error_statuses(method: str, doc: OperationDoc, has_path: bool) -> dict[int,
 def _error_response(status: int, description: str | None) -> JsonSchema:
     if description is None and status in ERROR_COMPONENT_NAMES:
         return {"$ref": f"#/components/responses/{ERROR_COMPONENT_NAMES[status]}"}
-    return {"description": description or STATUS_TEXT.get(status, "Error"),
-            "content": {"application/json": {"schema": {"$ref": SCHEMA_REF.format(model="ErrorEnvelope")}}}}
+    return {
+        "description": description or STATUS_TEXT.get(status, "Error"),
+        "content": {"application/json": {"schema": {"$ref": SCHEMA_REF.format(model="ErrorEnvelope")}}},
+    }
 
 
 def _success_response(status: int, spec: ResponseSpec, schemas: _Schemas) -> JsonSchema:
     if isinstance(spec, str):
         return {"description": spec}
     if isinstance(spec, RawBody):
-        return {"description": spec.description or STATUS_TEXT.get(status, "OK"),
-                "content": {media: {"schema": {"type": "string"}} for media in spec.media_types}}
+        return {
+            "description": spec.description or STATUS_TEXT.get(status, "OK"),
+            "content": {media: {"schema": {"type": "string"}} for media in spec.media_types},
+        }
     description = (spec.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
     if spec.__doc__ == BaseModel.__doc__ or spec.__doc__ == ResponseModel.__doc__:
         description = ""
-    return {"description": description or STATUS_TEXT.get(status, "OK"),
-            "content": {"application/json": {"schema": schemas.ref(spec, "serialization")}}}
+    return {
+        "description": description or STATUS_TEXT.get(status, "OK"),
+        "content": {"application/json": {"schema": schemas.ref(spec, "serialization")}},
+    }
 
 
 def _security(method: str, public: bool) -> list[JsonSchema]:
@@ -374,8 +422,11 @@ def _callers_text(callers: Callers | None) -> str:
     if callers is None:
         return "Any authenticated caller."
     people = ", ".join(callers.roles)
-    return f"Callers: any channel key, or a person with the role {people}." if callers.channel_keys \
+    return (
+        f"Callers: any channel key, or a person with the role {people}."
+        if callers.channel_keys
         else f"Callers: a person with the role {people} (channel keys get 403)."
+    )
 
 
 def _tag(rule: Rule, doc: OperationDoc) -> list[str]:
@@ -383,24 +434,29 @@ def _tag(rule: Rule, doc: OperationDoc) -> list[str]:
         return list(doc.tags)
     path = rule.rule
     if path.startswith(API_PREFIX + "/"):
-        return [path[len(API_PREFIX) + 1:].split("/", 1)[0]]
+        return [path[len(API_PREFIX) + 1 :].split("/", 1)[0]]
     return ["service"]
 
 
-def _operation(rule: Rule, method: str, view: Callable[..., Any], doc: OperationDoc | None,
-               schemas: _Schemas) -> JsonSchema:
+def _operation(
+    rule: Rule, method: str, view: Callable[..., Any], doc: OperationDoc | None, schemas: _Schemas
+) -> JsonSchema:
     operation_id = rule.endpoint if len(_rule_methods(rule)) == 1 else f"{rule.endpoint}.{method.lower()}"
     if doc is None:  # listed so the document is complete; undocumented_routes() flags it
-        return {"operationId": operation_id, "summary": "(not documented yet)", "tags": ["undocumented"],
-                "x-undocumented": True, "responses": {"default": {"description": "not documented"}}}
+        return {
+            "operationId": operation_id,
+            "summary": "(not documented yet)",
+            "tags": ["undocumented"],
+            "x-undocumented": True,
+            "responses": {"default": {"description": "not documented"}},
+        }
     parameters = _path_parameters(rule, doc)
     has_path = bool(parameters)
     if doc.query is not None:
         parameters += _query_parameters(doc.query)
     for name, spec in doc.headers.items():
         text, schema = spec if isinstance(spec, tuple) else (spec, {"type": "string"})
-        parameters.append({"name": name, "in": "header", "required": False, "description": text,
-                           "schema": schema})
+        parameters.append({"name": name, "in": "header", "required": False, "description": text, "schema": schema})
     callers = None if doc.public else view_callers(view)
     description = (doc.description or view.__doc__ or "").strip()
     if not doc.public:
@@ -414,11 +470,14 @@ def _operation(rule: Rule, method: str, view: Callable[..., Any], doc: Operation
         schema = schemas.partial_ref(doc.body) if doc.partial else schemas.ref(doc.body, "validation")
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
     elif doc.raw_body is not None:
-        op["requestBody"] = {"required": True, "description": doc.raw_body.description,
-                             "content": {media: {"schema": {"type": "string"}}
-                                         for media in doc.raw_body.media_types}}
-    responses: JsonSchema = {str(status): _success_response(status, spec, schemas)
-                             for status, spec in sorted(doc.responses.items())}
+        op["requestBody"] = {
+            "required": True,
+            "description": doc.raw_body.description,
+            "content": {media: {"schema": {"type": "string"}} for media in doc.raw_body.media_types},
+        }
+    responses: JsonSchema = {
+        str(status): _success_response(status, spec, schemas) for status, spec in sorted(doc.responses.items())
+    }
     for status, text in _error_statuses(method, doc, has_path).items():
         responses.setdefault(str(status), _error_response(status, text))
     op["responses"] = responses
@@ -455,27 +514,40 @@ def build_openapi(app: Flask) -> JsonSchema:
         "info": {
             "title": "carepilot API",
             "version": _version(),
-            "description": ("Care decisioning and experimentation for telecom retention teams. Every error "
-                            "is the envelope {\"error\": {\"code\", \"message\", \"details\"}}. People "
-                            "authenticate with a personal bearer key (POST /api/v1/auth/tokens) or the admin "
-                            "session cookie (writes then need the X-CSRF-Token header); channels with a "
-                            "channel bearer key."),
+            "description": (
+                "Care decisioning and experimentation for telecom retention teams. Every error "
+                'is the envelope {"error": {"code", "message", "details"}}. People '
+                "authenticate with a personal bearer key (POST /api/v1/auth/tokens) or the admin "
+                "session cookie (writes then need the X-CSRF-Token header); channels with a "
+                "channel bearer key."
+            ),
         },
         "paths": paths,
         "components": {
             "schemas": dict(sorted(schemas.components.items())),
-            "responses": {name: {"description": STATUS_TEXT[status],
-                                 "content": {"application/json": {"schema": error_ref}}}
-                          for status, name in ERROR_COMPONENT_NAMES.items()},
+            "responses": {
+                name: {"description": STATUS_TEXT[status], "content": {"application/json": {"schema": error_ref}}}
+                for status, name in ERROR_COMPONENT_NAMES.items()
+            },
             "securitySchemes": {
-                "bearerAuth": {"type": "http", "scheme": "bearer",
-                               "description": "a personal key (acts with its user's role) or a channel key"},
-                "sessionCookie": {"type": "apiKey", "in": "cookie",
-                                  "name": app.config.get("SESSION_COOKIE_NAME", "session"),
-                                  "description": "the admin UI's login session (POST /api/v1/auth/login)"},
-                "csrfToken": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token",
-                              "description": "the session's CSRF token, returned by POST /api/v1/auth/login; "
-                                             "required with the session cookie on every write"},
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a personal key (acts with its user's role) or a channel key",
+                },
+                "sessionCookie": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": app.config.get("SESSION_COOKIE_NAME", "session"),
+                    "description": "the admin UI's login session (POST /api/v1/auth/login)",
+                },
+                "csrfToken": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-CSRF-Token",
+                    "description": "the session's CSRF token, returned by POST /api/v1/auth/login; "
+                    "required with the session cookie on every write",
+                },
             },
         },
     }
@@ -488,4 +560,3 @@ def openapi_document(app: Flask) -> JsonSchema:
         cached = build_openapi(app)
         app.extensions["carepilot.openapi"] = cached
     return cached
-

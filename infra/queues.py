@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import redis
 from rq import Queue, Retry
@@ -18,9 +19,16 @@ def get_queue(connection: redis.Redis, name: str = "default") -> Queue:
     return Queue(name, connection=connection)
 
 
-def enqueue_unique(connection: redis.Redis, func: Callable[..., Any], *, job_id: str,
-                   queue: str = "default", timeout_s: int = 600, retries: int = 3,
-                   kwargs: dict[str, Any] | None = None) -> tuple[Job, bool]:
+def enqueue_unique(
+    connection: redis.Redis,
+    func: Callable[..., Any],
+    *,
+    job_id: str,
+    queue: str = "default",
+    timeout_s: int = 600,
+    retries: int = 3,
+    kwargs: dict[str, Any] | None = None,
+) -> tuple[Job, bool]:
     """Enqueue ``func`` under ``job_id`` unless a job with that id is already waiting or running.
 
     Returns (job, created). A finished job with the same id is replaced, so a periodic job
@@ -34,9 +42,16 @@ def enqueue_unique(connection: redis.Redis, func: Callable[..., Any], *, job_id:
     if existing is not None:
         return existing, False
     try:
-        job = q.enqueue_call(func, kwargs=kwargs or {}, job_id=job_id, unique=True, timeout=timeout_s,
-                             retry=Retry(max=retries, interval=[10, 60, 300][:retries]),
-                             result_ttl=86_400, failure_ttl=7 * 86_400)
+        job = q.enqueue_call(
+            func,
+            kwargs=kwargs or {},
+            job_id=job_id,
+            unique=True,
+            timeout=timeout_s,
+            retry=Retry(max=retries, interval=[10, 60, 300][:retries]),
+            result_ttl=86_400,
+            failure_ttl=7 * 86_400,
+        )
         return job, True
     except DuplicateJobError:  # another process won the race: same job, still one run
         return Job.fetch(job_id, connection=connection), False
@@ -48,8 +63,12 @@ def _exists(connection: redis.Redis, job_id: str) -> bool:
 
 def job_json(job: Job) -> dict[str, Any]:
     status = job.get_status(refresh=True)
-    return {"id": job.id, "status": str(getattr(status, "value", status)), "meta": job.get_meta(refresh=True),
-            "enqueued_at": job.enqueued_at.isoformat() if job.enqueued_at else None,
-            "ended_at": job.ended_at.isoformat() if job.ended_at else None,
-            "result": job.return_value() if status == "finished" else None,
-            "error": (job.latest_result().exc_string if status == "failed" and job.latest_result() else None)}
+    return {
+        "id": job.id,
+        "status": str(getattr(status, "value", status)),
+        "meta": job.get_meta(refresh=True),
+        "enqueued_at": job.enqueued_at.isoformat() if job.enqueued_at else None,
+        "ended_at": job.ended_at.isoformat() if job.ended_at else None,
+        "result": job.return_value() if status == "finished" else None,
+        "error": (job.latest_result().exc_string if status == "failed" and job.latest_result() else None),
+    }

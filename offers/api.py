@@ -24,8 +24,15 @@ from infra.jobs_api import JobAccepted, redis_or_503
 from infra.openapi import api_doc
 from infra.queues import enqueue_unique, job_json
 from offers import catalogue, schemas
-from offers.config_service import (ConfigKind, create_config, deactivate_config, entity_json,
-                                   get_config, list_config, update_config)
+from offers.config_service import (
+    ConfigKind,
+    create_config,
+    deactivate_config,
+    entity_json,
+    get_config,
+    list_config,
+    update_config,
+)
 from offers.jobs import RETIER_JOB_ID, retier_subscribers_job
 from offers.repository import base_revenue_per_month, load_tier_assigner
 
@@ -41,8 +48,9 @@ def present(session: Session, kind: ConfigKind, entities: list[Any]) -> list[dic
         revenue = base_revenue_per_month(session) if needs_revenue else 0.0
         for row in rows:
             share = row["cap_share_of_revenue"]
-            row["effective_cap_amount"] = (row["cap_amount"] if share is None else
-                                           round(share * revenue * MONTHS_PER_PERIOD[row["period"]], 2))
+            row["effective_cap_amount"] = (
+                row["cap_amount"] if share is None else round(share * revenue * MONTHS_PER_PERIOD[row["period"]], 2)
+            )
     return rows
 
 
@@ -60,14 +68,18 @@ RESPONSE_MODELS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "budget": (schemas.BudgetOut, schemas.BudgetList),
     "risk_policy": (schemas.RiskPolicyOut, schemas.RiskPolicyList),
 }
-KEY_TYPES: dict[str, Any] = {"id": Annotated[int, Field(ge=1, le=MAX_ID)], "channel": schemas.Channel,
-                             "code": schemas.Code}
+KEY_TYPES: dict[str, Any] = {
+    "id": Annotated[int, Field(ge=1, le=MAX_ID)],
+    "channel": schemas.Channel,
+    "code": schemas.Code,
+}
 
 
 def _list_query(kind: ConfigKind) -> type[BaseModel]:
     """The list route's query parameters (the handler refuses any other)."""
     fields: dict[str, Any] = {
-        "include_inactive": (bool, Field(False, description="also list deactivated rows (true, 1 or yes)"))}
+        "include_inactive": (bool, Field(False, description="also list deactivated rows (true, 1 or yes)"))
+    }
     for column in kind.filters:
         fields[column] = (str | None, Field(None, description=f"only rows whose {column} equals this"))
     name = "".join(part.title() for part in kind.entity_type.split("_"))
@@ -84,10 +96,22 @@ def _document(kind: ConfigKind, views: dict[str, Any]) -> None:
     article = "an" if what[0] in "aeiou" else "a"
     api_doc(f"Create {article} {what}", body=kind.schema, responses={201: one}, tags=tags)(views["create"])
     api_doc(f"Get one {what}", path=path, responses={200: one}, tags=tags)(views["get"])
-    api_doc(f"Edit {article} {what}", description="Send only the fields to change; the merged object must still be "
-            "valid.", body=kind.schema, partial=True, path=path, responses={200: one}, tags=tags)(views["patch"])
-    api_doc(f"Deactivate {article} {what}", description="A soft delete: the row stays for the audit log and past "
-            "decisions, but stops applying.", path=path, responses={200: one}, tags=tags)(views["deactivate"])
+    api_doc(
+        f"Edit {article} {what}",
+        description="Send only the fields to change; the merged object must still be valid.",
+        body=kind.schema,
+        partial=True,
+        path=path,
+        responses={200: one},
+        tags=tags,
+    )(views["patch"])
+    api_doc(
+        f"Deactivate {article} {what}",
+        description="A soft delete: the row stays for the audit log and past decisions, but stops applying.",
+        path=path,
+        responses={200: one},
+        tags=tags,
+    )(views["deactivate"])
 
 
 def _register(kind: ConfigKind) -> None:
@@ -98,8 +122,11 @@ def _register(kind: ConfigKind) -> None:
     def list_view():  # type: ignore[no-untyped-def]
         unknown = set(request.args) - set(kind.filters) - {"include_inactive"}
         if unknown:
-            raise BadRequest(f"unknown query parameter(s) {', '.join(sorted(unknown))}; "
-                             f"filters: {', '.join(kind.filters) or 'none'}", code="invalid_query")
+            raise BadRequest(
+                f"unknown query parameter(s) {', '.join(sorted(unknown))}; "
+                f"filters: {', '.join(kind.filters) or 'none'}",
+                code="invalid_query",
+            )
         refuse_unstorable(dict(request.args), "$query")  # PostgreSQL text cannot hold NUL
         include_inactive = request.args.get("include_inactive", "false").lower() in ("1", "true", "yes")
         filters = {k: request.args[k] for k in kind.filters if k in request.args}
@@ -135,8 +162,10 @@ def _register(kind: ConfigKind) -> None:
         s.commit()
         return jsonify(present(s, kind, [entity])[0])
 
-    _document(kind, {"list": list_view, "create": create_view, "get": get_view, "patch": patch_view,
-                     "deactivate": deactivate_view})
+    _document(
+        kind,
+        {"list": list_view, "create": create_view, "get": get_view, "patch": patch_view, "deactivate": deactivate_view},
+    )
     name = kind.entity_type
     bp.add_url_rule(base, f"{name}_list", list_view, methods=["GET"])
     bp.add_url_rule(base, f"{name}_create", create_view, methods=["POST"])
@@ -160,8 +189,9 @@ def preview_tier():  # type: ignore[no-untyped-def]
 
 
 @bp.post("/tier-schemes/<code>/order")
-@api_doc("Re-rank a scheme's tiers", body=schemas.TierOrderIn, path={"code": schemas.Code},
-         responses={200: schemas.TierList})
+@api_doc(
+    "Re-rank a scheme's tiers", body=schemas.TierOrderIn, path={"code": schemas.Code}, responses={200: schemas.TierList}
+)
 @require_user(*CONFIG_WRITERS)
 def reorder_tiers(code: str):  # type: ignore[no-untyped-def]
     """Re-rank a scheme's tiers in one audited step: {"tiers": ["vip", "value", ...]}."""
@@ -173,11 +203,9 @@ def reorder_tiers(code: str):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/subscribers/retier")
-@api_doc("Queue a re-tiering of every subscriber", responses={202: JobAccepted},
-         errors={503: None})
+@api_doc("Queue a re-tiering of every subscriber", responses={202: JobAccepted}, errors={503: None})
 @require_user(*CONFIG_WRITERS)
 def retier_subscribers():  # type: ignore[no-untyped-def]
     """Queue a re-tiering of the whole base (after tier rules change); 202 with the job."""
-    job, created = enqueue_unique(redis_or_503(), retier_subscribers_job, job_id=RETIER_JOB_ID,
-                                  timeout_s=3600)
+    job, created = enqueue_unique(redis_or_503(), retier_subscribers_job, job_id=RETIER_JOB_ID, timeout_s=3600)
     return jsonify({"job": job_json(job), "created": created}), 202

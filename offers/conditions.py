@@ -17,6 +17,7 @@ matches 10, literal ``10`` matches ``"10"``, literal ``true`` matches any truthy
 
 Saved groups (``$inGroup``/``$notInGroup``) are bound at compile time.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,6 +51,7 @@ class ConditionError(ValueError):
 
 # --- JavaScript coercions; only reached off the typed fast paths -----------------------------
 
+
 def _num_str(x: Any) -> str:
     """ECMAScript ``String(number)``: shortest round-trip digits, fixed from 1e-6 to 1e21."""
     if type(x) is int and abs(x) < 2**53:
@@ -79,7 +81,10 @@ def _to_str(v: Any) -> str:
     return "[object Object]"
 
 
-_JS_SPACE = " \t\n\v\f\r\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_JS_SPACE = (
+    " \t\n\v\f\r\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _RADIX = re.compile(r"0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+")
 _INFINITIES = {"Infinity": math.inf, "+Infinity": math.inf, "-Infinity": -math.inf}
@@ -132,8 +137,15 @@ def _truthy(v: Any) -> bool:
     return v != "" if t is str else v is not None and v is not False  # [] and {} are truthy
 
 
-_JS_TYPES = {str: "string", bool: "boolean", int: "number", float: "number", list: "array",
-             dict: "object", type(None): "null"}
+_JS_TYPES = {
+    str: "string",
+    bool: "boolean",
+    int: "number",
+    float: "number",
+    list: "array",
+    dict: "object",
+    type(None): "null",
+}
 
 
 def _js_type(v: Any) -> str:
@@ -201,6 +213,7 @@ def _padded_version(v: Any) -> str:
 
 # --- combinators: unrolled for small arities, where a generator would cost more than the tests
 
+
 def _always(v: Any) -> bool:
     return True
 
@@ -246,6 +259,7 @@ def _on_path(key: str, test: Test) -> Test:
 
 
 # --- leaf tests --------------------------------------------------------------------------------
+
 
 def _literal(expected: Any, insensitive: bool = False) -> Test:
     """A plain value, compared the (loose) JavaScript way GrowthBook compares it."""
@@ -294,10 +308,12 @@ def _includes(values: list, insensitive: bool) -> Test:
         if type(v) is str and not insensitive:
             return v in strs
         return any(map(scalar, v)) if type(v) is list else scalar(v)
+
     return test
 
 
 # --- the compiler: one walk validates (strict) and builds the closures -------------------------
+
 
 class _Compiler:
     def __init__(self, saved_groups: Mapping | None, strict: bool) -> None:
@@ -333,8 +349,11 @@ class _Compiler:
         """What an attribute's value must satisfy: an operator object or a literal."""
         if _is_operator_object(arg):
             return _all_of([self.operator(op, a, f"{path}.{op}") for op, a in arg.items()])
-        self.check(not (isinstance(arg, Mapping) and any(str(k).startswith("$") for k in arg)), path,
-                   "mixes operators with plain keys (an object with plain keys is compared literally)")
+        self.check(
+            not (isinstance(arg, Mapping) and any(str(k).startswith("$") for k in arg)),
+            path,
+            "mixes operators with plain keys (an object with plain keys is compared literally)",
+        )
         self.check(arg is None or isinstance(arg, (*_SCALAR, list, Mapping)), path, "not a JSON value")
         return _literal(arg, insensitive)
 
@@ -361,8 +380,11 @@ class _Compiler:
         return lambda v: fn(_padded_version(v), expected)
 
     def op_eq(self, arg: Any, path: str, negate: bool) -> Test:
-        self.check(arg is None or type(arg) in _SCALAR, path,
-                   "needs a string, number, boolean or null (arrays and objects never match)")
+        self.check(
+            arg is None or type(arg) in _SCALAR,
+            path,
+            "needs a string, number, boolean or null (arrays and objects never match)",
+        )
         test = _strict_equal_to(arg)
         return _negate(test) if negate else test
 
@@ -371,7 +393,9 @@ class _Compiler:
         if not isinstance(arg, list):
             return _never  # GrowthBook: not a list is false, for $nin too
         for i, x in enumerate(arg):
-            self.check(x is None or type(x) in _SCALAR, f"{path}[{i}]", "items must be strings, numbers, booleans or null")
+            self.check(
+                x is None or type(x) in _SCALAR, f"{path}[{i}]", "items must be strings, numbers, booleans or null"
+            )
         test = _includes(arg, insensitive)
         return _negate(test) if negate else test
 
@@ -389,8 +413,11 @@ class _Compiler:
         return _negate(self.value(arg, path))
 
     def op_size(self, arg: Any, path: str) -> Test:
-        self.check(_is_operator_object(arg) or (type(arg) in _NUM and arg >= 0 and float(arg).is_integer()), path,
-                   'needs a non-negative integer or an operator object such as {"$gt": 2}')
+        self.check(
+            _is_operator_object(arg) or (type(arg) in _NUM and arg >= 0 and float(arg).is_integer()),
+            path,
+            'needs a non-negative integer or an operator object such as {"$gt": 2}',
+        )
         inner = self.value(arg, path)
         return lambda v: type(v) is list and inner(len(v))
 
@@ -426,24 +453,42 @@ class _Compiler:
 
 _C = _Compiler  # operator -> (builder, extra arguments)
 _OPERATORS: dict[str, tuple] = {
-    "$eq": (_C.op_eq, False), "$ne": (_C.op_eq, True),
-    "$lt": (_C.op_compare, lt), "$lte": (_C.op_compare, le), "$gt": (_C.op_compare, gt), "$gte": (_C.op_compare, ge),
-    "$veq": (_C.op_version, eq), "$vne": (_C.op_version, ne), "$vlt": (_C.op_version, lt),
-    "$vlte": (_C.op_version, le), "$vgt": (_C.op_version, gt), "$vgte": (_C.op_version, ge),
-    "$in": (_C.op_in, False, False), "$nin": (_C.op_in, True, False),
-    "$ini": (_C.op_in, False, True), "$nini": (_C.op_in, True, True),
-    "$inGroup": (_C.op_group, False), "$notInGroup": (_C.op_group, True),
-    "$all": (_C.op_all, False), "$alli": (_C.op_all, True),
-    "$regex": (_C.op_regex, 0), "$regexi": (_C.op_regex, re.IGNORECASE),
-    "$exists": (_C.op_exists,), "$not": (_C.op_not,), "$size": (_C.op_size,),
-    "$elemMatch": (_C.op_elem_match,), "$type": (_C.op_type,),
+    "$eq": (_C.op_eq, False),
+    "$ne": (_C.op_eq, True),
+    "$lt": (_C.op_compare, lt),
+    "$lte": (_C.op_compare, le),
+    "$gt": (_C.op_compare, gt),
+    "$gte": (_C.op_compare, ge),
+    "$veq": (_C.op_version, eq),
+    "$vne": (_C.op_version, ne),
+    "$vlt": (_C.op_version, lt),
+    "$vlte": (_C.op_version, le),
+    "$vgt": (_C.op_version, gt),
+    "$vgte": (_C.op_version, ge),
+    "$in": (_C.op_in, False, False),
+    "$nin": (_C.op_in, True, False),
+    "$ini": (_C.op_in, False, True),
+    "$nini": (_C.op_in, True, True),
+    "$inGroup": (_C.op_group, False),
+    "$notInGroup": (_C.op_group, True),
+    "$all": (_C.op_all, False),
+    "$alli": (_C.op_all, True),
+    "$regex": (_C.op_regex, 0),
+    "$regexi": (_C.op_regex, re.IGNORECASE),
+    "$exists": (_C.op_exists,),
+    "$not": (_C.op_not,),
+    "$size": (_C.op_size,),
+    "$elemMatch": (_C.op_elem_match,),
+    "$type": (_C.op_type,),
 }
 
 
 # --- public API ----------------------------------------------------------------------------------
 
-def compile_condition(condition: dict, saved_groups: dict | None = None, *,
-                      strict: bool = False) -> Callable[[Mapping], bool]:
+
+def compile_condition(
+    condition: dict, saved_groups: dict | None = None, *, strict: bool = False
+) -> Callable[[Mapping], bool]:
     """Compile ``condition`` once into a fast ``attributes -> bool`` function.
 
     ``strict=False`` (default, evaluation time) is GrowthBook-lenient and never raises: what
@@ -455,7 +500,9 @@ def compile_condition(condition: dict, saved_groups: dict | None = None, *,
         test = _Compiler(saved_groups, strict).condition(condition, "$")
     except (ConditionError, RecursionError) as exc:
         if strict:
-            raise exc if isinstance(exc, ConditionError) else ConditionError("$", "nested too deeply")
+            if isinstance(exc, ConditionError):
+                raise
+            raise ConditionError("$", "nested too deeply") from None
         return _never
 
     def evaluate(attributes: Mapping) -> bool:
@@ -463,6 +510,7 @@ def compile_condition(condition: dict, saved_groups: dict | None = None, *,
             return test(attributes)
         except Exception:  # e.g. a cyclic attribute value: fail the condition, never the caller
             return False
+
     return evaluate
 
 

@@ -8,10 +8,11 @@ Services never commit: the caller commits the change and its audit row together.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -67,8 +68,9 @@ def validate_payload(kind: ConfigKind, payload: dict[str, Any]) -> StrictModel:
     try:
         return kind.schema.model_validate_json(json.dumps(payload), strict=True)
     except ValidationError as exc:
-        raise BadRequest(f"the {kind.entity_type} is not valid", code="validation_error",
-                         details=pydantic_details(exc)) from None
+        raise BadRequest(
+            f"the {kind.entity_type} is not valid", code="validation_error", details=pydantic_details(exc)
+        ) from None
 
 
 def get_config(session: Session, kind: ConfigKind, key: str | int) -> Any:
@@ -78,8 +80,9 @@ def get_config(session: Session, kind: ConfigKind, key: str | int) -> Any:
     return entity
 
 
-def list_config(session: Session, kind: ConfigKind, *, include_inactive: bool = False,
-                filters: dict[str, str] | None = None) -> list[Any]:
+def list_config(
+    session: Session, kind: ConfigKind, *, include_inactive: bool = False, filters: dict[str, str] | None = None
+) -> list[Any]:
     query = select(kind.model).order_by(*(getattr(kind.model, c) for c in kind.order_by))
     if not include_inactive:
         query = query.where(kind.model.active.is_(True))
@@ -95,26 +98,34 @@ def create_config(session: Session, kind: ConfigKind, data: StrictModel, *, acto
         key = values[kind.key_field]
         exists = session.scalar(select(kind.model.id).where(getattr(kind.model, kind.key_field) == key))
         if exists is not None:
-            raise Conflict(f"a {kind.entity_type} {key!r} exists; update it with PATCH",
-                           code=f"{kind.entity_type}_exists")
+            raise Conflict(
+                f"a {kind.entity_type} {key!r} exists; update it with PATCH", code=f"{kind.entity_type}_exists"
+            )
     for rule in kind.rules:
         rule(session, data, None, actor)
     entity = kind.model(**values)
     session.add(entity)
     session.flush()
-    record_audit(session, actor=actor, action="create", entity_type=kind.entity_type,
-                 entity_key=kind.key_of(entity), after=entity_json(entity))
+    record_audit(
+        session,
+        actor=actor,
+        action="create",
+        entity_type=kind.entity_type,
+        entity_key=kind.key_of(entity),
+        after=entity_json(entity),
+    )
     return entity
 
 
-def update_config(session: Session, kind: ConfigKind, key: str | int, patch: dict[str, Any], *,
-                  actor: str) -> Any:
+def update_config(session: Session, kind: ConfigKind, key: str | int, patch: dict[str, Any], *, actor: str) -> Any:
     """Apply a partial update; the merged object must still be valid. Audited with before/after."""
     entity = get_config(session, kind, key)
     current = _editable(kind, entity)
     if kind.key_field in patch and patch[kind.key_field] != current.get(kind.key_field, key):
-        raise BadRequest(f"{kind.key_field} identifies the {kind.entity_type} and cannot change; "
-                         f"create a new one instead", code="immutable_field")
+        raise BadRequest(
+            f"{kind.key_field} identifies the {kind.entity_type} and cannot change; create a new one instead",
+            code="immutable_field",
+        )
     data = validate_payload(kind, {**current, **patch})
     for rule in kind.rules:
         rule(session, data, entity, actor)
@@ -124,8 +135,15 @@ def update_config(session: Session, kind: ConfigKind, key: str | int, patch: dic
     session.flush()
     after = entity_json(entity)
     if _changed(before, after):
-        record_audit(session, actor=actor, action="update", entity_type=kind.entity_type,
-                     entity_key=kind.key_of(entity), before=before, after=after)
+        record_audit(
+            session,
+            actor=actor,
+            action="update",
+            entity_type=kind.entity_type,
+            entity_key=kind.key_of(entity),
+            before=before,
+            after=after,
+        )
     return entity
 
 
@@ -136,8 +154,15 @@ def deactivate_config(session: Session, kind: ConfigKind, key: str | int, *, act
         before = entity_json(entity)
         entity.active = False
         session.flush()
-        record_audit(session, actor=actor, action="deactivate", entity_type=kind.entity_type,
-                     entity_key=kind.key_of(entity), before=before, after=entity_json(entity))
+        record_audit(
+            session,
+            actor=actor,
+            action="deactivate",
+            entity_type=kind.entity_type,
+            entity_key=kind.key_of(entity),
+            before=before,
+            after=entity_json(entity),
+        )
     return entity
 
 

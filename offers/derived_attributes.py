@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import calendar
 import re
-from datetime import date, datetime, timedelta, timezone, tzinfo
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import Any
 from zoneinfo import ZoneInfo
 
 __all__ = ["DERIVED_ATTRIBUTES", "derive_contact_attributes"]
@@ -45,7 +46,7 @@ def derive_contact_attributes(attributes: Mapping[str, Any], now: datetime) -> d
     """
     profile = dict(attributes)
     now_utc = _as_utc(now)
-    local_now = now_utc.astimezone(_zone(profile.get("timezone")) or now.tzinfo or timezone.utc)
+    local_now = now_utc.astimezone(_zone(profile.get("timezone")) or now.tzinfo or UTC)
 
     joined = _parse_instant(profile.get("join_date"))
     if joined is not None:
@@ -55,16 +56,15 @@ def derive_contact_attributes(attributes: Mapping[str, Any], now: datetime) -> d
 
     month_day = _parse_birthday(profile.get("birthday"))
     if month_day is not None:
-        profile["is_birthday_today"] = _celebrated_on(month_day, local_now.year) == (local_now.month,
-                                                                                      local_now.day)
+        profile["is_birthday_today"] = _celebrated_on(month_day, local_now.year) == (local_now.month, local_now.day)
     profile["local_hour"] = local_now.hour
     return profile
 
 
 def _as_utc(moment: datetime) -> datetime:
     if moment.tzinfo is None or moment.tzinfo.utcoffset(moment) is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def _zone(name: Any) -> tzinfo | None:
@@ -82,12 +82,12 @@ def _parse_instant(value: Any) -> datetime | None:
         if isinstance(value, datetime):
             return _as_utc(value)
         if isinstance(value, date):
-            return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+            return datetime(value.year, value.month, value.day, tzinfo=UTC)
         if type(value) is not str:
             return None
         text = value.strip()
         if _FULL_DATE.match(text):
-            return datetime.combine(date.fromisoformat(text), datetime.min.time(), timezone.utc)
+            return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
         return _as_utc(datetime.fromisoformat(text))
     except (ValueError, OverflowError):  # not a date; or out of range once moved to UTC
         return None

@@ -120,10 +120,15 @@ class RiskLevelPolicy(Timestamps, Base):
 
     __tablename__ = "risk_policies"
     __table_args__ = (
-        CheckConstraint("yellow_churn_score >= 0 AND yellow_churn_score <= red_churn_score "
-                        "AND red_churn_score <= 1", name="churn_scores_ordered"),
-        CheckConstraint("inactive_months >= 1 AND consecutive_downgrades >= 1 AND unresolved_complaints >= 1 "
-                        "AND complaint_surge_90d >= 1", name="signal_thresholds_positive"),
+        CheckConstraint(
+            "yellow_churn_score >= 0 AND yellow_churn_score <= red_churn_score AND red_churn_score <= 1",
+            name="churn_scores_ordered",
+        ),
+        CheckConstraint(
+            "inactive_months >= 1 AND consecutive_downgrades >= 1 AND unresolved_complaints >= 1 "
+            "AND complaint_surge_90d >= 1",
+            name="signal_thresholds_positive",
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -146,8 +151,10 @@ class Budget(Timestamps, Base):
     __table_args__ = (
         CheckConstraint("(cap_amount IS NULL) <> (cap_share_of_revenue IS NULL)", name="one_cap"),
         CheckConstraint("cap_amount IS NULL OR cap_amount >= 0", name="cap_amount_non_negative"),
-        CheckConstraint("cap_share_of_revenue IS NULL OR "
-                        "(cap_share_of_revenue > 0 AND cap_share_of_revenue <= 1)", name="cap_share_range"),
+        CheckConstraint(
+            "cap_share_of_revenue IS NULL OR (cap_share_of_revenue > 0 AND cap_share_of_revenue <= 1)",
+            name="cap_share_range",
+        ),
         CheckConstraint("roi_floor >= 0", name="roi_floor_non_negative"),
         CheckConstraint("max_cost_share_of_ltv > 0 AND max_cost_share_of_ltv <= 1", name="ltv_share_range"),
     )

@@ -16,8 +16,9 @@ def load_tier_assigner(session: Session) -> TierAssigner:
         .join(TierScheme, TierScheme.code == Tier.scheme_code)
         .where(Tier.active.is_(True), TierScheme.active.is_(True))
     ).all()
-    primary = session.scalar(select(TierScheme.code).where(TierScheme.is_primary.is_(True),
-                                                           TierScheme.active.is_(True)))
+    primary = session.scalar(
+        select(TierScheme.code).where(TierScheme.is_primary.is_(True), TierScheme.active.is_(True))
+    )
     return TierAssigner((TierRule(*row) for row in rows), primary)
 
 
@@ -29,5 +30,9 @@ def base_revenue_per_month(session: Session) -> float:
 def active_risk_policy(session: Session) -> RiskLevelPolicy | None:
     """The risk policy in force: the active one (the most recently changed, should two ever be
     active at once); None means the playbook's thresholds apply."""
-    return session.scalar(select(RiskLevelPolicy).where(RiskLevelPolicy.active.is_(True))
-                          .order_by(RiskLevelPolicy.updated_at.desc(), RiskLevelPolicy.id.desc()).limit(1))
+    return session.scalar(
+        select(RiskLevelPolicy)
+        .where(RiskLevelPolicy.active.is_(True))
+        .order_by(RiskLevelPolicy.updated_at.desc(), RiskLevelPolicy.id.desc())
+        .limit(1)
+    )

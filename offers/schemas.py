@@ -98,7 +98,7 @@ class ContactPolicyIn(StrictModel):
         return value
 
     @model_validator(mode="after")
-    def _both_or_neither(self) -> "ContactPolicyIn":
+    def _both_or_neither(self) -> ContactPolicyIn:
         if (self.quiet_start is None) != (self.quiet_end is None):
             raise ValueError("give both quiet_start and quiet_end, or neither")
         return self
@@ -111,10 +111,12 @@ class RiskPolicyIn(StrictModel):
 
     code: Code
     name: Name
-    yellow_churn_score: float = Field(0.4, ge=0, le=1, allow_inf_nan=False,
-                                      description="churn score from which a subscriber starts at yellow")
-    red_churn_score: float = Field(0.7, ge=0, le=1, allow_inf_nan=False,
-                                   description="churn score from which a subscriber starts at red")
+    yellow_churn_score: float = Field(
+        0.4, ge=0, le=1, allow_inf_nan=False, description="churn score from which a subscriber starts at yellow"
+    )
+    red_churn_score: float = Field(
+        0.7, ge=0, le=1, allow_inf_nan=False, description="churn score from which a subscriber starts at red"
+    )
     inactive_months: int = Field(3, ge=1, le=120, description="consecutive months without usage")
     consecutive_downgrades: int = Field(3, ge=1, le=120, description="consecutive months with a plan downgrade")
     unresolved_complaints: int = Field(1, ge=1, le=1000, description="open complaints")
@@ -123,7 +125,7 @@ class RiskPolicyIn(StrictModel):
     active: bool = True
 
     @model_validator(mode="after")
-    def _ordered(self) -> "RiskPolicyIn":
+    def _ordered(self) -> RiskPolicyIn:
         if self.yellow_churn_score > self.red_churn_score:
             raise ValueError("yellow_churn_score must not be above red_churn_score")
         return self
@@ -143,10 +145,12 @@ class BudgetIn(StrictModel):
     active: bool = True
 
     @model_validator(mode="after")
-    def _consistent(self) -> "BudgetIn":
+    def _consistent(self) -> BudgetIn:
         if (self.cap_amount is None) == (self.cap_share_of_revenue is None):
-            raise ValueError("give exactly one of cap_amount (absolute) or cap_share_of_revenue "
-                             "(share of the base's revenue per period, e.g. 0.015)")
+            raise ValueError(
+                "give exactly one of cap_amount (absolute) or cap_share_of_revenue "
+                "(share of the base's revenue per period, e.g. 0.015)"
+            )
         if self.scope_type == "programme" and self.scope_value is not None:
             raise ValueError("a programme budget covers everything: leave scope_value empty")
         if self.scope_type != "programme" and self.scope_value is None:
@@ -163,6 +167,7 @@ class ProfileIn(StrictModel):
 
 
 # --- responses (documentation of what the handlers send; tests check the handlers against them) ---
+
 
 class _StoredRow(ResponseModel):
     """Columns every catalogue row has besides its editable fields."""
@@ -199,8 +204,9 @@ class RiskPolicyOut(RiskPolicyIn, _StoredRow):
 class BudgetOut(BudgetIn, _StoredRow):
     """A budget as stored, with its cap in money."""
 
-    effective_cap_amount: float = Field(description="cap_amount, or cap_share_of_revenue × the base's "
-                                                    "revenue per month × months in the period")
+    effective_cap_amount: float = Field(
+        description="cap_amount, or cap_share_of_revenue × the base's revenue per month × months in the period"
+    )
 
 
 class OfferList(ResponseModel):

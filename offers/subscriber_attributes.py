@@ -27,17 +27,26 @@ from __future__ import annotations
 import calendar
 import math
 import re
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from functools import lru_cache
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from offers.derived_attributes import DERIVED_ATTRIBUTES
 
 __all__ = [
-    "ATTRIBUTE_KINDS", "LIFECYCLE_STAGES", "MAX_ATTRIBUTES", "MAX_TEXT_LENGTH", "RESERVED_NAMES",
-    "SUBSCRIBER_ID_MAX_LENGTH", "ProfileError", "check_attribute_name", "coerce_profile",
-    "csv_row_parser", "validate_subscriber_id",
+    "ATTRIBUTE_KINDS",
+    "LIFECYCLE_STAGES",
+    "MAX_ATTRIBUTES",
+    "MAX_TEXT_LENGTH",
+    "RESERVED_NAMES",
+    "SUBSCRIBER_ID_MAX_LENGTH",
+    "ProfileError",
+    "check_attribute_name",
+    "coerce_profile",
+    "csv_row_parser",
+    "validate_subscriber_id",
 ]
 
 SUBSCRIBER_ID_MAX_LENGTH = 64  # the subscribers.id column
@@ -115,8 +124,10 @@ def _json_number(low: float, high: float) -> _Parser:
             except OverflowError:
                 raise ValueError("is far too large") from None
         elif kind is not float:
-            raise ValueError("must be a number" + (" (true/false is not a number)" if kind is bool else
-                                                   " (not text)" if kind is str else ""))
+            raise ValueError(
+                "must be a number"
+                + (" (true/false is not a number)" if kind is bool else " (not text)" if kind is str else "")
+            )
         if low <= value <= high:
             return value
         raise _range_error(value, low, high)
@@ -151,8 +162,10 @@ def _json_whole(low: int, high: int) -> _Parser:
         if kind is float and value.is_integer():  # 12.0 from a system that writes floats only
             value = int(value)
         elif kind is not int:
-            raise ValueError("must be a whole number" + (" (true/false is not a number)" if kind is bool else
-                                                         " (not text)" if kind is str else ""))
+            raise ValueError(
+                "must be a whole number"
+                + (" (true/false is not a number)" if kind is bool else " (not text)" if kind is str else "")
+            )
         if low <= value <= high:
             return value
         raise _range_error(value, low, high)
@@ -160,8 +173,18 @@ def _json_whole(low: int, high: int) -> _Parser:
     return parse
 
 
-_BOOL_TEXT = {"true": True, "t": True, "yes": True, "y": True, "1": True,
-              "false": False, "f": False, "no": False, "n": False, "0": False}
+_BOOL_TEXT = {
+    "true": True,
+    "t": True,
+    "yes": True,
+    "y": True,
+    "1": True,
+    "false": False,
+    "f": False,
+    "no": False,
+    "n": False,
+    "0": False,
+}
 
 
 def _csv_bool(text: str) -> Any:
@@ -299,18 +322,21 @@ ATTRIBUTE_KINDS: dict[str, str] = {name: spec[0] for name, spec in _KNOWN.items(
 _FROM_CSV: dict[str, _Parser] = {name: spec[1] for name, spec in _KNOWN.items()}
 _FROM_JSON: dict[str, _Parser] = {name: spec[2] for name, spec in _KNOWN.items()}
 _SCALARS = (str, int, float, bool)
-_INT64_MIN, _INT64_MAX = -2 ** 63, 2 ** 63 - 1  # what JSON encoders and databases carry as integers
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # what JSON encoders and databases carry as integers
 
 
 def check_attribute_name(name: Any) -> str:
     """``name`` if a profile may store an attribute under it, else ProfileError."""
     if type(name) is not str or not name or len(name) > ATTRIBUTE_NAME_MAX_LENGTH:
-        raise ProfileError(f"attribute name {_show(name)} must be 1 to {ATTRIBUTE_NAME_MAX_LENGTH} "
-                           "characters")
+        raise ProfileError(f"attribute name {_show(name)} must be 1 to {ATTRIBUTE_NAME_MAX_LENGTH} characters")
     if name in RESERVED_NAMES:
-        why = ("is computed at contact time; store join_date, birthday or timezone instead"
-               if name in DERIVED_ATTRIBUTES else
-               "is the profile's id" if name == "subscriber_id" else "is computed from the tier rules")
+        why = (
+            "is computed at contact time; store join_date, birthday or timezone instead"
+            if name in DERIVED_ATTRIBUTES
+            else "is the profile's id"
+            if name == "subscriber_id"
+            else "is computed from the tier rules"
+        )
         raise ProfileError(f"{name} cannot be stored as an attribute: it {why}", name)
     if not name.isprintable():
         raise ProfileError(f"attribute name {_show(name)} contains control characters", name)
@@ -432,20 +458,19 @@ def validate_subscriber_id(value: Any) -> str:
     """A subscriber id as stored: text, 1 to 64 characters, no control characters, no
     surrounding spaces (stripped). Raises ProfileError."""
     if type(value) is not str:
-        raise ProfileError("subscriber_id must be text" + ("" if value is None else f", got {_show(value)}"),
-                           "subscriber_id")
+        raise ProfileError(
+            "subscriber_id must be text" + ("" if value is None else f", got {_show(value)}"), "subscriber_id"
+        )
     text = value.strip()
     if not text:
         raise ProfileError("subscriber_id is missing or empty", "subscriber_id")
     if len(text) > SUBSCRIBER_ID_MAX_LENGTH:
-        raise ProfileError(f"subscriber_id is longer than {SUBSCRIBER_ID_MAX_LENGTH} characters",
-                           "subscriber_id")
+        raise ProfileError(f"subscriber_id is longer than {SUBSCRIBER_ID_MAX_LENGTH} characters", "subscriber_id")
     if not text.isprintable():
         raise ProfileError(f"subscriber_id {_show(text)} contains control characters", "subscriber_id")
     if not text.isascii():
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            raise ProfileError("subscriber_id contains an unpaired UTF-16 surrogate",
-                               "subscriber_id") from None
+            raise ProfileError("subscriber_id contains an unpaired UTF-16 surrogate", "subscriber_id") from None
     return text

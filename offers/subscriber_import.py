@@ -31,22 +31,36 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy.orm import sessionmaker
 
-# CONTENT_TYPES and LineReader are re-exported: callers import the import's pieces from here
-from infra.bulk_import import (CONTENT_TYPES, ImportFormat, ImportReport, ImportTooLarge,  # noqa: F401
-                               LineReader, PostgresPipeline, audit_import, csv_records,
-                               cyclic_gc_paused, jsonl_lines)
+# LineReader is re-exported: callers import the import's pieces from here
+from infra.bulk_import import (
+    ImportFormat,
+    ImportReport,
+    ImportTooLarge,
+    LineReader,
+    PostgresPipeline,
+    audit_import,
+    csv_records,
+    cyclic_gc_paused,
+    jsonl_lines,
+)
 from infra.bulk_import import decode_json_line as _decode_json_line
 from infra.db import utcnow
 from infra.errors import BadRequest, PayloadTooLarge
 from offers.repository import load_tier_assigner
-from offers.subscriber_attributes import (ProfileError, check_attribute_name, coerce_profile,
-                                          csv_row_parser, validate_subscriber_id)
+from offers.subscriber_attributes import (
+    ProfileError,
+    check_attribute_name,
+    coerce_profile,
+    csv_row_parser,
+    validate_subscriber_id,
+)
 from offers.subscribers_service import profile_row, write_profiles
 from offers.tiering import TierResult
 
@@ -58,12 +72,12 @@ log = logging.getLogger(__name__)
 Row = tuple[str, dict[str, Any]]
 
 
-
 def _jsonl_rows(lines: Iterable[str], bad: dict[int, str], report: ImportReport) -> Iterator[Row]:
     """Good (id, attributes) rows of a JSON-lines body; bad ones go to the report."""
     decode = _decode_json_line
-    for line_no, line in jsonl_lines(lines, bad, report.reject,
-                                     empty_message="the body is empty: send one JSON object per line"):
+    for line_no, line in jsonl_lines(
+        lines, bad, report.reject, empty_message="the body is empty: send one JSON object per line"
+    ):
         try:
             obj = decode(line)
         except json.JSONDecodeError as exc:
@@ -100,8 +114,9 @@ def _csv_header(row: list[str]) -> list[str]:
     if "subscriber_id" not in names:
         problems.insert(0, "the header row has no subscriber_id column")
     if problems:
-        raise BadRequest("the CSV header is not valid: " + "; ".join(problems), code="invalid_csv_header",
-                         details=problems)
+        raise BadRequest(
+            "the CSV header is not valid: " + "; ".join(problems), code="invalid_csv_header", details=problems
+        )
     return names
 
 
@@ -114,7 +129,7 @@ def _csv_rows(lines: Iterable[str], bad: dict[int, str], report: ImportReport) -
         if parse_row is None:
             header = _csv_header(values)
             columns, id_column = len(header), header.index("subscriber_id")
-            parse_row = csv_row_parser(header[:id_column] + header[id_column + 1:])
+            parse_row = csv_row_parser(header[:id_column] + header[id_column + 1 :])
             continue
         if len(values) != columns:
             report.reject(start, f"expected {columns} columns as in the header, got {len(values)}")
@@ -127,6 +142,7 @@ def _csv_rows(lines: Iterable[str], bad: dict[int, str], report: ImportReport) -
 
 
 # --- writing ----------------------------------------------------------------------------------
+
 
 class _BatchWriter(Protocol):
     """Writes batches (id → prepared row); counts what it has committed."""
@@ -231,8 +247,16 @@ class _PostgresPipelinedWriter:
 
 # --- the import -------------------------------------------------------------------------------
 
-def import_subscribers(session_factory: sessionmaker, lines: Iterable[str], fmt: ImportFormat, *,
-                       batch_rows: int, max_listed_errors: int, actor: str) -> ImportReport:
+
+def import_subscribers(
+    session_factory: sessionmaker,
+    lines: Iterable[str],
+    fmt: ImportFormat,
+    *,
+    batch_rows: int,
+    max_listed_errors: int,
+    actor: str,
+) -> ImportReport:
     """Upsert every good row of ``lines`` (CSV with a header row, or JSON lines), tiered with
     the tier rules as they are when the import starts; report the bad ones by line number.
 
@@ -255,7 +279,8 @@ def import_subscribers(session_factory: sessionmaker, lines: Iterable[str], fmt:
         assigner = load_tier_assigner(session)
         dialect = session.get_bind().dialect.name
     writer: _BatchWriter = (_PostgresPipelinedWriter if dialect == "postgresql" else _CoreWriter)(
-        session_factory, utcnow())
+        session_factory, utcnow()
+    )
     rows = (_csv_rows if fmt == "csv" else _jsonl_rows)(lines, bad_lines, report)
     prepare, assign = writer.prepare, assigner.assign
     batch: dict[str, Any] = {}
@@ -288,8 +313,11 @@ def import_subscribers(session_factory: sessionmaker, lines: Iterable[str], fmt:
     _count_written(report, writer, lines)
     _audit(session_factory, report, actor)
     if report.stopped:
-        raise PayloadTooLarge(f"{report.stopped}; the {report.accepted} good rows before it were imported",
-                              code="import_too_large", details=report.as_json())
+        raise PayloadTooLarge(
+            f"{report.stopped}; the {report.accepted} good rows before it were imported",
+            code="import_too_large",
+            details=report.as_json(),
+        )
     return report
 
 
@@ -306,6 +334,5 @@ def _close_after_failure(writer: _BatchWriter) -> None:
         log.warning("could not finish the last import batch", exc_info=True)
 
 
-def _audit(session_factory: sessionmaker, report: ImportReport, actor: str, *,
-           best_effort: bool = False) -> None:
+def _audit(session_factory: sessionmaker, report: ImportReport, actor: str, *, best_effort: bool = False) -> None:
     audit_import(session_factory, report, actor, "subscribers", best_effort=best_effort)

@@ -20,15 +20,16 @@ from flask import Blueprint, current_app, jsonify, request
 from pydantic import Field
 
 from infra.auth import CONFIG_READERS, CONFIG_WRITERS, current_principal, require_channel_or_user
+from infra.bulk_import import CONTENT_TYPES
 from infra.db import db_session, get_database
 from infra.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from infra.http import StrictModel, read_json_body
 from infra.openapi import RawBody, api_doc
-from offers.schemas import ImportReportOut, ProfileOut
 from offers.models import Subscriber
 from offers.repository import load_tier_assigner
+from offers.schemas import ImportReportOut, ProfileOut
 from offers.subscriber_attributes import SUBSCRIBER_ID_MAX_LENGTH, ProfileError, validate_subscriber_id
-from offers.subscriber_import import CONTENT_TYPES, LineReader, import_subscribers
+from offers.subscriber_import import LineReader, import_subscribers
 from offers.subscribers_service import get_profile, profile_json, upsert_profile
 
 bp = Blueprint("subscribers_api", __name__, url_prefix="/api/v1/subscribers")
@@ -38,8 +39,14 @@ class ProfileBody(StrictModel):
     attributes: dict[str, Any] = Field(description="flat attributes; typed ones are checked")
 
 
-SubscriberIdPath = Annotated[str, Field(min_length=1, max_length=SUBSCRIBER_ID_MAX_LENGTH,
-                                        description="text without control characters or surrounding spaces")]
+SubscriberIdPath = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=SUBSCRIBER_ID_MAX_LENGTH,
+        description="text without control characters or surrounding spaces",
+    ),
+]
 
 
 def _subscriber_id(raw: str) -> str:
@@ -50,8 +57,12 @@ def _subscriber_id(raw: str) -> str:
 
 
 @bp.put("/<subscriber_id>")
-@api_doc("Create or replace a subscriber profile", body=ProfileBody, path={"subscriber_id": SubscriberIdPath},
-         responses={200: ProfileOut, 201: ProfileOut})
+@api_doc(
+    "Create or replace a subscriber profile",
+    body=ProfileBody,
+    path={"subscriber_id": SubscriberIdPath},
+    responses={200: ProfileOut, 201: ProfileOut},
+)
 @require_channel_or_user(*CONFIG_WRITERS)
 def put_subscriber(subscriber_id: str):  # type: ignore[no-untyped-def]
     """Create or replace one profile; its tiers are computed with the current tier rules."""
@@ -63,8 +74,9 @@ def put_subscriber(subscriber_id: str):  # type: ignore[no-untyped-def]
         subscriber = upsert_profile(session, sid, body.attributes, load_tier_assigner(session))
     except ProfileError as exc:
         path = f"$.attributes.{exc.attribute}" if exc.attribute else "$.attributes"
-        raise BadRequest("the profile is not valid", code="invalid_attributes",
-                         details=[{"path": path, "message": exc.message}]) from None
+        raise BadRequest(
+            "the profile is not valid", code="invalid_attributes", details=[{"path": path, "message": exc.message}]
+        ) from None
     session.commit()
     return jsonify(profile_json(subscriber)), 201 if created else 200
 
@@ -78,18 +90,24 @@ def get_subscriber(subscriber_id: str):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/bulk")
-@api_doc("Import many subscriber profiles (CSV or JSON lines)",
-         raw_body=RawBody(("text/csv", "application/x-ndjson", "application/jsonl"),
-                          "UTF-8. CSV: a header row with subscriber_id and one column per attribute. "
-                          "JSON lines: one {\"subscriber_id\", \"attributes\"} object per line."),
-         responses={200: ImportReportOut})
+@api_doc(
+    "Import many subscriber profiles (CSV or JSON lines)",
+    raw_body=RawBody(
+        ("text/csv", "application/x-ndjson", "application/jsonl"),
+        "UTF-8. CSV: a header row with subscriber_id and one column per attribute. "
+        'JSON lines: one {"subscriber_id", "attributes"} object per line.',
+    ),
+    responses={200: ImportReportOut},
+)
 @require_channel_or_user(*CONFIG_WRITERS)
 def bulk_import():  # type: ignore[no-untyped-def]
     """Stream a CSV or JSON-lines body into the profile store; report bad rows by line."""
     fmt = CONTENT_TYPES.get(request.mimetype)
     if fmt is None:
-        raise UnsupportedMediaType("send the profiles as text/csv (with a header row) or as JSON lines "
-                                   "(application/x-ndjson or application/jsonl)")
+        raise UnsupportedMediaType(
+            "send the profiles as text/csv (with a header row) or as JSON lines "
+            "(application/x-ndjson or application/jsonl)"
+        )
     charset = request.mimetype_params.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
         raise UnsupportedMediaType(f"the import must be UTF-8 text, not {charset}")
@@ -101,8 +119,12 @@ def bulk_import():  # type: ignore[no-untyped-def]
     # The import opens its own short sessions; end the request's read transaction now rather
     # than leave it idle for the length of a large upload.
     db_session().rollback()
-    report = import_subscribers(get_database().sessionmaker,
-                                LineReader(request.stream, max_bytes=limit), fmt,
-                                batch_rows=settings.import_batch_rows,
-                                max_listed_errors=settings.max_listed_import_errors, actor=actor)
+    report = import_subscribers(
+        get_database().sessionmaker,
+        LineReader(request.stream, max_bytes=limit),
+        fmt,
+        batch_rows=settings.import_batch_rows,
+        max_listed_errors=settings.max_listed_import_errors,
+        actor=actor,
+    )
     return jsonify(report.as_json())

@@ -15,8 +15,9 @@ its locks and undo for minutes and lose everything on one failure.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -48,8 +49,9 @@ def _money(value: Any) -> float | None:
 
 def profile_row(attributes: dict[str, Any], tiers: TierResult) -> ProfileRow:
     """The row for validated ``attributes`` and their tiers, with ARPU and LTV copied out."""
-    return ProfileRow(attributes, tiers.tier, tiers.by_scheme,
-                      _money(attributes.get("arpu")), _money(attributes.get("ltv")))
+    return ProfileRow(
+        attributes, tiers.tier, tiers.by_scheme, _money(attributes.get("arpu")), _money(attributes.get("ltv"))
+    )
 
 
 def prepare_row(attributes: dict[str, Any], assigner: TierAssigner) -> ProfileRow:
@@ -66,28 +68,43 @@ def _upsert_statement(dialect_name: str) -> Any:
         raise RuntimeError(f"no upsert for database {dialect_name}")
     statement = insert(SUBSCRIBERS)
     replaced = ("attributes", "tier", "tiers", "arpu", "ltv", "updated_at")
-    return statement.on_conflict_do_update(index_elements=[SUBSCRIBERS.c.id],
-                                           set_={name: statement.excluded[name] for name in replaced})
+    return statement.on_conflict_do_update(
+        index_elements=[SUBSCRIBERS.c.id], set_={name: statement.excluded[name] for name in replaced}
+    )
 
 
-def write_profiles(connection: Connection | Session, rows: Mapping[str, ProfileRow],
-                   updated_at: datetime) -> None:
+def write_profiles(connection: Connection | Session, rows: Mapping[str, ProfileRow], updated_at: datetime) -> None:
     """Upsert ``rows`` (id → row; ids unique, as one statement may not touch a row twice)
     in one executemany. Attributes are replaced, not merged."""
     if not rows:
         return
     dialect = connection.get_bind().dialect if isinstance(connection, Session) else connection.dialect
-    params = [{"id": sid, "attributes": row.attributes, "tier": row.tier, "tiers": row.tiers,
-               "arpu": row.arpu, "ltv": row.ltv, "updated_at": updated_at}
-              for sid, row in rows.items()]
+    params = [
+        {
+            "id": sid,
+            "attributes": row.attributes,
+            "tier": row.tier,
+            "tiers": row.tiers,
+            "arpu": row.arpu,
+            "ltv": row.ltv,
+            "updated_at": updated_at,
+        }
+        for sid, row in rows.items()
+    ]
     connection.execute(_upsert_statement(dialect.name), params)
 
 
 def profile_json(subscriber: Subscriber) -> dict[str, Any]:
     """A stored profile as the API returns it."""
-    return {"subscriber_id": subscriber.id, "attributes": subscriber.attributes,
-            "tier": subscriber.tier, "tiers": subscriber.tiers, "arpu": subscriber.arpu,
-            "ltv": subscriber.ltv, "updated_at": subscriber.updated_at.isoformat()}
+    return {
+        "subscriber_id": subscriber.id,
+        "attributes": subscriber.attributes,
+        "tier": subscriber.tier,
+        "tiers": subscriber.tiers,
+        "arpu": subscriber.arpu,
+        "ltv": subscriber.ltv,
+        "updated_at": subscriber.updated_at.isoformat(),
+    }
 
 
 def get_profile(session: Session, subscriber_id: str) -> Subscriber:
@@ -98,8 +115,9 @@ def get_profile(session: Session, subscriber_id: str) -> Subscriber:
     return subscriber
 
 
-def upsert_profile(session: Session, subscriber_id: str, attributes: Mapping[str, Any],
-                   assigner: TierAssigner) -> Subscriber:
+def upsert_profile(
+    session: Session, subscriber_id: str, attributes: Mapping[str, Any], assigner: TierAssigner
+) -> Subscriber:
     """Create or replace one profile from JSON-typed ``attributes`` and compute its tiers.
 
     Raises ProfileError for a bad id or attribute. Does not commit.
@@ -110,8 +128,7 @@ def upsert_profile(session: Session, subscriber_id: str, attributes: Mapping[str
     return session.get(Subscriber, sid, populate_existing=True)  # type: ignore[return-value]
 
 
-def upsert_profiles(session: Session, rows: Iterable[tuple[str, Mapping[str, Any]]],
-                    assigner: TierAssigner) -> int:
+def upsert_profiles(session: Session, rows: Iterable[tuple[str, Mapping[str, Any]]], assigner: TierAssigner) -> int:
     """Create or replace many profiles (JSON-typed attributes) in batched upserts; a repeated
     id keeps its last attributes. Returns the number of rows written.
 
@@ -152,13 +169,18 @@ def retier_all(session_factory: sessionmaker, *, batch_rows: int = 5_000) -> dic
         raise ValueError("batch_rows must be at least 1")
     with session_factory() as session:
         assigner = load_tier_assigner(session)
-    columns = (SUBSCRIBERS.c.id, SUBSCRIBERS.c.attributes, SUBSCRIBERS.c.tier, SUBSCRIBERS.c.tiers,
-               SUBSCRIBERS.c.updated_at)
-    write = (update(SUBSCRIBERS)
-             .where(SUBSCRIBERS.c.id == bindparam("b_id"),
-                    SUBSCRIBERS.c.updated_at == bindparam("b_seen_at"))
-             .values(tier=bindparam("b_tier"), tiers=bindparam("b_tiers"),
-                     updated_at=bindparam("b_updated_at")))
+    columns = (
+        SUBSCRIBERS.c.id,
+        SUBSCRIBERS.c.attributes,
+        SUBSCRIBERS.c.tier,
+        SUBSCRIBERS.c.tiers,
+        SUBSCRIBERS.c.updated_at,
+    )
+    write = (
+        update(SUBSCRIBERS)
+        .where(SUBSCRIBERS.c.id == bindparam("b_id"), SUBSCRIBERS.c.updated_at == bindparam("b_seen_at"))
+        .values(tier=bindparam("b_tier"), tiers=bindparam("b_tiers"), updated_at=bindparam("b_updated_at"))
+    )
     scanned = changed = 0
     by_tier: Counter[str | None] = Counter()
     last_id: str | None = None
@@ -176,15 +198,20 @@ def retier_all(session_factory: sessionmaker, *, batch_rows: int = 5_000) -> dic
                 result = assigner.assign(attributes)
                 by_tier[result.tier] += 1
                 if result.tier != tier or result.by_scheme != tiers:
-                    changes.append({"b_id": sid, "b_seen_at": seen_at, "b_tier": result.tier,
-                                    "b_tiers": result.by_scheme, "b_updated_at": now})
+                    changes.append(
+                        {
+                            "b_id": sid,
+                            "b_seen_at": seen_at,
+                            "b_tier": result.tier,
+                            "b_tiers": result.by_scheme,
+                            "b_updated_at": now,
+                        }
+                    )
             if changes:
                 outcome = session.connection().execute(write, changes)
-                changed += (outcome.rowcount if session.get_bind().dialect.supports_sane_multi_rowcount
-                            else len(changes))
+                changed += outcome.rowcount if session.get_bind().dialect.supports_sane_multi_rowcount else len(changes)
             session.commit()
             scanned += len(rows)
             last_id = rows[-1][0]
     untiered = by_tier.pop(None, 0)
-    return {"scanned": scanned, "changed": changed,
-            "by_tier": dict(sorted(by_tier.items())), "untiered": untiered}
+    return {"scanned": scanned, "changed": changed, "by_tier": dict(sorted(by_tier.items())), "untiered": untiered}

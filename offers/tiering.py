@@ -6,8 +6,9 @@ to tier a whole base during an import.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 from offers.conditions import compile_condition
 
@@ -36,8 +37,13 @@ class TierAssigner:
             by_scheme.setdefault(rule.scheme_code, []).append(rule)
         self.primary_scheme = primary_scheme
         self._schemes: list[tuple[str, list[tuple[str, Callable[[Mapping[str, Any]], bool]]]]] = [
-            (scheme, [(r.tier_code, compile_condition(dict(r.condition)))
-                      for r in sorted(scheme_rules, key=lambda r: r.rank)])
+            (
+                scheme,
+                [
+                    (r.tier_code, compile_condition(dict(r.condition)))
+                    for r in sorted(scheme_rules, key=lambda r: r.rank)
+                ],
+            )
             for scheme, scheme_rules in sorted(by_scheme.items())
         ]
 

@@ -11,20 +11,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
 import pytest
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from decisioning.ledger import LEDGER_READY_KEY
 from carepilot.app import create_app
+from decisioning.ledger import LEDGER_READY_KEY
 from infra.auth import digest_key, hash_password
 from infra.auth_models import ApiKey, User
 from infra.db import get_database
-from infra.settings import PROJECT_ROOT, Settings, normalise_database_url
 from infra.redis_conn import connect_redis
+from infra.settings import PROJECT_ROOT, Settings, normalise_database_url
 
 SHARED_DIR = PROJECT_ROOT.parent / "shared"
 TEST_DECISION_DEADLINE_MS = 5_000.0
@@ -55,13 +54,17 @@ def _reset_postgres(url: str) -> None:
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     instance = tmp_path_factory.mktemp("instance")
     env_db = os.environ.get("DATABASE_URL")
-    database_url = (normalise_database_url("DATABASE_URL", env_db) if env_db
-                    else f"sqlite:///{instance / 'test.db'}")
+    database_url = normalise_database_url("DATABASE_URL", env_db) if env_db else f"sqlite:///{instance / 'test.db'}"
     # a roomy decision deadline: a busy CI machine must not turn an expected action into "no
     # action (deadline)"; the tests of the deadline set their own
-    return Settings(database_url=database_url, redis_url=os.environ.get("REDIS_URL", ""),
-                    instance_dir=instance, secret_key="test-secret", log_level="WARNING",
-                    decision_deadline_ms=TEST_DECISION_DEADLINE_MS)
+    return Settings(
+        database_url=database_url,
+        redis_url=os.environ.get("REDIS_URL", ""),
+        instance_dir=instance,
+        secret_key="test-secret",
+        log_level="WARNING",
+        decision_deadline_ms=TEST_DECISION_DEADLINE_MS,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -130,8 +133,7 @@ def _password_hash() -> str:
 
 
 def make_user(db, role: str, email: str | None = None) -> User:  # type: ignore[no-untyped-def]
-    user = User(email=email or f"{role}@example.test", name=role.title(), role=role,
-                password_hash=_password_hash())
+    user = User(email=email or f"{role}@example.test", name=role.title(), role=role, password_hash=_password_hash())
     db.add(user)
     db.flush()
     return user
@@ -139,8 +141,16 @@ def make_user(db, role: str, email: str | None = None) -> User:  # type: ignore[
 
 def make_key(db, *, user: User | None = None, channel: str | None = None) -> str:  # type: ignore[no-untyped-def]
     raw = f"cpk_test_{user.email if user else channel}"
-    db.add(ApiKey(name="test", kind="user" if user else "channel", channel=channel,
-                  user_id=user.id if user else None, prefix=raw[:12], key_hash=digest_key(raw)))
+    db.add(
+        ApiKey(
+            name="test",
+            kind="user" if user else "channel",
+            channel=channel,
+            user_id=user.id if user else None,
+            prefix=raw[:12],
+            key_hash=digest_key(raw),
+        )
+    )
     db.flush()
     return raw
 

@@ -98,13 +98,14 @@ class _Buffers:
         self.differences = np.empty((3 * rows, draws), dtype=DRAW_DTYPE)
 
 
-def _centred_revenue_draws(posteriors: list[MeanPosterior], reference: float,
-                           generators: list[np.random.Generator], buffers: _Buffers) -> np.ndarray:
+def _centred_revenue_draws(
+    posteriors: list[MeanPosterior], reference: float, generators: list[np.random.Generator], buffers: _Buffers
+) -> np.ndarray:
     """Draws of each mean revenue minus ``reference`` (one row per posterior)."""
     tables = student_t_quantile_tables(np.array([p.df for p in posteriors]))
     tables *= np.array([p.scale for p in posteriors])[:, None]
     tables += np.array([p.mean - reference for p in posteriors])[:, None]
-    return draw_rows(tables, generators, buffers.revenue[:len(posteriors)], buffers.scratch)
+    return draw_rows(tables, generators, buffers.revenue[: len(posteriors)], buffers.scratch)
 
 
 def _p_best(draws: np.ndarray) -> np.ndarray:
@@ -116,8 +117,9 @@ def _p_best(draws: np.ndarray) -> np.ndarray:
     return counts / counts.sum()
 
 
-def _analyse_arms(arms: tuple[ArmData, ...], inputs: ReadoutInputs, group_tag: str,
-                  buffers: _Buffers) -> tuple[tuple[ArmResult, ...], str | None, str | None]:
+def _analyse_arms(
+    arms: tuple[ArmData, ...], inputs: ReadoutInputs, group_tag: str, buffers: _Buffers
+) -> tuple[tuple[ArmResult, ...], str | None, str | None]:
     """Results for one group of arms (the totals or one tier), with its error code if any."""
     problem = _group_problem(arms)
     if problem is not None:
@@ -129,40 +131,53 @@ def _analyse_arms(arms: tuple[ArmData, ...], inputs: ReadoutInputs, group_tag: s
     # draws of each rate minus a common reference: every use below is a difference
     reference = float(np.mean([p.mean for p in retention_posteriors]))
     retention = draw_rows(
-        beta_quantile_tables(np.array([p.alpha for p in retention_posteriors]),
-                             np.array([p.beta for p in retention_posteriors])) - reference,
-        generators, buffers.retention[:len(arms)], buffers.scratch)
+        beta_quantile_tables(
+            np.array([p.alpha for p in retention_posteriors]), np.array([p.beta for p in retention_posteriors])
+        )
+        - reference,
+        generators,
+        buffers.retention[: len(arms)],
+        buffers.scratch,
+    )
     p_best = _p_best(retention)
-    expected_loss = np.maximum(retention.max(axis=0).mean(dtype=np.float64)
-                               - retention.mean(axis=1, dtype=np.float64), 0.0)
+    expected_loss = np.maximum(
+        retention.max(axis=0).mean(dtype=np.float64) - retention.mean(axis=1, dtype=np.float64), 0.0
+    )
 
-    revenue_posteriors = [revenue_mean_posterior(arm.revenue_n, arm.revenue_sum, arm.revenue_sum_squares)
-                          for arm in arms]
-    comparisons = (_compare_with_control(arms, control, inputs, retention_posteriors, retention,
-                                         revenue_posteriors, generators, buffers)
-                   if control is not None else {})
+    revenue_posteriors = [
+        revenue_mean_posterior(arm.revenue_n, arm.revenue_sum, arm.revenue_sum_squares) for arm in arms
+    ]
+    comparisons = (
+        _compare_with_control(
+            arms, control, inputs, retention_posteriors, retention, revenue_posteriors, generators, buffers
+        )
+        if control is not None
+        else {}
+    )
 
     results = []
     for index, arm in enumerate(arms):
         posterior = retention_posteriors[index]
         revenue = revenue_posteriors[index]
-        results.append(ArmResult(
-            key=arm.key,
-            is_control=bool(arm.is_control),
-            exposed=int(arm.exposed),  # plain ints and floats even if NumPy scalars came in
-            trials=int(arm.trials),
-            retained=int(arm.retained),
-            retention_mean=posterior.mean,
-            retention_ci95=posterior.ci95(),
-            p_best=float(p_best[index]),
-            expected_loss=float(expected_loss[index]),
-            arpu_mean=None if revenue is None else revenue.mean,
-            arpu_ci95=None if revenue is None else revenue.ci95(),
-            cost=float(arm.cost),
-            cost_per_subscriber=arm.cost / arm.exposed if arm.exposed else None,
-            complaint_rate=arm.complaints / arm.exposed if arm.exposed else None,
-            **comparisons.get(index, _no_comparison(arm, control is not None, revenue)),
-        ))
+        results.append(
+            ArmResult(
+                key=arm.key,
+                is_control=bool(arm.is_control),
+                exposed=int(arm.exposed),  # plain ints and floats even if NumPy scalars came in
+                trials=int(arm.trials),
+                retained=int(arm.retained),
+                retention_mean=posterior.mean,
+                retention_ci95=posterior.ci95(),
+                p_best=float(p_best[index]),
+                expected_loss=float(expected_loss[index]),
+                arpu_mean=None if revenue is None else revenue.mean,
+                arpu_ci95=None if revenue is None else revenue.ci95(),
+                cost=float(arm.cost),
+                cost_per_subscriber=arm.cost / arm.exposed if arm.exposed else None,
+                complaint_rate=arm.complaints / arm.exposed if arm.exposed else None,
+                **comparisons.get(index, _no_comparison(arm, control is not None, revenue)),
+            )
+        )
     return tuple(results), error, message
 
 
@@ -183,21 +198,26 @@ def _no_comparison(arm: ArmData, has_control: bool, revenue: MeanPosterior | Non
     }
 
 
-def _compare_with_control(arms: tuple[ArmData, ...], control: int, inputs: ReadoutInputs,
-                          retention_posteriors: list[BetaPosterior], retention: np.ndarray,
-                          revenue_posteriors: list[MeanPosterior | None],
-                          generators: list[np.random.Generator], buffers: _Buffers) -> dict[int, dict]:
+def _compare_with_control(
+    arms: tuple[ArmData, ...],
+    control: int,
+    inputs: ReadoutInputs,
+    retention_posteriors: list[BetaPosterior],
+    retention: np.ndarray,
+    revenue_posteriors: list[MeanPosterior | None],
+    generators: list[np.random.Generator],
+    buffers: _Buffers,
+) -> dict[int, dict]:
     """Each non-control arm's comparison fields, keyed by arm position."""
     treated = [index for index in range(len(arms)) if index != control]
     control_revenue = revenue_posteriors[control]
-    with_revenue = [index for index in treated
-                    if control_revenue is not None and revenue_posteriors[index] is not None]
+    with_revenue = [index for index in treated if control_revenue is not None and revenue_posteriors[index] is not None]
     count = len(treated)
     # One scratch matrix for every difference whose interval is needed: retention uplift,
     # incremental value, ARPU uplift rows, in that order.
-    differences = buffers.differences[:2 * count + len(with_revenue)]
-    uplift_draws, value_draws = differences[:count], differences[count:2 * count]
-    arpu_uplift_draws = differences[2 * count:]
+    differences = buffers.differences[: 2 * count + len(with_revenue)]
+    uplift_draws, value_draws = differences[:count], differences[count : 2 * count]
+    arpu_uplift_draws = differences[2 * count :]
     for row, index in enumerate(treated):
         np.subtract(retention[index], retention[control], out=uplift_draws[row])
     np.multiply(uplift_draws, inputs.value_per_retained, out=value_draws)
@@ -205,16 +225,21 @@ def _compare_with_control(arms: tuple[ArmData, ...], control: int, inputs: Reado
     if with_revenue:
         # ARPU draws come after each arm's retention draws in its own stream
         order = [control, *with_revenue]
-        arpu = _centred_revenue_draws([revenue_posteriors[index] for index in order], control_revenue.mean,
-                                      [generators[index] for index in order], buffers)
+        arpu = _centred_revenue_draws(
+            [revenue_posteriors[index] for index in order],
+            control_revenue.mean,
+            [generators[index] for index in order],
+            buffers,
+        )
         np.subtract(arpu[1:], arpu[0], out=arpu_uplift_draws)
         arpu_rows = {index: row for row, index in enumerate(with_revenue)}
         for row, index in enumerate(with_revenue):
             value_draws[treated.index(index)] += arpu_uplift_draws[row]
 
     # probabilities first: the interval computation reorders the draws of each row
-    p_arpu_harm = {index: float(np.count_nonzero(arpu_uplift_draws[row] < 0)) / inputs.draws
-                   for index, row in arpu_rows.items()}
+    p_arpu_harm = {
+        index: float(np.count_nonzero(arpu_uplift_draws[row] < 0)) / inputs.draws for index, row in arpu_rows.items()
+    }
     p_roi_above = {}
     for row, index in enumerate(treated):
         if arms[index].cost > 0 and arms[index].exposed > 0:
@@ -249,7 +274,8 @@ def _compare_with_control(arms: tuple[ArmData, ...], control: int, inputs: Reado
             "p_roi_below_floor": p_roi_below,
             "p_complaint_harm": prob_beta_greater(
                 beta_posterior(COMPLAINT_PRIOR, arms[control].complaints, arms[control].exposed),
-                beta_posterior(COMPLAINT_PRIOR, arm.complaints, arm.exposed)),
+                beta_posterior(COMPLAINT_PRIOR, arm.complaints, arm.exposed),
+            ),
         }
     return comparisons
 
@@ -261,19 +287,37 @@ def conjugate_readout(inputs: ReadoutInputs) -> ConjugateReadout:
     """
     settings_problem = invalid_settings_reason(inputs)
     if settings_problem is not None:
-        return ConjugateReadout(arms=(), tiers=(), srm=SrmResult(p_value=None, flag=False, error="invalid_inputs"),
-                                value_per_retained=inputs.value_per_retained, roi_floor=inputs.roi_floor,
-                                seed=inputs.seed, draws=inputs.draws, error="invalid_inputs",
-                                error_message=settings_problem)
+        return ConjugateReadout(
+            arms=(),
+            tiers=(),
+            srm=SrmResult(p_value=None, flag=False, error="invalid_inputs"),
+            value_per_retained=inputs.value_per_retained,
+            roi_floor=inputs.roi_floor,
+            seed=inputs.seed,
+            draws=inputs.draws,
+            error="invalid_inputs",
+            error_message=settings_problem,
+        )
     largest_group = max([len(inputs.arms), *(len(tier.arms) for tier in inputs.tiers)])
     buffers = _Buffers(largest_group, inputs.draws)
     arms, error, message = _analyse_arms(inputs.arms, inputs, TOTALS_TAG, buffers)
-    srm = (SrmResult(p_value=None, flag=False, error=error) if error in ("invalid_counts", "duplicate_arms")
-           else sample_ratio_mismatch(inputs.arms))
+    srm = (
+        SrmResult(p_value=None, flag=False, error=error)
+        if error in ("invalid_counts", "duplicate_arms")
+        else sample_ratio_mismatch(inputs.arms)
+    )
     tiers = []
     for tier in inputs.tiers:
         tier_arms, tier_error, tier_message = _analyse_arms(tier.arms, inputs, tier_tag(tier.tier), buffers)
         tiers.append(TierResult(tier=tier.tier, arms=tier_arms, error=tier_error, error_message=tier_message))
-    return ConjugateReadout(arms=arms, tiers=tuple(tiers), srm=srm, value_per_retained=inputs.value_per_retained,
-                            roi_floor=inputs.roi_floor, seed=inputs.seed, draws=inputs.draws, error=error,
-                            error_message=message)
+    return ConjugateReadout(
+        arms=arms,
+        tiers=tuple(tiers),
+        srm=srm,
+        value_per_retained=inputs.value_per_retained,
+        roi_floor=inputs.roi_floor,
+        seed=inputs.seed,
+        draws=inputs.draws,
+        error=error,
+        error_message=message,
+    )

@@ -80,8 +80,11 @@ class Diagnostics:
     divergences: int
 
     def as_json(self) -> dict[str, Any]:
-        return {"rhat_max": json_number(self.rhat_max), "ess_bulk_min": json_number(self.ess_bulk_min),
-                "divergences": self.divergences}
+        return {
+            "rhat_max": json_number(self.rhat_max),
+            "ess_bulk_min": json_number(self.ess_bulk_min),
+            "divergences": self.divergences,
+        }
 
 
 @dataclass(frozen=True)
@@ -191,12 +194,17 @@ def _cell_counts(tiers: tuple[TierData, ...]) -> _CellCounts | tuple[str, str]:
     retained = np.array([[row[key].retained for key in order] for row in rows], dtype=np.int64)
     if trials.sum() == 0:
         return "no_data", "no subscriber's retention is known yet"
-    return _CellCounts(tiers=tuple(tier.tier for tier in tiers), arm_keys=order,
-                       control_keys=control_keys, trials=trials, retained=retained)
+    return _CellCounts(
+        tiers=tuple(tier.tier for tier in tiers),
+        arm_keys=order,
+        control_keys=control_keys,
+        trials=trials,
+        retained=retained,
+    )
 
 
 def _choose_parameterisation(trials: np.ndarray, retained: np.ndarray) -> str:
-    """"centred" when cells are measured more precisely than tiers differ, else "non_centred".
+    """ "centred" when cells are measured more precisely than tiers differ, else "non_centred".
 
     Moment estimate: each treated cell's logit difference from its tier's control varies
     around the arm's mean difference by sigma² plus sampling noise, so the spread beyond the
@@ -256,8 +264,9 @@ def _diagnostics(idata) -> Diagnostics:  # idata: arviz.InferenceData
     # a NaN (e.g. a variable stuck at one value) cannot vouch for convergence
     rhat_max = math.inf if np.isnan(rhats).any() else float(rhats.max())
     ess_min = 0.0 if np.isnan(ess).any() else float(ess.min())
-    return Diagnostics(rhat_max=rhat_max, ess_bulk_min=ess_min,
-                       divergences=int(idata.sample_stats["diverging"].values.sum()))
+    return Diagnostics(
+        rhat_max=rhat_max, ess_bulk_min=ess_min, divergences=int(idata.sample_stats["diverging"].values.sum())
+    )
 
 
 def _diagnostics_failure(diagnostics: Diagnostics) -> str | None:
@@ -294,10 +303,17 @@ def _summaries(counts: _CellCounts, draws: np.ndarray, order: list[str]) -> tupl
                     d_low, d_high = np.quantile(difference, [0.025, 0.975])
                     uplift = Interval(float(difference.mean()), float(d_low), float(d_high))
                     p_beats = float(np.mean(difference > 0))
-            arms.append(HierarchicalArm(key=key, is_control=key in counts.control_keys,
-                                        retention_mean=float(tier_draws[:, a].mean()),
-                                        retention_ci95=(float(low), float(high)), p_best=float(p_best[a]),
-                                        uplift_vs_control=uplift, p_beats_control=p_beats))
+            arms.append(
+                HierarchicalArm(
+                    key=key,
+                    is_control=key in counts.control_keys,
+                    retention_mean=float(tier_draws[:, a].mean()),
+                    retention_ci95=(float(low), float(high)),
+                    p_best=float(p_best[a]),
+                    uplift_vs_control=uplift,
+                    p_beats_control=p_beats,
+                )
+            )
         tiers.append(HierarchicalTier(tier=tier, arms=tuple(arms)))
     return tuple(tiers)
 
@@ -309,26 +325,58 @@ def logit_normal_prior(prior: BetaPrior) -> tuple[float, float]:
     return float(mean), float(np.sqrt(variance))
 
 
-def _sample(counts: _CellCounts, parameterisation: str, prior: BetaPrior, pooling: HierarchicalPrior, *,
-            seed: int, draws: int, tune: int, chains: int, cores: int,
-            target_accept: float):  # -> arviz.InferenceData
+def _sample(
+    counts: _CellCounts,
+    parameterisation: str,
+    prior: BetaPrior,
+    pooling: HierarchicalPrior,
+    *,
+    seed: int,
+    draws: int,
+    tune: int,
+    chains: int,
+    cores: int,
+    target_accept: float,
+):  # -> arviz.InferenceData
     import pymc as pm
 
     model = _model(counts.trials.shape, parameterisation, pooling)
     base_mean, base_sd = logit_normal_prior(prior)
     with model, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sampler chatter; the diagnostics decide
-        pm.set_data({"trials": counts.trials, "retained": counts.retained, "base_prior_mean": base_mean,
-                     "base_prior_sd": base_sd})
-        return pm.sample(draws=draws, tune=tune, chains=chains, cores=cores, random_seed=seed,
-                         target_accept=target_accept, progressbar=False, quiet=True,
-                         compute_convergence_checks=False)
+        pm.set_data(
+            {
+                "trials": counts.trials,
+                "retained": counts.retained,
+                "base_prior_mean": base_mean,
+                "base_prior_sd": base_sd,
+            }
+        )
+        return pm.sample(
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            cores=cores,
+            random_seed=seed,
+            target_accept=target_accept,
+            progressbar=False,
+            quiet=True,
+            compute_convergence_checks=False,
+        )
 
 
-def fit_hierarchical(tiers: tuple[TierData, ...], *, seed: int, draws: int = 1000, tune: int = 1000,
-                     chains: int = 2, prior: BetaPrior = BetaPrior(),
-                     pooling: HierarchicalPrior = HierarchicalPrior(), target_accept: float = 0.9,
-                     cores: int | None = None) -> HierarchicalResult:
+def fit_hierarchical(
+    tiers: tuple[TierData, ...],
+    *,
+    seed: int,
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 2,
+    prior: BetaPrior = BetaPrior(),
+    pooling: HierarchicalPrior = HierarchicalPrior(),
+    target_accept: float = 0.9,
+    cores: int | None = None,
+) -> HierarchicalResult:
     """Fit the hierarchical model to per-tier arm counts and summarise it per tier.
 
     ``prior`` is the readout's Beta prior of a retention rate (each tier's control starts
@@ -342,14 +390,30 @@ def fit_hierarchical(tiers: tuple[TierData, ...], *, seed: int, draws: int = 100
     Never raises for bad data or a failing sampler: the result says why.
     """
 
-    def failure(code: str, reason: str, parameterisation: str | None = None,
-                diagnostics: Diagnostics | None = None) -> HierarchicalResult:
-        return HierarchicalResult(ok=False, reason_code=code, reason=reason, sampler=SAMPLER,
-                                  parameterisation=parameterisation, diagnostics=diagnostics, tiers=(),
-                                  seed=seed, draws=draws, tune=tune, chains=chains)
+    def failure(
+        code: str, reason: str, parameterisation: str | None = None, diagnostics: Diagnostics | None = None
+    ) -> HierarchicalResult:
+        return HierarchicalResult(
+            ok=False,
+            reason_code=code,
+            reason=reason,
+            sampler=SAMPLER,
+            parameterisation=parameterisation,
+            diagnostics=diagnostics,
+            tiers=(),
+            seed=seed,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+        )
 
-    if not (isinstance(prior, BetaPrior) and math.isfinite(prior.alpha) and math.isfinite(prior.beta)
-            and prior.alpha > 0 and prior.beta > 0):
+    if not (
+        isinstance(prior, BetaPrior)
+        and math.isfinite(prior.alpha)
+        and math.isfinite(prior.beta)
+        and prior.alpha > 0
+        and prior.beta > 0
+    ):
         return failure("invalid_inputs", f"prior must be a Beta prior with finite parameters > 0, got {prior!r}")
     counts = _cell_counts(tiers)
     if isinstance(counts, tuple):
@@ -363,19 +427,38 @@ def fit_hierarchical(tiers: tuple[TierData, ...], *, seed: int, draws: int = 100
     # the second attempt also takes smaller steps, the usual cure for a stray divergence
     for parameterisation, acceptance in ((preferred, target_accept), (other, max(target_accept, RETRY_TARGET_ACCEPT))):
         try:
-            idata = _sample(counts, parameterisation, prior, pooling, seed=seed, draws=draws, tune=tune,
-                            chains=chains, cores=cores, target_accept=acceptance)
+            idata = _sample(
+                counts,
+                parameterisation,
+                prior,
+                pooling,
+                seed=seed,
+                draws=draws,
+                tune=tune,
+                chains=chains,
+                cores=cores,
+                target_accept=acceptance,
+            )
             diagnostics = _diagnostics(idata)
-        except Exception as error:  # noqa: BLE001 - any sampler failure becomes a reason, not a crash
+        except Exception as error:
             return failure("sampler_error", f"{type(error).__name__}: {error}"[:500], parameterisation)
         problem = _diagnostics_failure(diagnostics)
         if problem is None:
             retention = idata.posterior["retention"].values  # chains × draws × tiers × arms
             retention = retention.reshape(-1, *retention.shape[2:])
-            return HierarchicalResult(ok=True, reason_code=None, reason=None, sampler=SAMPLER,
-                                      parameterisation=parameterisation, diagnostics=diagnostics,
-                                      tiers=_summaries(counts, retention, [arm.key for arm in tiers[0].arms]),
-                                      seed=seed, draws=draws, tune=tune, chains=chains)
+            return HierarchicalResult(
+                ok=True,
+                reason_code=None,
+                reason=None,
+                sampler=SAMPLER,
+                parameterisation=parameterisation,
+                diagnostics=diagnostics,
+                tiers=_summaries(counts, retention, [arm.key for arm in tiers[0].arms]),
+                seed=seed,
+                draws=draws,
+                tune=tune,
+                chains=chains,
+            )
         problems.append(f"{parameterisation}: {problem}")
     return failure("diagnostics_failed", " | ".join(problems), parameterisation, diagnostics)
 

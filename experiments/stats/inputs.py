@@ -21,7 +21,7 @@ class BetaPrior:
     beta: float = 1.0
 
     @classmethod
-    def centred(cls, base_rate: float, strength: float) -> "BetaPrior":
+    def centred(cls, base_rate: float, strength: float) -> BetaPrior:
         """A prior with mean ``base_rate`` worth ``strength`` pseudo-subscribers."""
         return cls(alpha=base_rate * strength, beta=(1.0 - base_rate) * strength)
 

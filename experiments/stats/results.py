@@ -18,7 +18,7 @@ class Interval:
     high: float
 
     @classmethod
-    def zero(cls) -> "Interval":
+    def zero(cls) -> Interval:
         """A comparison of the control with itself."""
         return cls(0.0, 0.0, 0.0)
 
@@ -97,8 +97,12 @@ class TierResult:
     error_message: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {"tier": self.tier, "arms": [arm.as_json() for arm in self.arms],
-                "error": self.error, "error_message": self.error_message}
+        return {
+            "tier": self.tier,
+            "arms": [arm.as_json() for arm in self.arms],
+            "error": self.error,
+            "error_message": self.error_message,
+        }
 
 
 @dataclass(frozen=True)

@@ -90,11 +90,12 @@ class DrawScratch:
         self.slopes = np.empty((rows, draws), dtype=DRAW_DTYPE)
 
 
-def draw_rows(tables: np.ndarray, generators: list[np.random.Generator], out: np.ndarray,
-              scratch: DrawScratch) -> np.ndarray:
+def draw_rows(
+    tables: np.ndarray, generators: list[np.random.Generator], out: np.ndarray, scratch: DrawScratch
+) -> np.ndarray:
     """Fill ``out`` (rows × draws) with draws through each row's quantile table, the uniforms
     of row i coming next from ``generators[i]``; returns ``out``."""
-    rows, draws = out.shape
+    rows, _draws = out.shape
     fractions, cells, slopes = scratch.fractions[:rows], scratch.cells[:rows], scratch.slopes[:rows]
     for row, generator in zip(fractions, generators):
         generator.random(out=row, dtype=DRAW_DTYPE)
@@ -127,6 +128,6 @@ def ci95_rows(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         fraction = position - below
         draws.partition(below, axis=1)
         lower_stat = draws[:, below]
-        upper_stat = draws[:, below + 1:].min(axis=1) if below < last else lower_stat
+        upper_stat = draws[:, below + 1 :].min(axis=1) if below < last else lower_stat
         bounds.append(lower_stat + fraction * (upper_stat - lower_stat))
     return bounds[0], bounds[1]

@@ -60,9 +60,21 @@ def sample_ratio_mismatch(arms: tuple[ArmData, ...]) -> SrmResult:
     expected = tuple((arm.key, total_exposed * arm.weight / total_weight) for arm in taking_part)
     degrees_of_freedom = len(taking_part) - 1
     if any(count == 0 for _, count in expected):
-        return SrmResult(p_value=0.0, flag=True, chi2=math.inf, degrees_of_freedom=degrees_of_freedom,
-                         observed=observed, expected=expected)
+        return SrmResult(
+            p_value=0.0,
+            flag=True,
+            chi2=math.inf,
+            degrees_of_freedom=degrees_of_freedom,
+            observed=observed,
+            expected=expected,
+        )
     chi2 = sum((seen - due) ** 2 / due for (_, seen), (_, due) in zip(observed, expected))
     p_value = float(special.chdtrc(degrees_of_freedom, chi2))
-    return SrmResult(p_value=p_value, flag=p_value < SRM_P_THRESHOLD, chi2=chi2,
-                     degrees_of_freedom=degrees_of_freedom, observed=observed, expected=expected)
+    return SrmResult(
+        p_value=p_value,
+        flag=p_value < SRM_P_THRESHOLD,
+        chi2=chi2,
+        degrees_of_freedom=degrees_of_freedom,
+        observed=observed,
+        expected=expected,
+    )

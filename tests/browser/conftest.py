@@ -8,9 +8,9 @@ the pages a person sees are the pages the tests drive.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from alembic import command
@@ -26,8 +26,14 @@ from offers.models import Subscriber
 from tests.conftest import alembic_config
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PASSWORD = "browser-test-password"
 SEED_ACTOR = "test:browser-seed"
 
@@ -43,33 +49,65 @@ def _seed(session) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """Users per role plus a small catalogue, so the overview has something to show."""
     emails = {}
     for role in ("admin", "marketing", "analyst"):
-        emails[role] = create_user(session, email=f"{role}@browser.test", role=role, password=PASSWORD,
-                                   name=role.title(), actor=SEED_ACTOR).email
-    create_config(session, catalogue.TIER_SCHEMES,
-                  schemas.TierSchemeIn(code="value", name="Value tiers", is_primary=True), actor=SEED_ACTOR)
-    tiers = (("vip", {"arpu": {"$gte": 100}}), ("value", {"arpu": {"$gte": 60}}),
-             ("growth", {"arpu": {"$gte": 30}}), ("basic", {}))
+        emails[role] = create_user(
+            session, email=f"{role}@browser.test", role=role, password=PASSWORD, name=role.title(), actor=SEED_ACTOR
+        ).email
+    create_config(
+        session,
+        catalogue.TIER_SCHEMES,
+        schemas.TierSchemeIn(code="value", name="Value tiers", is_primary=True),
+        actor=SEED_ACTOR,
+    )
+    tiers = (
+        ("vip", {"arpu": {"$gte": 100}}),
+        ("value", {"arpu": {"$gte": 60}}),
+        ("growth", {"arpu": {"$gte": 30}}),
+        ("basic", {}),
+    )
     for rank, (code, rule) in enumerate(tiers, start=1):
-        create_config(session, catalogue.TIERS, schemas.TierIn(code=code, scheme_code="value", name=code.title(),
-                                                               rank=rank, rule=rule), actor=SEED_ACTOR)
-    create_config(session, catalogue.OFFERS,
-                  schemas.OfferIn(code="CARE_SMS", name="Care SMS", unit_cost=0.05, channels=["sms"],
-                                  eligibility={"churn_score": {"$gte": 0.3}}, prior_uplift=0.01),
-                  actor=SEED_ACTOR)
-    create_config(session, catalogue.BUDGETS,
-                  schemas.BudgetIn(code="retention-fund", name="Retention fund (1.5% of revenue)",
-                                   cap_share_of_revenue=0.015), actor=SEED_ACTOR)
+        create_config(
+            session,
+            catalogue.TIERS,
+            schemas.TierIn(code=code, scheme_code="value", name=code.title(), rank=rank, rule=rule),
+            actor=SEED_ACTOR,
+        )
+    create_config(
+        session,
+        catalogue.OFFERS,
+        schemas.OfferIn(
+            code="CARE_SMS",
+            name="Care SMS",
+            unit_cost=0.05,
+            channels=["sms"],
+            eligibility={"churn_score": {"$gte": 0.3}},
+            prior_uplift=0.01,
+        ),
+        actor=SEED_ACTOR,
+    )
+    create_config(
+        session,
+        catalogue.BUDGETS,
+        schemas.BudgetIn(code="retention-fund", name="Retention fund (1.5% of revenue)", cap_share_of_revenue=0.015),
+        actor=SEED_ACTOR,
+    )
     for i, (tier, arpu) in enumerate([("basic", 20.0)] * 5 + [("growth", 40.0)] * 3 + [("vip", 150.0)] * 2):
-        session.add(Subscriber(id=f"s-{i}", attributes={"arpu": arpu}, tier=tier, tiers={"value": tier},
-                               arpu=arpu, ltv=arpu * 24))
+        session.add(
+            Subscriber(
+                id=f"s-{i}", attributes={"arpu": arpu}, tier=tier, tiers={"value": tier}, arpu=arpu, ltv=arpu * 24
+            )
+        )
     return emails
 
 
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     instance = tmp_path_factory.mktemp("browser-instance")
-    settings = Settings(database_url=f"sqlite:///{instance / 'browser.db'}", instance_dir=instance,
-                        secret_key="browser-test-secret", log_level="WARNING")
+    settings = Settings(
+        database_url=f"sqlite:///{instance / 'browser.db'}",
+        instance_dir=instance,
+        secret_key="browser-test-secret",
+        log_level="WARNING",
+    )
     app = create_app(settings)
     database = get_database(app)
     with database.engine.begin() as conn:

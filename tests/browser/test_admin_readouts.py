@@ -12,20 +12,20 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Iterator
 
 import pytest
 from alembic import command
 from sqlalchemy import update
 from werkzeug.serving import make_server
 
+from carepilot.app import create_app
 from experiments import schemas as experiment_schemas
 from experiments.jobs import run_readout
 from experiments.models import Experiment
 from experiments.service import create_experiment, get_experiment, transition_experiment
-from carepilot.app import create_app
 from infra.db import get_database, session_scope, utcnow
 from infra.settings import Settings
 from offers import catalogue
@@ -40,8 +40,10 @@ expect = sync_api.expect
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed; "
-                                                     "install it with `apt-get install chromium` (CI does)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"{CHROMIUM} is not installed; install it with `apt-get install chromium` (CI does)",
+    ),
 ]
 
 
@@ -56,10 +58,12 @@ def _seed_pilot_with_readout(factory) -> dict:  # type: ignore[no-untyped-def]
     now = utcnow()
     with session_scope(factory) as session:
         create_config(session, catalogue.OFFERS, offer_schemas.OfferIn(**OFFER), actor=SEED_ACTOR)
-        body = experiment_body(promotion_policy={"min_exposures_per_arm": 100, "min_runtime_days": 30,
-                                                 "mode": "approve"})
-        create_experiment(session, experiment_schemas.ExperimentIn.model_validate_json(json.dumps(body)),
-                          actor=SEED_ACTOR)
+        body = experiment_body(
+            promotion_policy={"min_exposures_per_arm": 100, "min_runtime_days": 30, "mode": "approve"}
+        )
+        create_experiment(
+            session, experiment_schemas.ExperimentIn.model_validate_json(json.dumps(body)), actor=SEED_ACTOR
+        )
         experiment = transition_experiment(session, KEY, "pilot", actor=SEED_ACTOR)
         started = now - timedelta(days=45)
         session.execute(update(Experiment).where(Experiment.id == experiment.id).values(started_at=started))
@@ -73,8 +77,12 @@ def _seed_pilot_with_readout(factory) -> dict:  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def readout_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReadoutServer]:
     instance = tmp_path_factory.mktemp("browser-readouts")
-    settings = Settings(database_url=f"sqlite:///{instance / 'browser.db'}", instance_dir=instance,
-                        secret_key="browser-test-secret", log_level="WARNING")
+    settings = Settings(
+        database_url=f"sqlite:///{instance / 'browser.db'}",
+        instance_dir=instance,
+        secret_key="browser-test-secret",
+        log_level="WARNING",
+    )
     app = create_app(settings)
     database = get_database(app)
     with database.engine.begin() as conn:

@@ -14,8 +14,10 @@ expect = sync_api.expect
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed; "
-                                                     "install it with `apt-get install chromium` (CI does)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"{CHROMIUM} is not installed; install it with `apt-get install chromium` (CI does)",
+    ),
 ]
 
 
@@ -80,7 +82,8 @@ def test_marketing_creates_an_offer_and_sees_it_in_the_table(page, live_server):
 
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Audit log").click()
     expect(page.get_by_role("row").filter(has_text="GIGABIT_UPGRADE").first).to_contain_text(
-        f"user:{live_server.emails['marketing']}")
+        f"user:{live_server.emails['marketing']}"
+    )
 
 
 def test_invalid_condition_is_shown_inline_and_the_input_is_kept(page, live_server):
@@ -95,7 +98,8 @@ def test_invalid_condition_is_shown_inline_and_the_input_is_kept(page, live_serv
     page.get_by_role("button", name="Create offer").click()
 
     expect(page.get_by_test_id("error-eligibility")).to_have_text(
-        "unknown operator $gtee (at $.eligibility.tenure_months.$gtee)")
+        "unknown operator $gtee (at $.eligibility.tenure_months.$gtee)"
+    )
     expect(page.get_by_label("Eligibility (condition JSON)")).to_have_value(typed)
     expect(page.get_by_label("Name")).to_have_value("Broken offer")
     expect(page.get_by_label("sms")).to_be_checked()

@@ -17,14 +17,23 @@ from offers.models import Subscriber
 
 KEY = "care-credit"
 OFFER = {"code": "BILL_CREDIT_5", "name": "€5 bill credit", "unit_cost": 5.0, "channels": ["sms"]}
-LENIENT_POLICY = {"min_exposures_per_arm": 100, "min_runtime_days": 30, "min_p_best": 0.95,
-                  "max_expected_loss": 0.005, "mode": "auto"}
+LENIENT_POLICY = {
+    "min_exposures_per_arm": 100,
+    "min_runtime_days": 30,
+    "min_p_best": 0.95,
+    "max_expected_loss": 0.005,
+    "mode": "auto",
+}
 
 
 def experiment_body(**overrides: Any) -> dict[str, Any]:
-    body = {"key": KEY, "name": "Bill credit vs no care", "coverage": 0.5,
-            "arms": [{"key": "control"}, {"key": "credit", "offer_code": OFFER["code"]}],
-            "promotion_policy": dict(LENIENT_POLICY)}
+    body = {
+        "key": KEY,
+        "name": "Bill credit vs no care",
+        "coverage": 0.5,
+        "arms": [{"key": "control"}, {"key": "credit", "offer_code": OFFER["code"]}],
+        "promotion_policy": dict(LENIENT_POLICY),
+    }
     body.update(overrides)
     return body
 
@@ -56,8 +65,16 @@ class Cell:
     arpu: float = 30.0
 
 
-def populate(db: Session, experiment: Experiment, cells: list[Cell], *, now: datetime,
-             exposed_days_ago: int = 40, ltv: float = 400.0, seed: int = 7) -> None:
+def populate(
+    db: Session,
+    experiment: Experiment,
+    cells: list[Cell],
+    *,
+    now: datetime,
+    exposed_days_ago: int = 40,
+    ltv: float = 400.0,
+    seed: int = 7,
+) -> None:
     """Expose ``n`` subscribers per cell ``exposed_days_ago`` days before ``now`` and report
     their day-30 status (retained with probability ``retention``, else churned) and revenue."""
     rng = random.Random(seed)
@@ -66,28 +83,67 @@ def populate(db: Session, experiment: Experiment, cells: list[Cell], *, now: dat
     for c in cells:
         for i in range(c.n):
             sid = f"{c.arm}-{c.tier}-{i}"
-            exposures.append({"experiment_id": experiment.id, "subscriber_id": sid, "arm_key": c.arm,
-                              "in_holdout": False, "phase": 1, "tier": c.tier, "channel": "sms",
-                              "first_exposed_at": exposed_at})
-            subscribers.append({"id": sid, "attributes": {"ltv": ltv}, "tier": c.tier, "tiers": {},
-                                "ltv": ltv, "arpu": c.arpu, "updated_at": now})
+            exposures.append(
+                {
+                    "experiment_id": experiment.id,
+                    "subscriber_id": sid,
+                    "arm_key": c.arm,
+                    "in_holdout": False,
+                    "phase": 1,
+                    "tier": c.tier,
+                    "channel": "sms",
+                    "first_exposed_at": exposed_at,
+                }
+            )
+            subscribers.append(
+                {
+                    "id": sid,
+                    "attributes": {"ltv": ltv},
+                    "tier": c.tier,
+                    "tiers": {},
+                    "ltv": ltv,
+                    "arpu": c.arpu,
+                    "updated_at": now,
+                }
+            )
             plan.append((sid, rng.random() < c.retention, max(0.0, rng.gauss(c.arpu, 5.0))))
     db.execute(insert(Subscriber), subscribers)
     db.execute(insert(Exposure), exposures)
-    ids = dict(db.execute(select(Exposure.subscriber_id, Exposure.id)
-                          .where(Exposure.experiment_id == experiment.id)).all())
+    ids = dict(
+        db.execute(select(Exposure.subscriber_id, Exposure.id).where(Exposure.experiment_id == experiment.id)).all()
+    )
     outcomes = []
     for sid, retained, revenue in plan:
         kind = "retained" if retained else "churned"
-        outcomes.append({"assignment_id": ids[sid], "type": kind, "day_n": 30, "value": None,
-                         "occurred_at": exposed_at + timedelta(days=30), "received_at": now})
-        outcomes.append({"assignment_id": ids[sid], "type": "revenue", "day_n": None, "value": revenue,
-                         "occurred_at": exposed_at + timedelta(days=30), "received_at": now})
+        outcomes.append(
+            {
+                "assignment_id": ids[sid],
+                "type": kind,
+                "day_n": 30,
+                "value": None,
+                "occurred_at": exposed_at + timedelta(days=30),
+                "received_at": now,
+            }
+        )
+        outcomes.append(
+            {
+                "assignment_id": ids[sid],
+                "type": "revenue",
+                "day_n": None,
+                "value": revenue,
+                "occurred_at": exposed_at + timedelta(days=30),
+                "received_at": now,
+            }
+        )
     db.execute(insert(Outcome), outcomes)
     db.flush()
 
 
 def winning_cells(n: int = 1500) -> list[Cell]:
     """The credit arm clearly retains more in both tiers (worth far more than it costs)."""
-    return [Cell("control", "basic", n, 0.80), Cell("credit", "basic", n, 0.90),
-            Cell("control", "vip", n, 0.85), Cell("credit", "vip", n, 0.93)]
+    return [
+        Cell("control", "basic", n, 0.80),
+        Cell("credit", "basic", n, 0.90),
+        Cell("control", "vip", n, 0.85),
+        Cell("credit", "vip", n, 0.93),
+    ]

@@ -39,10 +39,18 @@ def _offers(db) -> dict[str, Offer]:  # type: ignore[no-untyped-def]
 
 
 def _offer_form(**overrides) -> dict:  # type: ignore[no-untyped-def]
-    form = {"code": "NIGHT_DATA", "name": "Night data pack", "description": "10 GB from 23:00 to 07:00",
-            "unit_cost": "2.5", "currency": "EUR", "channels": ["sms", "app"],
-            "eligibility": '{"night_data_share": {"$gte": 0.4}}', "prior_uplift": "0.03",
-            "value_horizon_months": "6", "active": "on"}
+    form = {
+        "code": "NIGHT_DATA",
+        "name": "Night data pack",
+        "description": "10 GB from 23:00 to 07:00",
+        "unit_cost": "2.5",
+        "currency": "EUR",
+        "channels": ["sms", "app"],
+        "eligibility": '{"night_data_share": {"$gte": 0.4}}',
+        "prior_uplift": "0.03",
+        "value_horizon_months": "6",
+        "active": "on",
+    }
     form.update(overrides)
     return form
 
@@ -54,8 +62,9 @@ def login(client, db, password):  # type: ignore[no-untyped-def]
     def do(role: str):  # type: ignore[no-untyped-def]
         user = make_user(db, role)
         db.commit()
-        response = client.post("/admin/login", data={"email": user.email, "password": password,
-                                                     "csrf_token": _token(client)})
+        response = client.post(
+            "/admin/login", data={"email": user.email, "password": password, "csrf_token": _token(client)}
+        )
         assert response.status_code == 302, _text(response)
         return user, _token(client, "/admin/")
 
@@ -64,12 +73,14 @@ def login(client, db, password):  # type: ignore[no-untyped-def]
 
 # --- login, logout, redirects -----------------------------------------------------------
 
+
 def test_login_through_the_form_shows_the_user_and_role(client, db, password):
     user = make_user(db, "analyst")
     db.commit()
     before = _token(client)
-    r = client.post("/admin/login", data={"email": "  Analyst@Example.test ", "password": password,
-                                          "csrf_token": before})
+    r = client.post(
+        "/admin/login", data={"email": "  Analyst@Example.test ", "password": password, "csrf_token": before}
+    )
     assert r.status_code == 302 and r.headers["Location"] == "/admin/"
     page = client.get("/admin/")
     assert page.status_code == 200
@@ -80,13 +91,15 @@ def test_login_through_the_form_shows_the_user_and_role(client, db, password):
     assert _token(client, "/admin/") != before
 
 
-@pytest.mark.parametrize("email, wrong_password", [("marketing@example.test", "not the password"),
-                                                   ("nobody@example.test", None)])
+@pytest.mark.parametrize(
+    "email, wrong_password", [("marketing@example.test", "not the password"), ("nobody@example.test", None)]
+)
 def test_wrong_credentials_rerender_the_form_with_one_message(client, db, password, email, wrong_password):
     make_user(db, "marketing")
     db.commit()
-    r = client.post("/admin/login", data={"email": email, "password": wrong_password or password,
-                                          "csrf_token": _token(client)})
+    r = client.post(
+        "/admin/login", data={"email": email, "password": wrong_password or password, "csrf_token": _token(client)}
+    )
     assert r.status_code == 401
     body = _text(r)
     assert "Wrong email or password." in body  # the same words whether or not the email exists
@@ -103,8 +116,7 @@ def test_login_without_csrf_token_is_refused(client, db, password):
     assert client.get("/admin/").status_code == 302
 
 
-@pytest.mark.parametrize("path", ["/admin/", "/admin/offers", "/admin/tiers", "/admin/audit",
-                                  "/admin/offers/new"])
+@pytest.mark.parametrize("path", ["/admin/", "/admin/offers", "/admin/tiers", "/admin/audit", "/admin/offers/new"])
 def test_pages_need_a_login_and_remember_where_you_were_going(client, path):
     r = client.get(path)
     assert r.status_code == 302
@@ -115,12 +127,23 @@ def test_pages_need_a_login_and_remember_where_you_were_going(client, path):
 def test_login_follows_next_only_inside_the_admin_ui(client, db, password):
     make_user(db, "marketing")
     db.commit()
-    for target, expected in (("/admin/audit", "/admin/audit"), ("https://evil.example/x", "/admin/"),
-                             ("//evil.example/x", "/admin/"), ("/\\evil.example", "/admin/"),
-                             ("/api/v1/offers", "/admin/")):
+    for target, expected in (
+        ("/admin/audit", "/admin/audit"),
+        ("https://evil.example/x", "/admin/"),
+        ("//evil.example/x", "/admin/"),
+        ("/\\evil.example", "/admin/"),
+        ("/api/v1/offers", "/admin/"),
+    ):
         browser = client.application.test_client()  # a fresh, logged-out cookie jar
-        r = browser.post("/admin/login", data={"email": "marketing@example.test", "password": password,
-                                               "csrf_token": _token(browser), "next": target})
+        r = browser.post(
+            "/admin/login",
+            data={
+                "email": "marketing@example.test",
+                "password": password,
+                "csrf_token": _token(browser),
+                "next": target,
+            },
+        )
         assert r.status_code == 302 and r.headers["Location"] == expected, target
 
 
@@ -144,6 +167,7 @@ def test_deactivated_user_is_logged_out(client, db, login):
 
 # --- CSRF and roles ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("token", [None, "forged-token"])
 def test_missing_or_wrong_csrf_token_changes_nothing(client, db, login, token):
     login("marketing")
@@ -158,17 +182,23 @@ def test_missing_or_wrong_csrf_token_changes_nothing(client, db, login, token):
 
 
 def test_analyst_sees_offers_read_only_and_cannot_write(client, db, login):
-    create_config(db, catalogue.OFFERS, schemas.OfferIn(code="CARE_SMS", name="Care SMS", unit_cost=0.05,
-                                                        channels=["sms"]), actor="test")
+    create_config(
+        db,
+        catalogue.OFFERS,
+        schemas.OfferIn(code="CARE_SMS", name="Care SMS", unit_cost=0.05, channels=["sms"]),
+        actor="test",
+    )
     db.commit()
     _, token = login("analyst")
     page = _text(client.get("/admin/offers"))
     assert "CARE_SMS" in page
     assert "New offer" not in page and "/edit" not in page and "Deactivate" not in page
     assert client.get("/admin/offers/new").status_code == 403
-    for path, data in (("/admin/offers/new", _offer_form()),
-                       ("/admin/offers/CARE_SMS/edit", _offer_form(code="CARE_SMS", name="Hacked")),
-                       ("/admin/offers/CARE_SMS/deactivate", {})):
+    for path, data in (
+        ("/admin/offers/new", _offer_form()),
+        ("/admin/offers/CARE_SMS/edit", _offer_form(code="CARE_SMS", name="Hacked")),
+        ("/admin/offers/CARE_SMS/deactivate", {}),
+    ):
         r = client.post(path, data={**data, "csrf_token": token})
         assert r.status_code == 403, path
         assert r.content_type.startswith("text/html") and "you are logged in as analyst" in _text(r)
@@ -178,17 +208,25 @@ def test_analyst_sees_offers_read_only_and_cannot_write(client, db, login):
 
 # --- creating and editing offers -------------------------------------------------------------
 
+
 def test_marketing_creates_an_offer_through_the_form(client, db, login):
     user, token = login("marketing")
     assert "New offer" in _text(client.get("/admin/offers"))
     r = client.post("/admin/offers/new", data={**_offer_form(), "csrf_token": token})
     assert r.status_code == 302 and r.headers["Location"] == "/admin/offers"
     offer = _offers(db)["NIGHT_DATA"]
-    assert (offer.name, float(offer.unit_cost), offer.channels, offer.eligibility, offer.prior_uplift,
-            offer.value_horizon_months, offer.active) == (
-        "Night data pack", 2.5, ["sms", "app"], {"night_data_share": {"$gte": 0.4}}, 0.03, 6, True)
-    audit = db.scalars(select(AuditEntry).where(AuditEntry.entity_type == "offer",
-                                                AuditEntry.entity_key == "NIGHT_DATA")).all()
+    assert (
+        offer.name,
+        float(offer.unit_cost),
+        offer.channels,
+        offer.eligibility,
+        offer.prior_uplift,
+        offer.value_horizon_months,
+        offer.active,
+    ) == ("Night data pack", 2.5, ["sms", "app"], {"night_data_share": {"$gte": 0.4}}, 0.03, 6, True)
+    audit = db.scalars(
+        select(AuditEntry).where(AuditEntry.entity_type == "offer", AuditEntry.entity_key == "NIGHT_DATA")
+    ).all()
     assert [(a.actor, a.action) for a in audit] == [(f"user:{user.email}", "create")]
     assert audit[0].after["eligibility"] == {"night_data_share": {"$gte": 0.4}}
     listing = _text(client.get("/admin/offers"))
@@ -202,7 +240,7 @@ def test_a_change_saves_while_redis_is_down(client, db, login, monkeypatch):
 
     from infra import config_version
 
-    user, token = login("marketing")
+    _user, token = login("marketing")
     down = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
     monkeypatch.setattr(config_version, "_redis_source", [lambda: down])
     r = client.post("/admin/offers/new", data={**_offer_form(), "csrf_token": token})
@@ -214,8 +252,7 @@ def test_a_change_saves_while_redis_is_down(client, db, login, monkeypatch):
 def test_invalid_eligibility_json_keeps_the_input_and_names_the_problem(client, db, login):
     _, token = login("marketing")
     typed = '{"night_data_share": {"$gte": 0.4}'  # missing closing brace
-    r = client.post("/admin/offers/new", data={**_offer_form(eligibility=typed, name="Kept name"),
-                                               "csrf_token": token})
+    r = client.post("/admin/offers/new", data={**_offer_form(eligibility=typed, name="Kept name"), "csrf_token": token})
     assert r.status_code == 400
     errors = _field_errors(r)
     assert errors["eligibility"].startswith("Not valid JSON: Expecting ',' delimiter")
@@ -237,8 +274,9 @@ def test_invalid_condition_is_shown_at_its_json_path_next_to_eligibility(client,
 
 def test_field_errors_from_conversion_and_from_the_catalogue_schema(client, db, login):
     _, token = login("marketing")
-    r = client.post("/admin/offers/new", data={**_offer_form(unit_cost="cheap", value_horizon_months="1.5"),
-                                               "csrf_token": token})
+    r = client.post(
+        "/admin/offers/new", data={**_offer_form(unit_cost="cheap", value_horizon_months="1.5"), "csrf_token": token}
+    )
     assert r.status_code == 400
     assert _field_errors(r) == {"unit_cost": "must be a number", "value_horizon_months": "must be a whole number"}
     data = {**_offer_form(code="bad code!", prior_uplift="2"), "csrf_token": token}
@@ -266,9 +304,10 @@ def test_edit_and_deactivate_are_audited_with_before_and_after(client, db, login
     client.post("/admin/offers/new", data={**_offer_form(), "csrf_token": token})
     form = _text(client.get("/admin/offers/NIGHT_DATA/edit"))
     assert 'value="Night data pack"' in form and '"night_data_share"' in form and "readonly" in form
-    r = client.post("/admin/offers/NIGHT_DATA/edit",
-                    data={**_offer_form(code="IGNORED", name="Night data pack XL", channels=["app"]),
-                          "csrf_token": token})
+    r = client.post(
+        "/admin/offers/NIGHT_DATA/edit",
+        data={**_offer_form(code="IGNORED", name="Night data pack XL", channels=["app"]), "csrf_token": token},
+    )
     assert r.status_code == 302
     r = client.post("/admin/offers/NIGHT_DATA/deactivate", data={"csrf_token": token})
     assert r.status_code == 302
@@ -276,10 +315,10 @@ def test_edit_and_deactivate_are_audited_with_before_and_after(client, db, login
     assert set(offers) == {"NIGHT_DATA"}  # the read-only code field cannot rename the offer
     offer = offers["NIGHT_DATA"]
     assert (offer.name, offer.channels, offer.active) == ("Night data pack XL", ["app"], False)
-    rows = db.scalars(select(AuditEntry).where(AuditEntry.entity_key == "NIGHT_DATA")
-                      .order_by(AuditEntry.id)).all()
-    assert [(a.action, a.actor) for a in rows] == [(action, f"user:{user.email}")
-                                                   for action in ("create", "update", "deactivate")]
+    rows = db.scalars(select(AuditEntry).where(AuditEntry.entity_key == "NIGHT_DATA").order_by(AuditEntry.id)).all()
+    assert [(a.action, a.actor) for a in rows] == [
+        (action, f"user:{user.email}") for action in ("create", "update", "deactivate")
+    ]
     assert (rows[1].before["name"], rows[1].after["name"]) == ("Night data pack", "Night data pack XL")
     audit_page = _text(client.get("/admin/audit"))
     assert audit_page.count(f"user:{user.email}") >= 3 and "<details>" in audit_page
@@ -288,8 +327,10 @@ def test_edit_and_deactivate_are_audited_with_before_and_after(client, db, login
 def test_invalid_edit_keeps_the_stored_offer(client, db, login):
     _, token = login("admin")
     client.post("/admin/offers/new", data={**_offer_form(), "csrf_token": token})
-    r = client.post("/admin/offers/NIGHT_DATA/edit",
-                    data={**_offer_form(eligibility='{"$or": {"a": 1}}', name="Changed"), "csrf_token": token})
+    r = client.post(
+        "/admin/offers/NIGHT_DATA/edit",
+        data={**_offer_form(eligibility='{"$or": {"a": 1}}', name="Changed"), "csrf_token": token},
+    )
     assert r.status_code == 400
     assert _field_errors(r)["eligibility"] == "$or needs a list of conditions (at $.eligibility.$or)"
     assert 'value="Changed"' in _text(r)
@@ -298,13 +339,23 @@ def test_invalid_edit_keeps_the_stored_offer(client, db, login):
 
 # --- tiers, overview, error pages ----------------------------------------------------------
 
+
 def _value_tiers(db) -> None:  # type: ignore[no-untyped-def]
-    create_config(db, catalogue.TIER_SCHEMES, schemas.TierSchemeIn(code="value", name="Value tiers",
-                                                                   is_primary=True), actor="test")
-    for rank, (code, rule) in enumerate((("vip", {"arpu": {"$gte": 100}}), ("growth", {"arpu": {"$gte": 30}}),
-                                         ("basic", {})), start=1):
-        create_config(db, catalogue.TIERS, schemas.TierIn(code=code, scheme_code="value", name=code.title(),
-                                                          rank=rank, rule=rule), actor="test")
+    create_config(
+        db,
+        catalogue.TIER_SCHEMES,
+        schemas.TierSchemeIn(code="value", name="Value tiers", is_primary=True),
+        actor="test",
+    )
+    for rank, (code, rule) in enumerate(
+        (("vip", {"arpu": {"$gte": 100}}), ("growth", {"arpu": {"$gte": 30}}), ("basic", {})), start=1
+    ):
+        create_config(
+            db,
+            catalogue.TIERS,
+            schemas.TierIn(code=code, scheme_code="value", name=code.title(), rank=rank, rule=rule),
+            actor="test",
+        )
     db.commit()
 
 
@@ -326,16 +377,21 @@ def test_tiers_page_lists_rules_in_rank_order_and_previews_a_profile(client, db,
 
 def test_overview_counts_offers_tiers_and_budgets(client, db, login):
     _value_tiers(db)
-    create_config(db, catalogue.OFFERS, schemas.OfferIn(code="CARE_SMS", name="Care SMS", unit_cost=0.05,
-                                                        channels=["sms"]), actor="test")
-    create_config(db, catalogue.BUDGETS, schemas.BudgetIn(code="Q4", name="Retention fund", cap_amount=25000),
-                  actor="test")
+    create_config(
+        db,
+        catalogue.OFFERS,
+        schemas.OfferIn(code="CARE_SMS", name="Care SMS", unit_cost=0.05, channels=["sms"]),
+        actor="test",
+    )
+    create_config(
+        db, catalogue.BUDGETS, schemas.BudgetIn(code="Q4", name="Retention fund", cap_amount=25000), actor="test"
+    )
     db.commit()
     login("marketing")
     body = _text(client.get("/admin/"))
     assert 'data-testid="active-offers">1<' in body
     assert "Retention fund" in body and "25,000.00 EUR" in body
-    assert "<code>value</code> <span class=\"badge\">primary</span>" in body
+    assert '<code>value</code> <span class="badge">primary</span>' in body
     assert "Recent changes" in body and "tier" in body
 
 
@@ -357,8 +413,14 @@ def test_admin_pages_send_security_headers(client, login):
 
 # --- risk levels -----------------------------------------------------------------------------------
 
-RISK_FORM = {"yellow_churn_score": "0.35", "red_churn_score": "0.65", "inactive_months": "2",
-             "consecutive_downgrades": "3", "unresolved_complaints": "1", "complaint_surge_90d": "3"}
+RISK_FORM = {
+    "yellow_churn_score": "0.35",
+    "red_churn_score": "0.65",
+    "inactive_months": "2",
+    "consecutive_downgrades": "3",
+    "unresolved_complaints": "1",
+    "complaint_surge_90d": "3",
+}
 
 
 def test_marketing_sets_the_risk_levels_and_they_are_audited(client, db, login):
@@ -376,8 +438,10 @@ def test_marketing_sets_the_risk_levels_and_they_are_audited(client, db, login):
     assert "Risk levels saved" in page
     assert "risk policy <code>custom</code>" in page and 'value="0.35"' in page
     # a second save edits the same policy
-    assert client.post("/admin/risk-levels", data={**RISK_FORM, "red_churn_score": "0.8",
-                                                   "csrf_token": token}).status_code == 302
+    assert (
+        client.post("/admin/risk-levels", data={**RISK_FORM, "red_churn_score": "0.8", "csrf_token": token}).status_code
+        == 302
+    )
     db.expire_all()
     assert [p.red_churn_score for p in db.scalars(select(RiskLevelPolicy))] == [0.8]
     audit = db.scalars(select(AuditEntry).where(AuditEntry.entity_type == "risk_policy")).all()

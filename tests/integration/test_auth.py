@@ -49,8 +49,9 @@ def test_channel_key_is_shown_once_stored_hashed_and_revocable(client, auth, db)
     assert me == {"kind": "channel", "name": "SMS gateway", "role": None, "channel": "sms"}
     assert client.delete(f"/api/v1/api-keys/{key_id}", headers=auth["admin"]).status_code == 200
     assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {raw}"}).status_code == 401
-    actions = db.scalars(select(AuditEntry.action).where(AuditEntry.entity_type == "api_key",
-                                                         AuditEntry.entity_key == str(key_id)))
+    actions = db.scalars(
+        select(AuditEntry.action).where(AuditEntry.entity_type == "api_key", AuditEntry.entity_key == str(key_id))
+    )
     assert list(actions) == ["create", "revoke"]
 
 

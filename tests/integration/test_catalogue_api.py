@@ -7,20 +7,40 @@ from sqlalchemy import func, select
 
 from infra.audit import AuditEntry
 
-OFFER = {"code": "NIGHT_PACK", "name": "Night data pack", "unit_cost": 2.5, "channels": ["sms", "app"],
-         "eligibility": {"night_data_share": {"$gte": 0.4}}, "prior_uplift": 0.02}
+OFFER = {
+    "code": "NIGHT_PACK",
+    "name": "Night data pack",
+    "unit_cost": 2.5,
+    "channels": ["sms", "app"],
+    "eligibility": {"night_data_share": {"$gte": 0.4}},
+    "prior_uplift": 0.02,
+}
 
 
 def _audit_rows(db, entity_type: str, key: str) -> list[AuditEntry]:
-    return list(db.scalars(select(AuditEntry).where(AuditEntry.entity_type == entity_type,
-                                                    AuditEntry.entity_key == key).order_by(AuditEntry.id)))
+    return list(
+        db.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.entity_type == entity_type, AuditEntry.entity_key == key)
+            .order_by(AuditEntry.id)
+        )
+    )
 
 
 def _scheme_and_tier(client, auth):
-    assert client.post("/api/v1/tier-schemes", json={"code": "value_tiers", "name": "Value",
-                                                     "is_primary": True}, headers=auth["admin"]).status_code == 201
-    r = client.post("/api/v1/tiers", json={"code": "vip", "scheme_code": "value_tiers", "name": "VIP",
-                                           "rank": 1, "rule": {"arpu": {"$gte": 150}}}, headers=auth["admin"])
+    assert (
+        client.post(
+            "/api/v1/tier-schemes",
+            json={"code": "value_tiers", "name": "Value", "is_primary": True},
+            headers=auth["admin"],
+        ).status_code
+        == 201
+    )
+    r = client.post(
+        "/api/v1/tiers",
+        json={"code": "vip", "scheme_code": "value_tiers", "name": "VIP", "rank": 1, "rule": {"arpu": {"$gte": 150}}},
+        headers=auth["admin"],
+    )
     assert r.status_code == 201, r.json
 
 
@@ -65,15 +85,18 @@ def test_invalid_condition_is_400_naming_the_json_path(client, auth, db):
     assert db.scalar(select(func.count()).select_from(AuditEntry)) == 0
 
 
-@pytest.mark.parametrize("body, code, path", [
-    ({**OFFER, "unit_cost": "2.5"}, "validation_error", "$.unit_cost"),
-    ({**OFFER, "channels": ["fax"]}, "validation_error", "$.channels[0]"),
-    ({**OFFER, "channels": []}, "validation_error", "$.channels"),
-    ({**OFFER, "colour": "red"}, "validation_error", "$.colour"),
-    ({**OFFER, "unit_cost": -1}, "validation_error", "$.unit_cost"),
-    ({**OFFER, "code": "has space"}, "validation_error", "$.code"),
-    ({k: v for k, v in OFFER.items() if k != "name"}, "validation_error", "$.name"),
-])
+@pytest.mark.parametrize(
+    "body, code, path",
+    [
+        ({**OFFER, "unit_cost": "2.5"}, "validation_error", "$.unit_cost"),
+        ({**OFFER, "channels": ["fax"]}, "validation_error", "$.channels[0]"),
+        ({**OFFER, "channels": []}, "validation_error", "$.channels"),
+        ({**OFFER, "colour": "red"}, "validation_error", "$.colour"),
+        ({**OFFER, "unit_cost": -1}, "validation_error", "$.unit_cost"),
+        ({**OFFER, "code": "has space"}, "validation_error", "$.code"),
+        ({k: v for k, v in OFFER.items() if k != "name"}, "validation_error", "$.name"),
+    ],
+)
 def test_wrong_types_and_unknown_fields_are_400(client, auth, body, code, path):
     r = client.post("/api/v1/offers", json=body, headers=auth["marketing"])
     assert r.status_code == 400, r.json
@@ -81,12 +104,15 @@ def test_wrong_types_and_unknown_fields_are_400(client, auth, body, code, path):
     assert path in [d["path"] for d in r.json["error"]["details"]]
 
 
-@pytest.mark.parametrize("data, content_type, status, code", [
-    ('{"code": "X",', "application/json", 400, "invalid_json"),
-    ("[1, 2]", "application/json", 400, "validation_error"),
-    ("", "application/json", 400, "invalid_json"),
-    ("code=X", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
-])
+@pytest.mark.parametrize(
+    "data, content_type, status, code",
+    [
+        ('{"code": "X",', "application/json", 400, "invalid_json"),
+        ("[1, 2]", "application/json", 400, "validation_error"),
+        ("", "application/json", 400, "invalid_json"),
+        ("code=X", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+    ],
+)
 def test_malformed_bodies_are_4xx(client, auth, data, content_type, status, code):
     r = client.post("/api/v1/offers", data=data, content_type=content_type, headers=auth["marketing"])
     assert r.status_code == status and r.json["error"]["code"] == code
@@ -99,12 +125,16 @@ def test_too_large_body_is_413(client, auth):
 
 
 def test_patch_is_validated_as_a_whole(client, auth):
-    client.post("/api/v1/budgets", json={"code": "fund", "name": "Retention fund",
-                                         "cap_share_of_revenue": 0.015}, headers=auth["marketing"])
+    client.post(
+        "/api/v1/budgets",
+        json={"code": "fund", "name": "Retention fund", "cap_share_of_revenue": 0.015},
+        headers=auth["marketing"],
+    )
     r = client.patch("/api/v1/budgets/fund", json={"cap_amount": 1000}, headers=auth["marketing"])
     assert r.status_code == 400 and "exactly one" in r.json["error"]["details"][0]["message"]
-    r = client.patch("/api/v1/budgets/fund", json={"cap_amount": 1000, "cap_share_of_revenue": None},
-                     headers=auth["marketing"])
+    r = client.patch(
+        "/api/v1/budgets/fund", json={"cap_amount": 1000, "cap_share_of_revenue": None}, headers=auth["marketing"]
+    )
     assert r.status_code == 200 and r.json["effective_cap_amount"] == 1000.0
     r = client.patch("/api/v1/budgets/fund", json={"code": "other"}, headers=auth["marketing"])
     assert r.status_code == 400 and r.json["error"]["code"] == "immutable_field"
@@ -128,46 +158,61 @@ def test_budget_defaults_and_effective_cap_from_revenue(client, auth, db):
 
     db.add_all([Subscriber(id=f"s{i}", attributes={}, tiers={}, arpu=100.0) for i in range(10)])
     db.commit()
-    r = client.post("/api/v1/budgets", json={"code": "fund", "name": "Retention fund", "period": "quarter",
-                                             "cap_share_of_revenue": 0.02}, headers=auth["marketing"])
+    r = client.post(
+        "/api/v1/budgets",
+        json={"code": "fund", "name": "Retention fund", "period": "quarter", "cap_share_of_revenue": 0.02},
+        headers=auth["marketing"],
+    )
     assert r.status_code == 201, r.json
     assert r.json["roi_floor"] == 1.5 and r.json["max_cost_share_of_ltv"] == 0.2
     assert r.json["effective_cap_amount"] == pytest.approx(0.02 * 1000 * 3)
 
 
-@pytest.mark.parametrize("body, message", [
-    ({"code": "b", "name": "B", "cap_amount": 5, "scope_type": "tier"}, "needs scope_value"),
-    ({"code": "b", "name": "B", "cap_amount": 5, "scope_value": "vip"}, "leave scope_value empty"),
-    ({"code": "b", "name": "B"}, "exactly one"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"code": "b", "name": "B", "cap_amount": 5, "scope_type": "tier"}, "needs scope_value"),
+        ({"code": "b", "name": "B", "cap_amount": 5, "scope_value": "vip"}, "leave scope_value empty"),
+        ({"code": "b", "name": "B"}, "exactly one"),
+    ],
+)
 def test_budget_rules(client, auth, body, message):
     r = client.post("/api/v1/budgets", json=body, headers=auth["marketing"])
     assert r.status_code == 400 and message in r.json["error"]["details"][0]["message"]
 
 
 def test_budget_scope_must_exist(client, auth):
-    r = client.post("/api/v1/budgets", json={"code": "b", "name": "B", "cap_amount": 5, "scope_type": "tier",
-                                             "scope_value": "ghost"}, headers=auth["marketing"])
+    r = client.post(
+        "/api/v1/budgets",
+        json={"code": "b", "name": "B", "cap_amount": 5, "scope_type": "tier", "scope_value": "ghost"},
+        headers=auth["marketing"],
+    )
     assert r.status_code == 400 and r.json["error"]["code"] == "unknown_reference"
 
 
 def test_tiers_need_a_scheme_and_a_free_rank(client, auth):
-    r = client.post("/api/v1/tiers", json={"code": "vip", "scheme_code": "nope", "name": "VIP", "rank": 1},
-                    headers=auth["admin"])
+    r = client.post(
+        "/api/v1/tiers", json={"code": "vip", "scheme_code": "nope", "name": "VIP", "rank": 1}, headers=auth["admin"]
+    )
     assert r.status_code == 400 and r.json["error"]["code"] == "unknown_scheme"
     _scheme_and_tier(client, auth)
-    r = client.post("/api/v1/tiers", json={"code": "value", "scheme_code": "value_tiers", "name": "Value",
-                                           "rank": 1}, headers=auth["admin"])
+    r = client.post(
+        "/api/v1/tiers",
+        json={"code": "value", "scheme_code": "value_tiers", "name": "Value", "rank": 1},
+        headers=auth["admin"],
+    )
     assert r.status_code == 409 and r.json["error"]["code"] == "rank_taken"
 
 
 def test_only_one_primary_scheme(client, auth, db):
     _scheme_and_tier(client, auth)
-    r = client.post("/api/v1/tier-schemes", json={"code": "segments", "name": "Segments", "is_primary": True},
-                    headers=auth["admin"])
+    r = client.post(
+        "/api/v1/tier-schemes", json={"code": "segments", "name": "Segments", "is_primary": True}, headers=auth["admin"]
+    )
     assert r.status_code == 201
-    schemes = {s["code"]: s["is_primary"] for s in
-               client.get("/api/v1/tier-schemes", headers=auth["analyst"]).json["items"]}
+    schemes = {
+        s["code"]: s["is_primary"] for s in client.get("/api/v1/tier-schemes", headers=auth["analyst"]).json["items"]
+    }
     assert schemes == {"segments": True, "value_tiers": False}
     assert [r.action for r in _audit_rows(db, "tier_scheme", "value_tiers")] == ["create", "update"]
 
@@ -180,8 +225,9 @@ def test_tier_policy_references_and_uniqueness(client, auth):
     assert r.status_code == 201 and r.json["lever"] == 1.0
     policy_id = r.json["id"]
     assert client.post("/api/v1/tier-policies", json=policy, headers=auth["marketing"]).status_code == 409
-    r = client.post("/api/v1/tier-policies", json={**policy, "offer_code": "GHOST", "tier_code": "ghost"},
-                    headers=auth["marketing"])
+    r = client.post(
+        "/api/v1/tier-policies", json={**policy, "offer_code": "GHOST", "tier_code": "ghost"}, headers=auth["marketing"]
+    )
     assert r.status_code == 400 and {d["path"] for d in r.json["error"]["details"]} == {"$.tier_code", "$.offer_code"}
     r = client.get("/api/v1/tier-policies?tier_code=vip", headers=auth["analyst"])
     assert [p["id"] for p in r.json["items"]] == [policy_id]
@@ -189,24 +235,37 @@ def test_tier_policy_references_and_uniqueness(client, auth):
 
 
 def test_contact_policy_validation(client, auth):
-    good = {"channel": "sms", "max_contacts": 4, "window_days": 30, "quiet_start": "21:00",
-            "quiet_end": "08:00", "timezone": "Asia/Shanghai"}
+    good = {
+        "channel": "sms",
+        "max_contacts": 4,
+        "window_days": 30,
+        "quiet_start": "21:00",
+        "quiet_end": "08:00",
+        "timezone": "Asia/Shanghai",
+    }
     assert client.post("/api/v1/contact-policies", json=good, headers=auth["marketing"]).status_code == 201
     assert client.get("/api/v1/contact-policies/sms", headers=auth["analyst"]).json["max_contacts"] == 4
-    for bad in ({**good, "channel": "app", "quiet_start": "25:00"}, {**good, "channel": "app", "quiet_end": None},
-                {**good, "channel": "app", "timezone": "Mars/Olympus"}):
+    for bad in (
+        {**good, "channel": "app", "quiet_start": "25:00"},
+        {**good, "channel": "app", "quiet_end": None},
+        {**good, "channel": "app", "timezone": "Mars/Olympus"},
+    ):
         r = client.post("/api/v1/contact-policies", json=bad, headers=auth["marketing"])
         assert r.status_code == 400, bad
 
 
 def test_tier_preview_and_reorder(client, auth, db):
     _scheme_and_tier(client, auth)
-    client.post("/api/v1/tiers", json={"code": "basic", "scheme_code": "value_tiers", "name": "Basic",
-                                       "rank": 2, "rule": {}}, headers=auth["admin"])
+    client.post(
+        "/api/v1/tiers",
+        json={"code": "basic", "scheme_code": "value_tiers", "name": "Basic", "rank": 2, "rule": {}},
+        headers=auth["admin"],
+    )
     r = client.post("/api/v1/tiers/preview", json={"attributes": {"arpu": 200}}, headers=auth["analyst"])
     assert r.json == {"tier": "vip", "by_scheme": {"value_tiers": "vip"}}
-    r = client.post("/api/v1/tier-schemes/value_tiers/order", json={"tiers": ["basic", "vip"]},
-                    headers=auth["marketing"])
+    r = client.post(
+        "/api/v1/tier-schemes/value_tiers/order", json={"tiers": ["basic", "vip"]}, headers=auth["marketing"]
+    )
     assert r.status_code == 200 and [t["code"] for t in r.json["items"]] == ["basic", "vip"]
     r = client.post("/api/v1/tiers/preview", json={"attributes": {"arpu": 200}}, headers=auth["analyst"])
     assert r.json["tier"] == "basic"
@@ -216,11 +275,14 @@ def test_tier_preview_and_reorder(client, auth, db):
     assert r.status_code == 400
 
 
-@pytest.mark.parametrize("data", [
-    b'{"code": "X", "name": "x", "unit_cost": NaN, "channels": ["sms"]}',
-    b'{"code": "X", "name": "x", "unit_cost": 1, "channels": ["sms"], "eligibility": {"a": Infinity}}',
-    b'{"code": "X", "name": "nul\\u0000", "unit_cost": 1, "channels": ["sms"]}',
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"code": "X", "name": "x", "unit_cost": NaN, "channels": ["sms"]}',
+        b'{"code": "X", "name": "x", "unit_cost": 1, "channels": ["sms"], "eligibility": {"a": Infinity}}',
+        b'{"code": "X", "name": "nul\\u0000", "unit_cost": 1, "channels": ["sms"]}',
+    ],
+)
 def test_values_the_database_cannot_store_are_400(client, auth, data):
     r = client.post("/api/v1/offers", data=data, content_type="application/json", headers=auth["marketing"])
     assert r.status_code == 400, r.json

@@ -10,12 +10,14 @@ from offers.models import Subscriber
 
 def test_create_user_and_keys(app, db, redis):
     runner = app.test_cli_runner()
-    r = runner.invoke(args=["create-user", "--email", "Ops@Example.test", "--role", "admin",
-                            "--password", "a long password"])
+    r = runner.invoke(
+        args=["create-user", "--email", "Ops@Example.test", "--role", "admin", "--password", "a long password"]
+    )
     assert r.exit_code == 0, r.output
     assert db.scalar(select(User).where(User.email == "ops@example.test")).role == "admin"
-    r = runner.invoke(args=["create-user", "--email", "ops@example.test", "--role", "admin",
-                            "--password", "a long password"])
+    r = runner.invoke(
+        args=["create-user", "--email", "ops@example.test", "--role", "admin", "--password", "a long password"]
+    )
     assert r.exit_code != 0 and "exists" in r.output
 
     r = runner.invoke(args=["create-api-key", "--name", "gateway", "--channel", "sms"])

@@ -51,8 +51,10 @@ def test_an_admin_page_while_the_database_is_down_is_a_503_page(client, db, pass
     user = make_user(db, "marketing")
     db.commit()
     token = TOKEN.search(client.get("/admin/login").get_data(as_text=True)).group(1)  # type: ignore[union-attr]
-    assert client.post("/admin/login", data={"email": user.email, "password": password,
-                                             "csrf_token": token}).status_code == 302
+    assert (
+        client.post("/admin/login", data={"email": user.email, "password": password, "csrf_token": token}).status_code
+        == 302
+    )
     database_down(unreachable)
     page = client.get("/admin/offers")
     assert page.status_code == 503 and "Database unavailable" in page.get_data(as_text=True)
@@ -103,9 +105,8 @@ def test_after_a_database_restart_one_decision_fails_not_one_per_pooled_connecti
         with psycopg.connect(conninfo, autocommit=True) as admin:
             for pid in pids:
                 admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        with pytest.raises(StoreUnavailable):
-            with store.connect() as db:
-                db.read(_contact(), {})
+        with pytest.raises(StoreUnavailable), store.connect() as db:
+            db.read(_contact(), {})
         outcomes = []
         for _ in range(2):
             with store.connect() as db:

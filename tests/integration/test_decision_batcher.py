@@ -22,14 +22,20 @@ from decisioning import batcher as batcher_module
 from decisioning.batcher import DecisionBatcher
 from decisioning.ledger import BudgetLedger
 from decisioning.models import Decision
-from offers.models import BudgetCharge
 from decisioning.schemas import DecisionIn
 from decisioning.service import DecisionContext, RateLimited, decide_contacts
 from decisioning.snapshot_cache import SnapshotCache
 from infra.errors import Conflict
 from infra.redis_conn import connect_redis, embedded_redis_url
-from tests.integration.test_decision_concurrency import (BUDGET_CODE, COST, DEADLINE_MS, _last_minute_of_this_month,
-                                                         _seed, race_database)
+from offers.models import BudgetCharge
+from tests.integration.test_decision_concurrency import (
+    BUDGET_CODE,
+    COST,
+    DEADLINE_MS,
+    _last_minute_of_this_month,
+    _seed,
+    race_database,
+)
 
 __all__ = ["race_database"]  # the fixture, imported for pytest to find
 
@@ -64,11 +70,12 @@ def staged(settings, redis, race_database, monkeypatch):  # type: ignore[no-unty
         def send(slot: int, caller: str, body: DecisionIn, limit: int | None) -> None:
             try:
                 results[slot] = batcher.decide(caller, body, rate_limit_per_s=limit)
-            except Exception as exc:  # noqa: BLE001 — the test looks at it
+            except Exception as exc:
                 results[slot] = exc
 
-        first = threading.Thread(target=send, args=(0, "key:first", DecisionIn(subscriber_id="s-9", channel="sms"),
-                                                    None))
+        first = threading.Thread(
+            target=send, args=(0, "key:first", DecisionIn(subscriber_id="s-9", channel="sms"), None)
+        )
         first.start()
         _until(lambda: sizes == [1])
         threads = [threading.Thread(target=send, args=(i + 1, *request)) for i, request in enumerate(requests)]
@@ -114,8 +121,11 @@ def test_requests_batched_together_keep_their_own_answers_and_errors(staged, rac
     with race_database.sessionmaker() as session:
         stored = set(session.execute(select(Decision.caller, Decision.request_id)).all())
         charged = session.scalar(select(func.coalesce(func.sum(BudgetCharge.amount), 0)))
-    assert {key for key in stored if key[0] != "key:first"} == {("key:a", "clash-1"), ("key:a", "a-1"),
-                                                               ("key:b", "a-1")}
+    assert {key for key in stored if key[0] != "key:first"} == {
+        ("key:a", "clash-1"),
+        ("key:a", "a-1"),
+        ("key:b", "a-1"),
+    }
     assert len(stored) == 4  # and the staging request's own decision
     assert charged == 4 * COST
     assert BudgetLedger(redis).spent_total(BUDGET_CODE, f"{now:%Y-%m}") == charged
@@ -123,7 +133,7 @@ def test_requests_batched_together_keep_their_own_answers_and_errors(staged, rac
 
 
 def test_two_tries_of_one_request_are_never_in_one_batch(staged, race_database, redis):
-    batcher, run, _, now = staged
+    _batcher, run, _, now = staged
     body = DecisionIn(subscriber_id="s-1", channel="sms", request_id="twice")
     results, sizes = run([("key:a", body, None), ("key:a", body, None)])
     first, second = results
@@ -139,16 +149,24 @@ def test_a_request_that_cannot_be_read_fails_alone_and_the_batcher_goes_on(stage
     """A body that cannot be hashed (here built past validation, which now refuses such a
     context) failed the whole batch before it was decided and left the batcher marked busy:
     every later request in the process waited for ever."""
-    batcher, run, ctx, now = staged
-    unreadable = DecisionIn.model_construct(subscriber_id="s-1", channel="sms", request_id="odd-1",
-                                            context={"n": 2 ** 64})
-    results, sizes = run([("key:a", unreadable, None),
-                          ("key:a", DecisionIn(subscriber_id="s-2", channel="sms", request_id="fine-1"), None)])
+    batcher, run, _ctx, _now = staged
+    unreadable = DecisionIn.model_construct(
+        subscriber_id="s-1", channel="sms", request_id="odd-1", context={"n": 2**64}
+    )
+    results, sizes = run(
+        [
+            ("key:a", unreadable, None),
+            ("key:a", DecisionIn(subscriber_id="s-2", channel="sms", request_id="fine-1"), None),
+        ]
+    )
     odd, fine = results
     assert isinstance(odd, TypeError) and fine["subscriber_id"] == "s-2" and sizes == [1, 1]
     later: list[Any] = []
-    thread = threading.Thread(target=lambda: later.append(batcher.decide(
-        "key:a", DecisionIn(subscriber_id="s-3", channel="sms", request_id="later-1"))))
+    thread = threading.Thread(
+        target=lambda: later.append(
+            batcher.decide("key:a", DecisionIn(subscriber_id="s-3", channel="sms", request_id="later-1"))
+        )
+    )
     thread.start()
     thread.join(WAIT_S)
     assert not thread.is_alive() and later[0]["subscriber_id"] == "s-3"

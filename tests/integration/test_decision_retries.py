@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -22,20 +22,29 @@ from offers.models import Budget, BudgetCharge, Offer, Subscriber
 
 CALLER = "key:retry-test"
 PAID, FREE, BUDGET = "BILL_CREDIT_5", "CARE_SMS", "fund"
-NOW = datetime(2026, 11, 30, 23, 0, tzinfo=timezone.utc)  # pacing allows nearly all the cap
+NOW = datetime(2026, 11, 30, 23, 0, tzinfo=UTC)  # pacing allows nearly all the cap
 PERIOD = "2026-11"
 
 
 @pytest.fixture()
 def ctx(app, db, redis):  # type: ignore[no-untyped-def]
-    db.add_all([
-        Offer(code=PAID, name="€5 bill credit", unit_cost=Decimal("5.00"), channels=["sms"], eligibility={},
-              prior_uplift=0.05),
-        Offer(code=FREE, name="Care SMS", unit_cost=Decimal("0"), channels=["sms"], eligibility={},
-              prior_uplift=0.001),
-        Budget(code=BUDGET, name="Retention fund", period="month", cap_amount=Decimal("1000.00")),
-        Subscriber(id="s-1", attributes={"ltv": 1000.0}, tier=None, tiers={}, ltv=1000.0),
-    ])
+    db.add_all(
+        [
+            Offer(
+                code=PAID,
+                name="€5 bill credit",
+                unit_cost=Decimal("5.00"),
+                channels=["sms"],
+                eligibility={},
+                prior_uplift=0.05,
+            ),
+            Offer(
+                code=FREE, name="Care SMS", unit_cost=Decimal("0"), channels=["sms"], eligibility={}, prior_uplift=0.001
+            ),
+            Budget(code=BUDGET, name="Retention fund", period="month", cap_amount=Decimal("1000.00")),
+            Subscriber(id="s-1", attributes={"ltv": 1000.0}, tier=None, tiers={}, ltv=1000.0),
+        ]
+    )
     db.commit()
     context = DecisionContext(get_database(app).sessionmaker, redis, SnapshotCache())
     context.deadline_ms = 60_000  # a loaded machine must not turn the action into "no action"
@@ -46,8 +55,7 @@ def _earlier_attempt(ctx: DecisionContext, request_id: str, age_s: float) -> str
     """What an attempt that chose the free action left behind when it died (or before it
     stored its row): a contact-only reservation under the request's key, made ``age_s`` ago."""
     key = f"{CALLER}|{request_id}"
-    outcome = ctx.ledger.reserve(key, cost=0, budgets=[], contact=ContactLimit("s-1", "sms", 100, 7 * 86_400),
-                                 now=NOW)
+    outcome = ctx.ledger.reserve(key, cost=0, budgets=[], contact=ContactLimit("s-1", "sms", 100, 7 * 86_400), now=NOW)
     assert outcome.ok and not outcome.replayed
     _age(ctx, key, age_s)
     return str(outcome.attempt)
@@ -61,8 +69,9 @@ def _age(ctx: DecisionContext, request_key: str, age_s: float) -> None:
 
 
 def _decide(ctx: DecisionContext, request_id: str) -> dict:
-    [answer] = decide_contacts(ctx, CALLER, [DecisionIn(subscriber_id="s-1", channel="sms", request_id=request_id)],
-                               now=NOW)
+    [answer] = decide_contacts(
+        ctx, CALLER, [DecisionIn(subscriber_id="s-1", channel="sms", request_id=request_id)], now=NOW
+    )
     return answer
 
 
@@ -96,8 +105,13 @@ def test_a_retry_racing_an_attempt_still_running_takes_no_action_and_charges_not
 
 def test_a_retry_that_chooses_what_the_earlier_attempt_reserved_uses_that_reservation(ctx, db):
     key = f"{CALLER}|r-3"
-    ctx.ledger.reserve(key, cost=Decimal("5.00"), budgets=[BudgetLimit.from_amounts(BUDGET, PERIOD, 1000)],
-                       contact=None, now=NOW - timedelta(seconds=1))
+    ctx.ledger.reserve(
+        key,
+        cost=Decimal("5.00"),
+        budgets=[BudgetLimit.from_amounts(BUDGET, PERIOD, 1000)],
+        contact=None,
+        now=NOW - timedelta(seconds=1),
+    )
     answer = _decide(ctx, "r-3")
     assert answer["action"]["offer_code"] == PAID
     assert _ledger_of_record(db) == Decimal("5.00") == ctx.ledger.spent_total(BUDGET, PERIOD)  # charged once
@@ -108,8 +122,13 @@ def test_a_rebuild_forgets_reservations_whose_request_stored_no_row(ctx, db):
 
     # an attempt that reserved and died before its row: the rebuilt counters will not hold its
     # charge, so its retry must reserve again rather than replay it (and record an unheld charge)
-    ctx.ledger.reserve(f"{CALLER}|r-4", cost=Decimal("5.00"), budgets=[BudgetLimit.from_amounts(BUDGET, PERIOD, 1000)],
-                       contact=None, now=NOW)
+    ctx.ledger.reserve(
+        f"{CALLER}|r-4",
+        cost=Decimal("5.00"),
+        budgets=[BudgetLimit.from_amounts(BUDGET, PERIOD, 1000)],
+        contact=None,
+        now=NOW,
+    )
     summary = reconcile_ledger(ctx.session_factory, ctx.redis_client, now=NOW, grace_s=0)
     assert summary["request_markers_forgotten"] == 1 and ctx.ledger.spent_total(BUDGET, PERIOD) == 0
     answer = _decide(ctx, "r-4")

@@ -4,7 +4,7 @@ budgets, contact caps, config changes, roles, bulk, and bad input."""
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, select
@@ -19,11 +19,21 @@ from infra.db import utcnow
 from offers.models import BudgetCharge, Subscriber
 
 URL = "/api/v1/decisions"
-CREDIT = {"code": "BILL_CREDIT_5", "name": "€5 bill credit", "unit_cost": 5.0, "channels": ["sms", "app"],
-          "prior_uplift": 0.05}
+CREDIT = {
+    "code": "BILL_CREDIT_5",
+    "name": "€5 bill credit",
+    "unit_cost": 5.0,
+    "channels": ["sms", "app"],
+    "prior_uplift": 0.05,
+}
 SMS = {"code": "CARE_SMS", "name": "Care SMS", "unit_cost": 0.0, "channels": ["sms"], "prior_uplift": 0.001}
-VIP_ONLY = {"code": "ACCOUNT_MANAGER", "name": "Dedicated manager", "unit_cost": 20.0, "channels": ["sms"],
-            "prior_uplift": 0.2}
+VIP_ONLY = {
+    "code": "ACCOUNT_MANAGER",
+    "name": "Dedicated manager",
+    "unit_cost": 20.0,
+    "channels": ["sms"],
+    "prior_uplift": 0.2,
+}
 
 
 @pytest.fixture()
@@ -31,10 +41,14 @@ def catalogue(client, auth):  # type: ignore[no-untyped-def]
     """Two tiers, three offers (the manager for VIPs only), a roomy programme budget."""
     admin = auth["admin"]
     for path, body in [
-        ("/api/v1/offers", CREDIT), ("/api/v1/offers", SMS), ("/api/v1/offers", VIP_ONLY),
+        ("/api/v1/offers", CREDIT),
+        ("/api/v1/offers", SMS),
+        ("/api/v1/offers", VIP_ONLY),
         ("/api/v1/tier-schemes", {"code": "value", "name": "Value", "is_primary": True}),
-        ("/api/v1/tiers", {"code": "vip", "scheme_code": "value", "name": "VIP", "rank": 1,
-                           "rule": {"arpu": {"$gte": 100}}}),
+        (
+            "/api/v1/tiers",
+            {"code": "vip", "scheme_code": "value", "name": "VIP", "rank": 1, "rule": {"arpu": {"$gte": 100}}},
+        ),
         ("/api/v1/tiers", {"code": "basic", "scheme_code": "value", "name": "Basic", "rank": 2, "rule": {}}),
         ("/api/v1/tier-policies", {"tier_code": "basic", "offer_code": "ACCOUNT_MANAGER", "allowed": False}),
         ("/api/v1/budgets", {"code": "fund", "name": "Retention fund", "cap_amount": 100000.0}),
@@ -42,8 +56,9 @@ def catalogue(client, auth):  # type: ignore[no-untyped-def]
         r = client.post(path, json=body, headers=admin)
         assert r.status_code == 201, (path, r.json)
     for sid, arpu in (("s-vip", 150.0), ("s-basic", 30.0)):
-        r = client.put(f"/api/v1/subscribers/{sid}", json={"attributes": {"arpu": arpu, "ltv": 1000.0}},
-                       headers=auth["sms"])
+        r = client.put(
+            f"/api/v1/subscribers/{sid}", json={"attributes": {"arpu": arpu, "ltv": 1000.0}}, headers=auth["sms"]
+        )
         assert r.status_code in (200, 201), r.json
 
 
@@ -78,10 +93,12 @@ def test_a_retry_gets_the_stored_decision_and_is_not_charged_twice(app, client, 
 
     other = client.post(URL, json={**request, "context": {"intent": "cancel"}}, headers=auth["sms"])
     assert other.status_code == 409 and other.json["error"]["code"] == "idempotency_conflict"
-    header = client.post(URL, json={"subscriber_id": "s-vip", "channel": "sms"},
-                         headers={**auth["sms"], "Idempotency-Key": "k-1"}).json
-    header_again = client.post(URL, json={"subscriber_id": "s-vip", "channel": "sms"},
-                               headers={**auth["sms"], "Idempotency-Key": "k-1"}).json
+    header = client.post(
+        URL, json={"subscriber_id": "s-vip", "channel": "sms"}, headers={**auth["sms"], "Idempotency-Key": "k-1"}
+    ).json
+    header_again = client.post(
+        URL, json={"subscriber_id": "s-vip", "channel": "sms"}, headers={**auth["sms"], "Idempotency-Key": "k-1"}
+    ).json
     assert header_again["decision_id"] == header["decision_id"]
     mismatch = client.post(URL, json={**request, "request_id": "x"}, headers={**auth["sms"], "Idempotency-Key": "y"})
     assert mismatch.status_code == 400
@@ -91,10 +108,16 @@ def test_a_budget_never_overspends_and_says_why(app, client, auth, catalogue, db
     client.patch("/api/v1/budgets/fund", json={"cap_amount": 50.0}, headers=auth["marketing"])
     with app.app_context():
         ctx = decision_context()
-        end_of_month = datetime(2026, 11, 30, 23, 0, tzinfo=timezone.utc)  # pacing allows nearly all
-        answers = [decide_contacts(ctx, "key:test", [DecisionIn(subscriber_id="s-vip", channel="sms",
-                                                                request_id=f"b-{i}")], now=end_of_month)[0]
-                   for i in range(4)]
+        end_of_month = datetime(2026, 11, 30, 23, 0, tzinfo=UTC)  # pacing allows nearly all
+        answers = [
+            decide_contacts(
+                ctx,
+                "key:test",
+                [DecisionIn(subscriber_id="s-vip", channel="sms", request_id=f"b-{i}")],
+                now=end_of_month,
+            )[0]
+            for i in range(4)
+        ]
     actions = [a["action"]["offer_code"] if a["action"] else None for a in answers]
     assert actions[:2] == ["ACCOUNT_MANAGER", "ACCOUNT_MANAGER"]  # 2 × 20 of 50
     assert "ACCOUNT_MANAGER" not in actions[2:]
@@ -106,21 +129,35 @@ def test_a_budget_never_overspends_and_says_why(app, client, auth, catalogue, db
 def test_pacing_holds_back_spend_early_in_the_period(app, client, auth, catalogue):
     client.patch("/api/v1/budgets/fund", json={"cap_amount": 300.0}, headers=auth["marketing"])
     with app.app_context():
-        early = datetime(2026, 11, 2, 0, 0, tzinfo=timezone.utc)  # 1/30 of November: ~11 allowed
-        [answer] = decide_contacts(decision_context(), "key:test",
-                                   [DecisionIn(subscriber_id="s-vip", channel="sms", request_id="p-1")], now=early)
+        early = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)  # 1/30 of November: ~11 allowed
+        [answer] = decide_contacts(
+            decision_context(),
+            "key:test",
+            [DecisionIn(subscriber_id="s-vip", channel="sms", request_id="p-1")],
+            now=early,
+        )
     assert answer["action"]["offer_code"] == "BILL_CREDIT_5", answer["reasons"]
     assert {r["offer_code"]: r["code"] for r in answer["reasons"]}["ACCOUNT_MANAGER"] == "pacing"
 
 
 def test_an_experiment_decides_for_its_subscribers_and_records_the_exposure(client, auth, catalogue, db):
-    experiment = {"key": "credit-test", "name": "Credit vs none", "coverage": 1.0,
-                  "arms": [{"key": "control"}, {"key": "credit", "offer_code": "BILL_CREDIT_5"}]}
+    experiment = {
+        "key": "credit-test",
+        "name": "Credit vs none",
+        "coverage": 1.0,
+        "arms": [{"key": "control"}, {"key": "credit", "offer_code": "BILL_CREDIT_5"}],
+    }
     assert client.post("/api/v1/experiments", json=experiment, headers=auth["marketing"]).status_code == 201
-    assert client.post("/api/v1/experiments/credit-test/transition", json={"to": "pilot"},
-                       headers=auth["marketing"]).status_code == 200
-    answers = [client.post(URL, json={"subscriber_id": f"e-{i}", "channel": "sms"}, headers=auth["sms"]).json
-               for i in range(20)]
+    assert (
+        client.post(
+            "/api/v1/experiments/credit-test/transition", json={"to": "pilot"}, headers=auth["marketing"]
+        ).status_code
+        == 200
+    )
+    answers = [
+        client.post(URL, json={"subscriber_id": f"e-{i}", "channel": "sms"}, headers=auth["sms"]).json
+        for i in range(20)
+    ]
     arms = {a["experiment"]["arm"] for a in answers}
     assert arms == {"control", "credit"}
     for a in answers:
@@ -137,17 +174,28 @@ def test_an_experiment_decides_for_its_subscribers_and_records_the_exposure(clie
 
 def test_a_bulk_call_of_first_exposures_links_every_decision_to_its_exposure(client, auth, catalogue, db):
     # an experiment at full coverage: every contact of the batch is its subscriber's first exposure
-    experiment = {"key": "credit-all", "name": "Credit for all", "coverage": 1.0,
-                  "arms": [{"key": "control"}, {"key": "credit", "offer_code": "BILL_CREDIT_5"}]}
+    experiment = {
+        "key": "credit-all",
+        "name": "Credit for all",
+        "coverage": 1.0,
+        "arms": [{"key": "control"}, {"key": "credit", "offer_code": "BILL_CREDIT_5"}],
+    }
     assert client.post("/api/v1/experiments", json=experiment, headers=auth["marketing"]).status_code == 201
-    assert client.post("/api/v1/experiments/credit-all/transition", json={"to": "pilot"},
-                       headers=auth["marketing"]).status_code == 200
+    assert (
+        client.post(
+            "/api/v1/experiments/credit-all/transition", json={"to": "pilot"}, headers=auth["marketing"]
+        ).status_code
+        == 200
+    )
     contacts = [{"subscriber_id": f"first-{i}", "channel": "sms"} for i in range(300)]
     r = client.post(f"{URL}/bulk", json={"contacts": contacts}, headers=auth["sms"])
     assert r.status_code == 200, r.json
     assert all(a["experiment"]["key"] == "credit-all" for a in r.json["decisions"])
-    linked = db.execute(select(Decision.subscriber_id, Decision.arm_key, Exposure.subscriber_id, Exposure.arm_key)
-                        .join(Exposure, Exposure.id == Decision.assignment_id)).all()
+    linked = db.execute(
+        select(Decision.subscriber_id, Decision.arm_key, Exposure.subscriber_id, Exposure.arm_key).join(
+            Exposure, Exposure.id == Decision.assignment_id
+        )
+    ).all()
     assert len(linked) == 300
     assert all(d_sub == e_sub and d_arm == e_arm for d_sub, d_arm, e_sub, e_arm in linked)
 
@@ -160,8 +208,9 @@ def test_a_config_change_is_seen_by_the_next_decision(client, auth, catalogue):
     assert (after["action"] or {}).get("offer_code") != "BILL_CREDIT_5"
 
 
-def test_a_config_change_redis_could_not_announce_is_seen_by_the_next_decision(app, client, auth, catalogue,
-                                                                               monkeypatch):
+def test_a_config_change_redis_could_not_announce_is_seen_by_the_next_decision(
+    app, client, auth, catalogue, monkeypatch
+):
     """Redis down as the change commits: its version bump is lost, but the change moved the
     database's config generation in its own transaction, which the next decision reads with
     the profile — long before the snapshot's age limit — and records as its snapshot version."""
@@ -181,8 +230,10 @@ def test_a_config_change_redis_could_not_announce_is_seen_by_the_next_decision(a
     assert client.delete("/api/v1/offers/BILL_CREDIT_5", headers=auth["marketing"]).status_code == 200
     after = client.post(URL, json={"subscriber_id": "s-basic", "channel": "sms"}, headers=auth["sms"]).json
     assert (after["action"] or {}).get("offer_code") != "BILL_CREDIT_5"
-    versions = [client.get(f"{URL}/{d['decision_id']}", headers=auth["analyst"]).json["snapshot_version"]
-                for d in (before, after)]
+    versions = [
+        client.get(f"{URL}/{d['decision_id']}", headers=auth["analyst"]).json["snapshot_version"]
+        for d in (before, after)
+    ]
     assert versions[1] == versions[0] + 1
 
 
@@ -236,10 +287,13 @@ def test_a_config_load_is_one_snapshot_of_the_database(app, settings, monkeypatc
 
     def a_change_commits_midway(session):  # type: ignore[no-untyped-def]
         with engine.begin() as other:
-            other.execute(text(
-                "INSERT INTO risk_policies (code, name, yellow_churn_score, red_churn_score, inactive_months, "
-                "consecutive_downgrades, unresolved_complaints, complaint_surge_90d, note, active, created_at, "
-                "updated_at) VALUES ('midway', 'Midway', 0.1, 0.2, 1, 1, 1, 1, '', true, now(), now())"))
+            other.execute(
+                text(
+                    "INSERT INTO risk_policies (code, name, yellow_churn_score, red_churn_score, inactive_months, "
+                    "consecutive_downgrades, unresolved_complaints, complaint_surge_90d, note, active, created_at, "
+                    "updated_at) VALUES ('midway', 'Midway', 0.1, 0.2, 1, 1, 1, 1, '', true, now(), now())"
+                )
+            )
             other.execute(text("UPDATE config_generation SET generation = generation + 1"))
         return load_risk_policy(session)
 
@@ -264,8 +318,13 @@ def test_roles_channels_and_bad_input(client, auth, catalogue):
     wrong = client.post(URL, json=body, headers=auth["app"])
     assert wrong.status_code == 403 and wrong.json["error"]["code"] == "channel_forbidden"
     assert client.post(URL, json=body, headers=auth["marketing"]).status_code == 200
-    for bad in ({"subscriber_id": "s-1"}, {"subscriber_id": "s-1", "channel": "fax"},
-                {**body, "extra": 1}, {**body, "context": []}, {**body, "request_id": ""}):
+    for bad in (
+        {"subscriber_id": "s-1"},
+        {"subscriber_id": "s-1", "channel": "fax"},
+        {**body, "extra": 1},
+        {**body, "context": []},
+        {**body, "request_id": ""},
+    ):
         r = client.post(URL, json=bad, headers=auth["sms"])
         assert r.status_code == 400, (bad, r.json)
     assert client.post(URL, data="{", headers={**auth["sms"], "Content-Type": "application/json"}).status_code == 400
@@ -274,8 +333,10 @@ def test_roles_channels_and_bad_input(client, auth, catalogue):
 
 
 def test_bulk_answers_in_order_and_refuses_oversized_batches(client, auth, catalogue):
-    contacts = [{"subscriber_id": sid, "channel": "sms", "request_id": f"bulk-{i}"}
-                for i, sid in enumerate(["s-vip", "s-basic", "unknown-subscriber"])]
+    contacts = [
+        {"subscriber_id": sid, "channel": "sms", "request_id": f"bulk-{i}"}
+        for i, sid in enumerate(["s-vip", "s-basic", "unknown-subscriber"])
+    ]
     r = client.post(f"{URL}/bulk", json={"contacts": contacts}, headers=auth["sms"])
     assert r.status_code == 200, r.json
     assert [d["subscriber_id"] for d in r.json["decisions"]] == ["s-vip", "s-basic", "unknown-subscriber"]
@@ -289,14 +350,17 @@ def test_bulk_answers_in_order_and_refuses_oversized_batches(client, auth, catal
     assert client.post(f"{URL}/bulk", json=mixed, headers=auth["sms"]).status_code == 403
 
 
-def test_a_large_batch_gets_actions_the_deadline_is_per_decision(app, client, auth, catalogue, db, redis,
-                                                                  monkeypatch):
+def test_a_large_batch_gets_actions_the_deadline_is_per_decision(app, client, auth, catalogue, db, redis, monkeypatch):
     """A batch takes longer than one decision's deadline in all; its contacts must still get
     their actions, charged exactly once each (the deadline scales with the batch)."""
     with app.app_context():
         monkeypatch.setattr(decision_context(), "deadline_ms", 2.0)  # 400 contacts take far longer
-    db.add_all([Subscriber(id=f"b-{i}", attributes={"arpu": 30.0, "ltv": 1000.0}, tier=None, tiers={}, ltv=1000.0)
-                for i in range(400)])
+    db.add_all(
+        [
+            Subscriber(id=f"b-{i}", attributes={"arpu": 30.0, "ltv": 1000.0}, tier=None, tiers={}, ltv=1000.0)
+            for i in range(400)
+        ]
+    )
     db.commit()
     contacts = [{"subscriber_id": f"b-{i}", "channel": "sms", "request_id": f"big-{i}"} for i in range(400)]
     r = client.post(f"{URL}/bulk", json={"contacts": contacts}, headers=auth["sms"])
@@ -309,7 +373,8 @@ def test_a_large_batch_gets_actions_the_deadline_is_per_decision(app, client, au
 
 
 def test_a_bulk_write_failing_midway_keeps_what_was_stored_and_refunds_the_rest(
-        app, client, auth, catalogue, db, redis, monkeypatch):
+    app, client, auth, catalogue, db, redis, monkeypatch
+):
     """A bulk call stores its decisions chunk by chunk. If the database fails one chunk, that
     chunk's reservations are refunded, the chunks stored stay stored and charged, the caller
     gets a 503, and Redis still equals the ledger of record; the retry completes the batch."""
@@ -317,17 +382,23 @@ def test_a_bulk_write_failing_midway_keeps_what_was_stored_and_refunds_the_rest(
     from decisioning.store import SqlConnection, StoreUnavailable
     from decisioning.store_pg import PostgresConnection
 
-    db.add_all([Subscriber(id=f"w-{i}", attributes={"arpu": 30.0, "ltv": 1000.0}, tier=None, tiers={}, ltv=1000.0)
-                for i in range(9)])
+    db.add_all(
+        [
+            Subscriber(id=f"w-{i}", attributes={"arpu": 30.0, "ltv": 1000.0}, tier=None, tiers={}, ltv=1000.0)
+            for i in range(9)
+        ]
+    )
     db.commit()
     monkeypatch.setattr(service, "WRITE_CHUNK", 3)
     calls = []
     for connection_class in (SqlConnection, PostgresConnection):
+
         def failing_second_write(self, *args, _write=connection_class.write, **kwargs):  # type: ignore[no-untyped-def]
             calls.append(1)
             if len(calls) == 2:
                 raise StoreUnavailable("injected: the database went away during the second chunk")
             return _write(self, *args, **kwargs)
+
         monkeypatch.setattr(connection_class, "write", failing_second_write)
 
     contacts = [{"subscriber_id": f"w-{i}", "channel": "sms", "request_id": f"w-{i}"} for i in range(9)]
@@ -348,7 +419,8 @@ def test_a_bulk_write_failing_midway_keeps_what_was_stored_and_refunds_the_rest(
 
 
 def test_a_bulk_call_reserves_a_chunk_only_once_the_previous_write_is_done(
-        app, settings, client, auth, catalogue, db, redis, monkeypatch):
+    app, settings, client, auth, catalogue, db, redis, monkeypatch
+):
     """The reconcile counts on each reservation's row being written within RESERVATION_TO_ROW_S:
     a chunk's write must start as soon as the chunk is reserved, never queue behind the writes
     of chunks reserved before it (each may take up to the statement timeout). The next chunk is
@@ -360,8 +432,12 @@ def test_a_bulk_call_reserves_a_chunk_only_once_the_previous_write_is_done(
 
     if settings.is_sqlite:
         pytest.skip("SQLite writes each chunk before deciding the next")
-    db.add_all([Subscriber(id=f"w-{i}", attributes={"arpu": 30.0, "ltv": 1000.0}, tier=None, tiers={}, ltv=1000.0)
-                for i in range(9)])
+    db.add_all(
+        [
+            Subscriber(id=f"w-{i}", attributes={"arpu": 30.0, "ltv": 1000.0}, tier=None, tiers={}, ltv=1000.0)
+            for i in range(9)
+        ]
+    )
     db.commit()
     monkeypatch.setattr(service, "WRITE_CHUNK", 3)
     reserved: dict[str, float] = {}
@@ -392,7 +468,8 @@ def test_a_bulk_call_reserves_a_chunk_only_once_the_previous_write_is_done(
 
 @pytest.mark.parametrize("database_says", [True, False])
 def test_a_write_whose_answer_is_lost_keeps_the_charges_its_rows_record(
-        app, client, auth, catalogue, db, redis, monkeypatch, database_says):
+    app, client, auth, catalogue, db, redis, monkeypatch, database_says
+):
     """The connection breaks after the database committed a chunk: the rows are there, so
     their reservations must stay (a refund would leave Redis below the ledger of record). If
     the database cannot say what it stored, the reservations stay and the ledger's ready mark
@@ -402,22 +479,30 @@ def test_a_write_whose_answer_is_lost_keeps_the_charges_its_rows_record(
     from decisioning.store import SqlConnection, StoreUnavailable
     from decisioning.store_pg import PostgresConnection
 
-    db.add_all([Subscriber(id=f"w-{i}", attributes={"arpu": 30.0, "ltv": 1000.0}, tier=None, tiers={}, ltv=1000.0)
-                for i in range(6)])
+    db.add_all(
+        [
+            Subscriber(id=f"w-{i}", attributes={"arpu": 30.0, "ltv": 1000.0}, tier=None, tiers={}, ltv=1000.0)
+            for i in range(6)
+        ]
+    )
     db.commit()
     monkeypatch.setattr(service, "WRITE_CHUNK", 3)
     calls = []
     for connection_class in (SqlConnection, PostgresConnection):
+
         def committed_then_lost(self, *args, _write=connection_class.write, **kwargs):  # type: ignore[no-untyped-def]
             stored = _write(self, *args, **kwargs)
             calls.append(1)
             if len(calls) == 2:
                 raise StoreUnavailable("injected: the connection broke after the commit")
             return stored
+
         monkeypatch.setattr(connection_class, "write", committed_then_lost)
         if not database_says:
+
             def cannot_say(self, *args, **kwargs):  # type: ignore[no-untyped-def]
                 raise StoreUnavailable("injected: the database is gone")
+
             monkeypatch.setattr(connection_class, "stored", cannot_say)
 
     contacts = [{"subscriber_id": f"w-{i}", "channel": "sms", "request_id": f"w-{i}"} for i in range(6)]
@@ -428,8 +513,10 @@ def test_a_write_whose_answer_is_lost_keeps_the_charges_its_rows_record(
     assert (redis.get(LEDGER_READY_KEY) is not None) is database_says
 
 
-@pytest.mark.parametrize("unreachable", ["postgresql+psycopg://postgres@127.0.0.1:1/nowhere",
-                                         "sqlite:////nonexistent-carepilot-dir/carepilot.db"])
+@pytest.mark.parametrize(
+    "unreachable",
+    ["postgresql+psycopg://postgres@127.0.0.1:1/nowhere", "sqlite:////nonexistent-carepilot-dir/carepilot.db"],
+)
 def test_an_unreachable_decision_store_answers_503_and_keeps_no_charge(app, db, redis, catalogue, unreachable):
     """The snapshot is loaded, Redis answers, the database of record does not: the call fails
     with DecisionStoreUnavailable (a 503 the channel may retry), and whatever was reserved is
@@ -454,7 +541,8 @@ def test_an_unreachable_decision_store_answers_503_and_keeps_no_charge(app, db, 
 
 
 def test_a_decision_write_stuck_behind_a_lock_gives_up_and_releases_its_reservation(
-        app, settings, db, redis, catalogue):
+    app, settings, db, redis, catalogue
+):
     """The reconcile counts on a reservation's row being written within RESERVATION_TO_ROW_S or
     never. On PostgreSQL a write waiting on a lock (a migration's, say) is cancelled by the
     store's statement timeout: the call fails with a 503 and its reservation is released, and
@@ -481,8 +569,9 @@ def test_a_decision_write_stuck_behind_a_lock_gives_up_and_releases_its_reservat
     version = parse_version(redis, redis.mget(CONFIG_EPOCH_KEY, CONFIG_VERSION_KEY))
     ctx.cache.current(get_database(app).sessionmaker, version, utcnow())  # the test's uncommitted catalogue
     # the profile comes in the request: the test's subscribers are not committed
-    body = DecisionIn(subscriber_id="s-locked", channel="sms", request_id="locked-1",
-                      context={"arpu": 30.0, "ltv": 1000.0})
+    body = DecisionIn(
+        subscriber_id="s-locked", channel="sms", request_id="locked-1", context={"arpu": 30.0, "ltv": 1000.0}
+    )
     period = utcnow().strftime("%Y-%m")
     conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     locker = psycopg.connect(conninfo)
@@ -524,8 +613,12 @@ def test_a_budget_that_has_spent_keeps_its_period(client, auth, catalogue):
     assert client.get("/api/v1/budgets/fund", headers=auth["admin"]).json["period"] == "month"
     assert client.patch("/api/v1/budgets/fund", json={"cap_amount": 50000.0}, headers=auth["admin"]).status_code == 200
     # a budget that has spent nothing may still change its period
-    assert client.post("/api/v1/budgets", json={"code": "new", "name": "New", "cap_amount": 10.0},
-                       headers=auth["admin"]).status_code == 201
+    assert (
+        client.post(
+            "/api/v1/budgets", json={"code": "new", "name": "New", "cap_amount": 10.0}, headers=auth["admin"]
+        ).status_code
+        == 201
+    )
     assert client.patch("/api/v1/budgets/new", json={"period": "year"}, headers=auth["admin"]).json["period"] == "year"
 
 
@@ -570,8 +663,10 @@ def test_the_rate_limit_answers_429(app, client, auth, catalogue):
     settings = app.config["CAREPILOT_SETTINGS"]
     app.config["CAREPILOT_SETTINGS"] = dataclasses.replace(settings, decision_rate_limit_per_s=3)
     try:
-        codes = [client.post(URL, json={"subscriber_id": "s-vip", "channel": "sms"}, headers=auth["sms"]).status_code
-                 for _ in range(6)]
+        codes = [
+            client.post(URL, json={"subscriber_id": "s-vip", "channel": "sms"}, headers=auth["sms"]).status_code
+            for _ in range(6)
+        ]
     finally:
         app.config["CAREPILOT_SETTINGS"] = settings
     assert 429 in codes and codes[0] == 200
@@ -583,8 +678,12 @@ def test_the_rate_limit_answers_429(app, client, auth, catalogue):
 def test_outcomes_reported_by_decision_id_land_on_the_experiment_exposure(client, auth, catalogue, db):
     from experiments.models import Outcome
 
-    experiment = {"key": "credit-test", "name": "Credit vs none", "coverage": 1.0,
-                  "arms": [{"key": "control"}, {"key": "credit", "offer_code": "BILL_CREDIT_5"}]}
+    experiment = {
+        "key": "credit-test",
+        "name": "Credit vs none",
+        "coverage": 1.0,
+        "arms": [{"key": "control"}, {"key": "credit", "offer_code": "BILL_CREDIT_5"}],
+    }
     client.post("/api/v1/experiments", json=experiment, headers=auth["marketing"])
     client.post("/api/v1/experiments/credit-test/transition", json={"to": "pilot"}, headers=auth["marketing"])
     in_test = client.post(URL, json={"subscriber_id": "e-1", "channel": "sms"}, headers=auth["sms"]).json
@@ -593,38 +692,54 @@ def test_outcomes_reported_by_decision_id_land_on_the_experiment_exposure(client
     assert in_test["experiment"] and outside["experiment"] is None
 
     occurred = utcnow().isoformat()
-    r = client.post("/api/v1/outcomes", json={"decision_id": in_test["decision_id"], "type": "accepted",
-                                              "occurred_at": occurred}, headers=auth["sms"])
+    r = client.post(
+        "/api/v1/outcomes",
+        json={"decision_id": in_test["decision_id"], "type": "accepted", "occurred_at": occurred},
+        headers=auth["sms"],
+    )
     assert r.status_code == 201, r.json
     exposure = db.scalar(select(Exposure).where(Exposure.subscriber_id == "e-1"))
     assert db.scalar(select(Outcome.assignment_id).where(Outcome.type == "accepted")) == exposure.id
-    refused = client.post("/api/v1/outcomes", json={"decision_id": outside["decision_id"], "type": "accepted",
-                                                    "occurred_at": occurred}, headers=auth["sms"])
+    refused = client.post(
+        "/api/v1/outcomes",
+        json={"decision_id": outside["decision_id"], "type": "accepted", "occurred_at": occurred},
+        headers=auth["sms"],
+    )
     assert refused.status_code == 409 and refused.json["error"]["code"] == "decision_not_in_experiment"
-    lines = "\n".join(["decision_id,type,value,occurred_at",
-                       f"{in_test['decision_id']},revenue,12.5,{occurred}",
-                       f"{outside['decision_id']},revenue,3,{occurred}",
-                       f"{'f' * 32},revenue,3,{occurred}"])
+    lines = "\n".join(
+        [
+            "decision_id,type,value,occurred_at",
+            f"{in_test['decision_id']},revenue,12.5,{occurred}",
+            f"{outside['decision_id']},revenue,3,{occurred}",
+            f"{'f' * 32},revenue,3,{occurred}",
+        ]
+    )
     bulk = client.post("/api/v1/outcomes/bulk", data=lines, headers={**auth["sms"], "Content-Type": "text/csv"})
     assert bulk.status_code == 200, bulk.json
     assert bulk.json["accepted"] == 1 and [e["line"] for e in bulk.json["rejected"]] == [3, 4]
 
 
 def test_reconcile_rebuilds_the_counters_from_the_ledger_after_redis_lost_them(app, client, auth, catalogue, redis):
+    from rq import SimpleWorker
+
     from decisioning.jobs import REBUILT_MARK, reconcile_ledger, reconcile_ledger_job
     from infra.db import get_database
     from infra.job_runtime import bind_job_database
     from infra.queues import QUEUE_NAMES, get_queue
-    from rq import SimpleWorker
 
-    client.post("/api/v1/contact-policies", json={"channel": "sms", "max_contacts": 5, "window_days": 7},
-                headers=auth["admin"])
+    client.post(
+        "/api/v1/contact-policies", json={"channel": "sms", "max_contacts": 5, "window_days": 7}, headers=auth["admin"]
+    )
     # a loaded machine (CI) must not turn a decision into "no action" past the deadline: every
     # one of the three is an action, a charge and a contact
     with app.app_context():
         decision_context().deadline_ms = 60_000
-    answers = [client.post(URL, json={"subscriber_id": "s-vip", "channel": "sms", "request_id": f"rc-{i}"},
-                           headers=auth["sms"]).json for i in range(3)]
+    answers = [
+        client.post(
+            URL, json={"subscriber_id": "s-vip", "channel": "sms", "request_id": f"rc-{i}"}, headers=auth["sms"]
+        ).json
+        for i in range(3)
+    ]
     assert all(a["action"] is not None for a in answers), answers
     period = utcnow().strftime("%Y-%m")
     ledger = BudgetLedger(redis)
@@ -635,8 +750,9 @@ def test_reconcile_rebuilds_the_counters_from_the_ledger_after_redis_lost_them(a
     assert ledger.spent_total("fund", period) == 0
 
     # paid actions are held back until the rebuild: an empty Redis must not let spend restart at zero
-    held = client.post(URL, json={"subscriber_id": "s-vip", "channel": "sms", "request_id": "rc-held"},
-                       headers=auth["sms"]).json
+    held = client.post(
+        URL, json={"subscriber_id": "s-vip", "channel": "sms", "request_id": "rc-held"}, headers=auth["sms"]
+    ).json
     assert held["degraded"] is True and (held["action"] is None or held["action"]["cost"] == 0), held
     assert ledger.spent_total("fund", period) == 0
 
@@ -660,29 +776,41 @@ def test_new_ids_are_distinct_128_bit_hex():
     assert new_ids(0) == []
 
 
-@pytest.mark.parametrize("context, message", [
-    ({"ltv": 10 ** 400}, "ltv: is far too large"),  # was a 500: the request hash could not encode it
-    ({"n": 2 ** 64}, "n: is an integer beyond 64 bits"),  # was a 500 that left the batcher stuck
-    ({"has_broadband": "false"}, "has_broadband: must be true or false"),  # a string is not a boolean
-    ({"churn_score": True}, "churn_score"),
-    ({"tier": "vip"}, "tier cannot be stored as an attribute"),  # computed by the tier rules
-    ({"hours_since_join": 1}, "computed at contact time"),
-    ({"offers": {"nested": 1}}, "profiles are flat"),
-])
+@pytest.mark.parametrize(
+    "context, message",
+    [
+        ({"ltv": 10**400}, "ltv: is far too large"),  # was a 500: the request hash could not encode it
+        ({"n": 2**64}, "n: is an integer beyond 64 bits"),  # was a 500 that left the batcher stuck
+        ({"has_broadband": "false"}, "has_broadband: must be true or false"),  # a string is not a boolean
+        ({"churn_score": True}, "churn_score"),
+        ({"tier": "vip"}, "tier cannot be stored as an attribute"),  # computed by the tier rules
+        ({"hours_since_join": 1}, "computed at contact time"),
+        ({"offers": {"nested": 1}}, "profiles are flat"),
+    ],
+)
 def test_context_attributes_are_checked_like_a_stored_profile(client, auth, catalogue, context, message):
-    response = client.post(URL, json={"subscriber_id": "s-vip", "channel": "sms", "context": context},
-                           headers=auth["sms"])
+    response = client.post(
+        URL, json={"subscriber_id": "s-vip", "channel": "sms", "context": context}, headers=auth["sms"]
+    )
     assert response.status_code in (400, 422), response.json
     assert message in str(response.json), response.json
-    bulk = client.post(f"{URL}/bulk", json={"contacts": [{"subscriber_id": "s-vip", "channel": "sms"},
-                                                         {"subscriber_id": "s-vip", "channel": "sms",
-                                                          "context": context}]}, headers=auth["sms"])
+    bulk = client.post(
+        f"{URL}/bulk",
+        json={
+            "contacts": [
+                {"subscriber_id": "s-vip", "channel": "sms"},
+                {"subscriber_id": "s-vip", "channel": "sms", "context": context},
+            ]
+        },
+        headers=auth["sms"],
+    )
     assert bulk.status_code in (400, 422) and "contacts" in str(bulk.json), bulk.json
 
 
 def test_a_null_context_attribute_is_kept_as_unknown_now(client, auth, catalogue):
-    response = client.post(URL, json={"subscriber_id": "s-vip", "channel": "sms", "context": {"ltv": None}},
-                           headers=auth["sms"])
+    response = client.post(
+        URL, json={"subscriber_id": "s-vip", "channel": "sms", "context": {"ltv": None}}, headers=auth["sms"]
+    )
     assert response.status_code == 200, response.json
 
 
@@ -714,7 +842,9 @@ def test_an_idempotency_key_too_long_for_the_bulk_calls_request_ids_is_a_400(cli
     response = client.post(f"{URL}/bulk", json={"contacts": contacts}, headers={**auth["sms"], "Idempotency-Key": key})
     assert response.status_code == 400 and response.json["error"]["code"] == "invalid_header", response.json
     assert "at most 125" in response.json["error"]["message"]
-    fits = client.post(f"{URL}/bulk", json={"contacts": contacts}, headers={**auth["sms"], "Idempotency-Key": key[:125]})
+    fits = client.post(
+        f"{URL}/bulk", json={"contacts": contacts}, headers={**auth["sms"], "Idempotency-Key": key[:125]}
+    )
     assert fits.status_code == 200, fits.json
 
 
@@ -732,7 +862,7 @@ def test_a_call_refused_by_the_rate_limit_gives_its_count_back(app, client, auth
 
 def test_a_body_nested_past_the_parsers_depth_is_a_400_not_a_500(client, auth, catalogue):
     deep = "[" * 1100 + "]" * 1100
-    body = '{"subscriber_id": "s-vip", "channel": "sms", "context": {"x": ' + deep + '}}'
+    body = '{"subscriber_id": "s-vip", "channel": "sms", "context": {"x": ' + deep + "}}"
     response = client.post(URL, data=body, content_type="application/json", headers=auth["sms"])
     assert response.status_code == 400 and response.json["error"]["code"] == "invalid_json", response.json
     assert client.post(URL, json={"subscriber_id": "s-vip", "channel": "sms"}, headers=auth["sms"]).status_code == 200

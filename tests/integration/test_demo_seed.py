@@ -1,9 +1,10 @@
 """The demo seed: complete, audited, idempotent, respectful of operators' edits, and its
 triggers expressed as eligibility conditions."""
+
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -14,13 +15,23 @@ from infra.auth_models import CHANNELS, ApiKey, User
 from offers import catalogue
 from offers.conditions import compile_condition
 from offers.config_service import create_config, update_config, validate_payload
-from offers.demo_seed import (BUDGETS, CONTACT_POLICIES, DEMO_USERS, OFFERS, SHOWCASE, TIER_SCHEMES,
-                              TIERS, demo_key_name, seed_demo, tier_policy_rows)
+from offers.demo_seed import (
+    BUDGETS,
+    CONTACT_POLICIES,
+    DEMO_USERS,
+    OFFERS,
+    SHOWCASE,
+    TIER_SCHEMES,
+    TIERS,
+    demo_key_name,
+    seed_demo,
+    tier_policy_rows,
+)
 from offers.derived_attributes import derive_contact_attributes
 from offers.models import Budget, ContactPolicy, Offer, Subscriber, Tier, TierPolicy, TierScheme
 
 # 02:30 UTC is 10:30 in Shanghai: the same calendar day in both zones
-NOW = datetime(2025, 6, 15, 2, 30, tzinfo=timezone.utc)
+NOW = datetime(2025, 6, 15, 2, 30, tzinfo=UTC)
 SMALL_BASE = 200  # the showcase profiles plus enough random ones to exercise the generator
 TABLES = (Offer, TierScheme, Tier, TierPolicy, ContactPolicy, Budget, User, ApiKey, Subscriber)
 
@@ -47,6 +58,7 @@ def eligible(db, offer_code: str, stored_profile: dict, now: datetime = NOW) -> 
 
 
 # --- what the first run creates ---------------------------------------------------------------
+
 
 def test_first_run_creates_the_whole_demo(db, seeded):
     policies = list(tier_policy_rows())
@@ -80,8 +92,14 @@ def test_seeding_twice_creates_nothing_the_second_time(db, password, seeded):
 
 
 def test_no_duplicates(db, seeded):
-    for model, key in ((Offer, "code"), (Tier, "code"), (TierScheme, "code"), (Budget, "code"),
-                       (ContactPolicy, "channel"), (User, "email")):
+    for model, key in (
+        (Offer, "code"),
+        (Tier, "code"),
+        (TierScheme, "code"),
+        (Budget, "code"),
+        (ContactPolicy, "channel"),
+        (User, "email"),
+    ):
         values = db.scalars(select(getattr(model, key))).all()
         assert len(values) == len(set(values)), model.__tablename__
     pairs = db.execute(select(TierPolicy.tier_code, TierPolicy.offer_code)).all()
@@ -91,8 +109,10 @@ def test_no_duplicates(db, seeded):
 
 
 def test_every_seeded_row_has_its_audit_entry(db, seeded):
-    created = {(e.entity_type, e.entity_key) for e in db.scalars(
-        select(AuditEntry).where(AuditEntry.action == "create", AuditEntry.actor == "seed"))}
+    created = {
+        (e.entity_type, e.entity_key)
+        for e in db.scalars(select(AuditEntry).where(AuditEntry.action == "create", AuditEntry.actor == "seed"))
+    }
     for kind in catalogue.CONFIG_KINDS:
         rows = db.scalars(select(kind.model)).all()
         assert rows, kind.entity_type
@@ -123,8 +143,7 @@ def test_a_run_respects_an_operators_edits(db, password, seeded):
 
 
 def test_a_missing_row_is_recreated_and_nothing_else(db, password, seeded):
-    db.delete(db.scalar(select(TierPolicy).where(TierPolicy.tier_code == "basic",
-                                                 TierPolicy.offer_code == "CARE_SMS")))
+    db.delete(db.scalar(select(TierPolicy).where(TierPolicy.tier_code == "basic", TierPolicy.offer_code == "CARE_SMS")))
     revoked = db.scalar(select(ApiKey).where(ApiKey.name == demo_key_name("sms")))
     revoke_api_key(db, revoked.id, actor="user:ops")
     db.flush()
@@ -134,13 +153,21 @@ def test_a_missing_row_is_recreated_and_nothing_else(db, password, seeded):
 
 
 def test_an_operators_primary_scheme_is_not_demoted(db, password):
-    create_config(db, catalogue.TIER_SCHEMES,
-                  validate_payload(catalogue.TIER_SCHEMES, {"code": "lifecycle", "name": "Lifecycle",
-                                                            "is_primary": True}), actor="user:ops")
-    create_config(db, catalogue.TIERS,
-                  validate_payload(catalogue.TIERS, {"code": "onboarding", "scheme_code": "lifecycle",
-                                                     "name": "Onboarding", "rank": 1, "rule": {}}),
-                  actor="user:ops")
+    create_config(
+        db,
+        catalogue.TIER_SCHEMES,
+        validate_payload(catalogue.TIER_SCHEMES, {"code": "lifecycle", "name": "Lifecycle", "is_primary": True}),
+        actor="user:ops",
+    )
+    create_config(
+        db,
+        catalogue.TIERS,
+        validate_payload(
+            catalogue.TIERS,
+            {"code": "onboarding", "scheme_code": "lifecycle", "name": "Onboarding", "rank": 1, "rule": {}},
+        ),
+        actor="user:ops",
+    )
     seed_demo(db, password=password, now=NOW, subscribers=0)
     db.flush()
     primary = db.scalars(select(TierScheme.code).where(TierScheme.is_primary.is_(True))).all()
@@ -148,13 +175,27 @@ def test_an_operators_primary_scheme_is_not_demoted(db, password):
 
 
 def test_tiers_go_after_an_operators_tiers_in_an_existing_scheme(db, password):
-    create_config(db, catalogue.TIER_SCHEMES,
-                  validate_payload(catalogue.TIER_SCHEMES, {"code": "segments", "name": "Mine"}),
-                  actor="user:ops")
-    create_config(db, catalogue.TIERS,
-                  validate_payload(catalogue.TIERS, {"code": "students", "scheme_code": "segments",
-                                                     "name": "Students", "rank": 1,
-                                                     "rule": {"is_student": True}}), actor="user:ops")
+    create_config(
+        db,
+        catalogue.TIER_SCHEMES,
+        validate_payload(catalogue.TIER_SCHEMES, {"code": "segments", "name": "Mine"}),
+        actor="user:ops",
+    )
+    create_config(
+        db,
+        catalogue.TIERS,
+        validate_payload(
+            catalogue.TIERS,
+            {
+                "code": "students",
+                "scheme_code": "segments",
+                "name": "Students",
+                "rank": 1,
+                "rule": {"is_student": True},
+            },
+        ),
+        actor="user:ops",
+    )
     seed_demo(db, password=password, now=NOW, subscribers=0)
     db.flush()
     order = db.scalars(select(Tier.code).where(Tier.scheme_code == "segments").order_by(Tier.rank)).all()
@@ -164,15 +205,23 @@ def test_tiers_go_after_an_operators_tiers_in_an_existing_scheme(db, password):
 
 # --- the brief's rules, as data ---------------------------------------------------------------
 
+
 def test_tier_policies_express_the_briefs_rules(db, seeded):
     def policy(tier: str, offer: str) -> TierPolicy:
         return db.scalar(select(TierPolicy).where(TierPolicy.tier_code == tier, TierPolicy.offer_code == offer))
 
-    basic_allowed = db.scalars(select(TierPolicy.offer_code).where(TierPolicy.tier_code == "basic",
-                                                                   TierPolicy.allowed.is_(True))).all()
+    basic_allowed = db.scalars(
+        select(TierPolicy.offer_code).where(TierPolicy.tier_code == "basic", TierPolicy.allowed.is_(True))
+    ).all()
     # benefits: discount packages only; plus the service touches and the win-back by churn reason
-    assert sorted(basic_allowed) == ["CARE_SMS", "DISCOUNT_PACKAGE", "NEW_USER_GUIDE", "WINBACK_DISCOUNT",
-                                     "WINBACK_NEW_BUNDLE", "WINBACK_SPEED_BOOST"]
+    assert sorted(basic_allowed) == [
+        "CARE_SMS",
+        "DISCOUNT_PACKAGE",
+        "NEW_USER_GUIDE",
+        "WINBACK_DISCOUNT",
+        "WINBACK_NEW_BUNDLE",
+        "WINBACK_SPEED_BOOST",
+    ]
     assert not policy("basic", "BILL_CREDIT").allowed and not policy("basic", "LOYALTY_POINTS").allowed
     credit = policy("value", "BILL_CREDIT")
     assert credit.allowed and credit.granted_by == "agent" and credit.max_cost is not None
@@ -183,12 +232,21 @@ def test_tier_policies_express_the_briefs_rules(db, seeded):
 
 def test_contact_policies_and_budgets(db, client, auth, seeded):
     sms = db.scalar(select(ContactPolicy).where(ContactPolicy.channel == "sms"))
-    assert (sms.max_contacts, sms.window_days, sms.quiet_start, sms.quiet_end, sms.timezone) == \
-        (4, 30, "21:00", "08:00", "Asia/Shanghai")
+    assert (sms.max_contacts, sms.window_days, sms.quiet_start, sms.quiet_end, sms.timezone) == (
+        4,
+        30,
+        "21:00",
+        "08:00",
+        "Asia/Shanghai",
+    )
     budgets = {b["code"]: b for b in client.get("/api/v1/budgets", headers=auth["analyst"]).json["items"]}
     fund = budgets["RETENTION_FUND"]
-    assert (fund["scope_type"], fund["cap_share_of_revenue"], fund["roi_floor"], fund["max_cost_share_of_ltv"]) \
-        == ("programme", 0.015, 1.5, 0.20)
+    assert (fund["scope_type"], fund["cap_share_of_revenue"], fund["roi_floor"], fund["max_cost_share_of_ltv"]) == (
+        "programme",
+        0.015,
+        1.5,
+        0.20,
+    )
     revenue = db.scalar(select(func.sum(Subscriber.arpu)))
     assert revenue > 0 and fund["effective_cap_amount"] == pytest.approx(0.015 * revenue, abs=0.01)
     assert (budgets["VIP_CARE"]["scope_type"], budgets["VIP_CARE"]["scope_value"]) == ("tier", "vip")
@@ -196,6 +254,7 @@ def test_contact_policies_and_budgets(db, client, auth, seeded):
 
 
 # --- triggers are eligibility -----------------------------------------------------------------
+
 
 def test_heavy_late_night_data_use_triggers_the_night_pack(db, seeded):
     assert eligible(db, "NIGHT_DATA_PACK", {"night_data_share": 0.55})
@@ -230,8 +289,11 @@ def test_a_new_joiner_gets_the_guide_within_72_hours(db, seeded):
 
 
 def test_win_back_follows_the_churn_reason(db, seeded):
-    win_backs = {"price": "WINBACK_DISCOUNT", "experience": "WINBACK_SPEED_BOOST",
-                 "needs_changed": "WINBACK_NEW_BUNDLE"}
+    win_backs = {
+        "price": "WINBACK_DISCOUNT",
+        "experience": "WINBACK_SPEED_BOOST",
+        "needs_changed": "WINBACK_NEW_BUNDLE",
+    }
     for reason, offer in win_backs.items():
         for who in ({"status": "churned", "churn_reason": reason}, {"intent": "cancel", "churn_reason": reason}):
             assert [o for o in win_backs.values() if eligible(db, o, who)] == [offer]
@@ -260,6 +322,7 @@ def test_the_base_covers_every_tier_and_every_trigger(db, seeded):
 
 
 # --- demo users and channel keys work --------------------------------------------------------
+
 
 @pytest.mark.parametrize(("email", "role"), [(email, role) for email, role, _ in DEMO_USERS])
 def test_demo_users_can_log_in(client, seeded, password, email, role):

@@ -14,8 +14,13 @@ from infra.db import utcnow
 
 KEY = "care-sms"
 URL = f"/api/v1/experiments/{KEY}/stats"
-EXPERIMENT = {"key": KEY, "name": "Care SMS vs no care", "coverage": 1.0, "holdout_share": 0.2,
-              "arms": [{"key": "control"}, {"key": "care_sms", "offer_code": "CARE_SMS"}]}
+EXPERIMENT = {
+    "key": KEY,
+    "name": "Care SMS vs no care",
+    "coverage": 1.0,
+    "holdout_share": 0.2,
+    "arms": [{"key": "control"}, {"key": "care_sms", "offer_code": "CARE_SMS"}],
+}
 CUTOFF = utcnow().replace(microsecond=0)
 
 # (subscriber, arm or None for the holdout, tier, days before the cutoff of the first exposure,
@@ -27,8 +32,19 @@ EXAMPLE = [
     # not matured (exposed 10 days ago): its early churn is not a day-30 outcome yet
     ("c4", "control", "basic", 10, [("churned", None, 5), ("revenue", 3.0, None), ("accepted", None, None)]),
     # churned after day 30: retained at day 30, not churned by it
-    ("t1", "care_sms", "vip", 50, [("retained", None, 30), ("churned", None, 45), ("revenue", 20.0, None),
-                                   ("delivered", None, None), ("accepted", None, None)]),
+    (
+        "t1",
+        "care_sms",
+        "vip",
+        50,
+        [
+            ("retained", None, 30),
+            ("churned", None, 45),
+            ("revenue", 20.0, None),
+            ("delivered", None, None),
+            ("accepted", None, None),
+        ],
+    ),
     ("t2", "care_sms", "basic", 31, [("churned", None, 30), ("declined", None, None)]),
     # a check on day 31 is not the day-30 check; no tier at exposure
     ("t3", "care_sms", None, 45, [("retained", None, 31), ("complaint", 2.0, None)]),
@@ -45,18 +61,31 @@ TOTALS = {
 }
 ZERO = (0, 0, 0, 0, 0, 0.0, 0.0, 0, 0, 0, 0)
 PER_TIER = {
-    "basic": {"control": (2, 1, 1, 0, 2, 9.0, 45.0, 0, 0, 1, 0),
-              "care_sms": (1, 1, 0, 1, 0, 0.0, 0.0, 0, 0, 0, 1),
-              None: (2, 2, 1, 1, 1, 8.0, 64.0, 0, 0, 0, 0)},
-    "vip": {"control": (2, 2, 1, 1, 2, 14.0, 116.0, 1, 1, 0, 0),
-            "care_sms": (1, 1, 1, 0, 1, 20.0, 400.0, 0, 1, 1, 0),
-            None: ZERO},
-    None: {"control": ZERO,
-           "care_sms": (1, 1, 0, 0, 0, 0.0, 0.0, 1, 0, 0, 0),
-           None: ZERO},
+    "basic": {
+        "control": (2, 1, 1, 0, 2, 9.0, 45.0, 0, 0, 1, 0),
+        "care_sms": (1, 1, 0, 1, 0, 0.0, 0.0, 0, 0, 0, 1),
+        None: (2, 2, 1, 1, 1, 8.0, 64.0, 0, 0, 0, 0),
+    },
+    "vip": {
+        "control": (2, 2, 1, 1, 2, 14.0, 116.0, 1, 1, 0, 0),
+        "care_sms": (1, 1, 1, 0, 1, 20.0, 400.0, 0, 1, 1, 0),
+        None: ZERO,
+    },
+    None: {"control": ZERO, "care_sms": (1, 1, 0, 0, 0, 0.0, 0.0, 1, 0, 0, 0), None: ZERO},
 }
-FIELDS = ("exposed", "matured", "retained", "churned", "revenue_n", "revenue_sum", "revenue_sum_squares",
-          "complaints", "delivered", "accepted", "declined")
+FIELDS = (
+    "exposed",
+    "matured",
+    "retained",
+    "churned",
+    "revenue_n",
+    "revenue_sum",
+    "revenue_sum_squares",
+    "complaints",
+    "delivered",
+    "accepted",
+    "declined",
+)
 
 
 @pytest.fixture()
@@ -73,13 +102,28 @@ def experiment(client, auth, db):  # type: ignore[no-untyped-def]
 def example(db, experiment):  # type: ignore[no-untyped-def]
     """EXAMPLE written straight into the tables (the statistics do not care how it got there)."""
     for sid, arm, tier, days_before, outcomes in EXAMPLE:
-        exposure = Exposure(experiment_id=experiment.id, subscriber_id=sid, arm_key=arm, in_holdout=arm is None,
-                            phase=1, tier=tier, channel="sms", first_exposed_at=CUTOFF - timedelta(days=days_before))
+        exposure = Exposure(
+            experiment_id=experiment.id,
+            subscriber_id=sid,
+            arm_key=arm,
+            in_holdout=arm is None,
+            phase=1,
+            tier=tier,
+            channel="sms",
+            first_exposed_at=CUTOFF - timedelta(days=days_before),
+        )
         db.add(exposure)
         db.flush()
         for type_, value, day_n in outcomes:
-            db.add(Outcome(assignment_id=exposure.id, type=type_, value=value, day_n=day_n,
-                           occurred_at=exposure.first_exposed_at + timedelta(days=day_n or 1)))
+            db.add(
+                Outcome(
+                    assignment_id=exposure.id,
+                    type=type_,
+                    value=value,
+                    day_n=day_n,
+                    occurred_at=exposure.first_exposed_at + timedelta(days=day_n or 1),
+                )
+            )
     db.commit()
     return experiment
 
@@ -93,7 +137,10 @@ def test_the_statistics_match_the_example_worked_out_by_hand(db, example):
     assert (stats.experiment_key, stats.primary_metric, stats.day_n) == (KEY, "retained_d30", 30)
     assert stats.matured_before == CUTOFF - timedelta(days=30)
     assert [(a.arm_key, a.is_control, a.in_holdout) for a in stats.arms] == [
-        ("control", True, False), ("care_sms", False, False), (None, False, True)]
+        ("control", True, False),
+        ("care_sms", False, False),
+        (None, False, True),
+    ]
     assert {a.arm_key: tuple(getattr(a, f) for f in FIELDS) for a in stats.arms} == TOTALS
     assert [t.tier for t in stats.tiers] == ["basic", "vip", None]
     for tier in stats.tiers:
@@ -107,7 +154,10 @@ def test_the_stats_endpoint_serves_the_same_numbers(client, auth, db, example):
     body = r.json
     assert body["experiment"] == KEY and body["status"] == "pilot" and body["day_n"] == 30
     assert [(a["arm"], a["is_control"], a["in_holdout"]) for a in body["arms"]] == [
-        ("control", True, False), ("care_sms", False, False), (None, False, True)]
+        ("control", True, False),
+        ("care_sms", False, False),
+        (None, False, True),
+    ]
     assert {a["arm"]: counts(a) for a in body["arms"]} == TOTALS
     assert {t["tier"]: {a["arm"]: counts(a) for a in t["arms"]} for t in body["tiers"]} == PER_TIER
 
@@ -118,14 +168,16 @@ def test_a_longer_primary_metric_day_moves_the_window(client, auth, db, example)
     stats = experiment_stats(db, example, data_cutoff=CUTOFF)
     by_arm = {a.arm_key: a for a in stats.arms}
     # matured at day 60: only the holdout's two (exposed 60 days ago); c3's day-60 check is not theirs
-    assert [(by_arm[k].matured, by_arm[k].retained, by_arm[k].churned) for k in ("control", "care_sms", None)] \
-        == [(0, 0, 0), (0, 0, 0), (2, 0, 1)]
+    assert [(by_arm[k].matured, by_arm[k].retained, by_arm[k].churned) for k in ("control", "care_sms", None)] == [
+        (0, 0, 0),
+        (0, 0, 0),
+        (2, 0, 1),
+    ]
 
 
 def test_an_experiment_without_exposures_has_zero_rows_for_every_arm(client, auth, db, experiment):
     stats = experiment_stats(db, experiment, data_cutoff=CUTOFF)
-    assert stats.arms == (ArmStats("control", is_control=True), ArmStats("care_sms"),
-                          ArmStats(None, in_holdout=True))
+    assert stats.arms == (ArmStats("control", is_control=True), ArmStats("care_sms"), ArmStats(None, in_holdout=True))
     assert stats.tiers == ()
 
 

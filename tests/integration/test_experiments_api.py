@@ -18,11 +18,18 @@ OFFERS = [
     {"code": "BILL_CREDIT", "name": "Bill credit", "unit_cost": 10, "channels": ["call_centre"]},
 ]
 # The lifecycle as the issue states it, written out independently of the code.
-ALLOWED = {"draft": ("pilot", "stopped"), "pilot": ("rollout", "stopped"),
-           "rollout": ("completed", "stopped"), "completed": (), "stopped": ()}
+ALLOWED = {
+    "draft": ("pilot", "stopped"),
+    "pilot": ("rollout", "stopped"),
+    "rollout": ("completed", "stopped"),
+    "completed": (),
+    "stopped": (),
+}
 BUDGET = {"code": "care-q4", "name": "Care fund Q4", "cap_amount": 50000}
 EXPERIMENT = {
-    "key": KEY, "name": "Win-back Q4", "hypothesis": "A night pack keeps heavy night users",
+    "key": KEY,
+    "name": "Win-back Q4",
+    "hypothesis": "A night pack keeps heavy night users",
     "target": {"churn_score": {"$gte": 0.5}, "night_data_share": {"$gte": 0.4}},
     "budget_code": "care-q4",
     "arms": [{"key": "control"}, {"key": "night_pack", "offer_code": "NIGHT_PACK"}],
@@ -51,16 +58,26 @@ def _move(client, auth, to: str, key: str = KEY):  # type: ignore[no-untyped-def
 
 def _running(client, auth, status: str = "pilot", **overrides):  # type: ignore[no-untyped-def]
     _create(client, auth, **overrides)
-    path = {"draft": [], "pilot": ["pilot"], "rollout": ["pilot", "rollout"],
-            "completed": ["pilot", "rollout", "completed"], "stopped": ["stopped"]}[status]
+    path = {
+        "draft": [],
+        "pilot": ["pilot"],
+        "rollout": ["pilot", "rollout"],
+        "completed": ["pilot", "rollout", "completed"],
+        "stopped": ["stopped"],
+    }[status]
     for to in path:
         r = _move(client, auth, to)
         assert r.status_code == 200, r.json
 
 
 def _audit(db, key: str = KEY) -> list[AuditEntry]:
-    return list(db.scalars(select(AuditEntry).where(AuditEntry.entity_type == "experiment",
-                                                    AuditEntry.entity_key == key).order_by(AuditEntry.id)))
+    return list(
+        db.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.entity_type == "experiment", AuditEntry.entity_key == key)
+            .order_by(AuditEntry.id)
+        )
+    )
 
 
 def _audit_count(db) -> int:
@@ -68,6 +85,7 @@ def _audit_count(db) -> int:
 
 
 # --- create and read ---------------------------------------------------------------------
+
 
 def test_create_with_arms_fills_the_pilot_defaults_and_is_audited(client, auth, db, catalogue):
     body = _create(client, auth)
@@ -105,9 +123,16 @@ def test_list_filters_by_status(client, auth, catalogue):
 
 
 def test_experiment_spec_matches_the_stored_phase(client, auth, db, catalogue):
-    _create(client, auth, namespace="winback", namespace_start=0.0, namespace_end=0.5, coverage=0.5,
-            holdout_share=0.1,
-            arms=[{"key": "control", "weight": 3}, {"key": "night_pack", "offer_code": "NIGHT_PACK", "weight": 1}])
+    _create(
+        client,
+        auth,
+        namespace="winback",
+        namespace_start=0.0,
+        namespace_end=0.5,
+        coverage=0.5,
+        holdout_share=0.1,
+        arms=[{"key": "control", "weight": 3}, {"key": "night_pack", "offer_code": "NIGHT_PACK", "weight": 1}],
+    )
     spec = experiment_spec(get_experiment(db, KEY))
     assert spec.key == KEY and spec.arm_keys == ("control", "night_pack")
     assert spec.seed == KEY and spec.hash_version == 2 and spec.coverage == 0.5
@@ -131,30 +156,34 @@ def test_duplicate_key_is_409(client, auth, db, catalogue):
 
 # --- validation --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("change, path", [
-    ({"coverage": "0.05"}, "$.coverage"),
-    ({"coverage": 0}, "$.coverage"),
-    ({"coverage": 1.5}, "$.coverage"),
-    ({"holdout_share": 0.9}, "$.holdout_share"),
-    ({"hash_version": 3}, "$.hash_version"),
-    ({"bucket_version": 0}, "$.bucket_version"),
-    ({"primary_metric": "retained_d7"}, "$.primary_metric"),
-    ({"guardrails": ["nps"]}, "$.guardrails[0]"),
-    ({"guardrails": ["arpu", "arpu"]}, "$.guardrails"),
-    ({"promotion_policy": {"min_p_best": 1.5}}, "$.promotion_policy.min_p_best"),
-    ({"promotion_policy": {"mode": "yolo"}}, "$.promotion_policy.mode"),
-    ({"promotion_policy": {"colour": "red"}}, "$.promotion_policy.colour"),
-    ({"colour": "red"}, "$.colour"),
-    ({"key": "has space"}, "$.key"),
-    ({"name": 7}, "$.name"),
-    ({"target": ["not", "an", "object"]}, "$.target"),
-    ({"arms": [{"key": "control", "weight": 0}]}, "$.arms[0].weight"),
-    ({"arms": [{"key": "control", "weight": "1"}]}, "$.arms[0].weight"),
-    ({"arms": [{"key": "control", "colour": "red"}]}, "$.arms[0].colour"),
-    ({"arms": [{"key": "a"}, {"key": "a", "offer_code": "NIGHT_PACK"}]}, "$.arms"),
-    ({"arms": [{"key": "a"}, {"key": "b"}]}, "$.arms"),  # two no-offer arms: two controls
-    ({"namespace": "ns", "namespace_start": 0.6, "namespace_end": 0.4}, "$"),
-])
+
+@pytest.mark.parametrize(
+    "change, path",
+    [
+        ({"coverage": "0.05"}, "$.coverage"),
+        ({"coverage": 0}, "$.coverage"),
+        ({"coverage": 1.5}, "$.coverage"),
+        ({"holdout_share": 0.9}, "$.holdout_share"),
+        ({"hash_version": 3}, "$.hash_version"),
+        ({"bucket_version": 0}, "$.bucket_version"),
+        ({"primary_metric": "retained_d7"}, "$.primary_metric"),
+        ({"guardrails": ["nps"]}, "$.guardrails[0]"),
+        ({"guardrails": ["arpu", "arpu"]}, "$.guardrails"),
+        ({"promotion_policy": {"min_p_best": 1.5}}, "$.promotion_policy.min_p_best"),
+        ({"promotion_policy": {"mode": "yolo"}}, "$.promotion_policy.mode"),
+        ({"promotion_policy": {"colour": "red"}}, "$.promotion_policy.colour"),
+        ({"colour": "red"}, "$.colour"),
+        ({"key": "has space"}, "$.key"),
+        ({"name": 7}, "$.name"),
+        ({"target": ["not", "an", "object"]}, "$.target"),
+        ({"arms": [{"key": "control", "weight": 0}]}, "$.arms[0].weight"),
+        ({"arms": [{"key": "control", "weight": "1"}]}, "$.arms[0].weight"),
+        ({"arms": [{"key": "control", "colour": "red"}]}, "$.arms[0].colour"),
+        ({"arms": [{"key": "a"}, {"key": "a", "offer_code": "NIGHT_PACK"}]}, "$.arms"),
+        ({"arms": [{"key": "a"}, {"key": "b"}]}, "$.arms"),  # two no-offer arms: two controls
+        ({"namespace": "ns", "namespace_start": 0.6, "namespace_end": 0.4}, "$"),
+    ],
+)
 def test_wrong_types_unknown_fields_and_bad_values_are_400(client, auth, db, catalogue, change, path):
     r = client.post("/api/v1/experiments", json={**EXPERIMENT, **change}, headers=auth["marketing"])
     assert r.status_code == 400, r.json
@@ -165,12 +194,15 @@ def test_wrong_types_unknown_fields_and_bad_values_are_400(client, auth, db, cat
 
 def test_malformed_json_and_wrong_content_type_are_rejected(client, auth, catalogue):
     headers = {**auth["marketing"], "Content-Type": "application/json"}
-    for method, url in (("post", "/api/v1/experiments"), ("patch", URL),
-                        ("post", f"{URL}/transition"), ("post", f"{URL}/phases")):
+    for method, url in (
+        ("post", "/api/v1/experiments"),
+        ("patch", URL),
+        ("post", f"{URL}/transition"),
+        ("post", f"{URL}/phases"),
+    ):
         r = getattr(client, method)(url, data="{not json", headers=headers)
         assert r.status_code == 400 and r.json["error"]["code"] == "invalid_json", (method, url)
-    r = client.post("/api/v1/experiments", data="key=x", headers={**auth["marketing"],
-                                                                  "Content-Type": "text/plain"})
+    r = client.post("/api/v1/experiments", data="key=x", headers={**auth["marketing"], "Content-Type": "text/plain"})
     assert r.status_code == 415
     _create(client, auth)
     r = client.patch(URL, json=["a", "list"], headers=auth["marketing"])
@@ -243,6 +275,7 @@ def test_read_only_fields_cannot_be_patched(client, auth, catalogue):
 
 # --- roles -------------------------------------------------------------------------------
 
+
 def test_analysts_and_channels_cannot_write(client, auth, db, catalogue):
     _create(client, auth)
     before = _audit_count(db)
@@ -263,15 +296,21 @@ def test_analysts_and_channels_cannot_write(client, auth, db, catalogue):
 
 # --- lifecycle ---------------------------------------------------------------------------
 
+
 def test_valid_path_draft_pilot_rollout_completed(client, auth, db, catalogue):
     _create(client, auth)
     r = _move(client, auth, "pilot")
     assert r.status_code == 200, r.json
     assert r.json["status"] == "pilot" and r.json["started_at"] is not None
-    assert r.json["phases"] == [{"phase": 1, "hash_seed": KEY, "coverage": 0.05,
-                                 "weights": [{"arm": "control", "weight": 1.0},
-                                             {"arm": "night_pack", "weight": 1.0}],
-                                 "started_at": r.json["started_at"]}]
+    assert r.json["phases"] == [
+        {
+            "phase": 1,
+            "hash_seed": KEY,
+            "coverage": 0.05,
+            "weights": [{"arm": "control", "weight": 1.0}, {"arm": "night_pack", "weight": 1.0}],
+            "started_at": r.json["started_at"],
+        }
+    ]
     r = _move(client, auth, "rollout")
     assert r.status_code == 200 and r.json["status"] == "rollout" and r.json["ended_at"] is None
     r = _move(client, auth, "completed")
@@ -281,15 +320,17 @@ def test_valid_path_draft_pilot_rollout_completed(client, auth, db, catalogue):
     rows = _audit(db)
     assert [row.action for row in rows] == ["create", "transition", "transition", "transition"]
     assert [(row.before["status"], row.after["status"]) for row in rows[1:]] == [
-        ("draft", "pilot"), ("pilot", "rollout"), ("rollout", "completed")]
+        ("draft", "pilot"),
+        ("pilot", "rollout"),
+        ("rollout", "completed"),
+    ]
     assert db.scalar(select(func.count()).select_from(ExperimentPhase)) == 1
 
 
 @pytest.mark.parametrize("start", ["draft", "pilot", "rollout"])
 def test_every_live_state_can_stop(client, auth, db, catalogue, start):
     _running(client, auth, start)
-    r = client.post(f"{URL}/transition", json={"to": "stopped", "reason": "budget cut"},
-                    headers=auth["marketing"])
+    r = client.post(f"{URL}/transition", json={"to": "stopped", "reason": "budget cut"}, headers=auth["marketing"])
     assert r.status_code == 200 and r.json["status"] == "stopped" and r.json["ended_at"]
     assert _audit(db)[-1].after["reason"] == "budget cut"
 
@@ -328,8 +369,12 @@ def test_a_pilot_needs_two_arms_and_one_control(client, auth, db, catalogue):
     r = _move(client, auth, "pilot")
     assert r.status_code == 409 and r.json["error"]["code"] == "not_ready" and "two" in r.json["error"]["message"]
 
-    _create(client, auth, key="no-control", arms=[{"key": "a", "offer_code": "NIGHT_PACK"},
-                                                  {"key": "b", "offer_code": "BILL_CREDIT"}])
+    _create(
+        client,
+        auth,
+        key="no-control",
+        arms=[{"key": "a", "offer_code": "NIGHT_PACK"}, {"key": "b", "offer_code": "BILL_CREDIT"}],
+    )
     r = _move(client, auth, "pilot", key="no-control")
     assert r.status_code == 409 and "control" in r.json["error"]["message"]
 
@@ -356,15 +401,31 @@ def test_overlapping_namespace_ranges_cannot_run_together(client, auth, catalogu
 
 # --- editing -----------------------------------------------------------------------------
 
+
 def test_a_draft_is_freely_editable(client, auth, db, catalogue):
     _create(client, auth)
-    arms = [{"key": "control", "weight": 2}, {"key": "credit", "offer_code": "BILL_CREDIT"},
-            {"key": "night_pack", "offer_code": "NIGHT_PACK"}]
-    r = client.patch(URL, json={"arms": arms, "hash_seed": "custom", "coverage": 0.02, "hash_version": 1,
-                                "promotion_policy": {"mode": "auto"}}, headers=auth["marketing"])
+    arms = [
+        {"key": "control", "weight": 2},
+        {"key": "credit", "offer_code": "BILL_CREDIT"},
+        {"key": "night_pack", "offer_code": "NIGHT_PACK"},
+    ]
+    r = client.patch(
+        URL,
+        json={
+            "arms": arms,
+            "hash_seed": "custom",
+            "coverage": 0.02,
+            "hash_version": 1,
+            "promotion_policy": {"mode": "auto"},
+        },
+        headers=auth["marketing"],
+    )
     assert r.status_code == 200, r.json
     assert [(a["key"], a["position"], a["weight"]) for a in r.json["arms"]] == [
-        ("control", 0, 2.0), ("credit", 1, 1.0), ("night_pack", 2, 1.0)]
+        ("control", 0, 2.0),
+        ("credit", 1, 1.0),
+        ("night_pack", 2, 1.0),
+    ]
     assert r.json["hash_seed"] == "custom" and r.json["coverage"] == 0.02 and r.json["hash_version"] == 1
     # promotion_policy is merged over the stored one, not reset to the defaults
     assert r.json["promotion_policy"]["mode"] == "auto" and r.json["promotion_policy"]["min_p_best"] == 0.95
@@ -403,22 +464,26 @@ def test_editing_weights_of_a_running_experiment_is_409_explaining_phases(client
     assert "arm weights cannot change in place" in error["message"]
     assert _audit_count(db) == audited
 
-    r = client.patch(URL, json={"arms": [*arms, {"key": "credit", "offer_code": "BILL_CREDIT"}]},
-                     headers=auth["marketing"])
+    r = client.patch(
+        URL, json={"arms": [*arms, {"key": "credit", "offer_code": "BILL_CREDIT"}]}, headers=auth["marketing"]
+    )
     assert r.status_code == 409 and "cannot be added, removed" in r.json["error"]["message"]
 
 
-@pytest.mark.parametrize("change, path", [
-    ({"hash_seed": "other"}, "$.hash_seed"),
-    ({"hash_version": 1}, "$.hash_version"),
-    ({"bucket_version": 2}, "$.bucket_version"),
-    ({"arms": [{"key": "control"}, {"key": "credit", "offer_code": "BILL_CREDIT"}]}, "$.arms"),
-    ({"arms": [{"key": "control"}]}, "$.arms"),
-    ({"target": {"arpu": {"$gt": 100}}}, "$.target"),
-    ({"namespace": "winback"}, "$.namespace"),
-    ({"holdout_share": 0.1}, "$.holdout_share"),
-    ({"primary_metric": "retained_d90"}, "$.primary_metric"),
-])
+@pytest.mark.parametrize(
+    "change, path",
+    [
+        ({"hash_seed": "other"}, "$.hash_seed"),
+        ({"hash_version": 1}, "$.hash_version"),
+        ({"bucket_version": 2}, "$.bucket_version"),
+        ({"arms": [{"key": "control"}, {"key": "credit", "offer_code": "BILL_CREDIT"}]}, "$.arms"),
+        ({"arms": [{"key": "control"}]}, "$.arms"),
+        ({"target": {"arpu": {"$gt": 100}}}, "$.target"),
+        ({"namespace": "winback"}, "$.namespace"),
+        ({"holdout_share": 0.1}, "$.holdout_share"),
+        ({"primary_metric": "retained_d90"}, "$.primary_metric"),
+    ],
+)
 @pytest.mark.parametrize("status", ["pilot", "rollout"])
 def test_assignment_and_population_are_frozen_while_running(client, auth, db, catalogue, status, change, path):
     _running(client, auth, status)
@@ -432,9 +497,17 @@ def test_assignment_and_population_are_frozen_while_running(client, auth, db, ca
 
 def test_descriptive_fields_stay_editable_while_running(client, auth, db, catalogue):
     _running(client, auth, "rollout")
-    r = client.patch(URL, json={"name": "Win-back Q4 (rollout)", "hypothesis": "still true",
-                                "guardrails": ["complaints"], "promotion_policy": {"min_runtime_days": 45},
-                                "budget_code": None}, headers=auth["marketing"])
+    r = client.patch(
+        URL,
+        json={
+            "name": "Win-back Q4 (rollout)",
+            "hypothesis": "still true",
+            "guardrails": ["complaints"],
+            "promotion_policy": {"min_runtime_days": 45},
+            "budget_code": None,
+        },
+        headers=auth["marketing"],
+    )
     assert r.status_code == 200, r.json
     assert r.json["guardrails"] == ["complaints"] and r.json["promotion_policy"]["min_runtime_days"] == 45
     assert r.json["budget_code"] is None
@@ -474,10 +547,14 @@ def test_an_ended_experiment_keeps_only_its_description_editable(client, auth, c
 
 # --- phases ------------------------------------------------------------------------------
 
+
 def test_a_new_phase_bumps_phase_and_seed_and_writes_a_phase_row(client, auth, db, catalogue):
     _running(client, auth, "pilot")
-    r = client.post(f"{URL}/phases", json={"weights": {"control": 1, "night_pack": 3}, "reason": "favour treatment"},
-                    headers=auth["marketing"])
+    r = client.post(
+        f"{URL}/phases",
+        json={"weights": {"control": 1, "night_pack": 3}, "reason": "favour treatment"},
+        headers=auth["marketing"],
+    )
     assert r.status_code == 201, r.json
     assert r.json["phase"] == 2 and r.json["hash_seed"] == f"{KEY}:p2" and r.json["status"] == "pilot"
     assert [(a["key"], a["weight"]) for a in r.json["arms"]] == [("control", 1.0), ("night_pack", 3.0)]
@@ -492,8 +569,11 @@ def test_a_new_phase_bumps_phase_and_seed_and_writes_a_phase_row(client, auth, d
     spec = experiment_spec(get_experiment(db, KEY))
     assert spec.seed == f"{KEY}:p2" and spec.weights == (0.25, 0.75)
 
-    r = client.post(f"{URL}/phases", json={"weights": {"control": 1, "night_pack": 1}, "hash_seed": "fresh"},
-                    headers=auth["marketing"])
+    r = client.post(
+        f"{URL}/phases",
+        json={"weights": {"control": 1, "night_pack": 1}, "hash_seed": "fresh"},
+        headers=auth["marketing"],
+    )
     assert r.status_code == 201 and r.json["phase"] == 3 and r.json["hash_seed"] == "fresh"
     assert db.scalar(select(func.count()).select_from(ExperimentPhase)) == 3
 

@@ -18,19 +18,23 @@ from infra.db import get_database, utcnow
 
 KEY = "care-sms"
 URL = f"/api/v1/experiments/{KEY}/exposures"
-EXPERIMENT = {"key": KEY, "name": "Care SMS vs no care", "coverage": 1.0,
-              "arms": [{"key": "control"}, {"key": "care_sms", "offer_code": "CARE_SMS"}]}
+EXPERIMENT = {
+    "key": KEY,
+    "name": "Care SMS vs no care",
+    "coverage": 1.0,
+    "arms": [{"key": "control"}, {"key": "care_sms", "offer_code": "CARE_SMS"}],
+}
 
 
 @pytest.fixture()
 def catalogue(client, auth):  # type: ignore[no-untyped-def]
     offer = {"code": "CARE_SMS", "name": "Care SMS", "unit_cost": 0.05, "channels": ["sms", "app"]}
     assert client.post("/api/v1/offers", json=offer, headers=auth["marketing"]).status_code == 201
-    for path, body in (("tier-schemes", {"code": "value", "name": "Value tiers", "is_primary": True}),
-                       ("tiers", {"code": "vip", "scheme_code": "value", "name": "VIP", "rank": 1,
-                                  "rule": {"arpu": {"$gte": 90}}}),
-                       ("tiers", {"code": "basic", "scheme_code": "value", "name": "Basic", "rank": 2,
-                                  "rule": {}})):
+    for path, body in (
+        ("tier-schemes", {"code": "value", "name": "Value tiers", "is_primary": True}),
+        ("tiers", {"code": "vip", "scheme_code": "value", "name": "VIP", "rank": 1, "rule": {"arpu": {"$gte": 90}}}),
+        ("tiers", {"code": "basic", "scheme_code": "value", "name": "Basic", "rank": 2, "rule": {}}),
+    ):
         r = client.post(f"/api/v1/{path}", json=body, headers=auth["marketing"])
         assert r.status_code == 201, r.json
 
@@ -65,6 +69,7 @@ def ids_where(db, reason: str, n: int = 1, prefix: str = "s") -> list[str]:  # t
 
 # --- recording the first exposure ----------------------------------------------------------
 
+
 def test_the_first_exposure_is_recorded_with_tier_and_channel_and_then_returned(client, auth, db, catalogue):
     running(client, auth)
     r = client.put("/api/v1/subscribers/s-vip", json={"attributes": {"arpu": 120}}, headers=auth["sms"])
@@ -81,8 +86,14 @@ def test_the_first_exposure_is_recorded_with_tier_and_channel_and_then_returned(
     assert again.json["arm"] == expected and again.json["channel"] == "sms"  # the first exposure's
     assert again.json["first_exposed_at"] == r.json["first_exposed_at"]
     [row] = rows(db)
-    assert (row.subscriber_id, row.arm_key, row.in_holdout, row.tier, row.channel, row.phase) == \
-        ("s-vip", expected, False, "vip", "sms", 1)
+    assert (row.subscriber_id, row.arm_key, row.in_holdout, row.tier, row.channel, row.phase) == (
+        "s-vip",
+        expected,
+        False,
+        "vip",
+        "sms",
+        1,
+    )
 
 
 def test_a_subscriber_without_a_profile_is_exposed_without_a_tier(client, auth, db, catalogue):
@@ -116,8 +127,9 @@ def test_the_first_exposure_wins_after_a_new_phase(client, auth, db, catalogue):
     running(client, auth, coverage=0.6)
     candidates = ids_where(db, "assigned", 300)
     first = {sid: post(client, auth["sms"], sid).json["arm"] for sid in candidates}
-    r = client.post(f"/api/v1/experiments/{KEY}/phases", json={"weights": {"control": 1, "care_sms": 9}},
-                    headers=auth["marketing"])
+    r = client.post(
+        f"/api/v1/experiments/{KEY}/phases", json={"weights": {"control": 1, "care_sms": 9}}, headers=auth["marketing"]
+    )
     assert r.status_code == 201, r.json
 
     db.expire_all()
@@ -156,8 +168,9 @@ def test_subscribers_outside_the_namespace_are_not_recorded(client, auth, db, ca
 def test_only_targeted_subscribers_are_exposed_and_they_stay(client, auth, db, catalogue):
     running(client, auth, target={"churn_score": {"$gte": 0.5}})
     for sid, score in (("t-low", 0.1), ("t-high", 0.9)):
-        r = client.put(f"/api/v1/subscribers/{sid}", json={"attributes": {"churn_score": score, "arpu": 10}},
-                       headers=auth["sms"])
+        r = client.put(
+            f"/api/v1/subscribers/{sid}", json={"attributes": {"churn_score": score, "arpu": 10}}, headers=auth["sms"]
+        )
         assert r.status_code == 201
     r = post(client, auth["sms"], "t-low")
     assert r.status_code == 200 and r.json["reason"] == "not_targeted" and r.json["in_experiment"] is False
@@ -185,6 +198,7 @@ def test_only_running_experiments_expose(client, auth, db, catalogue):
 
 # --- the endpoint: callers and bodies ------------------------------------------------------
 
+
 def test_exposures_need_a_channel_key_or_a_writer(client, auth, db, catalogue):
     running(client, auth)
     assert client.post(URL, json={"subscriber_id": "s-1"}).status_code == 401
@@ -197,14 +211,17 @@ def test_exposures_need_a_channel_key_or_a_writer(client, auth, db, catalogue):
     assert post(client, auth["admin"], "s-2").status_code == 201
 
 
-@pytest.mark.parametrize("body, path", [
-    ({"subscriber_id": 5}, "$.subscriber_id"),
-    ({"subscriber_id": ""}, "$.subscriber_id"),
-    ({"subscriber_id": "x" * 65}, "$.subscriber_id"),
-    ({"subscriber_id": "s-1", "channel": "fax"}, "$.channel"),
-    ({"subscriber_id": "s-1", "arm": "care_sms"}, "$.arm"),
-    ({}, "$.subscriber_id"),
-])
+@pytest.mark.parametrize(
+    "body, path",
+    [
+        ({"subscriber_id": 5}, "$.subscriber_id"),
+        ({"subscriber_id": ""}, "$.subscriber_id"),
+        ({"subscriber_id": "x" * 65}, "$.subscriber_id"),
+        ({"subscriber_id": "s-1", "channel": "fax"}, "$.channel"),
+        ({"subscriber_id": "s-1", "arm": "care_sms"}, "$.arm"),
+        ({}, "$.subscriber_id"),
+    ],
+)
 def test_bad_exposure_bodies_are_400(client, auth, db, catalogue, body, path):
     running(client, auth)
     r = client.post(URL, json=body, headers=auth["sms"])
@@ -221,6 +238,7 @@ def test_malformed_exposure_json_is_400(client, auth, db, catalogue):
 
 # --- racing exposers -----------------------------------------------------------------------
 
+
 @pytest.fixture()
 def factory(app):  # type: ignore[no-untyped-def]
     """Sessions on the app's engine that commit for real (the race needs separate connections;
@@ -232,10 +250,22 @@ def factory(app):  # type: ignore[no-untyped-def]
 def committed_experiment(factory):  # type: ignore[no-untyped-def]
     """A running experiment committed for real, removed afterwards with its exposures."""
     with factory() as session:
-        experiment = Experiment(key="race", name="Race", status="pilot", target={}, hash_seed="race",
-                                coverage=1.0, guardrails=[], promotion_policy={}, phase=1, started_at=utcnow())
-        experiment.arms = [ExperimentArm(key="control", weight=1, is_control=True, position=0),
-                           ExperimentArm(key="call_back", weight=1, is_control=False, position=1)]
+        experiment = Experiment(
+            key="race",
+            name="Race",
+            status="pilot",
+            target={},
+            hash_seed="race",
+            coverage=1.0,
+            guardrails=[],
+            promotion_policy={},
+            phase=1,
+            started_at=utcnow(),
+        )
+        experiment.arms = [
+            ExperimentArm(key="control", weight=1, is_control=True, position=0),
+            ExperimentArm(key="call_back", weight=1, is_control=False, position=1),
+        ]
         session.add(experiment)
         session.commit()
         experiment_id = experiment.id
@@ -253,12 +283,13 @@ def test_racing_first_exposures_store_one_row_and_agree(factory, committed_exper
         results: list = []
         errors: list[BaseException] = []
 
-        def exposer(channel: str) -> None:
+        def exposer(channel: str, barrier=barrier, results=results, subscriber_id=subscriber_id, errors=errors) -> None:
             try:
                 with factory() as session:
                     barrier.wait(timeout=10)
-                    results.append(expose(session, committed_experiment, subscriber_id, tier=None,
-                                          channel=channel, now=utcnow()))
+                    results.append(
+                        expose(session, committed_experiment, subscriber_id, tier=None, channel=channel, now=utcnow())
+                    )
                     session.commit()
             except BaseException as exc:  # reported by the main thread
                 errors.append(exc)
@@ -274,6 +305,9 @@ def test_racing_first_exposures_store_one_row_and_agree(factory, committed_exper
         assert results[0].arm_key == results[1].arm_key and results[0].exposure_id == results[1].exposure_id
         assert results[0].channel == results[1].channel  # the winner's channel, for both
         with factory() as session:
-            count = session.scalar(select(func.count()).select_from(Exposure).where(
-                Exposure.experiment_id == committed_experiment.id, Exposure.subscriber_id == subscriber_id))
+            count = session.scalar(
+                select(func.count())
+                .select_from(Exposure)
+                .where(Exposure.experiment_id == committed_experiment.id, Exposure.subscriber_id == subscriber_id)
+            )
         assert count == 1

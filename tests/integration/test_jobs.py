@@ -12,10 +12,16 @@ from offers.models import Subscriber
 
 def _tiers(client, auth):  # a scheme whose single rule we can change
     client.post("/api/v1/tier-schemes", json={"code": "v", "name": "V", "is_primary": True}, headers=auth["admin"])
-    client.post("/api/v1/tiers", json={"code": "vip", "scheme_code": "v", "name": "VIP", "rank": 1,
-                                       "rule": {"arpu": {"$gte": 100}}}, headers=auth["admin"])
-    client.post("/api/v1/tiers", json={"code": "basic", "scheme_code": "v", "name": "Basic", "rank": 2,
-                                       "rule": {}}, headers=auth["admin"])
+    client.post(
+        "/api/v1/tiers",
+        json={"code": "vip", "scheme_code": "v", "name": "VIP", "rank": 1, "rule": {"arpu": {"$gte": 100}}},
+        headers=auth["admin"],
+    )
+    client.post(
+        "/api/v1/tiers",
+        json={"code": "basic", "scheme_code": "v", "name": "Basic", "rank": 2, "rule": {}},
+        headers=auth["admin"],
+    )
 
 
 def test_retier_job_runs_once_in_a_worker_and_updates_tiers(app, client, auth, db, redis):

@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -18,13 +18,13 @@ from redis.retry import Retry
 
 from decisioning.core import DecisionState
 from decisioning.ledger import (
+    LEDGER_READY_KEY,
+    NOT_READY,
+    RESERVATIONS_PER_CALL,
     BudgetLedger,
     BudgetLimit,
     Charge,
     ContactLimit,
-    LEDGER_READY_KEY,
-    NOT_READY,
-    RESERVATIONS_PER_CALL,
     LedgerUnavailable,
     Release,
     ReserveRequest,
@@ -37,7 +37,7 @@ from decisioning.ledger import (
 )
 from decisioning.snapshot import BudgetRule, ContactRule
 
-NOW = datetime(2026, 11, 15, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 15, 12, 0, tzinfo=UTC)
 PERIOD = "2026-11"
 WEEK_S = 7 * 24 * 3600
 
@@ -58,6 +58,7 @@ def counter(redis, code: str) -> int | None:  # type: ignore[no-untyped-def]
 
 # --- money and keys -------------------------------------------------------------------------------
 
+
 def test_money_is_integer_cents_rounded_half_up_and_limits_rounded_down():
     assert to_cents(0.285) == 29  # Decimal(0.285) is 0.28499…: the float's repr is used
     assert to_cents(Decimal("2.675")) == 268
@@ -71,14 +72,18 @@ def test_money_is_integer_cents_rounded_half_up_and_limits_rounded_down():
 
 
 def test_budget_limit_from_rule_uses_the_cores_pacing_and_period_keys():
-    start, end = datetime(2026, 11, 1, tzinfo=timezone.utc), datetime(2026, 12, 1, tzinfo=timezone.utc)
+    start, end = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
     rule = BudgetRule("Q4", "programme", None, 3000.0, period_start=start, period_end=end, pacing_slack=0.1)
     limit = BudgetLimit.from_rule(rule, NOW)  # 14.5 of 30 days elapsed
     assert limit == BudgetLimit("Q4", "2026-11", 300000, limit_to_cents(rule.paced_allowance(NOW)))
     assert limit.allowed_now_cents == 159500  # 3000 × 14.5/30 × 1.1
-    quarter = BudgetRule("Q", "programme", None, 1.0, period_start=datetime(2026, 10, 1), period_end=datetime(2027, 1, 1))
+    quarter = BudgetRule(
+        "Q", "programme", None, 1.0, period_start=datetime(2026, 10, 1), period_end=datetime(2027, 1, 1)
+    )
     year = BudgetRule("Y", "programme", None, 1.0, period_start=datetime(2026, 1, 1), period_end=datetime(2027, 1, 1))
-    other = BudgetRule("O", "programme", None, 1.0, period_start=datetime(2026, 11, 5), period_end=datetime(2026, 12, 20))
+    other = BudgetRule(
+        "O", "programme", None, 1.0, period_start=datetime(2026, 11, 5), period_end=datetime(2026, 12, 20)
+    )
     assert [period_key_for(r) for r in (quarter, year, other)] == ["2026-Q4", "2026", "2026-11-05"]
     assert period_key_for(BudgetRule("N", "programme", None, 1.0)) == "all"
     assert ContactLimit.from_rule(ContactRule("sms", 3, 7), "s-1") == ContactLimit("s-1", "sms", 3, WEEK_S)
@@ -91,6 +96,7 @@ def test_key_parts_are_escaped_so_different_pairs_never_share_a_key():
 
 # --- reserve ----------------------------------------------------------------------------------------
 
+
 def test_reserve_charges_once_and_a_replay_returns_the_stored_result(ledger, redis):
     contact = ContactLimit("s-1", "sms", 5, WEEK_S)
     first = ledger.reserve("r-1", cost=Decimal("3.50"), budgets=[cap("PROG", "100")], contact=contact, now=NOW)
@@ -100,8 +106,9 @@ def test_reserve_charges_once_and_a_replay_returns_the_stored_result(ledger, red
     assert 0 < redis.pttl(request_key_marker("r-1")) <= 7 * 24 * 3600 * 1000
 
     # a retry, even one that claims another cost, is the first answer again and charges nothing
-    again = ledger.reserve("r-1", cost=Decimal("9.99"), budgets=[cap("PROG", "100")], contact=contact,
-                           now=NOW + timedelta(seconds=5))
+    again = ledger.reserve(
+        "r-1", cost=Decimal("9.99"), budgets=[cap("PROG", "100")], contact=contact, now=NOW + timedelta(seconds=5)
+    )
     assert again.replayed and again.ok
     assert (again.cost_cents, again.charged, again.contact_recorded) == (350, first.charged, True)
     assert counter(redis, "PROG") == 350
@@ -192,8 +199,9 @@ def test_read_state_feeds_the_decision_core_in_one_round_trip(ledger):
     sms = ContactLimit("s-1", "sms", 5, WEEK_S)
     ledger.reserve("r-1", cost="1.10", budgets=[cap("PROG", "100"), cap("SMS", "50")], contact=sms, now=NOW)
     ledger.reserve("r-2", cost="2.20", budgets=[cap("PROG", "100")], contact=sms, now=NOW)
-    contacts, spent = ledger.read_state("s-1", {"sms": WEEK_S, "app": WEEK_S},
-                                        [("PROG", PERIOD), ("SMS", PERIOD), ("NONE", PERIOD)], NOW)
+    contacts, spent = ledger.read_state(
+        "s-1", {"sms": WEEK_S, "app": WEEK_S}, [("PROG", PERIOD), ("SMS", PERIOD), ("NONE", PERIOD)], NOW
+    )
     assert contacts == {"sms": 2, "app": 0}
     assert spent == {"PROG": 3.3, "SMS": 1.1, "NONE": 0.0}
     state = DecisionState(contacts_in_window=contacts, spent_by_budget=spent)
@@ -234,16 +242,16 @@ def test_a_batch_across_several_script_calls_is_decided_in_order_as_separate_cal
     ledger.reserve("seen-before", cost=1, budgets=[cap("PROG", "10")], contact=None, now=NOW)
     sms = ContactLimit("s-capped", "sms", 1, WEEK_S)
     requests = [ReserveRequest("seen-before", 1, (cap("PROG", "10"),), None)]  # a replay
-    requests += [ReserveRequest(f"b-{i}", "0.01", (cap("PROG", "10"), cap("CHAN", "1")), None)
-                 for i in range(count)]
+    requests += [ReserveRequest(f"b-{i}", "0.01", (cap("PROG", "10"), cap("CHAN", "1")), None) for i in range(count)]
     requests += [ReserveRequest("cap-1", 0, (), sms), ReserveRequest("cap-2", 0, (), sms)]
     results = ledger.reserve_many(requests, NOW)
 
     assert results[0].replayed and results[0].ok
     # CHAN affords 100 cents: the first 100 one-cent reservations, then every one is refused by it
-    assert [r.ok for r in results[1:count + 1]] == [True] * 100 + [False] * (count - 100)
-    assert {(r.reason, r.budget_code, r.spent_cents) for r in results[101:count + 1]} == {
-        ("budget_exhausted", "CHAN", 100)}
+    assert [r.ok for r in results[1 : count + 1]] == [True] * 100 + [False] * (count - 100)
+    assert {(r.reason, r.budget_code, r.spent_cents) for r in results[101 : count + 1]} == {
+        ("budget_exhausted", "CHAN", 100)
+    }
     assert [r.ok for r in results[-2:]] == [True, False] and results[-1].reason == "contact_cap"
     assert (counter(redis, "PROG"), counter(redis, "CHAN")) == (200, 100)
     assert redis.exists(request_key_marker("b-99"), request_key_marker("b-100")) == 1  # refusals leave none
@@ -251,10 +259,13 @@ def test_a_batch_across_several_script_calls_is_decided_in_order_as_separate_cal
 
 # --- release -------------------------------------------------------------------------------------------
 
+
 def test_release_refunds_exactly_once(ledger, redis):
     budgets = [cap("PROG", "100"), cap("SMS", "10")]
     sms = ContactLimit("s-1", "sms", 1, WEEK_S)
-    assert ledger.reserve("keep", cost="2.00", budgets=budgets, contact=ContactLimit("s-2", "sms", 1, WEEK_S), now=NOW).ok
+    assert ledger.reserve(
+        "keep", cost="2.00", budgets=budgets, contact=ContactLimit("s-2", "sms", 1, WEEK_S), now=NOW
+    ).ok
     assert ledger.reserve("undo", cost="3.25", budgets=budgets, contact=sms, now=NOW).ok
     assert (counter(redis, "PROG"), counter(redis, "SMS")) == (525, 525)
 
@@ -307,13 +318,16 @@ def test_a_replay_for_another_subscriber_leaves_the_reservation_with_its_maker(l
     for another subscriber must not take the first one's reservation over, or the contact
     window would count the subscriber the stored row does not name."""
     budgets = (cap("PROG", "100"),)
-    [first] = ledger.reserve_many([ReserveRequest("r-1", Decimal("5.00"), budgets,
-                                                  ContactLimit("s-1", "sms", 5, WEEK_S))], NOW)
-    [other] = ledger.reserve_many([ReserveRequest("r-1", Decimal("5.00"), budgets,
-                                                  ContactLimit("s-2", "sms", 5, WEEK_S))], NOW)
+    [first] = ledger.reserve_many(
+        [ReserveRequest("r-1", Decimal("5.00"), budgets, ContactLimit("s-1", "sms", 5, WEEK_S))], NOW
+    )
+    [other] = ledger.reserve_many(
+        [ReserveRequest("r-1", Decimal("5.00"), budgets, ContactLimit("s-2", "sms", 5, WEEK_S))], NOW
+    )
     assert other.replayed and not other.adopted and other.attempt == first.attempt
-    [same] = ledger.reserve_many([ReserveRequest("r-1", Decimal("5.00"), budgets,
-                                                 ContactLimit("s-1", "sms", 5, WEEK_S))], NOW)
+    [same] = ledger.reserve_many(
+        [ReserveRequest("r-1", Decimal("5.00"), budgets, ContactLimit("s-1", "sms", 5, WEEK_S))], NOW
+    )
     assert same.replayed and same.adopted  # the same contact is the same charge: taken over
 
 
@@ -363,8 +377,9 @@ def _race_process(connection_class, connection_kwargs, keys, results):  # type: 
     tallies: list[Counter] = []
 
     def run(thread_keys: list[str]) -> None:
-        client = redis_lib.Redis(connection_pool=redis_lib.ConnectionPool(
-            connection_class=connection_class, **connection_kwargs))
+        client = redis_lib.Redis(
+            connection_pool=redis_lib.ConnectionPool(connection_class=connection_class, **connection_kwargs)
+        )
         ledger = BudgetLedger(client)
         tally: Counter = Counter()
         for key in thread_keys:
@@ -387,9 +402,12 @@ def test_processes_and_threads_racing_never_overspend(ledger, redis):
     context = multiprocessing.get_context("fork")
     results = context.Queue()
     started = time.perf_counter()
-    processes = [context.Process(target=_race_process,
-                                 args=(pool.connection_class, pool.connection_kwargs, keys[p::RACE_PROCESSES], results))
-                 for p in range(RACE_PROCESSES)]
+    processes = [
+        context.Process(
+            target=_race_process, args=(pool.connection_class, pool.connection_kwargs, keys[p::RACE_PROCESSES], results)
+        )
+        for p in range(RACE_PROCESSES)
+    ]
     for process in processes:
         process.start()
     tallies = [results.get(timeout=120) for _ in processes]
@@ -429,12 +447,16 @@ def test_threads_racing_for_one_subscriber_respect_the_contact_cap(ledger, redis
 
 # --- rebuild ----------------------------------------------------------------------------------------------
 
+
 def test_rebuild_sets_counters_to_the_ledger_of_record_and_adds_contacts(ledger, redis):
-    ledger.reserve("r-live", cost=40, budgets=[cap("PROG", "1000")],
-                   contact=ContactLimit("s-1", "sms", 5, WEEK_S), now=NOW)
+    ledger.reserve(
+        "r-live", cost=40, budgets=[cap("PROG", "1000")], contact=ContactLimit("s-1", "sms", 5, WEEK_S), now=NOW
+    )
     ms = int(NOW.timestamp() * 1000)
-    ledger.rebuild({("PROG", PERIOD): Decimal("123.45"), ("SMS", PERIOD): 0.1 + 0.2, ("PROG", "2026-10"): 7},
-                   {("s-1", "sms"): [("r-old", ms - 3_600_000), ("r-live", ms)], ("s-2", "app"): []})
+    ledger.rebuild(
+        {("PROG", PERIOD): Decimal("123.45"), ("SMS", PERIOD): 0.1 + 0.2, ("PROG", "2026-10"): 7},
+        {("s-1", "sms"): [("r-old", ms - 3_600_000), ("r-live", ms)], ("s-2", "app"): []},
+    )
     assert counter(redis, "PROG") == 12345  # set, not added to the live 40.00
     assert counter(redis, "SMS") == 30
     assert ledger.spent_total("PROG", "2026-10") == Decimal("7.00")
@@ -456,8 +478,13 @@ def test_without_the_ready_mark_paid_reservations_and_replays_are_refused_and_fr
     assert free_replay.ok and free_replay.replayed
     assert counter(redis, "PROG") == 500 and not redis.exists(request_key_marker("r-late"))
     # the same inside one batched script call: only the paid reservation is refused
-    outcomes = ledger.reserve_many([ReserveRequest("b-1", 0, (), ContactLimit("s-2", "sms", 5, WEEK_S)),
-                                    ReserveRequest("b-2", 1, (cap("PROG", "100"),), None)], NOW)
+    outcomes = ledger.reserve_many(
+        [
+            ReserveRequest("b-1", 0, (), ContactLimit("s-2", "sms", 5, WEEK_S)),
+            ReserveRequest("b-2", 1, (cap("PROG", "100"),), None),
+        ],
+        NOW,
+    )
     assert [o.reason for o in outcomes] == [None, NOT_READY]
 
 
@@ -493,9 +520,11 @@ def test_a_reserve_whose_answer_is_lost_is_undone(ledger, redis, monkeypatch):
         return replies
 
     monkeypatch.setattr(BudgetLedger, "_evalsha_many", answer_lost)
-    requests = [ReserveRequest("r-paid", 5, (cap("PROG", "100"), cap("SMS", "100")), contact),
-                ReserveRequest("r-free", 0, (cap("PROG", "100"),), ContactLimit("s-2", "sms", 5, WEEK_S)),
-                ReserveRequest("r-earlier", 2, (cap("PROG", "100"),), None)]
+    requests = [
+        ReserveRequest("r-paid", 5, (cap("PROG", "100"), cap("SMS", "100")), contact),
+        ReserveRequest("r-free", 0, (cap("PROG", "100"),), ContactLimit("s-2", "sms", 5, WEEK_S)),
+        ReserveRequest("r-earlier", 2, (cap("PROG", "100"),), None),
+    ]
     with pytest.raises(LedgerUnavailable):
         ledger.reserve_many(requests, NOW)
     monkeypatch.setattr(BudgetLedger, "_evalsha_many", real)
@@ -507,6 +536,7 @@ def test_a_reserve_whose_answer_is_lost_is_undone(ledger, redis, monkeypatch):
 
 # --- unavailable ------------------------------------------------------------------------------------------
 
+
 def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -515,9 +545,12 @@ def _closed_port() -> int:
 
 @pytest.mark.parametrize("where", ["tcp", "unix"])
 def test_an_unreachable_server_raises_ledger_unavailable(where, tmp_path):
-    options = dict(socket_connect_timeout=0.2, socket_timeout=0.2, retry=Retry(NoBackoff(), 0))
-    client = (redis_lib.Redis(host="127.0.0.1", port=_closed_port(), **options) if where == "tcp"
-              else redis_lib.Redis(unix_socket_path=str(tmp_path / "missing.sock"), **options))
+    options = {"socket_connect_timeout": 0.2, "socket_timeout": 0.2, "retry": Retry(NoBackoff(), 0)}
+    client = (
+        redis_lib.Redis(host="127.0.0.1", port=_closed_port(), **options)
+        if where == "tcp"
+        else redis_lib.Redis(unix_socket_path=str(tmp_path / "missing.sock"), **options)
+    )
     ledger = BudgetLedger(client)
     calls = [
         lambda: ledger.reserve("r-1", cost=1, budgets=[cap("PROG", "10")], contact=None, now=NOW),

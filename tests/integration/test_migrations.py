@@ -76,11 +76,11 @@ def test_models_match_migrations(scratch_url):
 def test_audit_log_is_append_only_on_postgresql(db, settings):
     if settings.is_sqlite:
         pytest.skip("the append-only trigger is a PostgreSQL feature")
-    from infra.audit import record_audit
     from sqlalchemy.exc import DBAPIError
+
+    from infra.audit import record_audit
 
     record_audit(db, actor="test", action="create", entity_type="offer", entity_key="X")
     db.flush()
-    with pytest.raises(DBAPIError, match="append-only"):
-        with db.begin_nested():
-            db.execute(text("UPDATE audit_log SET actor = 'someone else'"))
+    with pytest.raises(DBAPIError, match="append-only"), db.begin_nested():
+        db.execute(text("UPDATE audit_log SET actor = 'someone else'"))

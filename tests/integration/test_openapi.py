@@ -20,12 +20,17 @@ from infra.db import get_database, utcnow
 from infra.openapi import API_PREFIX, openapi_path, undocumented_routes
 from offers import catalogue
 from offers.models import Budget, ContactPolicy, Offer, RiskLevelPolicy, Tier, TierPolicy, TierScheme
-from offers.schemas import (BudgetOut, ContactPolicyOut, OfferOut, RiskPolicyOut, TierOut, TierPolicyOut,
-                            TierSchemeOut)
+from offers.schemas import BudgetOut, ContactPolicyOut, OfferOut, RiskPolicyOut, TierOut, TierPolicyOut, TierSchemeOut
 from tests.integration.readout_data import KEY, LENIENT_POLICY, OFFER, Cell, populate, start_pilot
 
-PUBLIC_OPERATIONS = {"POST /api/v1/auth/login", "POST /api/v1/auth/logout", "POST /api/v1/auth/tokens",
-                     "GET /api/v1/openapi.json", "GET /healthz", "GET /readyz"}
+PUBLIC_OPERATIONS = {
+    "POST /api/v1/auth/login",
+    "POST /api/v1/auth/logout",
+    "POST /api/v1/auth/tokens",
+    "GET /api/v1/openapi.json",
+    "GET /healthz",
+    "GET /readyz",
+}
 METHODS = ("get", "put", "post", "patch", "delete")
 
 
@@ -38,8 +43,12 @@ def document(client) -> dict[str, Any]:  # type: ignore[no-untyped-def]
 
 def operations(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``"METHOD /path"`` → the operation object."""
-    return {f"{method.upper()} {path}": op for path, item in document["paths"].items()
-            for method, op in item.items() if method in METHODS}
+    return {
+        f"{method.upper()} {path}": op
+        for path, item in document["paths"].items()
+        for method, op in item.items()
+        if method in METHODS
+    }
 
 
 def resolve(document: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
@@ -51,10 +60,12 @@ def resolve(document: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
 
 # --- coverage of the routes -------------------------------------------------------------------
 
+
 def test_every_api_route_is_documented(app):
     missing = undocumented_routes(app)
-    assert missing == [], ("annotate these views with infra.openapi.api_doc (see its module docstring): "
-                           + ", ".join(missing))
+    assert missing == [], "annotate these views with infra.openapi.api_doc (see its module docstring): " + ", ".join(
+        missing
+    )
 
 
 def test_the_document_lists_every_route_of_the_url_map_with_its_path_parameters(app, document):
@@ -93,6 +104,7 @@ def test_schemathesis_loads_every_operation_of_the_served_document(app):
 
 
 # --- what each operation says ---------------------------------------------------------------
+
 
 def test_security_public_operations_and_csrf_on_session_writes(document):
     ops = operations(document)
@@ -193,18 +205,33 @@ def example_value(schema: dict[str, Any]) -> str:
 def test_response_models_list_every_column_of_their_tables():
     """A column added to a catalogue table must be added to its response model (the handlers
     send every column)."""
-    pairs = [(Offer, OfferOut), (TierScheme, TierSchemeOut), (Tier, TierOut), (TierPolicy, TierPolicyOut),
-             (ContactPolicy, ContactPolicyOut), (Budget, BudgetOut), (RiskLevelPolicy, RiskPolicyOut),
-             (Experiment, ExperimentDetailOut)]
+    pairs = [
+        (Offer, OfferOut),
+        (TierScheme, TierSchemeOut),
+        (Tier, TierOut),
+        (TierPolicy, TierPolicyOut),
+        (ContactPolicy, ContactPolicyOut),
+        (Budget, BudgetOut),
+        (RiskLevelPolicy, RiskPolicyOut),
+        (Experiment, ExperimentDetailOut),
+    ]
     for table, model in pairs:
         columns = {column.key for column in table.__table__.columns}
         fields = {info.alias or name for name, info in model.model_fields.items()}
         assert columns <= fields, (model.__name__, columns - fields)
     assert {kind.entity_type for kind in catalogue.CONFIG_KINDS} == {
-        "offer", "tier_scheme", "tier", "tier_policy", "contact_policy", "budget", "risk_policy"}
+        "offer",
+        "tier_scheme",
+        "tier",
+        "tier_policy",
+        "contact_policy",
+        "budget",
+        "risk_policy",
+    }
 
 
 # --- real responses against the document --------------------------------------------------------
+
 
 def seed_api_state(client, auth, db) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """A realistic catalogue and a promoted experiment, built through the API; returns the
@@ -219,39 +246,70 @@ def seed_api_state(client, auth, db) -> dict[str, Any]:  # type: ignore[no-untyp
         return response
 
     call("POST", "/api/v1/tier-schemes", json={"code": "value", "name": "Value tiers", "is_primary": True})
-    call("POST", "/api/v1/tiers", json={"code": "vip", "scheme_code": "value", "name": "VIP", "rank": 1,
-                                        "rule": {"arpu": {"$gte": 80}}})
+    call(
+        "POST",
+        "/api/v1/tiers",
+        json={"code": "vip", "scheme_code": "value", "name": "VIP", "rank": 1, "rule": {"arpu": {"$gte": 80}}},
+    )
     call("POST", "/api/v1/tiers", json={"code": "basic", "scheme_code": "value", "name": "Basic", "rank": 2})
     experiment = start_pilot(client, auth, db, promotion_policy={**LENIENT_POLICY, "mode": "approve"})
     call("POST", "/api/v1/tier-policies", json={"tier_code": "basic", "offer_code": OFFER["code"], "max_cost": 10})
-    call("POST", "/api/v1/budgets", json={"code": "retention", "name": "Retention fund",
-                                          "cap_share_of_revenue": 0.015})
-    call("POST", "/api/v1/contact-policies", json={"channel": "sms", "max_contacts": 3, "window_days": 30,
-                                                   "quiet_start": "21:00", "quiet_end": "08:00",
-                                                   "timezone": "Asia/Shanghai"})
-    call("POST", "/api/v1/risk-policies", json={"code": "strict", "name": "Strict warning levels",
-                                                "yellow_churn_score": 0.3, "red_churn_score": 0.6})
-    call("PUT", "/api/v1/subscribers/s-1", "/api/v1/subscribers/{subscriber_id}",
-         json={"attributes": {"arpu": 95.0, "tenure_months": 40}})
-    call("POST", "/api/v1/tier-schemes/value/order", "/api/v1/tier-schemes/{code}/order",
-         json={"tiers": ["vip", "basic"]})
+    call("POST", "/api/v1/budgets", json={"code": "retention", "name": "Retention fund", "cap_share_of_revenue": 0.015})
+    call(
+        "POST",
+        "/api/v1/contact-policies",
+        json={
+            "channel": "sms",
+            "max_contacts": 3,
+            "window_days": 30,
+            "quiet_start": "21:00",
+            "quiet_end": "08:00",
+            "timezone": "Asia/Shanghai",
+        },
+    )
+    call(
+        "POST",
+        "/api/v1/risk-policies",
+        json={"code": "strict", "name": "Strict warning levels", "yellow_churn_score": 0.3, "red_churn_score": 0.6},
+    )
+    call(
+        "PUT",
+        "/api/v1/subscribers/s-1",
+        "/api/v1/subscribers/{subscriber_id}",
+        json={"attributes": {"arpu": 95.0, "tenure_months": 40}},
+    )
+    call(
+        "POST",
+        "/api/v1/tier-schemes/value/order",
+        "/api/v1/tier-schemes/{code}/order",
+        json={"tiers": ["vip", "basic"]},
+    )
     call("POST", "/api/v1/tiers/preview", json={"attributes": {"arpu": 20.0}})
-    call("POST", "/api/v1/subscribers/bulk", data="subscriber_id,arpu\ns-2,30\ns-3,oops\n",
-         content_type="text/csv")
+    call("POST", "/api/v1/subscribers/bulk", data="subscriber_id,arpu\ns-2,30\ns-3,oops\n", content_type="text/csv")
 
-    populate(db, experiment, [Cell("control", "basic", 300, 0.80), Cell("credit", "basic", 300, 0.93)],
-             now=utcnow())
+    populate(db, experiment, [Cell("control", "basic", 300, 0.80), Cell("credit", "basic", 300, 0.93)], now=utcnow())
     summary = run_readout(get_database(client.application).sessionmaker, KEY, utcnow().replace(microsecond=0))
     assert summary["eligible"] and not summary["promoted"], summary
     now = utcnow().isoformat()
-    call("POST", "/api/v1/outcomes", json={"experiment": KEY, "subscriber_id": "control-basic-0",
-                                           "type": "accepted", "occurred_at": now})
-    call("POST", "/api/v1/outcomes/bulk", data=f'{{"experiment": "{KEY}", "subscriber_id": "credit-basic-1", '
-         f'"type": "revenue", "value": 12.5, "occurred_at": "{now}"}}\n{{"bad": 1}}\n',
-         content_type="application/x-ndjson")
+    call(
+        "POST",
+        "/api/v1/outcomes",
+        json={"experiment": KEY, "subscriber_id": "control-basic-0", "type": "accepted", "occurred_at": now},
+    )
+    call(
+        "POST",
+        "/api/v1/outcomes/bulk",
+        data=f'{{"experiment": "{KEY}", "subscriber_id": "credit-basic-1", '
+        f'"type": "revenue", "value": 12.5, "occurred_at": "{now}"}}\n{{"bad": 1}}\n',
+        content_type="application/x-ndjson",
+    )
     call("POST", f"/api/v1/experiments/{KEY}/promotion", "/api/v1/experiments/{key}/promotion", json={})
-    call("POST", f"/api/v1/experiments/{KEY}/exposures", "/api/v1/experiments/{key}/exposures",
-         json={"subscriber_id": "s-1", "channel": "sms"})
+    call(
+        "POST",
+        f"/api/v1/experiments/{KEY}/exposures",
+        "/api/v1/experiments/{key}/exposures",
+        json={"subscriber_id": "s-1", "channel": "sms"},
+    )
     job = call("POST", f"/api/v1/experiments/{KEY}/readouts", "/api/v1/experiments/{key}/readouts").get_json()
     call("GET", f"/api/v1/jobs/{job['job']['id']}", "/api/v1/jobs/{job_id}")
     for kind in catalogue.CONFIG_KINDS:
@@ -260,8 +318,14 @@ def seed_api_state(client, auth, db) -> dict[str, Any]:  # type: ignore[no-untyp
         call("GET", f"/api/v1/{kind.path}/{key}", f"/api/v1/{kind.path}/{{key}}")
     for suffix in ("", "/stats", "/readout", "/readout.csv", "/readouts", "/promotions"):
         call("GET", f"/api/v1/experiments/{KEY}{suffix}", f"/api/v1/experiments/{{key}}{suffix}")
-    for url in ("/api/v1/experiments", "/api/v1/subscribers/s-1", "/api/v1/users", "/api/v1/api-keys",
-                "/api/v1/audit", "/api/v1/me"):
+    for url in (
+        "/api/v1/experiments",
+        "/api/v1/subscribers/s-1",
+        "/api/v1/users",
+        "/api/v1/api-keys",
+        "/api/v1/audit",
+        "/api/v1/me",
+    ):
         call("GET", url, "/api/v1/subscribers/{subscriber_id}" if "s-1" in url else url, headers=auth["admin"])
     return responses
 
@@ -295,6 +359,7 @@ def test_a_response_that_breaks_the_document_is_caught(app, client, auth):
 
 # --- the page --------------------------------------------------------------------------------------
 
+
 def test_the_docs_page_shows_every_operation_with_nothing_loaded_from_elsewhere(client, document):
     response = client.get("/api/docs")
     assert response.status_code == 200 and response.mimetype == "text/html"
@@ -303,7 +368,7 @@ def test_the_docs_page_shows_every_operation_with_nothing_loaded_from_elsewhere(
     assert "<script" not in html.lower()
     assert not re.search(r"""(src|href)\s*=\s*["'](https?:)?//""", html), "external resource on the page"
     for label, op in operations(document).items():
-        method, path = label.split(" ", 1)
+        _method, path = label.split(" ", 1)
         assert f'id="{op["operationId"]}"' in html, label
         assert f"<code>{path}</code>" in html, label
     for name in document["components"]["schemas"]:

@@ -44,8 +44,9 @@ def worker_database(settings, tmp_path):  # type: ignore[no-untyped-def]
     else:
         name = f"{make_url(settings.database_url).database}_worker_crash"
         url = make_url(settings.database_url).set(database=name).render_as_string(hide_password=False)
-        admin = make_engine(make_url(settings.database_url).set(database="postgres")
-                            .render_as_string(hide_password=False)).execution_options(isolation_level="AUTOCOMMIT")
+        admin = make_engine(
+            make_url(settings.database_url).set(database="postgres").render_as_string(hide_password=False)
+        ).execution_options(isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -65,16 +66,30 @@ def _seed(database: Database) -> None:
     """A pilot whose credit arm clearly wins, policy mode auto."""
     now = utcnow()
     with session_scope(database.sessionmaker) as session:
-        session.add(Offer(code=OFFER["code"], name=OFFER["name"], unit_cost=OFFER["unit_cost"],
-                          channels=OFFER["channels"], eligibility={}))
+        session.add(
+            Offer(
+                code=OFFER["code"],
+                name=OFFER["name"],
+                unit_cost=OFFER["unit_cost"],
+                channels=OFFER["channels"],
+                eligibility={},
+            )
+        )
         session.flush()
-        body = schemas.ExperimentIn.model_validate({
-            "key": KEY, "name": "crash test", "coverage": 0.5, "promotion_policy": LENIENT_POLICY,
-            "arms": [{"key": "control"}, {"key": "credit", "offer_code": OFFER["code"]}]})
+        body = schemas.ExperimentIn.model_validate(
+            {
+                "key": KEY,
+                "name": "crash test",
+                "coverage": 0.5,
+                "promotion_policy": LENIENT_POLICY,
+                "arms": [{"key": "control"}, {"key": "credit", "offer_code": OFFER["code"]}],
+            }
+        )
         create_experiment(session, body, actor="test")
         experiment = transition_experiment(session, KEY, "pilot", actor="test")
-        session.execute(update(Experiment).where(Experiment.id == experiment.id)
-                        .values(started_at=now - timedelta(days=45)))
+        session.execute(
+            update(Experiment).where(Experiment.id == experiment.id).values(started_at=now - timedelta(days=45))
+        )
         session.refresh(experiment)
         populate(session, experiment, winning_cells(1000), now=now)
 
@@ -92,10 +107,20 @@ def _wait_for(predicate, what: str, timeout_s: float = WAIT_S):  # type: ignore[
 def test_a_readout_killed_mid_run_is_retried_and_stored_once(settings, redis, worker_database):
     _seed(worker_database)
     redis_url = settings.redis_url or embedded_redis_url(settings.instance_dir)
-    env = {**os.environ, "DATABASE_URL": worker_database.url, "REDIS_URL": redis_url,
-           "CAREPILOT_INSTANCE_DIR": str(settings.instance_dir), "CAREPILOT_LOG_LEVEL": "WARNING"}
-    worker = subprocess.Popen([sys.executable, "-m", "carepilot.worker", "--no-cron"], cwd=PROJECT_ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "DATABASE_URL": worker_database.url,
+        "REDIS_URL": redis_url,
+        "CAREPILOT_INSTANCE_DIR": str(settings.instance_dir),
+        "CAREPILOT_LOG_LEVEL": "WARNING",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "carepilot.worker", "--no-cron"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         cutoff = utcnow().replace(microsecond=0)
         job, created = enqueue_readout(redis, KEY, cutoff)

@@ -32,8 +32,9 @@ def _count(db, model, experiment) -> int:  # type: ignore[no-untyped-def]
 
 
 def test_a_readout_runs_once_in_a_worker_and_is_served_in_the_design_shape(app, client, auth, db, redis):
-    experiment = start_pilot(client, auth, db, promotion_policy={"min_exposures_per_arm": 100,
-                                                                 "min_runtime_days": 30, "mode": "approve"})
+    experiment = start_pilot(
+        client, auth, db, promotion_policy={"min_exposures_per_arm": 100, "min_runtime_days": 30, "mode": "approve"}
+    )
     populate(db, experiment, winning_cells(), now=utcnow())
 
     r = client.post(f"{URL}/readouts", headers=auth["marketing"])
@@ -49,8 +50,7 @@ def test_a_readout_runs_once_in_a_worker_and_is_served_in_the_design_shape(app, 
     assert status["status"] == "finished", status
     assert status["meta"]["stage"] == "done" and status["meta"]["progress"] == 1.0
     readout = client.get(f"{URL}/readout", headers=auth["analyst"]).json
-    for field in ("experiment", "status", "computed_at", "data_cutoff", "method", "srm", "arms", "tiers",
-                  "promotion"):
+    for field in ("experiment", "status", "computed_at", "data_cutoff", "method", "srm", "arms", "tiers", "promotion"):
         assert field in readout, field
     arms = {arm["key"]: arm for arm in readout["arms"]}
     assert arms["control"]["is_control"] and arms["control"]["exposed"] == 3000
@@ -105,8 +105,9 @@ def test_auto_mode_promotes_the_winner_with_its_phase_promotion_and_audit_rows(a
     experiment = db.get(Experiment, experiment.id)
     assert experiment.status == "rollout" and experiment.winner_arm_key == "credit"
     assert experiment.coverage == 1.0 and experiment.holdout_share == 0.05 and experiment.phase == 2
-    phase = db.scalar(select(ExperimentPhase).where(ExperimentPhase.experiment_id == experiment.id,
-                                                    ExperimentPhase.phase == 2))
+    phase = db.scalar(
+        select(ExperimentPhase).where(ExperimentPhase.experiment_id == experiment.id, ExperimentPhase.phase == 2)
+    )
     assert {w["arm"]: w["weight"] for w in phase.weights} == {"control": 0.0, "credit": 1.0}
     promotion = db.scalar(select(Promotion).where(Promotion.experiment_id == experiment.id))
     assert promotion.mode == "auto" and promotion.winner_arm_key == "credit"
@@ -114,8 +115,7 @@ def test_auto_mode_promotes_the_winner_with_its_phase_promotion_and_audit_rows(a
     assert audit.after["winner_arm_key"] == "credit"
 
     # new subscribers get the winner (or the kept holdout); the pilot's keep their arms
-    arms = {expose(db, experiment, f"new-{i}", tier="basic", channel="sms", now=utcnow()).arm_key
-            for i in range(400)}
+    arms = {expose(db, experiment, f"new-{i}", tier="basic", channel="sms", now=utcnow()).arm_key for i in range(400)}
     assert arms == {"credit", None}
     assert expose(db, experiment, "control-basic-0", tier="basic", channel="sms", now=utcnow()).arm_key == "control"
 
@@ -132,8 +132,9 @@ def test_auto_mode_promotes_the_winner_with_its_phase_promotion_and_audit_rows(a
 
 
 def test_approving_a_promotion_needs_an_eligible_latest_readout(app, client, auth, db, redis):
-    experiment = start_pilot(client, auth, db, started_days_ago=10,
-                             promotion_policy={"min_exposures_per_arm": 100, "mode": "approve"})
+    experiment = start_pilot(
+        client, auth, db, started_days_ago=10, promotion_policy={"min_exposures_per_arm": 100, "mode": "approve"}
+    )
     populate(db, experiment, winning_cells(300), now=utcnow())
     assert client.post(f"{URL}/promotion", json={}, headers=auth["marketing"]).json["error"]["code"] == "no_readout"
     run_readout(get_database(app).sessionmaker, KEY, utcnow().replace(microsecond=0))
@@ -143,13 +144,15 @@ def test_approving_a_promotion_needs_an_eligible_latest_readout(app, client, aut
 
     r = client.patch(URL, json={"promotion_policy": {"min_runtime_days": 5}}, headers=auth["marketing"])
     assert r.status_code == 200, r.json
-    readout_id = run_readout(get_database(app).sessionmaker, KEY,
-                             utcnow().replace(microsecond=0) + timedelta(seconds=1))["readout_id"]
+    readout_id = run_readout(
+        get_database(app).sessionmaker, KEY, utcnow().replace(microsecond=0) + timedelta(seconds=1)
+    )["readout_id"]
     assert client.post(f"{URL}/promotion", json={}, headers=auth["analyst"]).status_code == 403
     stale = client.post(f"{URL}/promotion", json={"readout_id": readout_id - 1}, headers=auth["marketing"])
     assert stale.status_code == 409 and stale.json["error"]["code"] == "stale_readout"
-    ok = client.post(f"{URL}/promotion", json={"readout_id": readout_id, "reason": "clear win"},
-                     headers=auth["marketing"])
+    ok = client.post(
+        f"{URL}/promotion", json={"readout_id": readout_id, "reason": "clear win"}, headers=auth["marketing"]
+    )
     assert ok.status_code == 201, ok.json
     assert ok.json["experiment"]["status"] == "rollout" and ok.json["promotion"]["mode"] == "approve"
     twice = client.post(f"{URL}/promotion", json={}, headers=auth["marketing"])
@@ -165,10 +168,20 @@ def test_the_roi_alarm_pauses_a_rollout_that_does_not_pay_and_a_person_resumes_i
     assert run_readout(get_database(app).sessionmaker, KEY, now.replace(microsecond=0))["promoted"]
     # in rollout the credit backfires: far fewer of its new subscribers stay than the control's
     flat = [Cell("credit", "basic", 4000, 0.60), Cell("credit", "vip", 4000, 0.65)]
-    populate(db, db.get(Experiment, experiment.id), [Cell(c.arm, c.tier + "2", c.n, c.retention) for c in flat],
-             now=now, seed=11)
-    populate(db, db.get(Experiment, experiment.id),
-             [Cell("control", "basic3", 6000, 0.80), Cell("control", "vip3", 6000, 0.85)], now=now, seed=12)
+    populate(
+        db,
+        db.get(Experiment, experiment.id),
+        [Cell(c.arm, c.tier + "2", c.n, c.retention) for c in flat],
+        now=now,
+        seed=11,
+    )
+    populate(
+        db,
+        db.get(Experiment, experiment.id),
+        [Cell("control", "basic3", 6000, 0.80), Cell("control", "vip3", 6000, 0.85)],
+        now=now,
+        seed=12,
+    )
     summary = run_readout(get_database(app).sessionmaker, KEY, now.replace(microsecond=0) + timedelta(hours=1))
     assert summary["alert"], summary
     db.expire_all()
@@ -247,10 +260,10 @@ def test_the_cli_runs_one_readout_synchronously(app, client, auth, db, redis):
     runner = app.test_cli_runner()
     r = runner.invoke(args=["readout", KEY, "--at", "2026-11-01T00:00:00Z"])
     assert r.exit_code == 0, r.output
-    summary = json.loads(r.stdout[r.stdout.index("{"):])
+    summary = json.loads(r.stdout[r.stdout.index("{") :])
     assert summary["new"] is True and summary["experiment"] == KEY
     assert _count(db, Readout, experiment) == 1
     again = runner.invoke(args=["readout", KEY, "--at", "2026-11-01T00:00:00Z"])
-    assert again.exit_code == 0 and json.loads(again.stdout[again.stdout.index("{"):])["new"] is False
+    assert again.exit_code == 0 and json.loads(again.stdout[again.stdout.index("{") :])["new"] is False
     assert runner.invoke(args=["readout", "nope"]).exit_code != 0
     assert runner.invoke(args=["readout", KEY, "--at", "yesterday"]).exit_code != 0

@@ -19,8 +19,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
-                                               status_code_conformance)
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from tests.integration.test_openapi import seed_api_state
 
@@ -33,11 +36,13 @@ EXAMPLES = {GenerationMode.POSITIVE: 30, GenerationMode.NEGATIVE: 20}
 
 def api_operations(app, *, channel_keys_only: bool = False):  # type: ignore[no-untyped-def]
     """The operations to fuzz, as Schemathesis reads them from the served document."""
-    schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app,
-                                            config=schemathesis.Config.from_dict(CONFIG))
+    schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app, config=schemathesis.Config.from_dict(CONFIG))
     operations = [result.ok() for result in schema.get_all_operations()]
-    return [op for op in operations if op.method.upper() in FUZZED_METHODS
-            and (not channel_keys_only or op.definition.raw.get("x-channel-keys"))]
+    return [
+        op
+        for op in operations
+        if op.method.upper() in FUZZED_METHODS and (not channel_keys_only or op.definition.raw.get("x-channel-keys"))
+    ]
 
 
 def takes_input(operation) -> bool:  # type: ignore[no-untyped-def]
@@ -52,9 +57,14 @@ def fuzz(operation, headers: dict[str, str]) -> None:  # type: ignore[no-untyped
             continue  # nothing to make invalid
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=examples, derandomize=True, database=None, deadline=None,
-                  phases=[Phase.explicit, Phase.generate, Phase.shrink],
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=examples,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            phases=[Phase.explicit, Phase.generate, Phase.shrink],
+            suppress_health_check=list(HealthCheck),
+        )
         def run(case) -> None:  # type: ignore[no-untyped-def]
             case.call_and_validate(headers=headers, checks=CHECKS)
 
@@ -80,8 +90,11 @@ def test_every_operation_as_an_admin(app, client, auth, db, subtests):
 def test_channel_operations_with_a_channel_key(app, client, auth, db, subtests):
     seed_api_state(client, auth, db)
     operations = api_operations(app, channel_keys_only=True)
-    assert {op.label for op in operations} >= {"POST /api/v1/outcomes", "POST /api/v1/outcomes/bulk",
-                                                "PUT /api/v1/subscribers/{subscriber_id}"}
+    assert {op.label for op in operations} >= {
+        "POST /api/v1/outcomes",
+        "POST /api/v1/outcomes/bulk",
+        "PUT /api/v1/subscribers/{subscriber_id}",
+    }
     for operation in operations:
         with subtests.test(msg=operation.label):
             fuzz(operation, auth["sms"])

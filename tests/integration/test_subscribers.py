@@ -1,4 +1,5 @@
 """Subscriber profiles: single upsert, streamed bulk import, re-tiering (HTTP + services)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,19 +28,26 @@ JSONL = {"Content-Type": "application/x-ndjson"}
 @pytest.fixture()
 def tiers(client, auth):
     """Two schemes: primary "value" (vip ≥ 90, value ≥ 50, basic) and "risk" (at-risk, steady)."""
+
     def post(path: str, body: dict) -> None:
         response = client.post(f"/api/v1/{path}", json=body, headers=auth["marketing"])
         assert response.status_code == 201, response.json
 
     post("tier-schemes", {"code": "value", "name": "Value tiers", "is_primary": True})
     post("tier-schemes", {"code": "risk", "name": "Risk"})
-    post("tiers", {"code": "vip", "scheme_code": "value", "name": "VIP", "rank": 1,
-                   "rule": {"arpu": {"$gte": 90}}})
-    post("tiers", {"code": "value", "scheme_code": "value", "name": "Value", "rank": 2,
-                   "rule": {"arpu": {"$gte": 50}}})
+    post("tiers", {"code": "vip", "scheme_code": "value", "name": "VIP", "rank": 1, "rule": {"arpu": {"$gte": 90}}})
+    post("tiers", {"code": "value", "scheme_code": "value", "name": "Value", "rank": 2, "rule": {"arpu": {"$gte": 50}}})
     post("tiers", {"code": "basic", "scheme_code": "value", "name": "Basic", "rank": 3, "rule": {}})
-    post("tiers", {"code": "at-risk", "scheme_code": "risk", "name": "At risk", "rank": 1,
-                   "rule": {"churn_score": {"$gte": 0.5}}})
+    post(
+        "tiers",
+        {
+            "code": "at-risk",
+            "scheme_code": "risk",
+            "name": "At risk",
+            "rank": 1,
+            "rule": {"churn_score": {"$gte": 0.5}},
+        },
+    )
     post("tiers", {"code": "steady", "scheme_code": "risk", "name": "Steady", "rank": 2, "rule": {}})
 
 
@@ -59,21 +67,30 @@ def stored(db, sid: str) -> Subscriber | None:
 
 def import_audits(db) -> list[AuditEntry]:  # type: ignore[no-untyped-def]
     db.expire_all()
-    return list(db.scalars(select(AuditEntry).where(AuditEntry.entity_type == "subscribers")
-                           .order_by(AuditEntry.id)))
+    return list(db.scalars(select(AuditEntry).where(AuditEntry.entity_type == "subscribers").order_by(AuditEntry.id)))
 
 
 # --- PUT / GET --------------------------------------------------------------------------------
 
+
 def test_put_creates_a_profile_with_its_tiers_and_get_reads_it_back(client, auth, tiers):
-    r = put(client, auth["marketing"], "s-1", {"arpu": 60, "ltv": 900.5, "churn_score": 0.7,
-                                               "tenure_months": 14, "region": "Wuhan"})
+    r = put(
+        client,
+        auth["marketing"],
+        "s-1",
+        {"arpu": 60, "ltv": 900.5, "churn_score": 0.7, "tenure_months": 14, "region": "Wuhan"},
+    )
     assert r.status_code == 201, r.json
     assert r.json["subscriber_id"] == "s-1"
     assert r.json["tier"] == "value"
     assert r.json["tiers"] == {"risk": "at-risk", "value": "value"}
-    assert r.json["attributes"] == {"arpu": 60.0, "ltv": 900.5, "churn_score": 0.7, "tenure_months": 14,
-                                    "region": "Wuhan"}
+    assert r.json["attributes"] == {
+        "arpu": 60.0,
+        "ltv": 900.5,
+        "churn_score": 0.7,
+        "tenure_months": 14,
+        "region": "Wuhan",
+    }
     assert (r.json["arpu"], r.json["ltv"]) == (60.0, 900.5)
     got = client.get(f"{BASE}/s-1", headers=auth["analyst"])
     assert got.status_code == 200
@@ -122,28 +139,31 @@ def test_put_without_tiers_configured_stores_no_tier(client, auth):
 
 
 def test_put_rejects_malformed_json(client, auth, db):
-    r = client.put(f"{BASE}/s-1", data=b'{"attributes": {',
-                   headers={**auth["admin"], "Content-Type": "application/json"})
+    r = client.put(
+        f"{BASE}/s-1", data=b'{"attributes": {', headers={**auth["admin"], "Content-Type": "application/json"}
+    )
     assert r.status_code == 400 and r.json["error"]["code"] == "invalid_json"
-    r = client.put(f"{BASE}/s-1", data=b'{"attributes": {}}',
-                   headers={**auth["admin"], "Content-Type": "text/plain"})
+    r = client.put(f"{BASE}/s-1", data=b'{"attributes": {}}', headers={**auth["admin"], "Content-Type": "text/plain"})
     assert r.status_code == 415
     assert stored(db, "s-1") is None
 
 
-@pytest.mark.parametrize(("attributes", "path"), [
-    ({"arpu": "12"}, "$.attributes.arpu"),
-    ({"arpu": True}, "$.attributes.arpu"),
-    ({"tenure_months": 2.5}, "$.attributes.tenure_months"),
-    ({"has_broadband": 1}, "$.attributes.has_broadband"),
-    ({"lifecycle_stage": "retired"}, "$.attributes.lifecycle_stage"),
-    ({"birthday": "1990-02-30"}, "$.attributes.birthday"),
-    ({"join_date": "last week"}, "$.attributes.join_date"),
-    ({"churn_score": 1.2}, "$.attributes.churn_score"),
-    ({"extra": {"nested": True}}, "$.attributes.extra"),
-    ({"tier": "vip"}, "$.attributes.tier"),
-    ({"is_birthday_today": True}, "$.attributes.is_birthday_today"),
-])
+@pytest.mark.parametrize(
+    ("attributes", "path"),
+    [
+        ({"arpu": "12"}, "$.attributes.arpu"),
+        ({"arpu": True}, "$.attributes.arpu"),
+        ({"tenure_months": 2.5}, "$.attributes.tenure_months"),
+        ({"has_broadband": 1}, "$.attributes.has_broadband"),
+        ({"lifecycle_stage": "retired"}, "$.attributes.lifecycle_stage"),
+        ({"birthday": "1990-02-30"}, "$.attributes.birthday"),
+        ({"join_date": "last week"}, "$.attributes.join_date"),
+        ({"churn_score": 1.2}, "$.attributes.churn_score"),
+        ({"extra": {"nested": True}}, "$.attributes.extra"),
+        ({"tier": "vip"}, "$.attributes.tier"),
+        ({"is_birthday_today": True}, "$.attributes.is_birthday_today"),
+    ],
+)
 def test_put_rejects_wrong_types_with_the_attribute_path(client, auth, db, attributes, path):
     r = put(client, auth["marketing"], "s-1", attributes)
     assert r.status_code == 400, r.json
@@ -152,13 +172,16 @@ def test_put_rejects_wrong_types_with_the_attribute_path(client, auth, db, attri
     assert stored(db, "s-1") is None
 
 
-@pytest.mark.parametrize("body", [
-    {"attributes": {}, "tier": "vip"},  # unknown field
-    {"attrs": {"arpu": 1}},
-    {},
-    {"attributes": [1, 2]},
-    {"attributes": "arpu=1"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"attributes": {}, "tier": "vip"},  # unknown field
+        {"attrs": {"arpu": 1}},
+        {},
+        {"attributes": [1, 2]},
+        {"attributes": "arpu=1"},
+    ],
+)
 def test_put_rejects_bodies_that_are_not_a_profile(client, auth, db, body):
     r = client.put(f"{BASE}/s-1", json=body, headers=auth["admin"])
     assert r.status_code == 400 and r.json["error"]["code"] == "validation_error"
@@ -172,18 +195,21 @@ def test_put_rejects_an_over_long_id(client, auth):
 
 # --- bulk CSV ---------------------------------------------------------------------------------
 
+
 def test_bulk_csv_keeps_good_rows_and_reports_bad_ones_by_line(client, auth, db, tiers):
-    body = ("subscriber_id,arpu,tenure_months,has_broadband,lifecycle_stage,birthday,region\r\n"  # 1
-            "a-1,95,40,yes,maturity,1980-05-01,Wuhan\r\n"                                        # 2 good
-            "a-2,abc,3,no,growth,,Chengdu\r\n"                                                   # 3 arpu
-            "a-3,10,2\r\n"                                                                       # 4 columns
-            ",10,2,no,growth,,x\r\n"                                                             # 5 no id
-            "a-5,10,2,no,retired,,x\r\n"                                                         # 6 stage
-            "\r\n"                                                                               # 7 blank
-            "a-6,10,2,no,growth,1990-02-30,x\r\n"                                                # 8 date
-            f"{'z' * 65},10,2,no,growth,,x\r\n"                                                  # 9 long id
-            "a-8,55.5,,,,,\r\n"                                                                  # 10 good
-            '"a-9",12,1,true,onboarding,02-29,"Xi\'an, ""old town"""\r\n')                       # 11 good
+    body = (
+        "subscriber_id,arpu,tenure_months,has_broadband,lifecycle_stage,birthday,region\r\n"  # 1
+        "a-1,95,40,yes,maturity,1980-05-01,Wuhan\r\n"  # 2 good
+        "a-2,abc,3,no,growth,,Chengdu\r\n"  # 3 arpu
+        "a-3,10,2\r\n"  # 4 columns
+        ",10,2,no,growth,,x\r\n"  # 5 no id
+        "a-5,10,2,no,retired,,x\r\n"  # 6 stage
+        "\r\n"  # 7 blank
+        "a-6,10,2,no,growth,1990-02-30,x\r\n"  # 8 date
+        f"{'z' * 65},10,2,no,growth,,x\r\n"  # 9 long id
+        "a-8,55.5,,,,,\r\n"  # 10 good
+        '"a-9",12,1,true,onboarding,02-29,"Xi\'an, ""old town"""\r\n'
+    )  # 11 good
     r = bulk(client, auth["marketing"], body, CSV)
     assert r.status_code == 200, r.json
     assert r.json["accepted"] == 3
@@ -198,8 +224,14 @@ def test_bulk_csv_keeps_good_rows_and_reports_bad_ones_by_line(client, auth, db,
     assert errors[9] == "subscriber_id is longer than 64 characters"
 
     a1 = client.get(f"{BASE}/a-1", headers=auth["analyst"]).json
-    assert a1["attributes"] == {"arpu": 95.0, "tenure_months": 40, "has_broadband": True,
-                                "lifecycle_stage": "maturity", "birthday": "1980-05-01", "region": "Wuhan"}
+    assert a1["attributes"] == {
+        "arpu": 95.0,
+        "tenure_months": 40,
+        "has_broadband": True,
+        "lifecycle_stage": "maturity",
+        "birthday": "1980-05-01",
+        "region": "Wuhan",
+    }
     assert (a1["tier"], a1["tiers"]) == ("vip", {"risk": "steady", "value": "vip"})
     a8 = client.get(f"{BASE}/a-8", headers=auth["analyst"]).json
     assert a8["attributes"] == {"arpu": 55.5} and a8["tier"] == "value"  # empty cells are absent
@@ -210,17 +242,21 @@ def test_bulk_csv_keeps_good_rows_and_reports_bad_ones_by_line(client, auth, db,
 
 
 def test_bulk_csv_reports_invalid_utf8_and_broken_quotes(client, auth, db):
-    body = (b"subscriber_id,arpu\n"
-            b"u-1,10\n"
-            b"u-\xff\xfe,11\n"          # 3: not UTF-8
-            b"u-3,12\n"
-            b'u-4,"1"2\n'              # 5: text after a closing quote
-            b"u-5,13\n")
+    body = (
+        b"subscriber_id,arpu\n"
+        b"u-1,10\n"
+        b"u-\xff\xfe,11\n"  # 3: not UTF-8
+        b"u-3,12\n"
+        b'u-4,"1"2\n'  # 5: text after a closing quote
+        b"u-5,13\n"
+    )
     r = bulk(client, auth["admin"], body, CSV)
     assert r.status_code == 200, r.json
     assert r.json["accepted"] == 3
     assert [(e["line"], e["error"]) for e in r.json["rejected"]] == [
-        (3, "line is not valid UTF-8 text"), (5, "invalid CSV: ',' expected after '\"'")]
+        (3, "line is not valid UTF-8 text"),
+        (5, "invalid CSV: ',' expected after '\"'"),
+    ]
     assert {sid for sid in ("u-1", "u-3", "u-5") if stored(db, sid) is not None} == {"u-1", "u-3", "u-5"}
 
 
@@ -230,12 +266,15 @@ def test_bulk_csv_header_with_bom_and_subscriber_id_anywhere(client, auth, db):
     assert stored(db, "b-1").attributes == {"arpu": 5.0}
 
 
-@pytest.mark.parametrize(("header", "fragment"), [
-    ("id,arpu", "the header row has no subscriber_id column"),
-    ("subscriber_id,arpu,arpu", "repeated column(s) arpu"),
-    ("subscriber_id,,arpu", "column 2 has no name"),
-    ("subscriber_id,tier", "tier cannot be stored as an attribute"),
-])
+@pytest.mark.parametrize(
+    ("header", "fragment"),
+    [
+        ("id,arpu", "the header row has no subscriber_id column"),
+        ("subscriber_id,arpu,arpu", "repeated column(s) arpu"),
+        ("subscriber_id,,arpu", "column 2 has no name"),
+        ("subscriber_id,tier", "tier cannot be stored as an attribute"),
+    ],
+)
 def test_bulk_csv_bad_header_is_400_and_writes_nothing(client, auth, db, header, fragment):
     r = bulk(client, auth["admin"], f"{header}\nh-1,1\n", CSV)
     assert r.status_code == 400 and r.json["error"]["code"] == "invalid_csv_header"
@@ -245,20 +284,22 @@ def test_bulk_csv_bad_header_is_400_and_writes_nothing(client, auth, db, header,
 
 # --- bulk JSON lines --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("content_type", ["application/x-ndjson", "application/jsonl",
-                                          "application/x-ndjson; charset=utf-8"])
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-ndjson", "application/jsonl", "application/x-ndjson; charset=utf-8"]
+)
 def test_bulk_jsonl_keeps_good_rows_and_reports_bad_ones_by_line(client, auth, db, tiers, content_type):
     lines = [
         json.dumps({"subscriber_id": "j-1", "arpu": 70, "churn_score": 0.9, "segments": ["a", "b"]}),  # 1
-        '{"subscriber_id": "j-2", "arpu": ',                                                          # 2
-        "[1, 2]",                                                                                     # 3
-        json.dumps({"arpu": 5}),                                                                      # 4
-        json.dumps({"subscriber_id": 7, "arpu": 5}),                                                  # 5
-        json.dumps({"subscriber_id": "j-6", "arpu": "12"}),                                           # 6
-        '{"subscriber_id": "j-7", "arpu": NaN}',                                                      # 7
-        "",                                                                                           # 8
-        json.dumps({"subscriber_id": "j-9", "tenure_months": 3, "has_broadband": False}),             # 9
-        json.dumps({"subscriber_id": "j-10", "profile": {"x": 1}}),                                   # 10
+        '{"subscriber_id": "j-2", "arpu": ',  # 2
+        "[1, 2]",  # 3
+        json.dumps({"arpu": 5}),  # 4
+        json.dumps({"subscriber_id": 7, "arpu": 5}),  # 5
+        json.dumps({"subscriber_id": "j-6", "arpu": "12"}),  # 6
+        '{"subscriber_id": "j-7", "arpu": NaN}',  # 7
+        "",  # 8
+        json.dumps({"subscriber_id": "j-9", "tenure_months": 3, "has_broadband": False}),  # 9
+        json.dumps({"subscriber_id": "j-10", "profile": {"x": 1}}),  # 10
     ]
     r = bulk(client, auth["sms"], "\n".join(lines) + "\n", {"Content-Type": content_type})
     assert r.status_code == 200, r.json
@@ -291,8 +332,9 @@ def test_duplicate_ids_in_one_file_last_row_wins(client, auth, db, tiers):
 
 def test_duplicates_across_batches_last_row_wins(app, db, tiers):
     rows = "subscriber_id,arpu\n" + "".join(f"x-{i % 3},{i}\n" for i in range(10))
-    report = import_subscribers(get_database(app).sessionmaker, io.StringIO(rows), "csv",
-                                batch_rows=2, max_listed_errors=10, actor="test")
+    report = import_subscribers(
+        get_database(app).sessionmaker, io.StringIO(rows), "csv", batch_rows=2, max_listed_errors=10, actor="test"
+    )
     assert (report.accepted, report.batches) == (10, 5)
     assert [stored(db, f"x-{i}").attributes["arpu"] for i in range(3)] == [9.0, 7.0, 8.0]
 
@@ -325,8 +367,10 @@ def test_one_audit_row_per_import_with_counts(client, auth, db):
 
 # --- bulk: refusals ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("content_type", ["application/json", "text/plain", "multipart/form-data",
-                                          "text/csv; charset=latin-1"])
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "text/plain", "multipart/form-data", "text/csv; charset=latin-1"]
+)
 def test_bulk_unsupported_content_type_is_415(client, auth, db, content_type):
     r = bulk(client, auth["admin"], "subscriber_id\ns-1\n", {"Content-Type": content_type})
     assert r.status_code == 415 and r.json["error"]["code"] == "unsupported_media_type"
@@ -364,8 +408,9 @@ def test_a_stream_that_passes_the_limit_keeps_the_rows_before_it(app, db):
     body = ("subscriber_id,arpu\n" + "".join(f"t-{i:03d},{i}\n" for i in range(200))).encode()
     reader = LineReader(io.BytesIO(body), max_bytes=1500, chunk_bytes=256, max_line_bytes=256)
     with pytest.raises(PayloadTooLarge) as caught:
-        import_subscribers(get_database(app).sessionmaker, reader, "csv", batch_rows=10,
-                           max_listed_errors=10, actor="test")
+        import_subscribers(
+            get_database(app).sessionmaker, reader, "csv", batch_rows=10, max_listed_errors=10, actor="test"
+        )
     accepted = caught.value.details["accepted"]
     assert 0 < accepted < 200
     assert stored(db, "t-000") is not None and stored(db, "t-199") is None
@@ -385,14 +430,16 @@ def test_the_bulk_endpoint_streams_the_body(client, auth, db, monkeypatch):
 
 def test_the_rejected_list_is_capped_but_every_bad_row_is_counted(app, db):
     rows = "subscriber_id,arpu\n" + "".join(f"c-{i},bad\n" for i in range(5)) + "c-ok,1\n"
-    report = import_subscribers(get_database(app).sessionmaker, io.StringIO(rows), "csv",
-                                batch_rows=100, max_listed_errors=2, actor="test")
+    report = import_subscribers(
+        get_database(app).sessionmaker, io.StringIO(rows), "csv", batch_rows=100, max_listed_errors=2, actor="test"
+    )
     body = report.as_json()
     assert (body["accepted"], body["rejected_count"], body["rejected_truncated"]) == (1, 5, True)
     assert [e["line"] for e in body["rejected"]] == [2, 3]
 
 
 # --- LineReader -------------------------------------------------------------------------------
+
 
 def read_lines(data: bytes, **kwargs) -> tuple[list[str], dict[int, str]]:  # type: ignore[no-untyped-def]
     reader = LineReader(io.BytesIO(data), max_bytes=10**9, **kwargs)
@@ -413,10 +460,10 @@ def test_line_reader_reports_bad_lines_in_place():
 
 # --- services ---------------------------------------------------------------------------------
 
+
 def test_upsert_profiles_validates_and_dedupes(db, tiers):
     assigner = load_tier_assigner(db)
-    assert upsert_profiles(db, [("u-1", {"arpu": 10}), ("u-2", {"arpu": 60}), ("u-1", {"arpu": 99})],
-                           assigner) == 2
+    assert upsert_profiles(db, [("u-1", {"arpu": 10}), ("u-2", {"arpu": 60}), ("u-1", {"arpu": 99})], assigner) == 2
     assert stored(db, "u-1").tier == "vip" and stored(db, "u-2").tier == "value"
     with pytest.raises(ProfileError, match="subscriber 'u-3': arpu: must be a number"):
         upsert_profiles(db, [("u-3", {"arpu": "10"})], assigner)
@@ -428,8 +475,12 @@ def test_retier_all_follows_changed_tier_rules(app, client, auth, db, tiers):
     counts = dict(db.execute(select(Subscriber.tier, func.count()).group_by(Subscriber.tier)).all())
     assert counts == {"basic": 10, "value": 10}
     factory = get_database(app).sessionmaker
-    assert retier_all(factory, batch_rows=7) == {"scanned": 20, "changed": 0,
-                                                  "by_tier": {"basic": 10, "value": 10}, "untiered": 0}
+    assert retier_all(factory, batch_rows=7) == {
+        "scanned": 20,
+        "changed": 0,
+        "by_tier": {"basic": 10, "value": 10},
+        "untiered": 0,
+    }
 
     r = client.patch("/api/v1/tiers/value", json={"rule": {"arpu": {"$gte": 55}}}, headers=auth["marketing"])
     assert r.status_code == 200, r.json
@@ -448,8 +499,9 @@ def test_an_upload_that_breaks_off_keeps_and_audits_the_committed_batches(app, d
         raise OSError("connection reset by peer")
 
     with pytest.raises(OSError):
-        import_subscribers(get_database(app).sessionmaker, upload(), "csv", batch_rows=4,
-                           max_listed_errors=10, actor="test")
+        import_subscribers(
+            get_database(app).sessionmaker, upload(), "csv", batch_rows=4, max_listed_errors=10, actor="test"
+        )
     assert [stored(db, f"k-{i}") is not None for i in range(10)] == [True] * 8 + [False] * 2
     audits = import_audits(db)
     assert len(audits) == 1
@@ -463,14 +515,21 @@ def test_a_failing_batch_write_is_rolled_back_and_raised(app, db, monkeypatch):
         monkeypatch.setattr(subscriber_import, "_UPSERT_BATCH", b"SELECT 1 / 0 WHERE $1::text <> $2::text")
         expected: type[Exception] = psycopg.errors.DivisionByZero
     else:
+
         def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
             raise RuntimeError("disk full")
 
         monkeypatch.setattr(subscriber_import, "write_profiles", broken)
         expected = RuntimeError
     with pytest.raises(expected):
-        import_subscribers(get_database(app).sessionmaker, io.StringIO("subscriber_id\nf-1\nf-2\n"), "csv",
-                           batch_rows=1, max_listed_errors=10, actor="test")
+        import_subscribers(
+            get_database(app).sessionmaker,
+            io.StringIO("subscriber_id\nf-1\nf-2\n"),
+            "csv",
+            batch_rows=1,
+            max_listed_errors=10,
+            actor="test",
+        )
     assert stored(db, "f-1") is None and stored(db, "f-2") is None
     assert db.scalar(select(func.count()).select_from(Subscriber)) == 0  # the connection still works
     assert import_audits(db) == []  # nothing was committed, so there is nothing to audit

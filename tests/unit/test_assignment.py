@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 
@@ -40,9 +41,9 @@ def test_fnv1a32_equals_the_step_by_step_definition_at_every_length(length, alph
     units = text.encode("utf-16-le")
     expected = 0x811C9DC5
     for i in range(0, len(units), 2):
-        expected = ((expected ^ int.from_bytes(units[i:i + 2], "little")) * 0x01000193) % 2**32
+        expected = ((expected ^ int.from_bytes(units[i : i + 2], "little")) * 0x01000193) % 2**32
     assert fnv1a32(text) == expected
-    assert fnv1a32(text[length // 2:], fnv1a32(text[:length // 2])) == expected
+    assert fnv1a32(text[length // 2 :], fnv1a32(text[: length // 2])) == expected
 
 
 def test_fnv1a32_hashes_utf16_code_units_like_javascript():
@@ -85,9 +86,14 @@ def test_bucket_ranges_pilot_coverage_pinned():
 
 
 # Hashes of the first ids under seed "winback-q4" (v2), as pinned by test_hash_v2_pinned's method
-PINNED_ARMS_50_50 = {"s-1": (0.962, "data_pack"), "s-2": (0.7169, "data_pack"),
-                     "s-3": (0.0018, "control"), "s-4": (0.4169, "control"),
-                     "s-5": (0.1694, "control"), "s-6": (0.6637, "data_pack")}
+PINNED_ARMS_50_50 = {
+    "s-1": (0.962, "data_pack"),
+    "s-2": (0.7169, "data_pack"),
+    "s-3": (0.0018, "control"),
+    "s-4": (0.4169, "control"),
+    "s-5": (0.1694, "control"),
+    "s-6": (0.6637, "data_pack"),
+}
 
 
 @pytest.mark.parametrize("subscriber_id", sorted(PINNED_ARMS_50_50))
@@ -170,8 +176,16 @@ def specs(draw, coverage=None, holdout_share=None) -> ExperimentSpec:
 
 @given(specs(), subscriber_ids)
 def test_assignment_is_deterministic(spec, subscriber_id):
-    rebuilt = ExperimentSpec(spec.key, list(spec.arm_keys), spec.seed, spec.hash_version, spec.coverage,
-                             list(spec.weights), spec.namespace, spec.holdout_share)
+    rebuilt = ExperimentSpec(
+        spec.key,
+        list(spec.arm_keys),
+        spec.seed,
+        spec.hash_version,
+        spec.coverage,
+        list(spec.weights),
+        spec.namespace,
+        spec.holdout_share,
+    )
     assert assign(spec, subscriber_id) == assign(spec, subscriber_id) == assign(rebuilt, subscriber_id)
 
 
@@ -210,9 +224,9 @@ def test_bucket_ranges_are_disjoint_ordered_and_sized(weights, coverage):
         assert start == pytest.approx(cumulative, abs=1e-9)
         assert end - start == pytest.approx(coverage * weight, abs=1e-9)
         cumulative += weight
-    for (_, end), (next_start, _) in zip(ranges, ranges[1:]):
+    for (_, end), (next_start, _) in itertools.pairwise(ranges):
         assert end <= next_start + 1e-12
-    assert 0.0 <= ranges[0][0] and ranges[-1][1] <= 1.0 + 1e-9
+    assert ranges[0][0] >= 0.0 and ranges[-1][1] <= 1.0 + 1e-9
 
 
 @given(st.text(max_size=12), st.lists(unit_floats, min_size=3, max_size=3), subscriber_ids)
@@ -221,15 +235,24 @@ def test_disjoint_namespace_ranges_never_share_a_subscriber(namespace_id, cuts, 
     first, second = (namespace_id, a, b), (namespace_id, b, c)
     assert not (in_namespace(subscriber_id, first) and in_namespace(subscriber_id, second))
     arms = ("control", "offer")
-    both = [assign(ExperimentSpec(key, arms, namespace=ns), subscriber_id).in_experiment
-            for key, ns in (("exp-a", first), ("exp-b", second))]
+    both = [
+        assign(ExperimentSpec(key, arms, namespace=ns), subscriber_id).in_experiment
+        for key, ns in (("exp-a", first), ("exp-b", second))
+    ]
     assert not all(both)
 
 
 def _with(spec: ExperimentSpec, **changes) -> ExperimentSpec:
-    fields = dict(key=spec.key, arm_keys=spec.arm_keys, seed=spec.seed, hash_version=spec.hash_version,
-                  coverage=spec.coverage, weights=spec.weights, namespace=spec.namespace,
-                  holdout_share=spec.holdout_share)
+    fields = {
+        "key": spec.key,
+        "arm_keys": spec.arm_keys,
+        "seed": spec.seed,
+        "hash_version": spec.hash_version,
+        "coverage": spec.coverage,
+        "weights": spec.weights,
+        "namespace": spec.namespace,
+        "holdout_share": spec.holdout_share,
+    }
     fields.update(changes)
     return ExperimentSpec(**fields)
 
@@ -249,12 +272,12 @@ def population_buckets() -> Counter:
     v2 hashes take at most 10,000 values, so every split below is a sum over ≤ 20,000 keys.
     """
     spec = ExperimentSpec(POPULATION_SEED, ("a", "b"), holdout_share=POPULATION_HOLDOUT_SHARE)
-    return Counter((in_holdout(spec, f"s-{i}"), hash_value(POPULATION_SEED, f"s-{i}", 2))
-                   for i in range(POPULATION))
+    return Counter((in_holdout(spec, f"s-{i}"), hash_value(POPULATION_SEED, f"s-{i}", 2)) for i in range(POPULATION))
 
 
-def _arm_counts(buckets: Counter, weights: tuple[float, ...], coverage: float = 1.0,
-                holdout: bool | None = None) -> list[int]:
+def _arm_counts(
+    buckets: Counter, weights: tuple[float, ...], coverage: float = 1.0, holdout: bool | None = None
+) -> list[int]:
     ranges = bucket_ranges(len(weights), coverage, weights)
     counts = [0] * len(weights)
     for (held_out, n), count in buckets.items():
@@ -266,8 +289,9 @@ def _arm_counts(buckets: Counter, weights: tuple[float, ...], coverage: float = 
     return counts
 
 
-@pytest.mark.parametrize("weights", [(0.5, 0.5), (0.95, 0.05), (0.4, 0.2, 0.2, 0.2)],
-                         ids=["50/50", "95/5", "40/20/20/20"])
+@pytest.mark.parametrize(
+    "weights", [(0.5, 0.5), (0.95, 0.05), (0.4, 0.2, 0.2, 0.2)], ids=["50/50", "95/5", "40/20/20/20"]
+)
 def test_split_over_a_million_ids_matches_weights(population_buckets, weights):
     counts = _arm_counts(population_buckets, weights)
     assert sum(counts) == POPULATION
@@ -295,8 +319,7 @@ def test_holdout_share_is_the_same_at_every_coverage(population_buckets, coverag
 @pytest.mark.parametrize("coverage", [0.05, 1.0])
 def test_assign_agrees_with_the_population_path(coverage):
     # The population tests count via hash_value/choose_variation; assign() must give the same
-    spec = ExperimentSpec(POPULATION_SEED, ("a", "b"), coverage=coverage,
-                          holdout_share=POPULATION_HOLDOUT_SHARE)
+    spec = ExperimentSpec(POPULATION_SEED, ("a", "b"), coverage=coverage, holdout_share=POPULATION_HOLDOUT_SHARE)
     ranges = bucket_ranges(2, coverage, None)
     for i in range(5000):
         sid = f"s-{i}"

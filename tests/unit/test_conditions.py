@@ -1,4 +1,5 @@
 """The project's own cases for the compiled targeting-condition evaluator."""
+
 from __future__ import annotations
 
 import pickle
@@ -28,13 +29,17 @@ def matches(condition, attributes, saved_groups=None) -> bool:
 
 # --- telecom eligibility --------------------------------------------------------------------
 
-@pytest.mark.parametrize(("attributes", "expected"), [
-    ({"tenure_months": 48, "product": "broadband"}, True),
-    ({"tenure_months": 36, "product": "broadband"}, False),  # $gt is strict
-    ({"tenure_months": 48, "product": "mobile"}, False),
-    ({"product": "broadband"}, False),
-    ({"tenure_months": 120, "product": "broadband", "region": "north"}, True),
-])
+
+@pytest.mark.parametrize(
+    ("attributes", "expected"),
+    [
+        ({"tenure_months": 48, "product": "broadband"}, True),
+        ({"tenure_months": 36, "product": "broadband"}, False),  # $gt is strict
+        ({"tenure_months": 48, "product": "mobile"}, False),
+        ({"product": "broadband"}, False),
+        ({"tenure_months": 120, "product": "broadband", "region": "north"}, True),
+    ],
+)
 def test_loyal_broadband(attributes, expected):
     assert matches(LOYAL_BROADBAND, attributes) is expected
 
@@ -44,13 +49,16 @@ def test_night_data_share_threshold(share, expected):
     assert matches(NIGHT_OWL, {"night_data_share": share}) is expected
 
 
-@pytest.mark.parametrize(("attributes", "expected"), [
-    ({"churn_score": 0.81, "complaints_90d": 0, "lifecycle_stage": "active"}, True),
-    ({"churn_score": 0.1, "complaints_90d": 4, "lifecycle_stage": "active"}, True),
-    ({"churn_score": 0.1, "complaints_90d": 0, "lifecycle_stage": "winback"}, True),
-    ({"churn_score": 0.1, "complaints_90d": 1, "lifecycle_stage": "active"}, False),
-    ({"lifecycle_stage": "onboarding"}, False),
-])
+@pytest.mark.parametrize(
+    ("attributes", "expected"),
+    [
+        ({"churn_score": 0.81, "complaints_90d": 0, "lifecycle_stage": "active"}, True),
+        ({"churn_score": 0.1, "complaints_90d": 4, "lifecycle_stage": "active"}, True),
+        ({"churn_score": 0.1, "complaints_90d": 0, "lifecycle_stage": "winback"}, True),
+        ({"churn_score": 0.1, "complaints_90d": 1, "lifecycle_stage": "active"}, False),
+        ({"lifecycle_stage": "onboarding"}, False),
+    ],
+)
 def test_or_of_churn_signals(attributes, expected):
     assert matches(CHURN_SIGNALS, attributes) is expected
 
@@ -105,7 +113,9 @@ def test_javascript_coercions_follow_growthbook():
 
 
 def test_birthday_month_and_version_targeting():
-    assert matches({"birthday_month": 11, "app_version": {"$vgte": "4.2.0"}}, {"birthday_month": 11, "app_version": "4.10.1"})
+    assert matches(
+        {"birthday_month": 11, "app_version": {"$vgte": "4.2.0"}}, {"birthday_month": 11, "app_version": "4.10.1"}
+    )
     assert not matches({"app_version": {"$vgte": "4.2.0"}}, {"app_version": "4.2.0-rc.1"})
     assert matches({"app_version": {"$vlt": "v5"}}, {"app_version": "4.99.9"})
 
@@ -154,10 +164,19 @@ def test_lenient_mode_evaluates_what_growthbook_evaluates():
     assert not matches({"name": {"$regex": "(unclosed"}}, {"name": "(unclosed"})
 
 
-@pytest.mark.parametrize("malformed", [
-    [], "product", None, {"$or": {"product": "tv"}}, {"$and": [1]}, {"$not": "x"},
-    {"$not": {"$or": 5}}, {"tickets": {"$elemMatch": "open"}},
-])
+@pytest.mark.parametrize(
+    "malformed",
+    [
+        [],
+        "product",
+        None,
+        {"$or": {"product": "tv"}},
+        {"$and": [1]},
+        {"$not": "x"},
+        {"$not": {"$or": 5}},
+        {"tickets": {"$elemMatch": "open"}},
+    ],
+)
 def test_lenient_mode_fails_malformed_structure_as_a_whole(malformed):
     evaluate = compile_condition(malformed)
     assert evaluate({"product": "tv", "tickets": ["open"]}) is False
@@ -175,52 +194,62 @@ def test_evaluation_never_raises_on_odd_attributes():
 
 # --- validation -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("condition", [
-    LOYAL_BROADBAND, NIGHT_OWL, CHURN_SIGNALS, {},
-    {"usage.roaming_days": {"$gte": 5, "$lt": 30}, "plan": {"$ne": "basic"}},
-    {"tickets": {"$elemMatch": {"severity": {"$gte": 3}}}},
-    {"addons": {"$elemMatch": {"$in": ["hd"]}}, "$groups": {"$size": 2}},
-    {"addons": {"$size": 0}, "flags": {"$all": [{"$regex": "^beta"}, "x"]}},
-    {"churn_score": {"$exists": True}, "region": None, "tags": ["a", "b"], "geo": {"lat": 1}},
-    {"app_version": {"$vgte": "4.2.0"}, "email": {"$regexi": "@example\\.com$"}, "x": {"$type": "null"}},
-    {"msisdn": {"$inGroup": "vip"}, "$nor": [{"region": {"$nini": ["CAPITAL"]}}]},
-])
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        LOYAL_BROADBAND,
+        NIGHT_OWL,
+        CHURN_SIGNALS,
+        {},
+        {"usage.roaming_days": {"$gte": 5, "$lt": 30}, "plan": {"$ne": "basic"}},
+        {"tickets": {"$elemMatch": {"severity": {"$gte": 3}}}},
+        {"addons": {"$elemMatch": {"$in": ["hd"]}}, "$groups": {"$size": 2}},
+        {"addons": {"$size": 0}, "flags": {"$all": [{"$regex": "^beta"}, "x"]}},
+        {"churn_score": {"$exists": True}, "region": None, "tags": ["a", "b"], "geo": {"lat": 1}},
+        {"app_version": {"$vgte": "4.2.0"}, "email": {"$regexi": "@example\\.com$"}, "x": {"$type": "null"}},
+        {"msisdn": {"$inGroup": "vip"}, "$nor": [{"region": {"$nini": ["CAPITAL"]}}]},
+    ],
+)
 def test_valid_conditions_pass_validation(condition):
     validate_condition(condition)
     compile_condition(condition, strict=True)
 
 
-@pytest.mark.parametrize(("condition", "path"), [
-    (["arpu"], "$"),
-    ({"arpu": {"$inn": [40, 50]}}, "$.arpu.$inn"),
-    ({"$or": {"product": "tv"}}, "$.$or"),
-    ({"$or": [{"product": "tv"}, "mobile"]}, "$.$or[1]"),
-    ({"$or": [{}, {"tenure_months": {"$gt": [36]}}]}, "$.$or[1].tenure_months.$gt"),
-    ({"$and": [{"$nor": [{"arpu": {"$lt": None}}]}]}, "$.$and[0].$nor[0].arpu.$lt"),
-    ({"$not": ["region"]}, "$.$not"),
-    ({"arpu": {"$in": 40}}, "$.arpu.$in"),
-    ({"region": {"$nin": ["north", ["south"]]}}, "$.region.$nin[1]"),
-    ({"addons": {"$all": "hd"}}, "$.addons.$all"),
-    ({"addons": {"$all": [{"$regex": "["}]}}, "$.addons.$all[0].$regex"),
-    ({"addons": {"$size": "2"}}, "$.addons.$size"),
-    ({"addons": {"$size": -1}}, "$.addons.$size"),
-    ({"addons": {"$size": {"$gte": 1, "$bigger": 2}}}, "$.addons.$size.$bigger"),
-    ({"tickets": {"$elemMatch": "open"}}, "$.tickets.$elemMatch"),
-    ({"tickets": {"$elemMatch": {}}}, "$.tickets.$elemMatch"),
-    ({"tickets": {"$elemMatch": {"severity": {"$gte": "high", "$x": 1}}}}, "$.tickets.$elemMatch.severity.$x"),
-    ({"email": {"$regex": "([a-z]+"}}, "$.email.$regex"),
-    ({"email": {"$regexi": 42}}, "$.email.$regexi"),
-    ({"churn_score": {"$exists": "yes"}}, "$.churn_score.$exists"),
-    ({"usage": {"$type": "dict"}}, "$.usage.$type"),
-    ({"$in": ["north"]}, "$.$in"),
-    ({"usage..roaming_days": 1}, "$.usage..roaming_days"),
-    ({"arpu": {"$gt": 30, "currency": "EUR"}}, "$.arpu"),
-    ({"addons": {"$eq": ["hd"]}}, "$.addons.$eq"),
-    ({"msisdn": {"$inGroup": ""}}, "$.msisdn.$inGroup"),
-    ({"app_version": {"$vgt": None}}, "$.app_version.$vgt"),
-    ({"region": {"$not": {"$ini": "north"}}}, "$.region.$not.$ini"),
-    ({"tenure_months": {"$gte": True}}, "$.tenure_months.$gte"),
-])
+@pytest.mark.parametrize(
+    ("condition", "path"),
+    [
+        (["arpu"], "$"),
+        ({"arpu": {"$inn": [40, 50]}}, "$.arpu.$inn"),
+        ({"$or": {"product": "tv"}}, "$.$or"),
+        ({"$or": [{"product": "tv"}, "mobile"]}, "$.$or[1]"),
+        ({"$or": [{}, {"tenure_months": {"$gt": [36]}}]}, "$.$or[1].tenure_months.$gt"),
+        ({"$and": [{"$nor": [{"arpu": {"$lt": None}}]}]}, "$.$and[0].$nor[0].arpu.$lt"),
+        ({"$not": ["region"]}, "$.$not"),
+        ({"arpu": {"$in": 40}}, "$.arpu.$in"),
+        ({"region": {"$nin": ["north", ["south"]]}}, "$.region.$nin[1]"),
+        ({"addons": {"$all": "hd"}}, "$.addons.$all"),
+        ({"addons": {"$all": [{"$regex": "["}]}}, "$.addons.$all[0].$regex"),
+        ({"addons": {"$size": "2"}}, "$.addons.$size"),
+        ({"addons": {"$size": -1}}, "$.addons.$size"),
+        ({"addons": {"$size": {"$gte": 1, "$bigger": 2}}}, "$.addons.$size.$bigger"),
+        ({"tickets": {"$elemMatch": "open"}}, "$.tickets.$elemMatch"),
+        ({"tickets": {"$elemMatch": {}}}, "$.tickets.$elemMatch"),
+        ({"tickets": {"$elemMatch": {"severity": {"$gte": "high", "$x": 1}}}}, "$.tickets.$elemMatch.severity.$x"),
+        ({"email": {"$regex": "([a-z]+"}}, "$.email.$regex"),
+        ({"email": {"$regexi": 42}}, "$.email.$regexi"),
+        ({"churn_score": {"$exists": "yes"}}, "$.churn_score.$exists"),
+        ({"usage": {"$type": "dict"}}, "$.usage.$type"),
+        ({"$in": ["north"]}, "$.$in"),
+        ({"usage..roaming_days": 1}, "$.usage..roaming_days"),
+        ({"arpu": {"$gt": 30, "currency": "EUR"}}, "$.arpu"),
+        ({"addons": {"$eq": ["hd"]}}, "$.addons.$eq"),
+        ({"msisdn": {"$inGroup": ""}}, "$.msisdn.$inGroup"),
+        ({"app_version": {"$vgt": None}}, "$.app_version.$vgt"),
+        ({"region": {"$not": {"$ini": "north"}}}, "$.region.$not.$ini"),
+        ({"tenure_months": {"$gte": True}}, "$.tenure_months.$gte"),
+    ],
+)
 def test_validation_names_the_json_path(condition, path):
     with pytest.raises(ConditionError) as info:
         validate_condition(condition)
@@ -239,21 +268,44 @@ def test_condition_error_is_a_value_error_and_pickles():
 # --- properties -----------------------------------------------------------------------------
 
 FIXED_CONDITIONS = [
-    LOYAL_BROADBAND, NIGHT_OWL, CHURN_SIGNALS,
+    LOYAL_BROADBAND,
+    NIGHT_OWL,
+    CHURN_SIGNALS,
     {"usage.roaming_days": {"$gte": 5}, "addons": {"$elemMatch": {"$regex": "^hd"}}},
     {"region": {"$nin": ["capital", None, 3]}, "addons": {"$size": {"$lt": 3}}, "x": {"$type": "array"}},
     {"$nor": [{"app_version": {"$vlt": "4.0.0"}}, {"name": {"$regexi": "test"}}], "arpu": {"$ne": 0}},
     {"tags": {"$all": [1, "b", {"$gt": 2}]}, "geo": {"lat": 1.5}, "flag": True, "msisdn": "1"},
 ]
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=8)
     | st.sampled_from(["broadband", "4.2.0", "0x1f", " 7 ", "hd-pack", "capital"]),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=4), children, max_size=4),
     max_leaves=12,
 )
 ATTRIBUTE_KEYS = st.sampled_from(
-    ["tenure_months", "product", "night_data_share", "churn_score", "complaints_90d", "lifecycle_stage",
-     "usage", "addons", "region", "tags", "geo", "flag", "msisdn", "app_version", "name", "arpu", "x"]
+    [
+        "tenure_months",
+        "product",
+        "night_data_share",
+        "churn_score",
+        "complaints_90d",
+        "lifecycle_stage",
+        "usage",
+        "addons",
+        "region",
+        "tags",
+        "geo",
+        "flag",
+        "msisdn",
+        "app_version",
+        "name",
+        "arpu",
+        "x",
+    ]
 ) | st.text(max_size=6)
 
 

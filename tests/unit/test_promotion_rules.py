@@ -10,20 +10,41 @@ from experiments.promotion_rules import BLOCKERS, PromotionFacts, evaluate_promo
 from experiments.schemas import DEFAULT_PROMOTION_POLICY
 
 POLICY = dict(DEFAULT_PROMOTION_POLICY)
-FACTS = PromotionFacts(status="pilot", runtime_days=45.0, value_per_retained=400.0,
-                       tier_winners={"vip": "bill_credit"})
+FACTS = PromotionFacts(status="pilot", runtime_days=45.0, value_per_retained=400.0, tier_winners={"vip": "bill_credit"})
 
 
 def passing_readout() -> dict:
     """A readout every default rule accepts: bill_credit clearly beats the control."""
-    control = {"key": "control", "is_control": True, "exposed": 5000, "p_best": 0.001, "expected_loss": 0.03,
-               "cost_per_subscriber": 0.0, "p_roi_above_floor": None, "p_roi_below_floor": None,
-               "p_complaint_harm": None, "p_arpu_harm": None}
-    treatment = {"key": "bill_credit", "is_control": False, "exposed": 5000, "p_best": 0.99,
-                 "expected_loss": 0.0001, "cost_per_subscriber": 10.0, "p_roi_above_floor": 0.97,
-                 "p_roi_below_floor": 0.03, "p_complaint_harm": 0.2, "p_arpu_harm": 0.3}
-    return {"arms": [control, treatment], "srm": {"p_value": 0.4, "flag": False}, "error": None,
-            "hierarchical": {"ok": True}}
+    control = {
+        "key": "control",
+        "is_control": True,
+        "exposed": 5000,
+        "p_best": 0.001,
+        "expected_loss": 0.03,
+        "cost_per_subscriber": 0.0,
+        "p_roi_above_floor": None,
+        "p_roi_below_floor": None,
+        "p_complaint_harm": None,
+        "p_arpu_harm": None,
+    }
+    treatment = {
+        "key": "bill_credit",
+        "is_control": False,
+        "exposed": 5000,
+        "p_best": 0.99,
+        "expected_loss": 0.0001,
+        "cost_per_subscriber": 10.0,
+        "p_roi_above_floor": 0.97,
+        "p_roi_below_floor": 0.03,
+        "p_complaint_harm": 0.2,
+        "p_arpu_harm": 0.3,
+    }
+    return {
+        "arms": [control, treatment],
+        "srm": {"p_value": 0.4, "flag": False},
+        "error": None,
+        "hierarchical": {"ok": True},
+    }
 
 
 def test_all_rules_pass_and_the_winner_is_named():
@@ -37,26 +58,61 @@ def _arm(readout: dict, key: str) -> dict:
     return next(arm for arm in readout["arms"] if arm["key"] == key)
 
 
-def srm(r): r["srm"] = {"p_value": 0.0001, "flag": True}
-def exposures(r): _arm(r, "control")["exposed"] = 999
-def p_best(r): _arm(r, "bill_credit")["p_best"] = 0.9
-def loss(r): _arm(r, "bill_credit")["expected_loss"] = 0.01
-def roi(r): _arm(r, "bill_credit")["p_roi_above_floor"] = 0.5
-def ltv(r): _arm(r, "bill_credit")["cost_per_subscriber"] = 81.0  # > 20% of 400
-def complaints(r): _arm(r, "bill_credit")["p_complaint_harm"] = 0.96
-def arpu(r): _arm(r, "bill_credit")["p_arpu_harm"] = 0.99
-def error(r): r["error"] = "no_data"
+def srm(r):
+    r["srm"] = {"p_value": 0.0001, "flag": True}
+
+
+def exposures(r):
+    _arm(r, "control")["exposed"] = 999
+
+
+def p_best(r):
+    _arm(r, "bill_credit")["p_best"] = 0.9
+
+
+def loss(r):
+    _arm(r, "bill_credit")["expected_loss"] = 0.01
+
+
+def roi(r):
+    _arm(r, "bill_credit")["p_roi_above_floor"] = 0.5
+
+
+def ltv(r):
+    _arm(r, "bill_credit")["cost_per_subscriber"] = 81.0  # > 20% of 400
+
+
+def complaints(r):
+    _arm(r, "bill_credit")["p_complaint_harm"] = 0.96
+
+
+def arpu(r):
+    _arm(r, "bill_credit")["p_arpu_harm"] = 0.99
+
+
+def error(r):
+    r["error"] = "no_data"
 
 
 def no_winner(r):
     _arm(r, "control")["p_best"], _arm(r, "bill_credit")["p_best"] = 0.8, 0.2
 
 
-@pytest.mark.parametrize("perturb, blocker", [
-    (srm, "srm"), (exposures, "min_exposures_per_arm"), (p_best, "p_best"), (loss, "expected_loss"),
-    (roi, "roi"), (ltv, "ltv_cap"), (complaints, "guardrail_complaints"), (arpu, "guardrail_arpu"),
-    (error, "readout_error"), (no_winner, "no_winner"),
-])
+@pytest.mark.parametrize(
+    "perturb, blocker",
+    [
+        (srm, "srm"),
+        (exposures, "min_exposures_per_arm"),
+        (p_best, "p_best"),
+        (loss, "expected_loss"),
+        (roi, "roi"),
+        (ltv, "ltv_cap"),
+        (complaints, "guardrail_complaints"),
+        (arpu, "guardrail_arpu"),
+        (error, "readout_error"),
+        (no_winner, "no_winner"),
+    ],
+)
 def test_each_readout_rule_blocks_on_its_own(perturb, blocker):
     readout = copy.deepcopy(passing_readout())
     perturb(readout)
@@ -66,13 +122,18 @@ def test_each_readout_rule_blocks_on_its_own(perturb, blocker):
     assert verdict.reasons[0]["message"].startswith(BLOCKERS[blocker])
 
 
-@pytest.mark.parametrize("facts, blocker", [
-    (PromotionFacts(status="pilot", runtime_days=12.5, value_per_retained=400.0), "min_runtime"),
-    (PromotionFacts(status="rollout", runtime_days=45.0, value_per_retained=400.0), "not_in_pilot"),
-    (PromotionFacts(status="pilot", runtime_days=45.0, value_per_retained=400.0, diagnostics_failed=True),
-     "diagnostics"),
-    (PromotionFacts(status="pilot", runtime_days=45.0, value_per_retained=None), "value_unknown"),
-])
+@pytest.mark.parametrize(
+    "facts, blocker",
+    [
+        (PromotionFacts(status="pilot", runtime_days=12.5, value_per_retained=400.0), "min_runtime"),
+        (PromotionFacts(status="rollout", runtime_days=45.0, value_per_retained=400.0), "not_in_pilot"),
+        (
+            PromotionFacts(status="pilot", runtime_days=45.0, value_per_retained=400.0, diagnostics_failed=True),
+            "diagnostics",
+        ),
+        (PromotionFacts(status="pilot", runtime_days=45.0, value_per_retained=None), "value_unknown"),
+    ],
+)
 def test_each_fact_rule_blocks_on_its_own(facts, blocker):
     verdict = evaluate_promotion(POLICY, passing_readout(), facts)
     assert verdict.blocked_by == (blocker,)

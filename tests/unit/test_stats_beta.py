@@ -23,9 +23,15 @@ def _log_beta(a: float, b: float) -> float:
 def miller_closed_form(alpha_a: int, beta_a: int, alpha_b: int, beta_b: int) -> float:
     """Evan Miller's P(p_B > p_A): sum_{i=0}^{alpha_B - 1} B(alpha_A + i, beta_A + beta_B) /
     ((beta_B + i) B(1 + i, beta_B) B(alpha_A, beta_A)), term by term in plain Python."""
-    return sum(math.exp(_log_beta(alpha_a + i, beta_a + beta_b) - math.log(beta_b + i)
-                        - _log_beta(1 + i, beta_b) - _log_beta(alpha_a, beta_a))
-               for i in range(alpha_b))
+    return sum(
+        math.exp(
+            _log_beta(alpha_a + i, beta_a + beta_b)
+            - math.log(beta_b + i)
+            - _log_beta(1 + i, beta_b)
+            - _log_beta(alpha_a, beta_a)
+        )
+        for i in range(alpha_b)
+    )
 
 
 # (alpha_A, beta_A, alpha_B, beta_B): small, lopsided, typical retention, and large counts
@@ -57,16 +63,20 @@ def test_quadrature_matches_millers_closed_form(pair):
     assert got == pytest.approx(miller_closed_form(*pair), abs=1e-6)
 
 
-@pytest.mark.parametrize("a, b", [
-    (BetaPosterior(0.5, 0.5), BetaPosterior(1.5, 0.5)),  # densities unbounded at the ends
-    (BetaPosterior(30.5, 10.5), BetaPosterior(33.5, 8.5)),
-    (BetaPosterior(1.8, 0.2), BetaPosterior(901.8, 99.2)),  # a vague posterior against a sharp one
-])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        (BetaPosterior(0.5, 0.5), BetaPosterior(1.5, 0.5)),  # densities unbounded at the ends
+        (BetaPosterior(30.5, 10.5), BetaPosterior(33.5, 8.5)),
+        (BetaPosterior(1.8, 0.2), BetaPosterior(901.8, 99.2)),  # a vague posterior against a sharp one
+    ],
+)
 def test_non_integer_parameters_match_direct_integration(a, b):
     # P(B > A) = ∫ f_A(x) (1 − F_B(x)) dx, by scipy's adaptive quadrature
     def integrand(x: float) -> float:
-        return math.exp((a.alpha - 1) * math.log(x) + (a.beta - 1) * math.log1p(-x)
-                        - _log_beta(a.alpha, a.beta)) * special.betaincc(b.alpha, b.beta, x)
+        return math.exp(
+            (a.alpha - 1) * math.log(x) + (a.beta - 1) * math.log1p(-x) - _log_beta(a.alpha, a.beta)
+        ) * special.betaincc(b.alpha, b.beta, x)
 
     expected, _ = integrate.quad(integrand, 0, 1, points=[a.mean, b.mean], epsabs=1e-12, limit=500)
     assert prob_beta_greater(a, b) == pytest.approx(expected, abs=1e-6)
@@ -81,7 +91,7 @@ def test_pinned_closed_forms():
     assert round(prob_beta_greater(BetaPosterior(2, 1), BetaPosterior(1, 2)), 6) == 0.166667
 
 
-@pytest.mark.parametrize("pair", PAIRS + [(1, 1_000_001, 1_000_001, 1), (7, 3, 3, 7)])
+@pytest.mark.parametrize("pair", [*PAIRS, (1, 1000001, 1000001, 1), (7, 3, 3, 7)])
 def test_swapping_the_arms_gives_the_complement(pair):
     alpha_a, beta_a, alpha_b, beta_b = pair
     a, b = BetaPosterior(alpha_a, beta_a), BetaPosterior(alpha_b, beta_b)
@@ -104,8 +114,8 @@ def test_conjugate_update_mean_and_interval_pinned():
     # Beta(1, b) has the closed-form quantile 1 − (1 − u)^(1/b): 0 retained of 9 → Beta(1, 10)
     all_churned = beta_posterior(BetaPrior(), successes=0, trials=9)
     low, high = all_churned.ci95()
-    assert low == pytest.approx(1 - 0.975 ** 0.1, abs=1e-12)
-    assert high == pytest.approx(1 - 0.025 ** 0.1, abs=1e-12)
+    assert low == pytest.approx(1 - 0.975**0.1, abs=1e-12)
+    assert high == pytest.approx(1 - 0.025**0.1, abs=1e-12)
     assert (round(low, 6), round(high, 6)) == (0.002529, 0.308497)
     assert round(all_churned.mean, 6) == 0.090909
     # Beta(a, 1) has quantile u^(1/a): all 19 retained → Beta(20, 1)

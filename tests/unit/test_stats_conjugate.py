@@ -22,19 +22,36 @@ from experiments.stats import (
 from experiments.stats.beta import BetaPosterior, prob_beta_greater
 
 
-def arm(key: str, trials: int, retained: int, *, control: bool = False, exposed: int | None = None,
-        revenues: list[float] | None = None, cost: float = 0.0, complaints: int = 0,
-        weight: float = 1.0) -> ArmData:
+def arm(
+    key: str,
+    trials: int,
+    retained: int,
+    *,
+    control: bool = False,
+    exposed: int | None = None,
+    revenues: list[float] | None = None,
+    cost: float = 0.0,
+    complaints: int = 0,
+    weight: float = 1.0,
+) -> ArmData:
     revenues = revenues or []
-    return ArmData(key=key, is_control=control, weight=weight,
-                   exposed=trials if exposed is None else exposed, trials=trials, retained=retained,
-                   revenue_n=len(revenues), revenue_sum=float(sum(revenues)),
-                   revenue_sum_squares=float(sum(r * r for r in revenues)), cost=cost, complaints=complaints)
+    return ArmData(
+        key=key,
+        is_control=control,
+        weight=weight,
+        exposed=trials if exposed is None else exposed,
+        trials=trials,
+        retained=retained,
+        revenue_n=len(revenues),
+        revenue_sum=float(sum(revenues)),
+        revenue_sum_squares=float(sum(r * r for r in revenues)),
+        cost=cost,
+        complaints=complaints,
+    )
 
 
 def readout(*arms: ArmData, tiers: tuple[TierData, ...] = (), value_per_retained: float = 100.0, **settings):
-    return conjugate_readout(ReadoutInputs(arms=arms, tiers=tiers, value_per_retained=value_per_retained,
-                                           **settings))
+    return conjugate_readout(ReadoutInputs(arms=arms, tiers=tiers, value_per_retained=value_per_retained, **settings))
 
 
 def by_key(result) -> dict:
@@ -49,8 +66,10 @@ def test_retention_posterior_and_p_beats_control_are_exact():
     control, sms = by_key(result)["control"], by_key(result)["sms"]
     assert result.error is None
     assert control.retention_mean == pytest.approx(4401 / 5002, abs=1e-12)
-    assert control.retention_ci95 == (pytest.approx(special.betaincinv(4401, 601, 0.025), abs=1e-12),
-                                      pytest.approx(special.betaincinv(4401, 601, 0.975), abs=1e-12))
+    assert control.retention_ci95 == (
+        pytest.approx(special.betaincinv(4401, 601, 0.025), abs=1e-12),
+        pytest.approx(special.betaincinv(4401, 601, 0.975), abs=1e-12),
+    )
     assert sms.p_beats_control == prob_beta_greater(BetaPosterior(4401, 601), BetaPosterior(4461, 541))
     assert sms.uplift_vs_control.mean == pytest.approx(4461 / 5002 - 4401 / 5002, abs=1e-12)
     assert control.p_beats_control is None
@@ -109,20 +128,30 @@ def test_expected_loss_and_uplift_interval_agree_with_an_independent_simulation(
     assert result["sms"].expected_loss == pytest.approx(np.mean(best - sms), abs=0.03 * difference_sd)
     low, high = np.quantile(sms - control, [0.025, 0.975])
     interval = result["sms"].uplift_vs_control
-    assert (interval.low, interval.high) == (pytest.approx(low, abs=0.05 * difference_sd),
-                                             pytest.approx(high, abs=0.05 * difference_sd))
+    assert (interval.low, interval.high) == (
+        pytest.approx(low, abs=0.05 * difference_sd),
+        pytest.approx(high, abs=0.05 * difference_sd),
+    )
 
 
 def test_all_probabilities_lie_in_the_unit_interval():
-    arms = (arm("control", 300, 240, control=True, revenues=[10, 20, 30], cost=0, complaints=4),
-            arm("sms", 310, 260, revenues=[12, 25, 31, 8], cost=150, complaints=9),
-            arm("call", 305, 305, revenues=[40, 41], cost=900, complaints=0),
-            arm("gift", 290, 0, cost=20, complaints=290))
+    arms = (
+        arm("control", 300, 240, control=True, revenues=[10, 20, 30], cost=0, complaints=4),
+        arm("sms", 310, 260, revenues=[12, 25, 31, 8], cost=150, complaints=9),
+        arm("call", 305, 305, revenues=[40, 41], cost=900, complaints=0),
+        arm("gift", 290, 0, cost=20, complaints=290),
+    )
     result = readout(*arms)
     assert result.error is None
     for a in result.arms:
-        for name in ("p_beats_control", "p_best", "p_roi_above_floor", "p_roi_below_floor", "p_complaint_harm",
-                     "p_arpu_harm"):
+        for name in (
+            "p_beats_control",
+            "p_best",
+            "p_roi_above_floor",
+            "p_roi_below_floor",
+            "p_complaint_harm",
+            "p_arpu_harm",
+        ):
             value = getattr(a, name)
             assert value is None or 0.0 <= value <= 1.0, (a.key, name, value)
     json.dumps(result.as_json(), allow_nan=False)
@@ -132,8 +161,12 @@ def test_all_probabilities_lie_in_the_unit_interval():
 
 
 def test_arpu_posterior_and_uplift_through_the_readout():
-    result = by_key(readout(arm("control", 100, 80, control=True, revenues=[10, 12, 14, 20]),
-                            arm("sms", 100, 80, revenues=[13, 15, 17, 23])))
+    result = by_key(
+        readout(
+            arm("control", 100, 80, control=True, revenues=[10, 12, 14, 20]),
+            arm("sms", 100, 80, revenues=[13, 15, 17, 23]),
+        )
+    )
     assert result["control"].arpu_mean == 14.0
     assert [round(x, 4) for x in result["control"].arpu_ci95] == [7.1251, 20.8749]
     assert result["sms"].arpu_uplift.mean == pytest.approx(3.0)
@@ -149,8 +182,13 @@ def test_incremental_value_adds_retention_value_and_arpu_uplift():
     rng = np.random.default_rng(3)
     control_revenue = list(rng.normal(30, 5, 4000))
     sms_revenue = list(rng.normal(32, 5, 4000))
-    result = by_key(readout(arm("control", 4000, 3200, control=True, revenues=control_revenue),
-                            arm("sms", 4000, 3400, revenues=sms_revenue, cost=4000.0), value_per_retained=50.0))
+    result = by_key(
+        readout(
+            arm("control", 4000, 3200, control=True, revenues=control_revenue),
+            arm("sms", 4000, 3400, revenues=sms_revenue, cost=4000.0),
+            value_per_retained=50.0,
+        )
+    )
     sms = result["sms"]
     retention_uplift = 3401 / 4002 - 3201 / 4002
     arpu_uplift = np.mean(sms_revenue) - np.mean(control_revenue)
@@ -161,18 +199,21 @@ def test_incremental_value_adds_retention_value_and_arpu_uplift():
 
 
 def test_roi_probabilities_on_constructed_cases():
-    big_uplift = by_key(readout(arm("control", 100_000, 80_000, control=True),
-                                arm("sms", 100_000, 90_000, cost=100_000.0)))["sms"]
+    big_uplift = by_key(
+        readout(arm("control", 100_000, 80_000, control=True), arm("sms", 100_000, 90_000, cost=100_000.0))
+    )["sms"]
     # 10 points of retention × 100 per retained subscriber = 10 per subscriber, for 1 each: ROI 10
     assert big_uplift.roi_mean == pytest.approx(10.0, rel=1e-3)
     assert big_uplift.p_roi_above_floor > 0.999 and big_uplift.p_roi_below_floor < 0.001
-    no_uplift = by_key(readout(arm("control", 100_000, 80_000, control=True),
-                               arm("sms", 100_000, 80_000, cost=100_000.0)))["sms"]
+    no_uplift = by_key(
+        readout(arm("control", 100_000, 80_000, control=True), arm("sms", 100_000, 80_000, cost=100_000.0))
+    )["sms"]
     assert abs(no_uplift.roi_mean) < 1e-9
     assert no_uplift.p_roi_above_floor < 0.001 and no_uplift.p_roi_below_floor > 0.999
     # ROI right at the floor: about even odds
-    at_floor = by_key(readout(arm("control", 100_000, 80_000, control=True),
-                              arm("sms", 100_000, 81_500, cost=100_000.0)))["sms"]
+    at_floor = by_key(
+        readout(arm("control", 100_000, 80_000, control=True), arm("sms", 100_000, 81_500, cost=100_000.0))
+    )["sms"]
     assert at_floor.roi_mean == pytest.approx(1.5, rel=1e-3)
     assert 0.4 < at_floor.p_roi_above_floor < 0.6
     assert at_floor.p_roi_above_floor + at_floor.p_roi_below_floor == pytest.approx(1.0)
@@ -186,8 +227,9 @@ def test_roi_is_undefined_for_the_control_and_for_free_arms():
 
 
 def test_complaint_harm_is_the_exact_beta_comparison():
-    result = by_key(readout(arm("control", 5000, 4000, control=True, complaints=20),
-                            arm("sms", 5000, 4000, complaints=60)))
+    result = by_key(
+        readout(arm("control", 5000, 4000, control=True, complaints=20), arm("sms", 5000, 4000, complaints=60))
+    )
     assert result["sms"].complaint_rate == 60 / 5000
     assert result["sms"].p_complaint_harm == prob_beta_greater(BetaPosterior(21, 4981), BetaPosterior(61, 4941))
     assert result["sms"].p_complaint_harm > 0.999
@@ -214,8 +256,7 @@ def test_single_arm_still_reports_its_posterior():
 def test_no_control_reports_arms_without_comparisons():
     result = readout(arm("a", 100, 90), arm("b", 100, 80))
     assert result.error == "no_control"
-    assert all(a.uplift_vs_control is None and a.p_beats_control is None and a.roi_mean is None
-               for a in result.arms)
+    assert all(a.uplift_vs_control is None and a.p_beats_control is None and a.roi_mean is None for a in result.arms)
     assert by_key(result)["a"].p_best > 0.9
 
 
@@ -234,14 +275,17 @@ def test_no_trials_yet_gives_no_data_but_still_reports_the_arms_and_checks_the_s
     assert result.srm.flag  # exposures alone can already show a broken split
 
 
-@pytest.mark.parametrize("bad", [
-    arm("sms", 10, 11),  # retained > trials
-    replace(arm("sms", 10, 5), trials=-1),
-    replace(arm("sms", 10, 5), cost=float("nan")),
-    replace(arm("sms", 10, 5), weight=-1.0),
-    replace(arm("sms", 10, 5), complaints=11),
-    replace(arm("sms", 10, 5), retained=2.5),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        arm("sms", 10, 11),  # retained > trials
+        replace(arm("sms", 10, 5), trials=-1),
+        replace(arm("sms", 10, 5), cost=float("nan")),
+        replace(arm("sms", 10, 5), weight=-1.0),
+        replace(arm("sms", 10, 5), complaints=11),
+        replace(arm("sms", 10, 5), retained=2.5),
+    ],
+)
 def test_invalid_counts(bad):
     result = readout(arm("control", 10, 5, control=True), bad)
     assert result.error == "invalid_counts" and result.arms == ()
@@ -253,8 +297,9 @@ def test_duplicate_arm_keys():
     assert readout(arm("a", 10, 5, control=True), arm("a", 10, 6)).error == "duplicate_arms"
 
 
-@pytest.mark.parametrize("settings", [{"draws": 10}, {"value_per_retained": float("inf")},
-                                      {"prior": BetaPrior(0, 1)}, {"seed": -1}])
+@pytest.mark.parametrize(
+    "settings", [{"draws": 10}, {"value_per_retained": float("inf")}, {"prior": BetaPrior(0, 1)}, {"seed": -1}]
+)
 def test_invalid_settings(settings):
     result = readout(arm("control", 10, 5, control=True), arm("sms", 10, 6), **settings)
     assert result.error == "invalid_inputs" and result.error_message
@@ -270,10 +315,11 @@ def test_all_churned_and_all_retained_are_valid_posteriors():
 
 
 def test_a_tier_without_trials_gets_its_own_error():
-    tiers = (TierData("vip", (arm("control", 100, 90, control=True), arm("sms", 100, 95))),
-             TierData("basic", (arm("control", 0, 0, control=True, exposed=40), arm("sms", 0, 0, exposed=40))))
-    result = readout(arm("control", 100, 90, control=True, exposed=140), arm("sms", 100, 95, exposed=140),
-                     tiers=tiers)
+    tiers = (
+        TierData("vip", (arm("control", 100, 90, control=True), arm("sms", 100, 95))),
+        TierData("basic", (arm("control", 0, 0, control=True, exposed=40), arm("sms", 0, 0, exposed=40))),
+    )
+    result = readout(arm("control", 100, 90, control=True, exposed=140), arm("sms", 100, 95, exposed=140), tiers=tiers)
     assert result.error is None
     assert [(t.tier, t.error) for t in result.tiers] == [("vip", None), ("basic", "no_data")]
     assert [a.exposed for a in result.tiers[1].arms] == [40, 40]
@@ -284,12 +330,22 @@ def test_a_tier_without_trials_gets_its_own_error():
 
 
 def _experiment() -> ReadoutInputs:
-    tiers = tuple(TierData(name, (arm("control", 1000 + 10 * i, 800 + 9 * i, control=True, revenues=[10, 12, 15]),
-                                  arm("sms", 1000, 815 + 5 * i, revenues=[11, 14, 13], cost=500.0),
-                                  arm("call", 990, 805, cost=2000.0)))
-                  for i, name in enumerate(["basic", "growth", "value", "vip", None]))
-    totals = (arm("control", 5100, 4090, control=True, revenues=[10, 12, 15]),
-              arm("sms", 5000, 4125, revenues=[11, 14, 13], cost=2500.0), arm("call", 4950, 4025, cost=10000.0))
+    tiers = tuple(
+        TierData(
+            name,
+            (
+                arm("control", 1000 + 10 * i, 800 + 9 * i, control=True, revenues=[10, 12, 15]),
+                arm("sms", 1000, 815 + 5 * i, revenues=[11, 14, 13], cost=500.0),
+                arm("call", 990, 805, cost=2000.0),
+            ),
+        )
+        for i, name in enumerate(["basic", "growth", "value", "vip", None])
+    )
+    totals = (
+        arm("control", 5100, 4090, control=True, revenues=[10, 12, 15]),
+        arm("sms", 5000, 4125, revenues=[11, 14, 13], cost=2500.0),
+        arm("call", 4950, 4025, cost=10000.0),
+    )
     return ReadoutInputs(arms=totals, tiers=tiers, value_per_retained=120.0)
 
 
@@ -322,17 +378,31 @@ def test_json_shape_matches_the_api_contract():
     json.dumps(payload, allow_nan=False)
     assert set(payload["srm"]) >= {"p_value", "flag"} and payload["draws"] == 20_000
     first = payload["arms"][0]
-    for field in ("key", "is_control", "exposed", "retained", "retention_mean", "retention_ci95",
-                  "uplift_vs_control", "p_beats_control", "p_best", "expected_loss", "cost", "roi_mean",
-                  "p_roi_above_floor"):
+    for field in (
+        "key",
+        "is_control",
+        "exposed",
+        "retained",
+        "retention_mean",
+        "retention_ci95",
+        "uplift_vs_control",
+        "p_beats_control",
+        "p_best",
+        "expected_loss",
+        "cost",
+        "roi_mean",
+        "p_roi_above_floor",
+    ):
         assert field in first
     assert payload["tiers"][0]["tier"] == "basic" and payload["tiers"][4]["tier"] is None
 
 
 def test_numpy_counts_are_accepted_and_serialise_as_plain_json():
     counts = np.array([5000, 4400, 5000, 4460], dtype=np.int64)
-    result = readout(ArmData("control", True, 1.0, counts[0], counts[0], counts[1], cost=np.float64(0.0)),
-                     ArmData("sms", False, 1.0, counts[2], counts[2], counts[3], cost=np.float64(1000.0)))
+    result = readout(
+        ArmData("control", True, 1.0, counts[0], counts[0], counts[1], cost=np.float64(0.0)),
+        ArmData("sms", False, 1.0, counts[2], counts[2], counts[3], cost=np.float64(1000.0)),
+    )
     assert result.error is None
     payload = json.dumps(result.as_json(), allow_nan=False)
     assert '"exposed": 5000' in payload

@@ -26,13 +26,26 @@ from experiments.stats.hierarchical import (
 from infra.settings import PROJECT_ROOT
 
 
-def _tiers(trials: np.ndarray, retained: np.ndarray, names=("basic", "value", "vip"),
-           keys=("control", "sms", "call")) -> tuple[TierData, ...]:
-    return tuple(TierData(name, tuple(ArmData(key=key, is_control=key == "control", weight=1.0,
-                                              exposed=int(trials[t, a]), trials=int(trials[t, a]),
-                                              retained=int(retained[t, a]))
-                                      for a, key in enumerate(keys)))
-                 for t, name in enumerate(names))
+def _tiers(
+    trials: np.ndarray, retained: np.ndarray, names=("basic", "value", "vip"), keys=("control", "sms", "call")
+) -> tuple[TierData, ...]:
+    return tuple(
+        TierData(
+            name,
+            tuple(
+                ArmData(
+                    key=key,
+                    is_control=key == "control",
+                    weight=1.0,
+                    exposed=int(trials[t, a]),
+                    trials=int(trials[t, a]),
+                    retained=int(retained[t, a]),
+                )
+                for a, key in enumerate(keys)
+            ),
+        )
+        for t, name in enumerate(names)
+    )
 
 
 def _large_experiment() -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +76,8 @@ def test_agrees_with_per_tier_conjugate_means_on_large_samples(large_fit):
                 assert arm.uplift_vs_control.mean == 0.0 and arm.p_beats_control is None
             else:
                 assert arm.uplift_vs_control.mean == pytest.approx(
-                    conjugate_means[t, a] - conjugate_means[t, 0], abs=0.01)
+                    conjugate_means[t, a] - conjugate_means[t, 0], abs=0.01
+                )
                 assert 0.0 <= arm.p_beats_control <= 1.0
         assert sum(arm.p_best for arm in tier.arms) == pytest.approx(1.0)
 
@@ -78,7 +92,10 @@ def test_tier_winners_from_a_fit(large_fit):
     # half a point) and basic (sms by 0.7 points) are likely but not 99% certain
     assert tier_winners(large_fit, min_p_best=0.99) == {"value": "call"}
     assert list(tier_winners(large_fit, min_p_best=0.9).items()) == [
-        ("basic", "sms"), ("value", "call"), ("vip", "call")]
+        ("basic", "sms"),
+        ("value", "call"),
+        ("vip", "call"),
+    ]
     assert tier_winners(large_fit, min_p_best=1.01) == {}
 
 
@@ -104,8 +121,9 @@ def test_a_failed_fit_is_retried_with_the_other_parameterisation(monkeypatch, la
 
 def test_importing_the_package_leaves_pymc_unloaded():
     probe = "import sys, experiments.stats; print(sorted({'pymc', 'arviz', 'pytensor'} & set(sys.modules)))"
-    output = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                            check=True).stdout
+    output = subprocess.run(
+        [sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    ).stdout
     assert output.strip() == "[]"
 
 
@@ -126,8 +144,7 @@ def test_degenerate_inputs_return_reason_codes_without_sampling():
     assert fit_hierarchical(mismatched, seed=1).reason_code == "inconsistent_arms"
     doubled = tuple(TierData(t.tier, (t.arms[0], t.arms[0])) for t in tiers)
     assert fit_hierarchical(doubled, seed=1).reason_code == "duplicate_arms"
-    broken = (TierData("basic", (tiers[0].arms[0], ArmData("sms", False, 1.0, 5, 5, 6), tiers[0].arms[2])),
-              *tiers[1:])
+    broken = (TierData("basic", (tiers[0].arms[0], ArmData("sms", False, 1.0, 5, 5, 6), tiers[0].arms[2])), *tiers[1:])
     assert fit_hierarchical(broken, seed=1).reason_code == "invalid_counts"
     empty = _tiers(np.zeros((3, 3), dtype=int), np.zeros((3, 3), dtype=int))
     result = fit_hierarchical(empty, seed=1)
@@ -154,14 +171,27 @@ def test_parameterisation_follows_how_well_cells_are_measured():
 
 def test_tier_winners_picks_the_clear_best_per_tier():
     def tier(name: str, p_bests: tuple[float, float]) -> HierarchicalTier:
-        return HierarchicalTier(name, tuple(HierarchicalArm(key, key == "control", 0.8, (0.7, 0.9), p, None, None)
-                                            for key, p in zip(("control", "sms"), p_bests)))
+        return HierarchicalTier(
+            name,
+            tuple(
+                HierarchicalArm(key, key == "control", 0.8, (0.7, 0.9), p, None, None)
+                for key, p in zip(("control", "sms"), p_bests)
+            ),
+        )
 
-    result = HierarchicalResult(ok=True, reason_code=None, reason=None, sampler="pymc", parameterisation="centred",
-                                diagnostics=Diagnostics(1.0, 1000.0, 0),
-                                tiers=(tier("vip", (0.02, 0.98)), tier("basic", (0.6, 0.4)),
-                                       tier("value", (0.97, 0.03))),
-                                seed=1, draws=1000, tune=1000, chains=2)
+    result = HierarchicalResult(
+        ok=True,
+        reason_code=None,
+        reason=None,
+        sampler="pymc",
+        parameterisation="centred",
+        diagnostics=Diagnostics(1.0, 1000.0, 0),
+        tiers=(tier("vip", (0.02, 0.98)), tier("basic", (0.6, 0.4)), tier("value", (0.97, 0.03))),
+        seed=1,
+        draws=1000,
+        tune=1000,
+        chains=2,
+    )
     assert tier_winners(result, 0.95) == {"vip": "sms", "value": "control"}
     assert list(tier_winners(result, 0.5).items()) == [("vip", "sms"), ("basic", "control"), ("value", "control")]
 

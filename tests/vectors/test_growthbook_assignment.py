@@ -4,6 +4,7 @@
 The vectors live beside the project (``../shared/conformance/growthbook-cases.json``, as in
 CI) and are read at run time, never copied into the project.
 """
+
 from __future__ import annotations
 
 import json
@@ -84,8 +85,7 @@ def test_in_namespace_vector(case: list) -> None:
     assert in_namespace(user_id, tuple(namespace)) is expected
 
 
-@pytest.mark.parametrize("case", SUITE["getEqualWeights"],
-                         ids=_ids(SUITE["getEqualWeights"], lambda c: f"n={c[0]}"))
+@pytest.mark.parametrize("case", SUITE["getEqualWeights"], ids=_ids(SUITE["getEqualWeights"], lambda c: f"n={c[0]}"))
 def test_equal_weights_vector(case: list) -> None:
     n, expected = case
     result = equal_weights(n)

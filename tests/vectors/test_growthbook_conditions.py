@@ -3,6 +3,7 @@
 The vectors live beside the project (``../shared/conformance/growthbook-cases.json``, as in
 CI) and are read at run time, never copied into the project.
 """
+
 from __future__ import annotations
 
 import json
