@@ -33,15 +33,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _pg import (
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import sessionmaker
+
+from bench._pg import (
     DEFAULT_ADMIN_URL,
     admin_url_argument,
     create_running_experiment,
     migrated_database,
 )
-from sqlalchemy import Engine, text
-from sqlalchemy.orm import sessionmaker
-
 from experiments.models import Experiment
 from experiments.stats_sql import experiment_stats
 

@@ -18,9 +18,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from conditions_eval import measure_us_per_eval
+from bench.conditions_eval import measure_us_per_eval
 
 
 def main() -> None:

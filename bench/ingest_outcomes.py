@@ -29,16 +29,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _pg import (
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.orm import sessionmaker
+
+from bench._pg import (
     DEFAULT_ADMIN_URL,
     admin_url_argument,
     create_running_experiment,
     migrated_database,
     peak_rss_mb,
 )
-from sqlalchemy import Engine, func, select, text
-from sqlalchemy.orm import sessionmaker
-
 from experiments.models import Outcome
 from experiments.outcomes import import_outcomes
 from infra.bulk_import import LineReader

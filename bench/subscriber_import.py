@@ -26,10 +26,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _pg import DEFAULT_ADMIN_URL, admin_url_argument, migrated_database, peak_rss_mb
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import sessionmaker
 
+from bench._pg import DEFAULT_ADMIN_URL, admin_url_argument, migrated_database, peak_rss_mb
 from offers.models import Subscriber, Tier, TierScheme
 from offers.subscriber_import import LineReader, import_subscribers
 

@@ -32,6 +32,7 @@ from decisioning.schemas import DecisionIn
 from experiments.models import Exposure
 from infra.config_version import read_generation
 from infra.db import JsonType
+from infra.sql_dialect import dialect_insert, insert_ignoring_conflicts
 from offers.models import BudgetCharge, Subscriber
 
 IN_CHUNK = 1000  # ids per IN (...) list
@@ -282,9 +283,9 @@ class SqlConnection:
                 inserted.update(
                     tuple(row)
                     for row in session.execute(
-                        _insert(session, Decision)
-                        .on_conflict_do_nothing(index_elements=["caller", "request_id"])
-                        .returning(Decision.caller, Decision.request_id),
+                        insert_ignoring_conflicts(session, Decision, ["caller", "request_id"]).returning(
+                            Decision.caller, Decision.request_id
+                        ),
                         chunk,
                     )
                 )
@@ -295,7 +296,7 @@ class SqlConnection:
                 for code, period, amount in c.charges
             ]
             if charges:
-                session.execute(_insert(session, BudgetCharge), charges)
+                session.execute(dialect_insert(session, BudgetCharge), charges)
         return {c.key for c in contacts} - inserted
 
     @staticmethod
@@ -306,7 +307,7 @@ class SqlConnection:
         if not new:
             return
         session.execute(
-            _insert(session, Exposure).on_conflict_do_nothing(index_elements=["experiment_id", "subscriber_id"]),
+            insert_ignoring_conflicts(session, Exposure, ["experiment_id", "subscriber_id"]),
             [exposure_row(c, experiment_id, phase, now) for c, (experiment_id, phase) in new],
         )
         keys = list({(experiment_id, c.body.subscriber_id) for c, (experiment_id, _) in new})
@@ -366,11 +367,3 @@ def _database_errors() -> Iterator[None]:
         yield
     except OperationalError as exc:
         raise StoreUnavailable(str(exc)) from exc
-
-
-def _insert(session: Session, model: Any) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(model)

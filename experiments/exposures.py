@@ -33,6 +33,7 @@ from experiments.assignment import assign
 from experiments.models import RUNNING_STATUSES, Experiment, Exposure
 from experiments.service import experiment_spec
 from infra.errors import Conflict
+from infra.sql_dialect import dialect_insert
 from offers.conditions import compile_condition
 
 RECORDED_REASONS = ("assigned", "holdout")
@@ -74,14 +75,6 @@ class ExposureResult:
             "channel": self.channel,
             "first_exposed_at": self.first_exposed_at.isoformat() if self.first_exposed_at else None,
         }
-
-
-def _insert(session: Session) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(Exposure)
 
 
 def find_exposure(session: Session, experiment_id: int, subscriber_id: str) -> Exposure | None:
@@ -141,7 +134,7 @@ def expose(
             # promoted: the winner (for the subscriber's tier, where it has its own) for everyone new
             arm_key = (experiment.tier_winners or {}).get(tier or "") or experiment.winner_arm_key
         inserted = session.execute(
-            _insert(session)
+            dialect_insert(session, Exposure)
             .values(
                 experiment_id=experiment.id,
                 subscriber_id=subscriber_id,

@@ -77,6 +77,7 @@ from infra.bulk_import import (
 from infra.db import utcnow
 from infra.errors import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge
 from infra.http import StrictModel
+from infra.sql_dialect import upsert
 from offers.schemas import Code
 from offers.subscriber_attributes import ProfileError, validate_subscriber_id
 
@@ -267,19 +268,15 @@ def latest_per_key(rows: Iterable[OutcomeRow]) -> dict[tuple[int, str, int | Non
 # --- writing ----------------------------------------------------------------------------------
 
 
-def _upsert(dialect_name: str) -> Any:
+def _upsert(session: Session) -> Any:
     """``INSERT … ON CONFLICT (assignment_id, type, day_key) DO UPDATE``: a newer report
     replaces an older one."""
-    if dialect_name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = insert(OUTCOMES)
-    excluded = statement.excluded
-    return statement.on_conflict_do_update(
-        index_elements=[OUTCOMES.c.assignment_id, OUTCOMES.c.type, OUTCOMES.c.day_key],
-        set_={name: excluded[name] for name in ("value", "day_n", "occurred_at", "decision_id", "received_at")},
-        where=OUTCOMES.c.occurred_at <= excluded.occurred_at,
+    return upsert(
+        session,
+        OUTCOMES,
+        [OUTCOMES.c.assignment_id, OUTCOMES.c.type, OUTCOMES.c.day_key],
+        ("value", "day_n", "occurred_at", "decision_id", "received_at"),
+        where=lambda excluded: OUTCOMES.c.occurred_at <= excluded.occurred_at,
     )
 
 
@@ -299,7 +296,7 @@ def write_outcome_rows(session: Session, rows: Iterable[OutcomeRow], received_at
         for row in rows
     ]
     if params:
-        session.execute(_upsert(session.get_bind().dialect.name), params)
+        session.execute(_upsert(session), params)
 
 
 # One statement per batch: the rows travel as parallel arrays (text), unpacked by unnest.

@@ -37,6 +37,7 @@ from experiments.stats import ArmData, BetaPrior, ReadoutInputs, TierData, conju
 from experiments.stats_sql import ArmStats, ExperimentStats, experiment_stats
 from infra.db import utcnow
 from infra.errors import BadRequest, NotFound
+from infra.sql_dialect import insert_ignoring_conflicts
 from offers.models import Offer, Subscriber
 
 # Bump when the analysis changes meaning: readouts of another version are kept beside the old.
@@ -265,15 +266,10 @@ def store_readout(
 ) -> tuple[Readout, bool]:
     """Insert the readout unless one exists for (experiment, cutoff, model version); return the
     stored row and whether this call inserted it."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
     now = utcnow()
     results = {**results, "computed_at": now.isoformat()}
     inserted = session.execute(
-        insert(Readout)
+        insert_ignoring_conflicts(session, Readout, ["experiment_id", "data_cutoff", "model_version"])
         .values(
             experiment_id=experiment.id,
             data_cutoff=data_cutoff,
@@ -286,7 +282,6 @@ def store_readout(
             results=results,
             computed_at=now,
         )
-        .on_conflict_do_nothing(index_elements=["experiment_id", "data_cutoff", "model_version"])
         .returning(Readout.id)
     ).scalar()
     row = session.scalar(

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from infra.db import utcnow
 from infra.errors import NotFound
+from infra.sql_dialect import upsert
 from offers.models import Subscriber
 from offers.repository import load_tier_assigner
 from offers.subscriber_attributes import ProfileError, coerce_profile, validate_subscriber_id
@@ -59,18 +60,7 @@ def prepare_row(attributes: dict[str, Any], assigner: TierAssigner) -> ProfileRo
     return profile_row(attributes, assigner.assign(attributes))
 
 
-def _upsert_statement(dialect_name: str) -> Any:
-    if dialect_name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect_name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - Settings only accepts these two
-        raise RuntimeError(f"no upsert for database {dialect_name}")
-    statement = insert(SUBSCRIBERS)
-    replaced = ("attributes", "tier", "tiers", "arpu", "ltv", "updated_at")
-    return statement.on_conflict_do_update(
-        index_elements=[SUBSCRIBERS.c.id], set_={name: statement.excluded[name] for name in replaced}
-    )
+_REPLACED_ON_UPSERT = ("attributes", "tier", "tiers", "arpu", "ltv", "updated_at")
 
 
 def write_profiles(connection: Connection | Session, rows: Mapping[str, ProfileRow], updated_at: datetime) -> None:
@@ -78,7 +68,6 @@ def write_profiles(connection: Connection | Session, rows: Mapping[str, ProfileR
     in one executemany. Attributes are replaced, not merged."""
     if not rows:
         return
-    dialect = connection.get_bind().dialect if isinstance(connection, Session) else connection.dialect
     params = [
         {
             "id": sid,
@@ -91,7 +80,7 @@ def write_profiles(connection: Connection | Session, rows: Mapping[str, ProfileR
         }
         for sid, row in rows.items()
     ]
-    connection.execute(_upsert_statement(dialect.name), params)
+    connection.execute(upsert(connection, SUBSCRIBERS, [SUBSCRIBERS.c.id], _REPLACED_ON_UPSERT), params)
 
 
 def profile_json(subscriber: Subscriber) -> dict[str, Any]:
