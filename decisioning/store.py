@@ -169,6 +169,16 @@ def exposure_row(contact: Contact, experiment_id: int, phase: int, now: datetime
     }
 
 
+def charge_rows(contact: Contact) -> list[dict[str, Any]]:
+    """The budget-charges rows of a decided contact: one per budget its reservation charged."""
+    assert contact.response is not None
+    decision_id = contact.response["decision_id"]
+    return [
+        {"decision_id": decision_id, "budget_code": code, "period_key": period, "amount": amount}
+        for code, period, amount in contact.charges
+    ]
+
+
 def apply_reads(
     contacts: list[Contact],
     profiles: dict[str, dict[str, Any]],
@@ -293,12 +303,7 @@ class SqlConnection:
                         chunk,
                     )
                 )
-            charges = [
-                {"decision_id": c.response["decision_id"], "budget_code": code, "period_key": period, "amount": amount}
-                for c in contacts
-                if c.key in inserted and c.response is not None
-                for code, period, amount in c.charges
-            ]
+            charges = [row for c in contacts if c.key in inserted for row in charge_rows(c)]
             if charges:
                 session.execute(dialect_insert(session, BudgetCharge), charges)
         return {c.key for c in contacts} - inserted
