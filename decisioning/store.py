@@ -15,6 +15,7 @@ request stored first is reported back as "lost", never stored twice.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import BigInteger, Boolean, String, cast, literal, null, select, tuple_, union_all
+from sqlalchemy import BigInteger, Boolean, Select, String, cast, literal, null, select, tuple_, union_all
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,7 +32,6 @@ from decisioning.models import Decision
 from decisioning.schemas import DecisionIn
 from experiments.models import Exposure
 from infra.config_version import read_generation
-from infra.db import JsonType
 from infra.sql_dialect import dialect_insert, insert_ignoring_conflicts
 from offers.models import BudgetCharge, Subscriber
 
@@ -169,6 +169,16 @@ def exposure_row(contact: Contact, experiment_id: int, phase: int, now: datetime
     }
 
 
+def charge_rows(contact: Contact) -> list[dict[str, Any]]:
+    """The budget-charges rows of a decided contact: one per budget its reservation charged."""
+    assert contact.response is not None
+    decision_id = contact.response["decision_id"]
+    return [
+        {"decision_id": decision_id, "budget_code": code, "period_key": period, "amount": amount}
+        for code, period, amount in contact.charges
+    ]
+
+
 def apply_reads(
     contacts: list[Contact],
     profiles: dict[str, dict[str, Any]],
@@ -215,25 +225,22 @@ class SqlConnection:
 
     def read(self, contacts: list[Contact], experiments: Experiments) -> Replays:
         """One statement per 1,000 contacts: a UNION ALL of the stored decisions of these
-        requests, the profiles and the arms recorded in running experiments."""
+        requests, the profiles and the arms recorded in running experiments. The JSON documents
+        come as text, parsed here: a UNION cannot merge PostgreSQL's ``json`` (the answers) with
+        its ``jsonb`` (the profiles), and text is what SQLite stores either way."""
         by_id = {ids[0]: key for key, ids in experiments.items()}
         wanted = {c.key for c in contacts}
         replays: Replays = {}
         profiles: dict[str, dict[str, Any]] = {}
         sticky: dict[str, list[tuple[str, int, str | None, bool]]] = {}
-        no_int, no_flag, no_json, no_text = (
-            cast(null(), BigInteger),
-            cast(null(), Boolean),
-            cast(null(), JsonType),
-            cast(null(), String),
-        )
+        no_int, no_flag, no_text = cast(null(), BigInteger), cast(null(), Boolean), cast(null(), String)
         with self._session() as session:
             self.config_generation = read_generation(session) or None
             for chunk in chunks(contacts):
                 callers = list({c.caller for c in chunk})
                 request_ids = [c.request_id for c in chunk]
                 subscriber_ids = list({c.body.subscriber_id for c in chunk})
-                parts = [
+                parts: list[Select[*tuple[Any, ...]]] = [
                     select(
                         literal("d").label("kind"),
                         Decision.request_id.label("key"),
@@ -241,11 +248,18 @@ class SqlConnection:
                         no_int.label("id"),
                         no_int.label("experiment_id"),
                         no_flag.label("flag"),
-                        Decision.response.label("json"),
+                        cast(Decision.response, String).label("json"),
                         Decision.caller.label("owner"),
                     ).where(Decision.caller.in_(callers), Decision.request_id.in_(request_ids)),
                     select(
-                        literal("p"), Subscriber.id, no_text, no_int, no_int, no_flag, Subscriber.attributes, no_text
+                        literal("p"),
+                        Subscriber.id,
+                        no_text,
+                        no_int,
+                        no_int,
+                        no_flag,
+                        cast(Subscriber.attributes, String),
+                        no_text,
                     ).where(Subscriber.id.in_(subscriber_ids)),
                 ]
                 if by_id:
@@ -257,16 +271,16 @@ class SqlConnection:
                             Exposure.id,
                             Exposure.experiment_id,
                             Exposure.in_holdout,
-                            no_json,
+                            no_text,
                             no_text,
                         ).where(Exposure.experiment_id.in_(list(by_id)), Exposure.subscriber_id.in_(subscriber_ids))
                     )
                 for kind, key, text, row_id, experiment_id, flag, document, owner in session.execute(union_all(*parts)):
                     if kind == "d":
                         if (owner, key) in wanted:  # callers × ids over-fetches across callers
-                            replays[(owner, key)] = (text, document)
+                            replays[(owner, key)] = (text, json.loads(document))
                     elif kind == "p":
-                        profiles[key] = document
+                        profiles[key] = json.loads(document)
                     else:
                         sticky.setdefault(key, []).append((by_id[experiment_id], row_id, text, bool(flag)))
         apply_reads(contacts, profiles, sticky)
@@ -289,12 +303,7 @@ class SqlConnection:
                         chunk,
                     )
                 )
-            charges = [
-                {"decision_id": c.response["decision_id"], "budget_code": code, "period_key": period, "amount": amount}
-                for c in contacts
-                if c.key in inserted and c.response is not None
-                for code, period, amount in c.charges
-            ]
+            charges = [row for c in contacts if c.key in inserted for row in charge_rows(c)]
             if charges:
                 session.execute(dialect_insert(session, BudgetCharge), charges)
         return {c.key for c in contacts} - inserted

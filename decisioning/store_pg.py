@@ -4,8 +4,8 @@
 and the recorded arms) and ``write`` one INSERT with data-modifying CTEs (new exposures, the
 decision rows linked to them, and the budget charges of the rows actually inserted). Each
 runs in autocommit, so it is its own transaction and costs one round trip: no BEGIN, no
-COMMIT. A whole bulk call is the same two statements (ids as array parameters, rows as one
-JSON document), so the SQL text never changes and psycopg prepares it once per connection.
+COMMIT. A whole bulk call is the same two statements (ids as array parameters, rows as JSON
+documents), so the SQL text never changes and psycopg prepares it once per connection.
 
 Same guarantees as :class:`decisioning.store.SqlStore`; the SQL is plain psycopg on a pooled
 connection (SQLAlchemy's per-statement work was most of a decision's database time) of the
@@ -24,14 +24,28 @@ from typing import Any
 
 import orjson
 import psycopg
-from sqlalchemy import event
+from sqlalchemy import Column, Table, event
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError as SqlAlchemyOperationalError
 from sqlalchemy.exc import TimeoutError as SqlAlchemyTimeoutError
 from sqlalchemy.orm import sessionmaker
 
-from decisioning.store import Contact, Experiments, Replays, RequestKey, StoreUnavailable, apply_reads, decision_row
-from infra.db import make_engine
+from decisioning.models import Decision
+from decisioning.store import (
+    Contact,
+    Experiments,
+    Replays,
+    RequestKey,
+    StoreUnavailable,
+    apply_reads,
+    charge_rows,
+    decision_row,
+    exposure_row,
+)
+from experiments.models import Exposure
+from infra.db import Base, make_engine
+from offers.models import BudgetCharge
 
 _READ_SQL = """
 SELECT 'd', request_id, request_hash, NULL::bigint, NULL::bigint, NULL::boolean, response::text, caller
@@ -47,57 +61,104 @@ UNION ALL
 SELECT 'g', NULL, NULL, generation, NULL, NULL, NULL, NULL FROM config_generation WHERE id = 1
 """
 
-# One statement, one transaction. The rows come as one JSON document (orjson writes it and
-# PostgreSQL parses it far faster than psycopg adapts 19 arrays), zipped by position with the
-# answers, which come apart as one binary text[] (each answer's own JSON text): inside the
-# document PostgreSQL would lex every answer twice, once with the document and once more as
-# its field, and that was half of a bulk write's database time. Each answer goes into its
-# ``json`` column as the text it is, never built into jsonb. The exposures inserted here are
-# joined to the decisions through RETURNING (CTEs share one snapshot, so a plain SELECT would
-# not see them); a decision that met an exposure recorded concurrently by another request
-# comes back ``unlinked`` and is linked by a second statement (two first contacts of one
-# subscriber racing). A join, not a subquery per row: a chunk of first exposures would make
-# that quadratic (2,000 rows: 240 ms against 75). Kept under psycopg's 4 KiB limit for
-# caching the parsed query.
-_WRITE_SQL = """
+# Decision and exposure columns whose value is one per write: statement parameters, so the
+# rows document does not repeat them in every row.
+_DECISION_PER_WRITE = {"snapshot_version": "%(snapshot_version)s", "created_at": "%(now)s"}
+_EXPOSURE_PER_WRITE = {"first_exposed_at": "%(now)s"}
+_RESPONSE = "response"  # sent apart from the rows document: see _write_sql
+_POSTGRESQL = postgresql.dialect()
+
+
+def table_of(model: type[Base]) -> Table:
+    """The table a model maps."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+def inserted_columns(table: Table) -> list[Column[Any]]:
+    """The columns an INSERT into ``table`` names: all of them but a key the database
+    generates."""
+    return [column for column in table.columns if column is not table.autoincrement_column]
+
+
+def document_fields(table: Table, apart: Iterable[str] = ()) -> tuple[str, ...]:
+    """The fields of ``table``'s rows in the write's JSON document: every inserted column but
+    those the statement gets ``apart`` from it."""
+    left_out = set(apart)
+    return tuple(column.name for column in inserted_columns(table) if column.name not in left_out)
+
+
+def _definitions(table: Table, fields: Iterable[str]) -> str:
+    """A json_to_recordset column definition list: each field with its column's type."""
+    return ", ".join(f"{name} {table.c[name].type.compile(dialect=_POSTGRESQL)}" for name in fields)
+
+
+def write_sql(decisions: Table, exposures: Table, charges: Table) -> str:
+    """The write statement for these tables (``decisions``, ``assignments``, ``budget_charges``):
+    every column list is the table's own, so a column added to a model is written by this store
+    as by :class:`decisioning.store.SqlStore`, or the write fails loudly (its row lacks it).
+
+    One statement, one transaction. The decision rows come as one JSON document (orjson writes
+    it and PostgreSQL parses it far faster than psycopg adapts an array per column), zipped by
+    position with the answers, which come apart as one binary text[] (each answer's own JSON
+    text): inside the document PostgreSQL would lex every answer twice, once with the document
+    and once more as its field, and that was half of a bulk write's database time. Each answer
+    goes into its ``json`` column as the text it is, never built into jsonb. The new exposures
+    and the budget charges come as documents of their own. The exposures inserted here are
+    joined to the decisions through RETURNING (CTEs share one snapshot, so a plain SELECT would
+    not see them); a decision that met an exposure recorded concurrently by another request
+    comes back ``unlinked`` and is linked by a second statement (two first contacts of one
+    subscriber racing). A join, not a subquery per row: a chunk of first exposures would make
+    that quadratic (2,000 rows: 240 ms against 75). Charges join the decisions actually
+    inserted, so a request another writer stored first charges nothing here."""
+    decision_fields = document_fields(decisions, [*_DECISION_PER_WRITE, _RESPONSE])
+    exposure_fields = document_fields(exposures, _EXPOSURE_PER_WRITE)
+    charge_fields = document_fields(charges)
+    link = exposures.c.experiment_id  # which experiment's exposure a decision row links to
+    decision_values = {
+        **{name: f"i.{name}" for name in decision_fields},
+        "assignment_id": "COALESCE(i.assignment_id, e.id)",
+        **_DECISION_PER_WRITE,
+        _RESPONSE: f"i.{_RESPONSE}::json",
+    }
+    exposure_values = {**{name: f"x.{name}" for name in exposure_fields}, **_EXPOSURE_PER_WRITE}
+    decision_columns = [column.name for column in inserted_columns(decisions)]
+    exposure_columns = [column.name for column in inserted_columns(exposures)]
+    return f"""
 WITH input AS (
   SELECT * FROM ROWS FROM (
-    json_to_recordset(%(rows)s::json) AS (
-      id text, caller text, request_id text, request_hash text, subscriber_id text, channel text, tier text,
-      risk_level text, experiment_key text, arm_key text, in_holdout boolean, assignment_id bigint,
-      offer_code text, cost numeric, probability float8, degraded boolean, experiment_id bigint, phase integer,
-      new_exposure boolean),
-    unnest(%(responses)b::text[])) AS t(
-      id, caller, request_id, request_hash, subscriber_id, channel, tier, risk_level, experiment_key, arm_key,
-      in_holdout, assignment_id, offer_code, cost, probability, degraded, experiment_id, phase, new_exposure,
-      response)
+    json_to_recordset(%(rows)s::json) AS ({_definitions(decisions, decision_fields)},
+      {link.name} {link.type.compile(dialect=_POSTGRESQL)}),
+    unnest(%(responses)b::text[])) AS t({", ".join(decision_fields)}, {link.name}, {_RESPONSE})
 ), exposed AS (
-  INSERT INTO assignments (experiment_id, subscriber_id, arm_key, in_holdout, phase, tier, channel,
-                           first_exposed_at)
-  SELECT experiment_id, subscriber_id, arm_key, in_holdout, phase, tier, channel, %(now)s
-    FROM input WHERE new_exposure
+  INSERT INTO {exposures.name} ({", ".join(exposure_columns)})
+  SELECT {", ".join(exposure_values[name] for name in exposure_columns)}
+    FROM json_to_recordset(%(exposures)s::json) AS x({_definitions(exposures, exposure_fields)})
   ON CONFLICT (experiment_id, subscriber_id) DO NOTHING
   RETURNING id, experiment_id, subscriber_id
 ), stored AS (
-  INSERT INTO decisions (id, caller, request_id, request_hash, subscriber_id, channel, tier, risk_level,
-                         experiment_key, arm_key, in_holdout, assignment_id, offer_code, cost, probability,
-                         degraded, snapshot_version, response, created_at)
-  SELECT i.id, i.caller, i.request_id, i.request_hash, i.subscriber_id, i.channel, i.tier, i.risk_level,
-         i.experiment_key, i.arm_key, i.in_holdout, COALESCE(i.assignment_id, e.id), i.offer_code, i.cost,
-         i.probability, i.degraded, %(snapshot_version)s, i.response::json, %(now)s
+  INSERT INTO {decisions.name} ({", ".join(decision_columns)})
+  SELECT {", ".join(decision_values[name] for name in decision_columns)}
     FROM input i
-    LEFT JOIN exposed e ON e.experiment_id = i.experiment_id AND e.subscriber_id = i.subscriber_id
+    LEFT JOIN exposed e ON e.experiment_id = i.{link.name} AND e.subscriber_id = i.subscriber_id
   ON CONFLICT (caller, request_id) DO NOTHING
   RETURNING id, caller, request_id, experiment_key IS NOT NULL AND assignment_id IS NULL AS unlinked
 ), charged AS (
-  INSERT INTO budget_charges (decision_id, budget_code, period_key, amount)
-  SELECT c.decision_id, c.budget_code, c.period_key, c.amount
-    FROM json_to_recordset(%(charges)s::json) AS c(decision_id text, budget_code text, period_key text,
-                                                     amount numeric)
+  INSERT INTO {charges.name} ({", ".join(charge_fields)})
+  SELECT {", ".join(f"c.{name}" for name in charge_fields)}
+    FROM json_to_recordset(%(charges)s::json) AS c({_definitions(charges, charge_fields)})
     JOIN stored s ON s.id = c.decision_id
 )
 SELECT caller, request_id, unlinked FROM stored
 """
+
+
+# Built once per process: the same text on every call, so psycopg parses it once (it caches
+# statements under 4 KiB) and prepares it once per connection.
+_WRITE_SQL = write_sql(table_of(Decision), table_of(Exposure), table_of(BudgetCharge))
+_DECISION_FIELDS = document_fields(table_of(Decision), [*_DECISION_PER_WRITE, _RESPONSE])
+_EXPOSURE_FIELDS = document_fields(table_of(Exposure), _EXPOSURE_PER_WRITE)
 
 _LINK_SQL = """
 UPDATE decisions d SET assignment_id = a.id
@@ -252,31 +313,25 @@ class PostgresConnection:
     def write(
         self, contacts: list[Contact], experiments: Experiments, snapshot_version: int, now: datetime
     ) -> set[RequestKey]:
-        rows, charges, responses = [], [], []
+        rows, responses, exposures, charges = [], [], [], []
         experiment_of: dict[str, int] = {}
         for c in contacts:
             row = decision_row(c, experiments, snapshot_version, now)
             ids = experiments.get(row["experiment_key"]) if row["experiment_key"] is not None else None
             if ids is not None:
                 experiment_of[row["id"]] = ids[0]
-            rows.append(
-                {name: row[name] for name in _ROW_FIELDS}
-                | {
-                    "experiment_id": ids[0] if ids else None,
-                    "phase": ids[1] if ids else None,
-                    "new_exposure": c.new_exposure(experiments) is not None,
-                }
-            )
+            rows.append({name: row[name] for name in _DECISION_FIELDS} | {"experiment_id": ids[0] if ids else None})
             responses.append(orjson.dumps(row["response"], default=_json_default).decode())
-            charges.extend(
-                {"decision_id": row["id"], "budget_code": code, "period_key": period, "amount": amount}
-                for code, period, amount in c.charges
-            )
+            if (exposure := c.new_exposure(experiments)) is not None:
+                exposed = exposure_row(c, *exposure, now)
+                exposures.append({name: exposed[name] for name in _EXPOSURE_FIELDS})
+            charges.extend(charge_rows(c))
         stored = self._execute(
             _WRITE_SQL,
             {
                 "rows": orjson.dumps(rows, default=_json_default).decode(),
                 "responses": responses,
+                "exposures": orjson.dumps(exposures, default=_json_default).decode(),
                 "charges": orjson.dumps(charges, default=_json_default).decode(),
                 "snapshot_version": snapshot_version,
                 "now": now,
@@ -320,23 +375,3 @@ class PostgresConnection:
             },
         )
         return {(caller, rid) for caller, rid in rows if (caller, rid) in wanted}
-
-
-_ROW_FIELDS = (
-    "id",
-    "caller",
-    "request_id",
-    "request_hash",
-    "subscriber_id",
-    "channel",
-    "tier",
-    "risk_level",
-    "experiment_key",
-    "arm_key",
-    "in_holdout",
-    "assignment_id",
-    "offer_code",
-    "cost",
-    "probability",
-    "degraded",
-)
