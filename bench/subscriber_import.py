@@ -30,8 +30,9 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import sessionmaker
 
 from bench._pg import DEFAULT_ADMIN_URL, admin_url_argument, migrated_database, peak_rss_mb
+from infra.bulk_import import LineReader
 from offers.models import Subscriber, Tier, TierScheme
-from offers.subscriber_import import LineReader, import_subscribers
+from offers.subscriber_import import import_subscribers
 
 BENCH_DATABASE = "carepilot_bench_import"
 BATCH_ROWS = 5_000

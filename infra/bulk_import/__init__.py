@@ -24,15 +24,7 @@ An import supplies only its own steps (``BulkImport``): ``experiments.outcomes``
 ``offers.subscriber_import``.
 """
 
-from infra.bulk_import.formats import (
-    CONTENT_TYPES,
-    IMPORT_FORMATS,
-    ImportFormat,
-    Reject,
-    csv_records,
-    decode_json_line,
-    jsonl_lines,
-)
+from infra.bulk_import.formats import CONTENT_TYPES, IMPORT_FORMATS, ImportFormat, Reject, decode_json_line
 from infra.bulk_import.gc_pause import cyclic_gc_paused
 from infra.bulk_import.lines import ImportTooLarge, LineReader
 from infra.bulk_import.pipeline import BulkImport, run_import
@@ -55,10 +47,8 @@ __all__ = [
     "RowParser",
     "RowRejected",
     "audit_import",
-    "csv_records",
     "cyclic_gc_paused",
     "decode_json_line",
-    "jsonl_lines",
     "parse_rows",
     "run_import",
 ]
