@@ -12,11 +12,15 @@ subscriber or a revenue without a value) and must be reported, not stop the impo
 Goal: ≥ 50,000 rows/s for 1,000,000 rows with flat memory (peak RSS independent of ``rows``).
 
     python bench/ingest_outcomes.py                  # 1,000,000 rows, local PostgreSQL
-    BENCH_ROWS=200000 python bench/ingest_outcomes.py postgresql://postgres@db:5432/postgres
+    python bench/ingest_outcomes.py --rows 200000 --database bench_outcomes_ci postgresql://postgres@db:5432/postgres
+    python bench/ingest_outcomes.py --help
+
+``BENCH_ROWS`` and ``BENCH_DATABASE_URL`` set the defaults of ``--rows`` and the admin URL.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -32,13 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import sessionmaker
 
-from bench._pg import (
-    DEFAULT_ADMIN_URL,
-    admin_url_argument,
-    create_running_experiment,
-    migrated_database,
-    peak_rss_mb,
-)
+from bench._pg import DEFAULT_ADMIN_URL, create_running_experiment, migrated_database, peak_rss_mb
+from decisioning.repository import decision_exposures
 from experiments.models import Outcome
 from experiments.outcomes import import_outcomes
 from infra.bulk_import import LineReader
@@ -147,12 +146,15 @@ def _host_busy_cpu_s() -> float:
 
 
 def measure_ingest(
-    database_url: str = DEFAULT_ADMIN_URL, rows: int = 1_000_000, batch_rows: int = BATCH_ROWS
+    database_url: str = DEFAULT_ADMIN_URL,
+    rows: int = 1_000_000,
+    batch_rows: int = BATCH_ROWS,
+    database: str = BENCH_DATABASE,
 ) -> dict[str, Any]:
-    """Import ``rows`` synthetic outcomes as CSV into a fresh database on ``database_url``'s
-    PostgreSQL server and report ``{"rows", "rows_per_s", "peak_rss_mb", ...}``."""
+    """Import ``rows`` synthetic outcomes as CSV into a fresh database ``database`` on
+    ``database_url``'s PostgreSQL server and report ``{"rows", "rows_per_s", "peak_rss_mb", ...}``."""
     exposures = -(-rows // ROWS_PER_EXPOSURE)
-    with migrated_database(database_url, BENCH_DATABASE) as engine:
+    with migrated_database(database_url, database) as engine:
         _expose(engine, exposures)
         with tempfile.TemporaryDirectory(prefix="carepilot-bench-") as folder:
             csv_path = Path(folder) / "outcomes.csv"
@@ -169,6 +171,7 @@ def measure_ingest(
                     batch_rows=batch_rows,
                     max_listed_errors=100,
                     actor="bench",
+                    decision_exposures=decision_exposures,
                 )
                 seconds, python_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
             postgres_cpu_after, host_cpu_after = _postgres_cpu_s(), _host_busy_cpu_s()
@@ -211,5 +214,25 @@ def measure_ingest(
     }
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "admin_url",
+        nargs="?",
+        default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_ADMIN_URL),
+        help="a PostgreSQL server URL whose user may create databases (default: %(default)s)",
+    )
+    rows = int(os.environ.get("BENCH_ROWS", "1000000"))
+    parser.add_argument("--rows", type=int, default=rows, help="rows to import (default: %(default)s)")
+    parser.add_argument("--batch-rows", type=int, default=BATCH_ROWS, help="rows per batch (default: %(default)s)")
+    parser.add_argument(
+        "--database",
+        default=BENCH_DATABASE,
+        help="the throwaway database: dropped if it exists, created, dropped again (default: %(default)s)",
+    )
+    args = parser.parse_args()
+    print(json.dumps(measure_ingest(args.admin_url, args.rows, args.batch_rows, args.database), indent=2))
+
+
 if __name__ == "__main__":
-    print(json.dumps(measure_ingest(admin_url_argument(), int(os.environ.get("BENCH_ROWS", "1000000"))), indent=2))
+    main()

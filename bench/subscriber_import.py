@@ -9,11 +9,15 @@ never held in memory), and times the real import path — ``LineReader`` over th
 Goal: ≥ 50,000 rows/s for 1,000,000 rows with flat memory (peak RSS independent of ``rows``).
 
     python bench/subscriber_import.py                  # 1,000,000 rows, local PostgreSQL
-    BENCH_ROWS=100000 python bench/subscriber_import.py postgresql://postgres@db:5432/postgres
+    python bench/subscriber_import.py --rows 100000 --database bench_import_ci postgresql://postgres@db:5432/postgres
+    python bench/subscriber_import.py --help
+
+``BENCH_ROWS`` and ``BENCH_DATABASE_URL`` set the defaults of ``--rows`` and the admin URL.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -29,9 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import sessionmaker
 
-from bench._pg import DEFAULT_ADMIN_URL, admin_url_argument, migrated_database, peak_rss_mb
+from bench._pg import DEFAULT_ADMIN_URL, migrated_database, peak_rss_mb
+from infra.bulk_import import LineReader
 from offers.models import Subscriber, Tier, TierScheme
-from offers.subscriber_import import LineReader, import_subscribers
+from offers.subscriber_import import import_subscribers
 
 BENCH_DATABASE = "carepilot_bench_import"
 BATCH_ROWS = 5_000
@@ -166,11 +171,14 @@ def _backend_cpu_s(pid: int | None) -> float | None:
 
 
 def measure_import(
-    database_url: str = DEFAULT_ADMIN_URL, rows: int = 1_000_000, batch_rows: int = BATCH_ROWS
+    database_url: str = DEFAULT_ADMIN_URL,
+    rows: int = 1_000_000,
+    batch_rows: int = BATCH_ROWS,
+    database: str = BENCH_DATABASE,
 ) -> dict[str, Any]:
-    """Import ``rows`` synthetic profiles as CSV into a fresh PostgreSQL database and report
-    ``{"imports_rows_per_s", "rows", "seconds", "peak_rss_mb", ...}``."""
-    with migrated_database(database_url, BENCH_DATABASE) as engine:
+    """Import ``rows`` synthetic profiles as CSV into a fresh PostgreSQL database ``database``
+    and report ``{"imports_rows_per_s", "rows", "seconds", "peak_rss_mb", ...}``."""
+    with migrated_database(database_url, database) as engine:
         _seed_tiers(engine)
         with tempfile.TemporaryDirectory(prefix="carepilot-bench-") as folder:
             csv_path = Path(folder) / "subscribers.csv"
@@ -224,5 +232,25 @@ def measure_import(
     }
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "admin_url",
+        nargs="?",
+        default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_ADMIN_URL),
+        help="a PostgreSQL server URL whose user may create databases (default: %(default)s)",
+    )
+    rows = int(os.environ.get("BENCH_ROWS", "1000000"))
+    parser.add_argument("--rows", type=int, default=rows, help="rows to import (default: %(default)s)")
+    parser.add_argument("--batch-rows", type=int, default=BATCH_ROWS, help="rows per batch (default: %(default)s)")
+    parser.add_argument(
+        "--database",
+        default=BENCH_DATABASE,
+        help="the throwaway database: dropped if it exists, created, dropped again (default: %(default)s)",
+    )
+    args = parser.parse_args()
+    print(json.dumps(measure_import(args.admin_url, args.rows, args.batch_rows, args.database), indent=2))
+
+
 if __name__ == "__main__":
-    print(json.dumps(measure_import(admin_url_argument(), int(os.environ.get("BENCH_ROWS", "1000000"))), indent=2))
+    main()

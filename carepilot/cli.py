@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import getpass
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 from flask import Flask
@@ -13,6 +15,9 @@ from infra.auth import create_api_key, create_user, revoke_api_key
 from infra.auth_models import CHANNELS, ROLES, User
 from infra.db import get_database, session_scope
 from infra.errors import ApiError
+
+if TYPE_CHECKING:
+    from infra.bulk_import import ImportReport
 
 
 def cli_actor() -> str:
@@ -171,25 +176,23 @@ def register_cli(app: Flask) -> None:
         _import_file(app, path, fmt, functools.partial(import_outcomes, decision_exposures=decision_exposures))
 
 
-def _import_file(app: Flask, path: str, fmt: str | None, importer) -> None:  # type: ignore[no-untyped-def]
+def _import_file(app: Flask, path: str, fmt: str | None, importer: Callable[..., ImportReport]) -> None:
     """Stream ``path`` through a bulk importer (``import_subscribers``, ``import_outcomes``)
     with a progress bar, then print the report (the first 50 bad rows by line)."""
     import os
 
-    from infra.bulk_import import LineReader
+    from infra.bulk_import.source import file_lines, format_of_file
 
     settings = app.config["CAREPILOT_SETTINGS"]
-    fmt = fmt or ("csv" if path.lower().endswith(".csv") else "jsonl")
     with (
-        open(path, "rb") as raw,
         click.progressbar(length=os.path.getsize(path), label="importing", show_pos=False) as bar,
+        file_lines(path, max_bytes=settings.max_import_bytes, on_read=bar.update) as lines,
     ):
-        stream = _ProgressStream(raw, bar.update)
         try:
             report = importer(
                 get_database(app).sessionmaker,
-                LineReader(stream, max_bytes=settings.max_import_bytes),
-                fmt,
+                lines,
+                fmt or format_of_file(path),
                 batch_rows=settings.import_batch_rows,
                 max_listed_errors=settings.max_listed_import_errors,
                 actor=cli_actor(),
@@ -202,15 +205,3 @@ def _import_file(app: Flask, path: str, fmt: str | None, importer) -> None:  # t
         click.echo(f"  line {bad['line']}: {bad['error']}")
     if result["rejected_count"] > 50:
         click.echo(f"  … {result['rejected_count'] - 50} more")
-
-
-class _ProgressStream:
-    """A read-only byte stream that reports how much has been read."""
-
-    def __init__(self, raw, on_read) -> None:  # type: ignore[no-untyped-def]
-        self._raw, self._on_read = raw, on_read
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._raw.read(size)
-        self._on_read(len(data))
-        return data

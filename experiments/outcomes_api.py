@@ -39,7 +39,7 @@ from experiments.schemas import ExperimentStatsOut
 from experiments.service import get_experiment
 from experiments.stats_sql import experiment_stats
 from infra.auth import CONFIG_READERS, CONFIG_WRITERS, current_principal, require_channel_or_user, require_user
-from infra.bulk_import import upload_lines
+from infra.bulk_import.source import request_lines
 from infra.db import db_session, get_database, utcnow
 from infra.errors import BadRequest, Forbidden
 from infra.http import StrictModel, read_json_body
@@ -165,7 +165,7 @@ def post_outcome():  # type: ignore[no-untyped-def]
 def bulk_outcomes():  # type: ignore[no-untyped-def]
     """Stream a CSV or JSON-lines body of outcomes in; report bad rows by line."""
     settings = current_app.config["CAREPILOT_SETTINGS"]
-    lines, fmt = upload_lines(max_bytes=settings.max_import_bytes, what="the outcomes")
+    lines, fmt = request_lines(max_bytes=settings.max_import_bytes, what="the outcomes")
     actor = current_principal().actor
     # The import opens its own short sessions; end the request's read transaction now rather
     # than leave it idle for the length of a large upload.

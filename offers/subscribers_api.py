@@ -16,20 +16,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify
 from pydantic import Field
 
 from infra.auth import CONFIG_READERS, CONFIG_WRITERS, current_principal, require_channel_or_user
-from infra.bulk_import import CONTENT_TYPES
+from infra.bulk_import.source import request_lines
 from infra.db import db_session, get_database
-from infra.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from infra.errors import BadRequest
 from infra.http import StrictModel, read_json_body
 from infra.openapi import RawBody, api_doc
 from offers.models import Subscriber
 from offers.repository import load_tier_assigner
 from offers.schemas import ImportReportOut, ProfileOut
 from offers.subscriber_attributes import SUBSCRIBER_ID_MAX_LENGTH, ProfileError, validate_subscriber_id
-from offers.subscriber_import import LineReader, import_subscribers
+from offers.subscriber_import import import_subscribers
 from offers.subscribers_service import get_profile, profile_json, upsert_profile
 
 bp = Blueprint("subscribers_api", __name__, url_prefix="/api/v1/subscribers")
@@ -102,26 +102,15 @@ def get_subscriber(subscriber_id: str):  # type: ignore[no-untyped-def]
 @require_channel_or_user(*CONFIG_WRITERS)
 def bulk_import():  # type: ignore[no-untyped-def]
     """Stream a CSV or JSON-lines body into the profile store; report bad rows by line."""
-    fmt = CONTENT_TYPES.get(request.mimetype)
-    if fmt is None:
-        raise UnsupportedMediaType(
-            "send the profiles as text/csv (with a header row) or as JSON lines "
-            "(application/x-ndjson or application/jsonl)"
-        )
-    charset = request.mimetype_params.get("charset", "utf-8").lower()
-    if charset not in ("utf-8", "utf8"):
-        raise UnsupportedMediaType(f"the import must be UTF-8 text, not {charset}")
     settings = current_app.config["CAREPILOT_SETTINGS"]
-    limit = settings.max_import_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"the upload is larger than {limit} bytes", code="import_too_large")
+    lines, fmt = request_lines(max_bytes=settings.max_import_bytes, what="the profiles")
     actor = current_principal().actor
     # The import opens its own short sessions; end the request's read transaction now rather
     # than leave it idle for the length of a large upload.
     db_session().rollback()
     report = import_subscribers(
         get_database().sessionmaker,
-        LineReader(request.stream, max_bytes=limit),
+        lines,
         fmt,
         batch_rows=settings.import_batch_rows,
         max_listed_errors=settings.max_listed_import_errors,

@@ -4,83 +4,39 @@ A profile's tiers (one per active scheme, plus the primary scheme's tier in ``ti
 computed when it is written, so the decision hot path and reports read them from the row.
 When tier rules change, ``retier_all`` recomputes them for the whole base.
 
-Writes are SQLAlchemy Core upserts (``INSERT … ON CONFLICT (id) DO UPDATE``), so concurrent
-writers of the same id cannot collide and batches build no ORM objects. ``upsert_profile``
-and ``upsert_profiles`` take a session and never commit, like every service. ``retier_all``
-(and the bulk import in ``offers.subscriber_import``) take a session *factory* and commit
-per batch instead: they walk a whole base, and one transaction per million rows would hold
-its locks and undo for minutes and lose everything on one failure.
+Writes are SQLAlchemy Core upserts (``INSERT … ON CONFLICT (id) DO UPDATE``, see
+``offers.subscriber_writing``), so concurrent writers of the same id cannot collide and
+batches build no ORM objects. ``upsert_profile`` and ``upsert_profiles`` take a session and
+never commit, like every service. ``retier_all`` (and the bulk import in
+``offers.subscriber_import``) take a session *factory* and commit per batch instead: they
+walk a whole base, and one transaction per million rows would hold its locks and undo for
+minutes and lose everything on one failure.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from infra.db import utcnow
 from infra.errors import NotFound
-from infra.sql_dialect import upsert
 from offers.models import Subscriber
 from offers.repository import load_tier_assigner
 from offers.subscriber_attributes import ProfileError, coerce_profile, validate_subscriber_id
-from offers.tiering import TierAssigner, TierResult
+from offers.subscriber_writing import ProfileRow, profile_row, write_profiles
+from offers.tiering import TierAssigner
 
 SUBSCRIBERS = Subscriber.__table__
 _UPSERT_CHUNK_ROWS = 5_000
 
 
-class ProfileRow(NamedTuple):
-    """One profile ready to write: validated attributes and the columns computed from them."""
-
-    attributes: dict[str, Any]
-    tier: str | None
-    tiers: dict[str, str | None]
-    arpu: float | None
-    ltv: float | None
-
-
-def _money(value: Any) -> float | None:
-    return float(value) if type(value) in (int, float) else None
-
-
-def profile_row(attributes: dict[str, Any], tiers: TierResult) -> ProfileRow:
-    """The row for validated ``attributes`` and their tiers, with ARPU and LTV copied out."""
-    return ProfileRow(
-        attributes, tiers.tier, tiers.by_scheme, _money(attributes.get("arpu")), _money(attributes.get("ltv"))
-    )
-
-
 def prepare_row(attributes: dict[str, Any], assigner: TierAssigner) -> ProfileRow:
     """The row for validated ``attributes``, tiered by ``assigner``."""
     return profile_row(attributes, assigner.assign(attributes))
-
-
-_REPLACED_ON_UPSERT = ("attributes", "tier", "tiers", "arpu", "ltv", "updated_at")
-
-
-def write_profiles(connection: Connection | Session, rows: Mapping[str, ProfileRow], updated_at: datetime) -> None:
-    """Upsert ``rows`` (id → row; ids unique, as one statement may not touch a row twice)
-    in one executemany. Attributes are replaced, not merged."""
-    if not rows:
-        return
-    params = [
-        {
-            "id": sid,
-            "attributes": row.attributes,
-            "tier": row.tier,
-            "tiers": row.tiers,
-            "arpu": row.arpu,
-            "ltv": row.ltv,
-            "updated_at": updated_at,
-        }
-        for sid, row in rows.items()
-    ]
-    connection.execute(upsert(connection, SUBSCRIBERS, [SUBSCRIBERS.c.id], _REPLACED_ON_UPSERT), params)
 
 
 def profile_json(subscriber: Subscriber) -> dict[str, Any]:

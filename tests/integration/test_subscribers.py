@@ -12,12 +12,13 @@ import pytest
 from sqlalchemy import func, select
 
 from infra.audit import AuditEntry
+from infra.bulk_import import LineReader
 from infra.db import get_database
 from infra.errors import PayloadTooLarge
 from offers.models import Subscriber
 from offers.repository import load_tier_assigner
 from offers.subscriber_attributes import ProfileError
-from offers.subscriber_import import LineReader, import_subscribers
+from offers.subscriber_import import import_subscribers
 from offers.subscribers_service import retier_all, upsert_profiles
 
 BASE = "/api/v1/subscribers"
@@ -509,17 +510,17 @@ def test_an_upload_that_breaks_off_keeps_and_audits_the_committed_batches(app, d
 
 
 def test_a_failing_batch_write_is_rolled_back_and_raised(app, db, monkeypatch):
-    import offers.subscriber_import as subscriber_import
+    import offers.subscriber_writing as subscriber_writing
 
     if db.get_bind().dialect.name == "postgresql":
-        monkeypatch.setattr(subscriber_import, "_UPSERT_BATCH", b"SELECT 1 / 0 WHERE $1::text <> $2::text")
+        monkeypatch.setattr(subscriber_writing, "_UPSERT_BATCH", b"SELECT 1 / 0 WHERE $1::text <> $2::text")
         expected: type[Exception] = psycopg.errors.DivisionByZero
     else:
 
         def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
             raise RuntimeError("disk full")
 
-        monkeypatch.setattr(subscriber_import, "write_profiles", broken)
+        monkeypatch.setattr(subscriber_writing, "write_profiles", broken)
         expected = RuntimeError
     with pytest.raises(expected):
         import_subscribers(
