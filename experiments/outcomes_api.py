@@ -154,9 +154,10 @@ def post_outcome():  # type: ignore[no-untyped-def]
     """Record one outcome; re-sending it updates the same row."""
     data = read_json_body(OutcomeIn)
     session = db_session()
-    outcome, experiment, created = record_outcome(session, data, now=utcnow(), decision_exposures=_decision_exposures())
+    recorded = record_outcome(session, data, now=utcnow(), decision_exposures=_decision_exposures())
     session.commit()
-    return jsonify(outcome_json(outcome, experiment.key, data.subscriber_id or "")), 201 if created else 200
+    body = outcome_json(recorded.outcome, recorded.experiment.key, recorded.subscriber_id)
+    return jsonify(body), 201 if recorded.created else 200
 
 
 @bp.post("/outcomes/bulk")

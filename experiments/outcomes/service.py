@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,13 +23,22 @@ from infra.db import utcnow
 from infra.errors import ApiError, BadRequest, NotFound
 
 
+class RecordedOutcome(NamedTuple):
+    """The stored row — which keeps a newer report's values if one was stored before — with
+    the experiment and subscriber it belongs to, and whether this call created it."""
+
+    outcome: Outcome
+    experiment: Experiment
+    subscriber_id: str
+    created: bool
+
+
 def record_outcome(
     session: Session, data: OutcomeIn, *, now: datetime, decision_exposures: DecisionExposures
-) -> tuple[Outcome, Experiment, bool]:
-    """Record one outcome (upsert, never commits). Returns the stored row — which keeps a
-    newer report's values if one was stored before — its experiment, and whether the row is
-    new. 404 for an unknown decision id or experiment and for a subscriber never exposed;
-    400 for an ``occurred_at`` the exposure rules out."""
+) -> RecordedOutcome:
+    """Record one outcome (upsert, never commits), named by experiment and subscriber or by
+    decision id. 404 for an unknown decision id or experiment and for a subscriber never
+    exposed; 400 for an ``occurred_at`` the exposure rules out."""
     if data.decision_id is not None:
         named = by_decision(data, decision_exposures(session, [data.decision_id]))
         if isinstance(named, ApiError):
@@ -49,7 +58,7 @@ def record_outcome(
     stored = _stored(session, row)
     assert stored is not None
     session.refresh(stored)
-    return stored, experiment, created
+    return RecordedOutcome(stored, experiment, data.subscriber_id, created)
 
 
 def _stored(session: Session, row: OutcomeRow) -> Outcome | None:

@@ -698,6 +698,7 @@ def test_outcomes_reported_by_decision_id_land_on_the_experiment_exposure(client
         headers=auth["sms"],
     )
     assert r.status_code == 201, r.json
+    assert (r.json["experiment"], r.json["subscriber_id"]) == ("credit-test", "e-1")
     exposure = db.scalar(select(Exposure).where(Exposure.subscriber_id == "e-1"))
     assert db.scalar(select(Outcome.assignment_id).where(Outcome.type == "accepted")) == exposure.id
     refused = client.post(
