@@ -28,9 +28,8 @@ cutoff (default: now):
   report (one figure per exposure), enough for a normal model of revenue per subscriber.
 * ``complaints``, ``delivered``, ``accepted``, ``declined``: exposures with such a report.
 
-Cost is not here: it is fed by the decision ledger (a later change), which records the cost
-of each action taken; until decisions exist there is no cost to sum, and a column of zeros
-would read as "free".
+Cost is not here: the readout prices each arm (``experiments.readouts``), and a column of
+zeros here would read as "free".
 """
 
 from __future__ import annotations

@@ -4,14 +4,11 @@ tier rules as they are when the import starts, written by ``offers.subscriber_wr
 
 Writing. On PostgreSQL each batch travels as one JSON array in one ``INSERT … SELECT …
 ON CONFLICT (id) DO UPDATE``, sent without waiting, so the server upserts batch N while
-Python parses batch N+1. Measured with ``bench/subscriber_import.py`` (200,000 rows, 2 vCPUs
-shared with the server), rows/s: this 48–51k; COPY into a temporary staging table then
-``INSERT … SELECT``, from a writer thread with a two-batch queue, 33–45k (after each of its
-round trips the thread waits for the GIL the parser holds); the same COPY inline 29–31k; a
-Core executemany 16–17k. COPY costs the server less CPU per row (~13 µs against ~16 µs), but
-here the parser is the bottleneck, and the pipelined statement needs no thread and no
-temporary table. Elsewhere (SQLite) each batch is one Core ``INSERT … ON CONFLICT DO UPDATE``
-executemany.
+Python parses batch N+1. In ``bench/subscriber_import.py`` this beat COPY into a staging
+table (inline, or from a writer thread that then waits for the GIL the parser holds) and a
+Core executemany: COPY costs the server less per row, but the parser is the bottleneck, and
+the pipelined statement needs no thread and no temporary table. Elsewhere (SQLite) each batch
+is one Core ``INSERT … ON CONFLICT DO UPDATE`` executemany.
 
 Duplicate ids: the last row wins — within a batch by replacing the earlier row, across
 batches because batches are written and committed in order.

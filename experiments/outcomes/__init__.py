@@ -30,10 +30,8 @@ as a stream through the import pipeline (``infra.bulk_import``): bad rows are re
 and the good ones kept, each batch committed on its own. Exposures are resolved one query per
 batch and experiment, never per row. On PostgreSQL each batch is then written by one
 statement sent without waiting, so the server writes batch N while Python parses batch N+1
-(and, on a second pooled connection, resolves it). Measured with ``bench/ingest_outcomes.py``
-(2 vCPUs shared with the server): 1,000,000 CSV rows in 11–12 s, 85–93k rows/s, peak RSS flat
-at ~106 MB, on an otherwise idle host; per run ~5.5 s of Python CPU and ~13.5 s of PostgreSQL
-CPU, so another job busy on one of the two vCPUs brings it down to ~45–48k rows/s.
+(and, on a second pooled connection, resolves it); memory stays flat whatever the body's
+length. ``bench/ingest_outcomes.py`` measures it (figures in ``bench/RESULTS.md``).
 """
 
 from experiments.outcomes.resolving import DecisionExposures

@@ -1,8 +1,8 @@
 """Fast posterior draws by inverting tabulated CDFs, and credible intervals from draws.
 
 A readout needs ~90 posteriors × 20,000 draws each (8 arms × (10 tiers + totals)). NumPy's
-Beta sampler (two gamma variates per draw) takes ~70 ms for that on a 2-vCPU host; the
-readout's whole budget is 50 ms. So each posterior is sampled by the inverse-CDF method
+Beta sampler (two gamma variates per draw) alone takes longer than the readout's whole
+budget (``bench/readout.py``). So each posterior is sampled by the inverse-CDF method
 instead: its quantile function is tabulated once at ``TABLE_CELLS + 1`` equally spaced
 probabilities (by integrating the density on an even grid of a scale where it is smooth and
 bounded, then inverting the CDF by interpolation), and a draw is a uniform variate looked up
