@@ -84,8 +84,9 @@ def write_tiered_profiles(session: Session, profiles: Collection[TieredProfile],
 
 def _compact_json_encoder() -> Callable[[Any], str]:
     """Compact JSON text of one profile. orjson is several times faster than the standard
-    library here, where encoding is a large share of the import's Python time; the standard encoder stays as the fallback for values orjson refuses (integers
-    beyond 64 bits in free-form JSON attributes)."""
+    library here, where encoding is a large share of the import's Python time; the standard
+    encoder stays as the fallback for values orjson refuses (integers beyond 64 bits in
+    free-form JSON attributes)."""
     fallback = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
     def encode(obj: Any) -> str:
