@@ -6,7 +6,8 @@ import logging
 import time
 import uuid
 
-from flask import Flask, g, request
+from flask import Flask, Response, g, request
+from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import IntegrityError
 
 from infra.db import Database
@@ -40,7 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
 
     @app.errorhandler(IntegrityError)
-    def _integrity(exc: IntegrityError):  # type: ignore[no-untyped-def]
+    def _integrity(exc: IntegrityError) -> ResponseReturnValue:
         # A unique or foreign-key rule the service's own checks could not see (a race).
         session = g.get("db_session")
         if session is not None:
@@ -90,14 +91,14 @@ def _register_blueprints(app: Flask) -> None:
 
 def _register_request_logging(app: Flask) -> None:
     @app.before_request
-    def _start():  # type: ignore[no-untyped-def]
+    def _start() -> ResponseReturnValue | None:
         if "\x00" in request.path:  # no key holds NUL, and PostgreSQL refuses it as a parameter
             return error_response(404, "not_found", "no such resource (the path contains a NUL character)")
         g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
         g.started_s = time.perf_counter()
 
     @app.after_request
-    def _finish(response):  # type: ignore[no-untyped-def]
+    def _finish(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "")
         if request.path not in ("/healthz", "/readyz"):
             duration_ms = round((time.perf_counter() - g.get("started_s", time.perf_counter())) * 1000, 2)

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 
+import redis
 from rq.cron import CronScheduler
 
 from decisioning.jobs import reconcile_ledger_job
@@ -24,7 +25,7 @@ READOUT_TICK_S = 60
 MONTHLY_RETIER_CRON = "0 3 1 * *"
 
 
-def build_cron(connection, log_level: str = "INFO") -> CronScheduler:  # type: ignore[no-untyped-def]
+def build_cron(connection: redis.Redis, log_level: str = "INFO") -> CronScheduler:
     """A cron scheduler with carepilot's periodic jobs registered."""
     cron = CronScheduler(connection=connection, logging_level=log_level)
     cron.register(schedule_readouts_job, queue_name="default", interval=READOUT_TICK_S, job_timeout=120)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import orjson
 from flask import Blueprint, Response, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
 
 from decisioning import schemas
 from decisioning.batcher import DecisionBatcher
@@ -101,7 +102,7 @@ def _idempotency_key() -> str | None:
     },
 )
 @require_channel_or_user(*CONFIG_WRITERS)
-def create_decision():  # type: ignore[no-untyped-def]
+def create_decision() -> ResponseReturnValue:
     body = read_json_body(schemas.DecisionIn)
     principal = current_principal()
     _check_channel(principal, {body.channel})
@@ -144,7 +145,7 @@ def create_decision():  # type: ignore[no-untyped-def]
     },
 )
 @require_channel_or_user(*CONFIG_WRITERS)
-def create_decisions_bulk():  # type: ignore[no-untyped-def]
+def create_decisions_bulk() -> ResponseReturnValue:
     settings = current_app.config["CAREPILOT_SETTINGS"]
     # 10,000 contacts allocate a few million objects, none in a reference cycle: the cyclic
     # collector would walk them over and over for nothing (about a tenth of the call). They
@@ -173,7 +174,7 @@ def create_decisions_bulk():  # type: ignore[no-untyped-def]
 @bp.get("/decisions/<decision_id>")
 @api_doc("A stored decision with its explanation", responses={200: schemas.StoredDecisionOut})
 @require_channel_or_user(*CONFIG_READERS)
-def read_decision(decision_id: str):  # type: ignore[no-untyped-def]
+def read_decision(decision_id: str) -> ResponseReturnValue:
     if not (len(decision_id) == 32 and all(ch in "0123456789abcdef" for ch in decision_id)):
         raise NotFound(f"no decision {decision_id!r}", code="decision_not_found")
     decision = get_decision(db_session(), decision_id)

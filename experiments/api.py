@@ -13,6 +13,7 @@ Every write is audited in the same transaction as the change.
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, Field
 
 from experiments import schemas, service
@@ -35,7 +36,7 @@ class ExperimentListQuery(BaseModel):
 @bp.get("/experiments")
 @api_doc("List experiments", query=ExperimentListQuery, responses={200: schemas.ExperimentList})
 @require_user(*CONFIG_READERS)
-def list_experiments():  # type: ignore[no-untyped-def]
+def list_experiments() -> ResponseReturnValue:
     unknown = set(request.args) - {"status"}
     if unknown:
         raise BadRequest(
@@ -53,7 +54,7 @@ def list_experiments():  # type: ignore[no-untyped-def]
     "Create a draft experiment with its arms", body=schemas.ExperimentIn, responses={201: schemas.ExperimentDetailOut}
 )
 @require_user(*CONFIG_WRITERS)
-def create_experiment():  # type: ignore[no-untyped-def]
+def create_experiment() -> ResponseReturnValue:
     data = read_json_body(schemas.ExperimentIn)
     s = db_session()
     experiment = service.create_experiment(s, data, actor=current_principal().actor)
@@ -64,7 +65,7 @@ def create_experiment():  # type: ignore[no-untyped-def]
 @bp.get("/experiments/<key>")
 @api_doc("Get an experiment with its phase history", path=KEY, responses={200: schemas.ExperimentDetailOut})
 @require_user(*CONFIG_READERS)
-def get_experiment(key: str):  # type: ignore[no-untyped-def]
+def get_experiment(key: str) -> ResponseReturnValue:
     experiment = service.get_experiment(db_session(), key)
     return jsonify(service.experiment_json(experiment, with_phases=True))
 
@@ -81,7 +82,7 @@ def get_experiment(key: str):  # type: ignore[no-untyped-def]
     responses={200: schemas.ExperimentDetailOut},
 )
 @require_user(*CONFIG_WRITERS)
-def patch_experiment(key: str):  # type: ignore[no-untyped-def]
+def patch_experiment(key: str) -> ResponseReturnValue:
     patch = read_json_object()
     s = db_session()
     experiment = service.update_experiment(s, key, patch, actor=current_principal().actor)
@@ -98,7 +99,7 @@ def patch_experiment(key: str):  # type: ignore[no-untyped-def]
     responses={200: schemas.ExperimentDetailOut},
 )
 @require_user(*CONFIG_WRITERS)
-def transition_experiment(key: str):  # type: ignore[no-untyped-def]
+def transition_experiment(key: str) -> ResponseReturnValue:
     body = read_json_body(schemas.TransitionIn)
     s = db_session()
     experiment = service.transition_experiment(s, key, body.to, actor=current_principal().actor, reason=body.reason)
@@ -114,7 +115,7 @@ def transition_experiment(key: str):  # type: ignore[no-untyped-def]
     responses={201: schemas.ExperimentDetailOut},
 )
 @require_user(*CONFIG_WRITERS)
-def start_phase(key: str):  # type: ignore[no-untyped-def]
+def start_phase(key: str) -> ResponseReturnValue:
     body = read_json_body(schemas.PhaseIn)
     s = db_session()
     experiment = service.start_phase(s, key, body, actor=current_principal().actor)

@@ -23,6 +23,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import Blueprint, Flask, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
 from pydantic import Field
 
 from experiments.exposures import expose_if_targeted
@@ -113,7 +114,7 @@ BULK_OUTCOMES = RawBody(
     tags=("experiments",),
 )
 @require_channel_or_user(*CONFIG_WRITERS)
-def post_exposure(key: str):  # type: ignore[no-untyped-def]
+def post_exposure(key: str) -> ResponseReturnValue:
     """Expose a subscriber to a running experiment and answer with their (sticky) arm."""
     body = read_json_body(ExposureIn)
     subscriber_id = body.subscriber_id
@@ -150,7 +151,7 @@ def post_exposure(key: str):  # type: ignore[no-untyped-def]
     errors={404: "no such experiment, decision or exposure"},
 )
 @require_channel_or_user(*CONFIG_WRITERS)
-def post_outcome():  # type: ignore[no-untyped-def]
+def post_outcome() -> ResponseReturnValue:
     """Record one outcome; re-sending it updates the same row."""
     data = read_json_body(OutcomeIn)
     session = db_session()
@@ -163,7 +164,7 @@ def post_outcome():  # type: ignore[no-untyped-def]
 @bp.post("/outcomes/bulk")
 @api_doc("Report many outcomes (CSV or JSON lines)", raw_body=BULK_OUTCOMES, responses={200: ImportReportOut})
 @require_channel_or_user(*CONFIG_WRITERS)
-def bulk_outcomes():  # type: ignore[no-untyped-def]
+def bulk_outcomes() -> ResponseReturnValue:
     """Stream a CSV or JSON-lines body of outcomes in; report bad rows by line."""
     settings = current_app.config["CAREPILOT_SETTINGS"]
     lines, fmt = request_lines(max_bytes=settings.max_import_bytes, what="the outcomes")
@@ -186,7 +187,7 @@ def bulk_outcomes():  # type: ignore[no-untyped-def]
 @bp.get("/experiments/<key>/stats")
 @api_doc("Sufficient statistics of an experiment", path={"key": Code}, responses={200: ExperimentStatsOut})
 @require_user(*CONFIG_READERS)
-def get_stats(key: str):  # type: ignore[no-untyped-def]
+def get_stats(key: str) -> ResponseReturnValue:
     """Exposed, matured, retained and churned at the primary metric day, revenue sums,
     complaints and channel events, per arm and per arm × tier (``experiments.stats_sql``)."""
     if request.args:

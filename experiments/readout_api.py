@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
+from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
@@ -71,7 +72,7 @@ def _latest(key: str) -> tuple[Any, Any]:
 @bp.get("/experiments/<key>/readout")
 @api_doc("The latest readout of an experiment", query=ReadoutQuery, path=KEY, responses={200: schemas.ReadoutOut})
 @require_user(*CONFIG_READERS)
-def get_readout(key: str):  # type: ignore[no-untyped-def]
+def get_readout(key: str) -> ResponseReturnValue:
     experiment, readout = _latest(key)
     return jsonify(readouts.readout_json(readout, experiment))
 
@@ -128,7 +129,7 @@ def _csv_row(tier: str, arm: dict[str, Any]) -> list[Any]:
     },
 )
 @require_user(*CONFIG_READERS)
-def get_readout_csv(key: str):  # type: ignore[no-untyped-def]
+def get_readout_csv(key: str) -> ResponseReturnValue:
     experiment, readout = _latest(key)
     out = io.StringIO()
     writer = csv.writer(out)
@@ -147,7 +148,7 @@ def get_readout_csv(key: str):  # type: ignore[no-untyped-def]
 @bp.get("/experiments/<key>/readouts")
 @api_doc("The readout history of an experiment", path=KEY, responses={200: schemas.ReadoutHistoryOut})
 @require_user(*CONFIG_READERS)
-def list_readouts(key: str):  # type: ignore[no-untyped-def]
+def list_readouts(key: str) -> ResponseReturnValue:
     _only_query()
     session = db_session()
     experiment = get_experiment(session, key)
@@ -189,7 +190,7 @@ def list_readouts(key: str):  # type: ignore[no-untyped-def]
     errors={409: "the experiment is a draft", 503: None},
 )
 @require_user(*CONFIG_WRITERS)
-def start_readout(key: str):  # type: ignore[no-untyped-def]
+def start_readout(key: str) -> ResponseReturnValue:
     _only_query()
     experiment = get_experiment(db_session(), key)
     if experiment.status == "draft":
@@ -211,7 +212,7 @@ def start_readout(key: str):  # type: ignore[no-untyped-def]
     responses={201: schemas.ApprovalOut},
 )
 @require_user(*CONFIG_WRITERS)
-def approve_promotion(key: str):  # type: ignore[no-untyped-def]
+def approve_promotion(key: str) -> ResponseReturnValue:
     body = read_json_body(schemas.ApprovalIn)
     session = db_session()
     row = promotion.approve_promotion(
@@ -231,7 +232,7 @@ def approve_promotion(key: str):  # type: ignore[no-untyped-def]
 @bp.get("/experiments/<key>/promotions")
 @api_doc("Promotions and alerts of an experiment", path=KEY, responses={200: schemas.PromotionsOut})
 @require_user(*CONFIG_READERS)
-def list_promotions(key: str):  # type: ignore[no-untyped-def]
+def list_promotions(key: str) -> ResponseReturnValue:
     _only_query()
     session = db_session()
     experiment = get_experiment(session, key)
@@ -253,7 +254,7 @@ def list_promotions(key: str):  # type: ignore[no-untyped-def]
     responses={200: schemas.ExperimentOut},
 )
 @require_user(*CONFIG_WRITERS)
-def resume_spending(key: str):  # type: ignore[no-untyped-def]
+def resume_spending(key: str) -> ResponseReturnValue:
     body = read_json_body(schemas.ResumeSpendingIn)
     session = db_session()
     experiment = promotion.resume_spending(session, key, actor=current_principal().actor, reason=body.reason)

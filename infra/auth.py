@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import ParamSpec, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -39,7 +39,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CONFIG_WRITERS = ("admin", "marketing")
 CONFIG_READERS = ROLES
 
-F = TypeVar("F", bound=Callable)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -260,13 +261,13 @@ def check_csrf(sent: str | None) -> None:
         raise Forbidden("missing or wrong CSRF token", code="csrf_failed")
 
 
-def require_user(*roles: str) -> Callable[[F], F]:
+def require_user(*roles: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorator: the caller must be a person with one of ``roles``. Channel keys get 403."""
     allowed = frozenset(roles)
 
-    def decorate(view: F) -> F:
+    def decorate(view: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(view)
-        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             principal = current_principal()
             if principal.kind != "user":
                 raise Forbidden("a channel key cannot call this endpoint", code="wrong_key_kind")
@@ -277,18 +278,18 @@ def require_user(*roles: str) -> Callable[[F], F]:
                 )
             return view(*args, **kwargs)
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     return decorate
 
 
-def require_channel_or_user(*roles: str) -> Callable[[F], F]:
+def require_channel_or_user(*roles: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorator for channel endpoints: any channel key, or a person with one of ``roles``."""
     allowed = frozenset(roles)
 
-    def decorate(view: F) -> F:
+    def decorate(view: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(view)
-        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             principal = current_principal()
             if principal.kind == "user" and principal.role not in allowed:
                 raise Forbidden(
@@ -296,6 +297,6 @@ def require_channel_or_user(*roles: str) -> Callable[[F], F]:
                 )
             return view(*args, **kwargs)
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     return decorate

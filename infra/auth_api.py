@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from flask import Blueprint, jsonify, request, session
+from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
@@ -142,7 +143,7 @@ class AuditQuery(BaseModel):
     public=True,
     errors={401: "wrong email or password"},
 )
-def login():  # type: ignore[no-untyped-def]
+def login() -> ResponseReturnValue:
     """Start an admin session (cookie). Returns the CSRF token that unsafe requests must send."""
     body = read_json_body(LoginBody)
     user = authenticate_password(db_session(), body.email, body.password)
@@ -155,7 +156,7 @@ def login():  # type: ignore[no-untyped-def]
 
 @bp.post("/auth/logout")
 @api_doc("Log out (end the session)", responses={200: LogoutOut}, public=True)
-def logout():  # type: ignore[no-untyped-def]
+def logout() -> ResponseReturnValue:
     session.clear()
     return jsonify({"logged_out": True})
 
@@ -168,7 +169,7 @@ def logout():  # type: ignore[no-untyped-def]
     public=True,
     errors={401: "wrong email or password"},
 )
-def issue_personal_key():  # type: ignore[no-untyped-def]
+def issue_personal_key() -> ResponseReturnValue:
     """Exchange email + password for a personal bearer key (shown once) for scripts."""
     body = read_json_body(TokenBody)
     s = db_session()
@@ -182,7 +183,7 @@ def issue_personal_key():  # type: ignore[no-untyped-def]
 
 @bp.get("/me")
 @api_doc("Who am I", responses={200: MeOut}, tags=("auth",))
-def me():  # type: ignore[no-untyped-def]
+def me() -> ResponseReturnValue:
     p = current_principal()
     return jsonify({"kind": p.kind, "name": p.name, "role": p.role, "channel": p.channel})
 
@@ -190,7 +191,7 @@ def me():  # type: ignore[no-untyped-def]
 @bp.get("/users")
 @api_doc("List users", responses={200: UserList})
 @require_user("admin")
-def list_users():  # type: ignore[no-untyped-def]
+def list_users() -> ResponseReturnValue:
     users = db_session().scalars(select(User).order_by(User.id))
     return jsonify({"items": [user_json(u) for u in users]})
 
@@ -198,7 +199,7 @@ def list_users():  # type: ignore[no-untyped-def]
 @bp.post("/users")
 @api_doc("Add a user", body=NewUserBody, responses={201: UserOut})
 @require_user("admin")
-def add_user():  # type: ignore[no-untyped-def]
+def add_user() -> ResponseReturnValue:
     body = read_json_body(NewUserBody)
     s = db_session()
     user = create_user(
@@ -211,7 +212,7 @@ def add_user():  # type: ignore[no-untyped-def]
 @bp.get("/api-keys")
 @api_doc("List API keys", responses={200: ApiKeyList})
 @require_user("admin")
-def list_keys():  # type: ignore[no-untyped-def]
+def list_keys() -> ResponseReturnValue:
     keys = db_session().scalars(select(ApiKey).order_by(ApiKey.id))
     return jsonify({"items": [api_key_json(k) for k in keys]})
 
@@ -219,7 +220,7 @@ def list_keys():  # type: ignore[no-untyped-def]
 @bp.post("/api-keys")
 @api_doc("Create a channel key", body=NewKeyBody, responses={201: IssuedKeyOut})
 @require_user("admin")
-def add_channel_key():  # type: ignore[no-untyped-def]
+def add_channel_key() -> ResponseReturnValue:
     """Create a channel key; the secret is in this response only."""
     body = read_json_body(NewKeyBody)
     s = db_session()
@@ -231,7 +232,7 @@ def add_channel_key():  # type: ignore[no-untyped-def]
 @bp.delete("/api-keys/<key_id>")
 @api_doc("Revoke an API key", path={"key_id": Annotated[int, Field(ge=1, le=MAX_ID)]}, responses={200: ApiKeyOut})
 @require_user("admin")
-def revoke_key(key_id: str):  # type: ignore[no-untyped-def]
+def revoke_key(key_id: str) -> ResponseReturnValue:
     s = db_session()
     key = revoke_api_key(s, parse_row_id(key_id, "an API key id"), actor=current_principal().actor)
     s.commit()
@@ -241,7 +242,7 @@ def revoke_key(key_id: str):  # type: ignore[no-untyped-def]
 @bp.get("/audit")
 @api_doc("The audit log", query=AuditQuery, responses={200: AuditList})
 @require_user(*CONFIG_READERS)
-def audit_log():  # type: ignore[no-untyped-def]
+def audit_log() -> ResponseReturnValue:
     """Newest first. Filters: entity_type, entity_key; paging: limit (≤ 500), before_id."""
     refuse_unstorable(dict(request.args), "$query")  # PostgreSQL text cannot hold NUL
     limit_text = request.args.get("limit", "100")

@@ -11,6 +11,7 @@ import logging
 from typing import Any, ClassVar
 
 from flask import Flask, Response, jsonify
+from flask.typing import ResponseReturnValue
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -91,19 +92,19 @@ def register_error_handlers(app: Flask) -> None:
     """Map every error the app can raise to the envelope."""
 
     @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError):  # type: ignore[no-untyped-def]
+    def _api_error(exc: ApiError) -> ResponseReturnValue:
         rollback_request_session()
         response, status = error_response(exc.status, exc.code, exc.message, exc.details)
         response.headers.update(exc.headers)
         return response, status
 
     @app.errorhandler(ValidationError)
-    def _validation_error(exc: ValidationError):  # type: ignore[no-untyped-def]
+    def _validation_error(exc: ValidationError) -> ResponseReturnValue:
         rollback_request_session()
         return error_response(400, "validation_error", "the request body is not valid", pydantic_details(exc))
 
     @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+    def _http_error(exc: HTTPException) -> ResponseReturnValue:
         rollback_request_session()
         code = (exc.name or "error").lower().replace(" ", "_")
         response, status = error_response(exc.code or 500, code, exc.description or exc.name)
@@ -115,7 +116,7 @@ def register_error_handlers(app: Flask) -> None:
     # client may retry, so a 503, not a 500
     @app.errorhandler(OperationalError)
     @app.errorhandler(PoolTimeoutError)
-    def _database_unavailable(exc: Exception):  # type: ignore[no-untyped-def]
+    def _database_unavailable(exc: Exception) -> ResponseReturnValue:
         rollback_request_session()
         log.error("database unavailable: %s", exc)
         response, status = error_response(
@@ -125,7 +126,7 @@ def register_error_handlers(app: Flask) -> None:
         return response, status
 
     @app.errorhandler(Exception)
-    def _unexpected(exc: Exception):  # type: ignore[no-untyped-def]
+    def _unexpected(exc: Exception) -> ResponseReturnValue:
         rollback_request_session()
         log.exception("unhandled error")
         return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")

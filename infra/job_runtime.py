@@ -7,7 +7,10 @@ with the parent, so the factory is rebuilt whenever the process id changes.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
+import redis
 from sqlalchemy.orm import sessionmaker
 
 from infra import config_version
@@ -15,31 +18,36 @@ from infra.db import Database
 from infra.redis_conn import connect_redis
 from infra.settings import Settings
 
-_state: dict[str, object] = {}
+
+@dataclass
+class _ProcessDatabase:
+    database: Database
+    pid: int
+
+
+_current: list[_ProcessDatabase] = []  # at most one: this process's
 
 
 def job_sessionmaker() -> sessionmaker:
     """A session factory for this process (built on first use, rebuilt after a fork)."""
-    if _state.get("pid") != os.getpid():
+    if not _current or _current[0].pid != os.getpid():
         settings = Settings.from_env()
-        _state["db"] = Database(settings.database_url)
-        _state["pid"] = os.getpid()
+        _current[:] = [_ProcessDatabase(Database(settings.database_url), os.getpid())]
         # audited writes of jobs (promotion, ROI alarm) move the config version too
         config_version.use_redis(_lazy_redis(settings))
-    return _state["db"].sessionmaker  # type: ignore[union-attr]
+    return _current[0].database.sessionmaker
 
 
 def bind_job_database(database: Database) -> None:
     """Make jobs in this process use ``database`` (tests and the in-process burst worker)."""
-    _state["db"] = database
-    _state["pid"] = os.getpid()
+    _current[:] = [_ProcessDatabase(database, os.getpid())]
 
 
-def _lazy_redis(settings: Settings):  # type: ignore[no-untyped-def]
+def _lazy_redis(settings: Settings) -> Callable[[], redis.Redis]:
     """A callable that connects to Redis on first call and then returns the same client."""
-    clients: list[object] = []
+    clients: list[redis.Redis] = []
 
-    def client():  # type: ignore[no-untyped-def]
+    def client() -> redis.Redis:
         if not clients:
             clients.append(connect_redis(settings))
         return clients[0]

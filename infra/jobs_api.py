@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
 from pydantic import Field
 from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
@@ -45,7 +46,7 @@ class QueueUnavailable(ApiError):
     status, code = 503, "queue_unavailable"
 
 
-def redis_or_503():  # type: ignore[no-untyped-def]
+def redis_or_503() -> redis.Redis:
     """The Redis client, or a clear 503 when it cannot be reached."""
     client = get_redis()
     try:
@@ -63,7 +64,7 @@ def redis_or_503():  # type: ignore[no-untyped-def]
     errors={503: None},
 )
 @require_user(*CONFIG_READERS)
-def job_status(job_id: str):  # type: ignore[no-untyped-def]
+def job_status(job_id: str) -> ResponseReturnValue:
     if not JOB_ID.match(job_id):
         raise NotFound(f"no job {job_id!r}", code="job_not_found")
     try:

@@ -12,8 +12,12 @@ import atexit
 import contextlib
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 from infra.settings import Settings
 
@@ -85,7 +89,7 @@ def get_redis() -> redis.Redis:
     return app_redis(current_app)
 
 
-def app_redis(app) -> redis.Redis:  # type: ignore[no-untyped-def]
+def app_redis(app: Flask) -> redis.Redis:
     """``app``'s Redis client, created on first use."""
     ext = app.extensions
     if ext.get("carepilot.redis") is None:

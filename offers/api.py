@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, Field, create_model
 from sqlalchemy.orm import Session
 
@@ -119,7 +120,7 @@ def _register(kind: ConfigKind) -> None:
     item = f"/{kind.path}/<key>"
 
     @require_user(*CONFIG_READERS)
-    def list_view():  # type: ignore[no-untyped-def]
+    def list_view() -> ResponseReturnValue:
         unknown = set(request.args) - set(kind.filters) - {"include_inactive"}
         if unknown:
             raise BadRequest(
@@ -135,7 +136,7 @@ def _register(kind: ConfigKind) -> None:
         return jsonify({"items": present(s, kind, entities)})
 
     @require_user(*CONFIG_WRITERS)
-    def create_view():  # type: ignore[no-untyped-def]
+    def create_view() -> ResponseReturnValue:
         data = read_json_body(kind.schema)
         s = db_session()
         entity = create_config(s, kind, data, actor=current_principal().actor)
@@ -143,12 +144,12 @@ def _register(kind: ConfigKind) -> None:
         return jsonify(present(s, kind, [entity])[0]), 201
 
     @require_user(*CONFIG_READERS)
-    def get_view(key: str):  # type: ignore[no-untyped-def]
+    def get_view(key: str) -> ResponseReturnValue:
         s = db_session()
         return jsonify(present(s, kind, [get_config(s, kind, _parse_key(kind, key))])[0])
 
     @require_user(*CONFIG_WRITERS)
-    def patch_view(key: str):  # type: ignore[no-untyped-def]
+    def patch_view(key: str) -> ResponseReturnValue:
         patch = read_json_object()
         s = db_session()
         entity = update_config(s, kind, _parse_key(kind, key), patch, actor=current_principal().actor)
@@ -156,7 +157,7 @@ def _register(kind: ConfigKind) -> None:
         return jsonify(present(s, kind, [entity])[0])
 
     @require_user(*CONFIG_WRITERS)
-    def deactivate_view(key: str):  # type: ignore[no-untyped-def]
+    def deactivate_view(key: str) -> ResponseReturnValue:
         s = db_session()
         entity = deactivate_config(s, kind, _parse_key(kind, key), actor=current_principal().actor)
         s.commit()
@@ -181,7 +182,7 @@ for _kind in catalogue.CONFIG_KINDS:
 @bp.post("/tiers/preview")
 @api_doc("Preview the tier of a profile", body=schemas.ProfileIn, responses={200: schemas.TierPreviewOut})
 @require_user(*CONFIG_READERS)
-def preview_tier():  # type: ignore[no-untyped-def]
+def preview_tier() -> ResponseReturnValue:
     """Which tier would this profile get? The primary tier and the tier in every scheme."""
     body = read_json_body(schemas.ProfileIn)
     result = load_tier_assigner(db_session()).assign(body.attributes)
@@ -193,7 +194,7 @@ def preview_tier():  # type: ignore[no-untyped-def]
     "Re-rank a scheme's tiers", body=schemas.TierOrderIn, path={"code": schemas.Code}, responses={200: schemas.TierList}
 )
 @require_user(*CONFIG_WRITERS)
-def reorder_tiers(code: str):  # type: ignore[no-untyped-def]
+def reorder_tiers(code: str) -> ResponseReturnValue:
     """Re-rank a scheme's tiers in one audited step: {"tiers": ["vip", "value", ...]}."""
     body = read_json_body(schemas.TierOrderIn)
     s = db_session()
@@ -205,7 +206,7 @@ def reorder_tiers(code: str):  # type: ignore[no-untyped-def]
 @bp.post("/subscribers/retier")
 @api_doc("Queue a re-tiering of every subscriber", responses={202: JobAccepted}, errors={503: None})
 @require_user(*CONFIG_WRITERS)
-def retier_subscribers():  # type: ignore[no-untyped-def]
+def retier_subscribers() -> ResponseReturnValue:
     """Queue a re-tiering of the whole base (after tier rules change); 202 with the job."""
     job, created = enqueue_unique(redis_or_503(), retier_subscribers_job, job_id=RETIER_JOB_ID, timeout_s=3600)
     return jsonify({"job": job_json(job), "created": created}), 202

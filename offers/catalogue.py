@@ -11,7 +11,7 @@ from infra.audit import record_audit
 from infra.errors import BadRequest, Conflict
 from offers import schemas
 from offers.conditions import ConditionError, validate_condition
-from offers.config_service import ConfigKind
+from offers.config_service import ConfigKind, RuleFn
 from offers.models import Budget, BudgetCharge, ContactPolicy, Offer, RiskLevelPolicy, Tier, TierPolicy, TierScheme
 
 
@@ -28,7 +28,7 @@ def check_condition(field_name: str, condition: Any) -> None:
         ) from None
 
 
-def condition_rule(field_name: str):  # type: ignore[no-untyped-def]
+def condition_rule(field_name: str) -> RuleFn:
     """A config rule that checks the condition held in ``field_name``."""
 
     def rule(session: Session, data: Any, entity: Any, actor: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from flask import Blueprint, current_app, jsonify
+from flask.typing import ResponseReturnValue
 from pydantic import Field
 
 from infra.auth import CONFIG_READERS, CONFIG_WRITERS, current_principal, require_channel_or_user
@@ -64,7 +65,7 @@ def _subscriber_id(raw: str) -> str:
     responses={200: ProfileOut, 201: ProfileOut},
 )
 @require_channel_or_user(*CONFIG_WRITERS)
-def put_subscriber(subscriber_id: str):  # type: ignore[no-untyped-def]
+def put_subscriber(subscriber_id: str) -> ResponseReturnValue:
     """Create or replace one profile; its tiers are computed with the current tier rules."""
     sid = _subscriber_id(subscriber_id)
     body = read_json_body(ProfileBody)
@@ -84,7 +85,7 @@ def put_subscriber(subscriber_id: str):  # type: ignore[no-untyped-def]
 @bp.get("/<subscriber_id>")
 @api_doc("Get a subscriber profile", path={"subscriber_id": SubscriberIdPath}, responses={200: ProfileOut})
 @require_channel_or_user(*CONFIG_READERS)
-def get_subscriber(subscriber_id: str):  # type: ignore[no-untyped-def]
+def get_subscriber(subscriber_id: str) -> ResponseReturnValue:
     """The stored profile with its tiers."""
     return jsonify(profile_json(get_profile(db_session(), _subscriber_id(subscriber_id))))
 
@@ -100,7 +101,7 @@ def get_subscriber(subscriber_id: str):  # type: ignore[no-untyped-def]
     responses={200: ImportReportOut},
 )
 @require_channel_or_user(*CONFIG_WRITERS)
-def bulk_import():  # type: ignore[no-untyped-def]
+def bulk_import() -> ResponseReturnValue:
     """Stream a CSV or JSON-lines body into the profile store; report bad rows by line."""
     settings = current_app.config["CAREPILOT_SETTINGS"]
     lines, fmt = request_lines(max_bytes=settings.max_import_bytes, what="the profiles")
