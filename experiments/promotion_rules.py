@@ -107,6 +107,21 @@ def evaluate_promotion(
     return PromotionVerdict(not blocked, winner, tier_winners, tuple(blocked), reasons)
 
 
+def arm_average_cost_within_ltv_cap(
+    cost_per_subscriber: float, value_per_retained: float, max_cost_share_of_ltv: float
+) -> bool:
+    """The per-arm LTV check of promotion: whether an arm's average cost per exposed subscriber
+    stays within the policy's ``max_cost_share_of_ltv`` of the value of a retained subscriber
+    (the policy's ``value_per_retained``, else the mean LTV of the exposed). Failing it blocks
+    promotion with ``ltv_cap``.
+
+    Not to be confused with the per-subscriber check of arbitration
+    (``decisioning.core.cost_within_subscriber_ltv_cap``), which holds each contact's action to
+    the budgets' share of that subscriber's own value; see ``offers.money_rules``.
+    """
+    return cost_per_subscriber <= max_cost_share_of_ltv * value_per_retained
+
+
 def _judge_winner(policy: Mapping[str, Any], best: Mapping[str, Any], facts: PromotionFacts, block: Any) -> None:
     key = best["key"]
     if best["p_best"] < policy["min_p_best"]:
@@ -122,12 +137,12 @@ def _judge_winner(policy: Mapping[str, Any], best: Mapping[str, Any], facts: Pro
             p_roi = best.get("p_roi_above_floor")
             if p_roi is None or p_roi < policy["min_p_roi_above_floor"]:
                 block("roi", f"{key}: P(ROI ≥ {policy['roi_floor']}) = {p_roi} < {policy['min_p_roi_above_floor']}")
-            cap = policy["max_cost_share_of_ltv"] * facts.value_per_retained
-            if cost > cap:
+            share = policy["max_cost_share_of_ltv"]
+            if not arm_average_cost_within_ltv_cap(cost, facts.value_per_retained, share):
                 block(
                     "ltv_cap",
-                    f"{key} costs {cost:.2f} per subscriber > {cap:.2f} "
-                    f"({policy['max_cost_share_of_ltv']:.0%} of LTV {facts.value_per_retained:.2f})",
+                    f"{key} costs {cost:.2f} per subscriber > {share * facts.value_per_retained:.2f} "
+                    f"({share:.0%} of LTV {facts.value_per_retained:.2f})",
                 )
     threshold = policy["max_p_guardrail_harm"]
     if "complaints" in facts.guardrails:

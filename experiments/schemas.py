@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from experiments.models import GUARDRAIL_METRICS, PILOT_COVERAGE, PRIMARY_METRICS, STATUSES
 from infra.http import MAX_ID, StrictModel
 from infra.openapi import ResponseModel
+from offers.money_rules import DEFAULT_MONEY_RULES
 from offers.schemas import Code, Name, Text
 
 Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
@@ -31,9 +32,9 @@ class PromotionPolicyIn(StrictModel):
     min_runtime_days: int = Field(30, ge=0, le=3650)  # churn shows 30–90 days after the contact
     min_p_best: Share = 0.95
     max_expected_loss: Share = 0.005  # in retention-rate units: half a percentage point
-    roi_floor: float = Field(1.5, ge=0, le=100, allow_inf_nan=False)
+    roi_floor: float = Field(DEFAULT_MONEY_RULES.roi_floor, ge=0, le=100, allow_inf_nan=False)
     min_p_roi_above_floor: Share = 0.9
-    max_cost_share_of_ltv: float = Field(0.20, gt=0, le=1, allow_inf_nan=False)
+    max_cost_share_of_ltv: float = Field(DEFAULT_MONEY_RULES.max_cost_share_of_ltv, gt=0, le=1, allow_inf_nan=False)
     mode: Literal["auto", "approve"] = "approve"
     # a guardrail (complaints up, ARPU down) is harmed when P(harm) reaches this
     max_p_guardrail_harm: Share = 0.95
