@@ -7,8 +7,8 @@ import pytest
 
 from decisioning.core import cost_within_subscriber_ltv_cap
 from decisioning.snapshot import BudgetRule
+from experiments.promotion_policy import DEFAULT_PROMOTION_POLICY
 from experiments.promotion_rules import arm_average_cost_within_ltv_cap
-from experiments.schemas import PromotionPolicyIn
 from offers.models import Budget
 from offers.money_rules import DEFAULT_MONEY_RULES, MoneyRules, strictest_money_rules
 from offers.schemas import BudgetIn
@@ -24,7 +24,7 @@ def test_every_default_of_a_money_rule_is_the_money_rules_default():
     assert (budget_in.roi_floor, budget_in.max_cost_share_of_ltv) == (1.5, 0.20)
     assert (columns.roi_floor.default.arg, columns.max_cost_share_of_ltv.default.arg) == (1.5, 0.20)
     assert BudgetRule("FUND", "programme", None, 100.0).money_rules == DEFAULT_MONEY_RULES
-    policy = PromotionPolicyIn()
+    policy = DEFAULT_PROMOTION_POLICY
     assert (policy.roi_floor, policy.max_cost_share_of_ltv) == (1.5, 0.20)
 
 
