@@ -37,9 +37,9 @@ from experiments import schemas
 from experiments.jobs import enqueue_readout
 from experiments.models import Experiment, Readout
 from experiments.promotion import alerts_json, approve_promotion, promotions_json, resume_spending
+from experiments.promotion_policy import promotion_policy_from_json
 from experiments.promotion_rules import BLOCKERS
 from experiments.readouts import latest_readout, readout_json
-from experiments.schemas import promotion_policy
 from experiments.service import get_experiment, list_experiments
 from infra.auth import CONFIG_WRITERS
 from infra.db import db_session, utcnow
@@ -426,7 +426,7 @@ def _experiment_page(
 ) -> Any:
     s = db_session()
     experiment = get_experiment(s, key)  # the HTML 404 page if unknown
-    policy = promotion_policy(experiment.promotion_policy)
+    policy = promotion_policy_from_json(experiment.promotion_policy)
     row = _latest_or_none(s, experiment)
     readout = readout_view(readout_json(row, experiment), roi_floor=policy.roi_floor) if row is not None else None
     total_weight = sum(arm.weight for arm in experiment.arms) or 1.0

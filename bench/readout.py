@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from experiments.promotion_policy import DEFAULT_PROMOTION_POLICY
 from experiments.stats import (
     ArmData,
     ReadoutInputs,
@@ -44,6 +45,7 @@ TIERS = 10
 HIERARCHICAL_ARMS = 4
 SUBSCRIBERS_PER_CELL = 5000
 VALUE_PER_RETAINED = 300.0
+ROI_FLOOR = DEFAULT_PROMOTION_POLICY.roi_floor  # what a readout under the default policy uses
 
 
 def _cell(rng: np.random.Generator, key: str, tier: int, arm: int, subscribers: int) -> ArmData:
@@ -99,7 +101,9 @@ def experiment(arms: int, tiers: int, subscribers: int, seed: int) -> ReadoutInp
         TierData(f"tier_{t}", tuple(_cell(rng, key, t, a, subscribers) for a, key in enumerate(keys)))
         for t in range(tiers)
     )
-    return ReadoutInputs(arms=_totals(tier_data), tiers=tier_data, value_per_retained=VALUE_PER_RETAINED)
+    return ReadoutInputs(
+        arms=_totals(tier_data), tiers=tier_data, value_per_retained=VALUE_PER_RETAINED, roi_floor=ROI_FLOOR
+    )
 
 
 def measure_conjugate(runs: int) -> dict:

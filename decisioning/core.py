@@ -73,7 +73,16 @@ from decisioning.snapshot import (
 from experiments.assignment import assign
 from offers.derived_attributes import derive_contact_attributes
 
-__all__ = ["Action", "DecisionRequest", "DecisionResult", "DecisionState", "ExperimentOutcome", "Reason", "decide"]
+__all__ = [
+    "Action",
+    "DecisionRequest",
+    "DecisionResult",
+    "DecisionState",
+    "ExperimentOutcome",
+    "Reason",
+    "cost_within_subscriber_ltv_cap",
+    "decide",
+]
 
 _MONEY_TOLERANCE = 1e-9  # float sums of cents: 0.1 + 0.2 must not exceed a cap of 0.3
 _INFINITY = float("inf")
@@ -513,6 +522,20 @@ def _amount(value: Any) -> float | None:
 # --- arbitration -----------------------------------------------------------------------------------
 
 
+def cost_within_subscriber_ltv_cap(cost: float, subscriber_value: float, max_cost_share_of_ltv: float) -> bool:
+    """The per-subscriber LTV check of arbitration: whether an action costing ``cost`` stays
+    within ``max_cost_share_of_ltv`` (the strictest of the budgets in scope) of this subscriber's
+    value (the ``ltv`` attribute, else ARPU × the offer's value horizon). Failing it excludes the
+    offer with reason ``ltv_cap``.
+
+    Not to be confused with the per-arm check at promotion
+    (``experiments.promotion_rules.arm_average_cost_within_ltv_cap``), which compares an arm's
+    average cost per subscriber with the experiment policy's share of the value per retained
+    subscriber; see ``offers.money_rules``.
+    """
+    return cost <= max_cost_share_of_ltv * subscriber_value + _MONEY_TOLERANCE
+
+
 def _arbitrate(
     snapshot: DecisionSnapshot,
     plan: ChannelPlan,
@@ -527,7 +550,7 @@ def _arbitrate(
 ) -> DecisionResult:
     ltv = _amount(attributes.get("ltv"))
     arpu = _amount(attributes.get("arpu"))
-    roi_floor, ltv_share = plan.roi_floor, plan.max_cost_share_of_ltv
+    roi_floor, ltv_share = plan.money_rules.roi_floor, plan.money_rules.max_cost_share_of_ltv
     degraded = state.degraded
     headroom = _Headroom(plan.budgets, state, now_utc) if plan.budgets else None
     excluded: list[ReasonFacts] = []
@@ -548,7 +571,7 @@ def _arbitrate(
         if value is None:
             exclude((code, "no_value", _NO_VALUE, ()))
             continue
-        if cost > ltv_share * value + _MONEY_TOLERANCE:
+        if not cost_within_subscriber_ltv_cap(cost, value, ltv_share):
             exclude(
                 (code, "ltv_cap", _LTV_CAP, (cost, ltv_share, value))
                 if ltv is not None

@@ -19,8 +19,8 @@ Choices the rest of the engine relies on:
   for every tier (key ``(None, offer)``), else the offer's ``prior_uplift``.
 * **Budgets in scope** of an arbitrated offer: every programme budget, the tier budgets of the
   subscriber's tier and the channel budgets of the contact's channel; experiment budgets only
-  when that experiment decides. The ROI floor is the highest and the LTV share the lowest among
-  them (1.5 and 0.20 when none is in scope).
+  when that experiment decides. Their money rules combine into the strictest: the highest ROI
+  floor and the lowest LTV share (``offers.money_rules``' defaults when none is in scope).
 * **Budget periods** are calendar months, quarters or years in UTC unless the caller gives
   explicit bounds; ``DecisionSnapshot.valid_until`` is the earliest period end, after which the
   service must rebuild the snapshot (pacing would otherwise measure the wrong period).
@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo
 from decisioning.risk import DEFAULT_RISK_POLICY, RiskPolicy
 from experiments.assignment import ExperimentSpec
 from offers.conditions import compile_condition
+from offers.money_rules import DEFAULT_MONEY_RULES, MoneyRules, strictest_money_rules
 from offers.tiering import TierAssigner, TierRule
 
 __all__ = [
@@ -70,8 +71,6 @@ ReasonFacts = tuple[str, str, str, tuple]
 RUNNING_STATUSES = ("pilot", "rollout")  # as experiments.models, which imports sqlalchemy
 BUDGET_SCOPES = ("programme", "experiment", "tier", "channel")
 BUDGET_PERIODS = ("month", "quarter", "year")
-DEFAULT_ROI_FLOOR = 1.5  # the brief's ROI alarm line
-DEFAULT_MAX_COST_SHARE_OF_LTV = 0.20  # the brief's "cost ≤ 20% of LTV"
 DEFAULT_PACING_SLACK = 0.1
 
 
@@ -188,14 +187,14 @@ class BudgetRule:
     ``cap_amount`` is the effective cap for the period (a share-of-revenue cap already turned
     into money). Pacing: by the moment ``now`` at most ``cap × elapsed share of the period ×
     (1 + pacing_slack)`` may be spent; without period bounds only the cap applies.
+    ``money_rules`` apply per subscriber to every arbitrated offer spending from this budget.
     """
 
     code: str
     scope_type: str
     scope_value: str | None
     cap_amount: float
-    roi_floor: float = DEFAULT_ROI_FLOOR
-    max_cost_share_of_ltv: float = DEFAULT_MAX_COST_SHARE_OF_LTV
+    money_rules: MoneyRules = DEFAULT_MONEY_RULES
     period_start: datetime | None = None
     period_end: datetime | None = None
     pacing_slack: float = DEFAULT_PACING_SLACK
@@ -210,7 +209,8 @@ class BudgetRule:
             object.__setattr__(self, "period_end", _as_utc(self.period_end))  # type: ignore[arg-type]
             if self.period_end <= self.period_start:  # type: ignore[operator]
                 raise SnapshotError(f"budget {self.code}: period_end must be after period_start")
-        if not self.cap_amount >= 0 or not self.roi_floor >= 0 or not 0 < self.max_cost_share_of_ltv <= 1:
+        rules = self.money_rules
+        if not self.cap_amount >= 0 or not rules.roi_floor >= 0 or not 0 < rules.max_cost_share_of_ltv <= 1:
             raise SnapshotError(
                 f"budget {self.code}: cap_amount and roi_floor must be >= 0 and max_cost_share_of_ltv in (0, 1]"
             )
@@ -326,16 +326,8 @@ class ChannelPlan:
     channel: str
     entries: tuple[tuple[ReasonFacts | None, str, Predicate, float, float, float, Action, ReasonFacts], ...]
     budgets: tuple[BudgetRule, ...]
-    roi_floor: float
-    max_cost_share_of_ltv: float
+    money_rules: MoneyRules  # the strictest of the budgets' rules
     actions: Mapping[str, Action]  # offer code -> the offer as this tier receives it
-
-
-def _strictest(budgets: Iterable[BudgetRule]) -> tuple[float, float]:
-    budgets = tuple(budgets)
-    if not budgets:
-        return DEFAULT_ROI_FLOOR, DEFAULT_MAX_COST_SHARE_OF_LTV
-    return max(b.roi_floor for b in budgets), min(b.max_cost_share_of_ltv for b in budgets)
 
 
 # --- the snapshot ------------------------------------------------------------------------------
@@ -445,9 +437,9 @@ class DecisionSnapshot:
                 )
             )
         budgets = tuple(sorted((b for b in self.budgets if b.covers(tier, channel)), key=lambda b: b.code))
-        roi_floor, ltv_share = _strictest(budgets)
+        money_rules = strictest_money_rules(budget.money_rules for budget in budgets)
         return ChannelPlan(
-            tier, channel, tuple(entries), budgets, roi_floor, ltv_share, {entry[1]: entry[6] for entry in entries}
+            tier, channel, tuple(entries), budgets, money_rules, {entry[1]: entry[6] for entry in entries}
         )
 
     def _refusal(self, tier: str | None, offer_code: str, policy: TierPolicyRule) -> str:
@@ -595,8 +587,10 @@ def _budget(row: Mapping[str, Any], now: datetime | None, period_revenue: float 
         scope_type=str(row.get("scope_type") or "programme"),
         scope_value=row.get("scope_value"),
         cap_amount=cap,
-        roi_floor=_float(row, "roi_floor", what, DEFAULT_ROI_FLOOR),
-        max_cost_share_of_ltv=_float(row, "max_cost_share_of_ltv", what, DEFAULT_MAX_COST_SHARE_OF_LTV),
+        money_rules=MoneyRules(
+            roi_floor=_float(row, "roi_floor", what, DEFAULT_MONEY_RULES.roi_floor),
+            max_cost_share_of_ltv=_float(row, "max_cost_share_of_ltv", what, DEFAULT_MONEY_RULES.max_cost_share_of_ltv),
+        ),
         period_start=start,
         period_end=end,
         pacing_slack=_float(row, "pacing_slack", what, DEFAULT_PACING_SLACK),

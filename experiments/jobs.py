@@ -26,8 +26,8 @@ from sqlalchemy.orm import sessionmaker
 
 from experiments.models import RUNNING_STATUSES, Experiment, Readout
 from experiments.promotion import check_roi_alarm, promote
+from experiments.promotion_policy import promotion_policy_from_json
 from experiments.readouts import MODEL_VERSION, compute_results, readout_cutoff, store_readout
-from experiments.schemas import promotion_policy
 from experiments.service import get_experiment
 from infra.config_version import mark_changed
 from infra.db import session_scope, utcnow
@@ -75,7 +75,7 @@ def run_readout(
             mark_changed(session)
         promoted = alert = None
         if new:
-            policy = promotion_policy(experiment.promotion_policy)
+            policy = promotion_policy_from_json(experiment.promotion_policy)
             if policy.mode == "auto" and readout.eligible and experiment.status == "pilot":
                 promoted = promote(session, experiment, readout, mode="auto", actor=SYSTEM_ACTOR)
             alert = check_roi_alarm(session, experiment, readout)

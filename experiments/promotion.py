@@ -13,9 +13,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from experiments.models import Alert, Experiment, ExperimentPhase, Promotion, Readout
+from experiments.promotion_policy import promotion_policy_from_json
 from experiments.promotion_rules import roi_alarm
 from experiments.readouts import latest_readout
-from experiments.schemas import promotion_policy
 from experiments.service import get_experiment
 from infra.audit import record_audit
 from infra.db import utcnow
@@ -34,7 +34,7 @@ def promote(session: Session, experiment: Experiment, readout: Readout, *, mode:
             code="promotion_blocked",
             details=verdict["reasons"],
         )
-    policy = promotion_policy(experiment.promotion_policy)
+    policy = promotion_policy_from_json(experiment.promotion_policy)
     now = utcnow()
     holdout_share = max(experiment.holdout_share, policy.rollout_holdout_share)
     new_phase = experiment.phase + 1
@@ -147,9 +147,9 @@ def check_roi_alarm(session: Session, experiment: Experiment, readout: Readout) 
     spending (a compare-and-set, audited). Returns the new alert, if any."""
     if experiment.status != "rollout":
         return None
-    policy = promotion_policy(experiment.promotion_policy)
+    policy = promotion_policy_from_json(experiment.promotion_policy)
     arms = [experiment.winner_arm_key, *(experiment.tier_winners or {}).values()]
-    details = roi_alarm(policy.model_dump(), readout.results, [a for a in dict.fromkeys(arms) if a])
+    details = roi_alarm(policy, readout.results, [a for a in dict.fromkeys(arms) if a])
     if details is None:
         return None
     if (

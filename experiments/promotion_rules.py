@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from experiments.promotion_policy import PromotionPolicy
+
 # Every reason a promotion can be blocked, with what it means (shown to analysts).
 BLOCKERS: dict[str, str] = {
     "not_in_pilot": "only a pilot is promoted to rollout",
@@ -69,10 +71,8 @@ def _best_arm(arms: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     return max(ranked, key=lambda arm: arm["p_best"]) if ranked else None
 
 
-def evaluate_promotion(
-    policy: Mapping[str, Any], readout: Mapping[str, Any], facts: PromotionFacts
-) -> PromotionVerdict:
-    """Apply ``policy`` (a PromotionPolicyIn dump) to ``readout`` (the readout JSON)."""
+def evaluate_promotion(policy: PromotionPolicy, readout: Mapping[str, Any], facts: PromotionFacts) -> PromotionVerdict:
+    """Apply ``policy`` to ``readout`` (the readout JSON)."""
     blocked: dict[str, str] = {}
 
     def block(code: str, detail: str) -> None:
@@ -88,12 +88,12 @@ def evaluate_promotion(
         block("srm", f"p = {srm.get('p_value'):.2g} < 0.001")
     if facts.diagnostics_failed:
         block("diagnostics", str((readout.get("hierarchical") or {}).get("reason") or "failed"))
-    minimum = int(policy["min_exposures_per_arm"])
+    minimum = policy.min_exposures_per_arm
     short = [f"{arm['key']} has {arm.get('exposed', 0)}" for arm in arms if arm.get("exposed", 0) < minimum]
     if short:
         block("min_exposures_per_arm", f"{', '.join(short)} (minimum {minimum})")
-    if facts.runtime_days < policy["min_runtime_days"]:
-        block("min_runtime", f"{facts.runtime_days:.1f} of {policy['min_runtime_days']} days")
+    if facts.runtime_days < policy.min_runtime_days:
+        block("min_runtime", f"{facts.runtime_days:.1f} of {policy.min_runtime_days} days")
 
     best = _best_arm(arms)
     winner = None
@@ -107,29 +107,44 @@ def evaluate_promotion(
     return PromotionVerdict(not blocked, winner, tier_winners, tuple(blocked), reasons)
 
 
-def _judge_winner(policy: Mapping[str, Any], best: Mapping[str, Any], facts: PromotionFacts, block: Any) -> None:
+def arm_average_cost_within_ltv_cap(
+    cost_per_subscriber: float, value_per_retained: float, max_cost_share_of_ltv: float
+) -> bool:
+    """The per-arm LTV check of promotion: whether an arm's average cost per exposed subscriber
+    stays within the policy's ``max_cost_share_of_ltv`` of the value of a retained subscriber
+    (the policy's ``value_per_retained``, else the mean LTV of the exposed). Failing it blocks
+    promotion with ``ltv_cap``.
+
+    Not to be confused with the per-subscriber check of arbitration
+    (``decisioning.core.cost_within_subscriber_ltv_cap``), which holds each contact's action to
+    the budgets' share of that subscriber's own value; see ``offers.money_rules``.
+    """
+    return cost_per_subscriber <= max_cost_share_of_ltv * value_per_retained
+
+
+def _judge_winner(policy: PromotionPolicy, best: Mapping[str, Any], facts: PromotionFacts, block: Any) -> None:
     key = best["key"]
-    if best["p_best"] < policy["min_p_best"]:
-        block("p_best", f"{key} is best with p = {best['p_best']:.3f} < {policy['min_p_best']}")
+    if best["p_best"] < policy.min_p_best:
+        block("p_best", f"{key} is best with p = {best['p_best']:.3f} < {policy.min_p_best}")
     loss = best.get("expected_loss")
-    if loss is None or loss > policy["max_expected_loss"]:
-        block("expected_loss", f"{key}'s expected loss {loss} > {policy['max_expected_loss']}")
+    if loss is None or loss > policy.max_expected_loss:
+        block("expected_loss", f"{key}'s expected loss {loss} > {policy.max_expected_loss}")
     cost = float(best.get("cost_per_subscriber") or 0.0)
     if cost > 0:
         if not facts.value_per_retained:
             block("value_unknown", "set promotion_policy.value_per_retained or import subscribers' ltv")
         else:
             p_roi = best.get("p_roi_above_floor")
-            if p_roi is None or p_roi < policy["min_p_roi_above_floor"]:
-                block("roi", f"{key}: P(ROI ≥ {policy['roi_floor']}) = {p_roi} < {policy['min_p_roi_above_floor']}")
-            cap = policy["max_cost_share_of_ltv"] * facts.value_per_retained
-            if cost > cap:
+            if p_roi is None or p_roi < policy.min_p_roi_above_floor:
+                block("roi", f"{key}: P(ROI ≥ {policy.roi_floor}) = {p_roi} < {policy.min_p_roi_above_floor}")
+            share = policy.max_cost_share_of_ltv
+            if not arm_average_cost_within_ltv_cap(cost, facts.value_per_retained, share):
                 block(
                     "ltv_cap",
-                    f"{key} costs {cost:.2f} per subscriber > {cap:.2f} "
-                    f"({policy['max_cost_share_of_ltv']:.0%} of LTV {facts.value_per_retained:.2f})",
+                    f"{key} costs {cost:.2f} per subscriber > {share * facts.value_per_retained:.2f} "
+                    f"({share:.0%} of LTV {facts.value_per_retained:.2f})",
                 )
-    threshold = policy["max_p_guardrail_harm"]
+    threshold = policy.max_p_guardrail_harm
     if "complaints" in facts.guardrails:
         p = best.get("p_complaint_harm")
         if p is not None and p >= threshold:
@@ -140,7 +155,7 @@ def _judge_winner(policy: Mapping[str, Any], best: Mapping[str, Any], facts: Pro
             block("guardrail_arpu", f"P({key} lowers ARPU) = {p:.3f} ≥ {threshold}")
 
 
-def roi_alarm(policy: Mapping[str, Any], readout: Mapping[str, Any], arm_keys: Sequence[str]) -> dict[str, Any] | None:
+def roi_alarm(policy: PromotionPolicy, readout: Mapping[str, Any], arm_keys: Sequence[str]) -> dict[str, Any] | None:
     """The ROI alarm of a rollout: for the arms being rolled out (``arm_keys``: the winner and
     any per-tier winners), the first whose P(ROI < floor) reaches ``roi_alarm_p`` — as the
     alert's details — or None when spending may go on."""
@@ -150,12 +165,12 @@ def roi_alarm(policy: Mapping[str, Any], readout: Mapping[str, Any], arm_keys: S
         if arm is None or arm.get("is_control"):
             continue
         p_below = arm.get("p_roi_below_floor")
-        if p_below is not None and p_below >= policy["roi_alarm_p"]:
+        if p_below is not None and p_below >= policy.roi_alarm_p:
             return {
                 "arm": key,
                 "p_roi_below_floor": p_below,
                 "roi_mean": arm.get("roi_mean"),
-                "roi_floor": policy["roi_floor"],
-                "threshold": policy["roi_alarm_p"],
+                "roi_floor": policy.roi_floor,
+                "threshold": policy.roi_alarm_p,
             }
     return None

@@ -31,8 +31,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from experiments.models import Experiment, Exposure, Readout
+from experiments.promotion_policy import PromotionPolicy, promotion_policy_from_json
 from experiments.promotion_rules import PromotionFacts, evaluate_promotion
-from experiments.schemas import PromotionPolicyIn, promotion_policy
 from experiments.stats import ArmData, BetaPrior, ReadoutInputs, TierData, conjugate_readout, sample_ratio_mismatch
 from experiments.stats_sql import ArmStats, ExperimentStats, experiment_stats
 from infra.db import utcnow
@@ -138,7 +138,7 @@ def build_inputs(
     session: Session,
     experiment: Experiment,
     stats: ExperimentStats,
-    policy: PromotionPolicyIn,
+    policy: PromotionPolicy,
     value_per_retained: float | None,
 ) -> ReadoutInputs:
     """The pure analysis' inputs: the arms (without the holdout), per tier too."""
@@ -179,7 +179,7 @@ def build_inputs(
     )
 
 
-def inputs_hash(inputs: ReadoutInputs, policy: PromotionPolicyIn) -> str:
+def inputs_hash(inputs: ReadoutInputs, policy: PromotionPolicy) -> str:
     """SHA-256 of everything the results depend on."""
     payload = {"model_version": MODEL_VERSION, "inputs": asdict(inputs), "policy": policy.model_dump()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
@@ -211,7 +211,7 @@ def compute_results(
     session: Session, experiment: Experiment, data_cutoff: datetime, *, progress: Progress = _no_progress
 ) -> tuple[dict[str, Any], str]:
     """The readout JSON (DESIGN §7 shape, promotion verdict included) and its inputs hash."""
-    policy = promotion_policy(experiment.promotion_policy)
+    policy = promotion_policy_from_json(experiment.promotion_policy)
     progress("statistics", 0.1)
     stats = experiment_stats(session, experiment, data_cutoff=data_cutoff)
     value = policy.value_per_retained or mean_ltv_of_exposed(session, experiment)
@@ -257,7 +257,7 @@ def compute_results(
         tier_winners=tier_winners,
         diagnostics_failed=diagnostics_failed,
     )
-    results["promotion"] = evaluate_promotion(policy.model_dump(), results, facts).as_json()
+    results["promotion"] = evaluate_promotion(policy, results, facts).as_json()
     return results, digest
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from experiments.models import GUARDRAIL_METRICS, PILOT_COVERAGE, PRIMARY_METRICS, STATUSES
+from experiments.promotion_policy import PromotionPolicy
 from infra.http import MAX_ID, StrictModel
 from infra.openapi import ResponseModel
 from offers.schemas import Code, Name, Text
@@ -23,33 +24,11 @@ Guardrail = Literal[GUARDRAIL_METRICS]  # type: ignore[valid-type]
 Status = Literal[STATUSES]  # type: ignore[valid-type]
 
 
-class PromotionPolicyIn(StrictModel):
+# The request schema is the typed policy itself (its fields and defaults are stated there once);
+# the subclass keeps the schema's name in the OpenAPI document, and its docstring describes it there.
+class PromotionPolicyIn(PromotionPolicy):
     """When a pilot's winner may be promoted (DESIGN §5). ``mode`` "approve" waits for a person;
     "auto" lets the analysis job promote as soon as every rule holds."""
-
-    min_exposures_per_arm: int = Field(1000, ge=1, le=1_000_000_000)
-    min_runtime_days: int = Field(30, ge=0, le=3650)  # churn shows 30–90 days after the contact
-    min_p_best: Share = 0.95
-    max_expected_loss: Share = 0.005  # in retention-rate units: half a percentage point
-    roi_floor: float = Field(1.5, ge=0, le=100, allow_inf_nan=False)
-    min_p_roi_above_floor: Share = 0.9
-    max_cost_share_of_ltv: float = Field(0.20, gt=0, le=1, allow_inf_nan=False)
-    mode: Literal["auto", "approve"] = "approve"
-    # a guardrail (complaints up, ARPU down) is harmed when P(harm) reaches this
-    max_p_guardrail_harm: Share = 0.95
-    # ROI alarm in rollout: P(ROI < roi_floor) at or above this pauses spending
-    roi_alarm_p: Share = 0.9
-    # share of the target kept out as the measured no-care baseline after promotion
-    rollout_holdout_share: float = Field(0.05, ge=0, le=0.5, allow_inf_nan=False)
-    # money value of one retained subscriber; None: the mean LTV of the exposed subscribers
-    value_per_retained: float | None = Field(None, gt=0, le=1e9, allow_inf_nan=False)
-    # retention prior: Beta(1, 1) unless a historical base rate is given, then
-    # Beta(rate × strength, (1 − rate) × strength)
-    prior_base_rate: float | None = Field(None, gt=0, lt=1, allow_inf_nan=False)
-    prior_strength: float = Field(2.0, gt=0, le=1e6, allow_inf_nan=False)
-
-
-DEFAULT_PROMOTION_POLICY: dict[str, Any] = PromotionPolicyIn().model_dump()
 
 
 class ArmIn(StrictModel):
@@ -127,11 +106,6 @@ class PhaseIn(StrictModel):
     weights: dict[Code, Weight] = Field(min_length=2, max_length=MAX_ARMS)
     hash_seed: Seed | None = None
     reason: Text = ""
-
-
-def promotion_policy(stored: dict[str, Any]) -> PromotionPolicyIn:
-    """The experiment's policy with today's defaults for the fields it was stored without."""
-    return PromotionPolicyIn.model_validate({**DEFAULT_PROMOTION_POLICY, **stored})
 
 
 class ApprovalIn(StrictModel):

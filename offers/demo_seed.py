@@ -25,6 +25,7 @@ from infra.auth_models import CHANNELS, ApiKey, User
 from offers import catalogue
 from offers.config_service import ConfigKind, create_config, validate_payload
 from offers.models import Subscriber, Tier, TierScheme
+from offers.money_rules import DEFAULT_MONEY_RULES
 from offers.repository import load_tier_assigner
 from offers.subscribers_service import upsert_profiles
 
@@ -465,8 +466,8 @@ BUDGETS: tuple[dict[str, Any], ...] = (
         "period": "month",
         "cap_share_of_revenue": 0.015,
         "scope_type": "programme",
-        "roi_floor": 1.5,
-        "max_cost_share_of_ltv": 0.20,
+        "roi_floor": DEFAULT_MONEY_RULES.roi_floor,
+        "max_cost_share_of_ltv": DEFAULT_MONEY_RULES.max_cost_share_of_ltv,
     },
     {
         "code": "VIP_CARE",
@@ -475,8 +476,8 @@ BUDGETS: tuple[dict[str, Any], ...] = (
         "cap_amount": 600.00,
         "scope_type": "tier",
         "scope_value": "vip",
-        "roi_floor": 1.5,
-        "max_cost_share_of_ltv": 0.20,
+        "roi_floor": DEFAULT_MONEY_RULES.roi_floor,
+        "max_cost_share_of_ltv": DEFAULT_MONEY_RULES.max_cost_share_of_ltv,
     },
 )
 

@@ -11,6 +11,7 @@ from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueC
 from sqlalchemy.orm import Mapped, mapped_column
 
 from infra.db import Base, JsonType, Money, UtcDateTime, utcnow
+from offers.money_rules import DEFAULT_MONEY_RULES
 
 
 class Timestamps:
@@ -168,8 +169,8 @@ class Budget(Timestamps, Base):
     currency: Mapped[str] = mapped_column(String(3), default="EUR")
     scope_type: Mapped[str] = mapped_column(String(20), default="programme")
     scope_value: Mapped[str | None] = mapped_column(String(64))
-    roi_floor: Mapped[float] = mapped_column(default=1.5)
-    max_cost_share_of_ltv: Mapped[float] = mapped_column(default=0.20)
+    roi_floor: Mapped[float] = mapped_column(default=DEFAULT_MONEY_RULES.roi_floor)
+    max_cost_share_of_ltv: Mapped[float] = mapped_column(default=DEFAULT_MONEY_RULES.max_cost_share_of_ltv)
     active: Mapped[bool] = mapped_column(default=True)
 
 

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from infra.http import StrictModel
 from infra.openapi import ResponseModel
+from offers.money_rules import DEFAULT_MONEY_RULES
 
 Channel = Literal["sms", "app", "call_centre", "retail"]
 Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
@@ -140,8 +141,8 @@ class BudgetIn(StrictModel):
     currency: Currency = "EUR"
     scope_type: Literal["programme", "experiment", "tier", "channel"] = "programme"
     scope_value: Code | None = None
-    roi_floor: float = Field(1.5, ge=0, le=100, allow_inf_nan=False)
-    max_cost_share_of_ltv: float = Field(0.20, gt=0, le=1, allow_inf_nan=False)
+    roi_floor: float = Field(DEFAULT_MONEY_RULES.roi_floor, ge=0, le=100, allow_inf_nan=False)
+    max_cost_share_of_ltv: float = Field(DEFAULT_MONEY_RULES.max_cost_share_of_ltv, gt=0, le=1, allow_inf_nan=False)
     active: bool = True
 
     @model_validator(mode="after")

@@ -58,7 +58,9 @@ class ReadoutInputs:
     arms: tuple[ArmData, ...]  # totals over all tiers, in arm order
     tiers: tuple[TierData, ...]  # the same arms, per tier
     value_per_retained: float  # money value of one retained subscriber (e.g. mean LTV)
-    roi_floor: float = 1.5
+    # P(ROI ≥ floor) is judged against this; the caller passes the experiment's promotion policy's
+    # floor (the statistics state no business default of their own)
+    roi_floor: float
     prior: BetaPrior = BetaPrior()
     seed: int = 20240601
     draws: int = 20_000  # Monte Carlo draws per arm

@@ -6,10 +6,10 @@ import copy
 
 import pytest
 
+from experiments.promotion_policy import DEFAULT_PROMOTION_POLICY
 from experiments.promotion_rules import BLOCKERS, PromotionFacts, evaluate_promotion, roi_alarm
-from experiments.schemas import DEFAULT_PROMOTION_POLICY
 
-POLICY = dict(DEFAULT_PROMOTION_POLICY)
+POLICY = DEFAULT_PROMOTION_POLICY
 FACTS = PromotionFacts(status="pilot", runtime_days=45.0, value_per_retained=400.0, tier_winners={"vip": "bill_credit"})
 
 
@@ -162,7 +162,7 @@ def test_a_free_action_needs_no_value_or_roi():
 def test_the_policy_thresholds_are_the_ones_applied():
     readout = passing_readout()
     p_best(readout)  # 0.9
-    assert evaluate_promotion({**POLICY, "min_p_best": 0.85}, readout, FACTS).eligible
+    assert evaluate_promotion(POLICY.model_copy(update={"min_p_best": 0.85}), readout, FACTS).eligible
 
 
 def test_roi_alarm_fires_only_for_rolled_out_arms_below_the_floor():
@@ -172,4 +172,4 @@ def test_roi_alarm_fires_only_for_rolled_out_arms_below_the_floor():
     alarm = roi_alarm(POLICY, readout, ["bill_credit"])
     assert alarm["arm"] == "bill_credit" and alarm["threshold"] == 0.9
     assert roi_alarm(POLICY, readout, ["control"]) is None  # the control costs nothing
-    assert roi_alarm({**POLICY, "roi_alarm_p": 0.95}, readout, ["bill_credit"]) is None
+    assert roi_alarm(POLICY.model_copy(update={"roi_alarm_p": 0.95}), readout, ["bill_credit"]) is None

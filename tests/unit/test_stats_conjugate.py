@@ -21,6 +21,8 @@ from experiments.stats import (
 )
 from experiments.stats.beta import BetaPosterior, prob_beta_greater
 
+ROI_FLOOR = 1.5  # the floor the ROI cases below are constructed around
+
 
 def arm(
     key: str,
@@ -50,8 +52,16 @@ def arm(
     )
 
 
-def readout(*arms: ArmData, tiers: tuple[TierData, ...] = (), value_per_retained: float = 100.0, **settings):
-    return conjugate_readout(ReadoutInputs(arms=arms, tiers=tiers, value_per_retained=value_per_retained, **settings))
+def readout(
+    *arms: ArmData,
+    tiers: tuple[TierData, ...] = (),
+    value_per_retained: float = 100.0,
+    roi_floor: float = ROI_FLOOR,
+    **settings,
+):
+    return conjugate_readout(
+        ReadoutInputs(arms=arms, tiers=tiers, value_per_retained=value_per_retained, roi_floor=roi_floor, **settings)
+    )
 
 
 def by_key(result) -> dict:
@@ -346,7 +356,7 @@ def _experiment() -> ReadoutInputs:
         arm("sms", 5000, 4125, revenues=[11, 14, 13], cost=2500.0),
         arm("call", 4950, 4025, cost=10000.0),
     )
-    return ReadoutInputs(arms=totals, tiers=tiers, value_per_retained=120.0)
+    return ReadoutInputs(arms=totals, tiers=tiers, value_per_retained=120.0, roi_floor=ROI_FLOOR)
 
 
 def test_same_inputs_same_outputs():
