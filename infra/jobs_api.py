@@ -6,6 +6,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import redis
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 from pydantic import Field
