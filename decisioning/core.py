@@ -355,7 +355,7 @@ def _as_utc(moment: datetime) -> datetime:
 
 def _channel_block(
     rule: ContactRule | None, channel: str, attributes: Mapping[str, Any], state: DecisionState, now_utc: datetime
-) -> tuple[str, str, tuple] | None:
+) -> tuple[str, str, tuple[object, ...]] | None:
     """(code, template, args) when the channel cannot take a contact now: its cap is reached
     or it is quiet hours where the subscriber is (their ``timezone``, else the policy's)."""
     if rule is None:
@@ -405,7 +405,7 @@ def _experiment_decision(
     tier: str | None,
     risk: RiskAssessment,
     stage: str | None,
-    blocked: tuple[str, str, tuple] | None,
+    blocked: tuple[str, str, tuple[object, ...]] | None,
 ) -> DecisionResult:
     arm_key, in_holdout, new_exposure = placement
     arm_offer = experiment.arm_offers.get(arm_key) if arm_key is not None else None
@@ -496,6 +496,7 @@ class _Headroom:
 def _budget_failure(offer_code: str, cost: float, headroom: _Headroom) -> ReasonFacts | None:
     if cost > headroom.cap_room + _MONEY_TOLERANCE:
         budget = headroom.cap_budget
+        assert budget is not None  # a finite cap_room was set together with its budget
         return (
             offer_code,
             "budget_exhausted",
@@ -503,11 +504,13 @@ def _budget_failure(offer_code: str, cost: float, headroom: _Headroom) -> Reason
             (budget.code, max(0.0, headroom.cap_room), budget.cap_amount, cost),
         )
     if cost > headroom.pace_room + _MONEY_TOLERANCE:
+        pace_budget = headroom.pace_budget
+        assert pace_budget is not None  # likewise for pace_room
         return (
             offer_code,
             "pacing",
             _PACING,
-            (headroom.pace_budget.code, headroom.pace_spent, headroom.pace_allowed, cost),
+            (pace_budget.code, headroom.pace_spent, headroom.pace_allowed, cost),
         )
     return None
 
@@ -515,7 +518,8 @@ def _budget_failure(offer_code: str, cost: float, headroom: _Headroom) -> Reason
 def _amount(value: Any) -> float | None:
     """A money attribute, if it is a usable one (a finite, non-negative number)."""
     if type(value) in _NUMBER and 0 <= value < _INFINITY:
-        return value
+        amount: float = value  # a typed local, not cast(): no call on this path
+        return amount
     return None
 
 
@@ -546,7 +550,7 @@ def _arbitrate(
     tier: str | None,
     risk: RiskAssessment,
     stage: str | None,
-    blocked: tuple[str, str, tuple] | None,
+    blocked: tuple[str, str, tuple[object, ...]] | None,
 ) -> DecisionResult:
     ltv = _amount(attributes.get("ltv"))
     arpu = _amount(attributes.get("arpu"))
@@ -556,6 +560,7 @@ def _arbitrate(
     excluded: list[ReasonFacts] = []
     exclude = excluded.append
     candidates: list[tuple[float, float, str, Action]] = []
+    action: Action | None  # each entry's action while scanning, then the chosen one (or None)
 
     for static, code, eligible, cost, gain_factor, horizon, action, not_eligible in plan.entries:
         if static is not None:

@@ -66,7 +66,7 @@ __all__ = [
 Predicate = Callable[[Mapping[str, Any]], bool]
 # A reason is (offer_code, code, message template, template arguments): the message is only
 # formatted when someone reads it, so the hot path builds (or reuses) a tuple and nothing else.
-ReasonFacts = tuple[str, str, str, tuple]
+ReasonFacts = tuple[str, str, str, tuple[object, ...]]
 
 RUNNING_STATUSES = ("pilot", "rollout")  # as experiments.models, which imports sqlalchemy
 BUDGET_SCOPES = ("programme", "experiment", "tier", "channel")
@@ -204,10 +204,11 @@ class BudgetRule:
             raise SnapshotError(f"budget {self.code}: scope_type must be one of {', '.join(BUDGET_SCOPES)}")
         if (self.period_start is None) != (self.period_end is None):
             raise SnapshotError(f"budget {self.code}: give both period_start and period_end, or neither")
-        if self.period_start is not None:
-            object.__setattr__(self, "period_start", _as_utc(self.period_start))
-            object.__setattr__(self, "period_end", _as_utc(self.period_end))  # type: ignore[arg-type]
-            if self.period_end <= self.period_start:  # type: ignore[operator]
+        if self.period_start is not None and self.period_end is not None:  # both or neither, as checked
+            start, end = _as_utc(self.period_start), _as_utc(self.period_end)
+            object.__setattr__(self, "period_start", start)
+            object.__setattr__(self, "period_end", end)
+            if end <= start:
                 raise SnapshotError(f"budget {self.code}: period_end must be after period_start")
         rules = self.money_rules
         if not self.cap_amount >= 0 or not rules.roi_floor >= 0 or not 0 < rules.max_cost_share_of_ltv <= 1:
@@ -228,10 +229,10 @@ class BudgetRule:
 
     def paced_allowance(self, now: datetime) -> float:
         """How much of the cap may have been spent by ``now`` (aware, UTC)."""
-        if self.period_start is None:
-            return self.cap_amount
         start, end = self.period_start, self.period_end
-        elapsed = (now - start) / (end - start)  # type: ignore[operator]
+        if start is None or end is None:  # both or neither (__post_init__)
+            return self.cap_amount
+        elapsed = (now - start) / (end - start)
         elapsed = 0.0 if elapsed < 0 else 1.0 if elapsed > 1 else elapsed
         return min(self.cap_amount, self.cap_amount * elapsed * (1 + self.pacing_slack))
 
@@ -459,6 +460,7 @@ class DecisionSnapshot:
         table: dict[tuple[str, str | None], tuple[ReasonFacts, ...]] = {}
         for experiment in self.experiments:
             for arm in (*experiment.spec.arm_keys, None):
+                args: tuple[str, ...]
                 arm_offer = experiment.arm_offers.get(arm) if arm is not None else None
                 if arm is None:
                     template, args = "subscriber is in experiment {0}'s holdout: no action", (experiment.key,)

@@ -38,7 +38,7 @@ HOLDOUT_SEED_SUFFIX = ":holdout"
 HOLDOUT_HASH_VERSION = 2
 
 
-def _utf16_code_units(text: str):
+def _utf16_code_units(text: str) -> bytes | array[int]:
     """The string as JavaScript sees it (``charCodeAt``): bytes for Latin-1, else UTF-16 units."""
     try:
         return text.encode("latin-1")  # iterating bytes yields ints, the fast common case

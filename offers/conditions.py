@@ -71,7 +71,8 @@ def _to_str(v: Any) -> str:
     """JS ``v + ""``."""
     t = type(v)
     if t is str:
-        return v
+        text: str = v  # a typed local, not cast(): no call on this path
+        return text
     if v is None or t is bool:
         return "null" if v is None else ("true" if v else "false")
     if t in _NUM:
@@ -111,7 +112,7 @@ def _primitive(v: Any) -> Any:
 _ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
 
-def _surrogate_pair(m: re.Match) -> str:
+def _surrogate_pair(m: re.Match[str]) -> str:
     c = ord(m[0]) - 0x10000
     return chr(0xD800 + (c >> 10)) + chr(0xDC00 + (c & 0x3FF))
 
@@ -133,7 +134,8 @@ def _relational(op: Callable[[Any, Any], bool], a: Any, b: Any) -> bool:
 def _truthy(v: Any) -> bool:
     t = type(v)
     if t in _NUM:
-        return v == v and v != 0  # NaN is falsy
+        truthy: bool = v == v and v != 0  # NaN is falsy
+        return truthy
     return v != "" if t is str else v is not None and v is not False  # [] and {} are truthy
 
 
@@ -289,7 +291,7 @@ def _strict_equal_to(expected: Any) -> Test:
     return lambda v: type(v) is t and v == expected
 
 
-def _includes(values: list, insensitive: bool) -> Test:
+def _includes(values: list[Any], insensitive: bool) -> Test:
     """JS ``values.includes(v)`` or its case-folded form; an array attribute matches if any of
     its elements does."""
     strs = frozenset(x.lower() if insensitive else x for x in values if type(x) is str)
@@ -316,7 +318,7 @@ def _includes(values: list, insensitive: bool) -> Test:
 
 
 class _Compiler:
-    def __init__(self, saved_groups: Mapping | None, strict: bool) -> None:
+    def __init__(self, saved_groups: Mapping[str, object] | None, strict: bool) -> None:
         self.groups = saved_groups if isinstance(saved_groups, Mapping) else {}
         self.strict = strict
 
@@ -364,7 +366,7 @@ class _Compiler:
             return _never  # GrowthBook: an unknown operator never matches
         return build(self, arg, path, *params)
 
-    def op_compare(self, arg: Any, path: str, fn: Callable) -> Test:
+    def op_compare(self, arg: Any, path: str, fn: Callable[[Any, Any], bool]) -> Test:
         self.check(type(arg) in (str, int, float), path, "needs a number or a string")
         expected = _primitive(arg)
         if type(expected) in _NUM:
@@ -374,7 +376,7 @@ class _Compiler:
             return lambda v: fn(_u16(v), key) if type(v) is str else _relational(fn, v, expected)
         return lambda v: _relational(fn, v, expected)
 
-    def op_version(self, arg: Any, path: str, fn: Callable) -> Test:
+    def op_version(self, arg: Any, path: str, fn: Callable[[str, str], bool]) -> Test:
         self.check(type(arg) in (str, int, float) and arg != "", path, "needs a version string")
         expected = _padded_version(arg)
         return lambda v: fn(_padded_version(v), expected)
@@ -452,7 +454,7 @@ class _Compiler:
 
 
 _C = _Compiler  # operator -> (builder, extra arguments)
-_OPERATORS: dict[str, tuple] = {
+_OPERATORS: dict[str, tuple[Callable[..., Test], *tuple[object, ...]]] = {
     "$eq": (_C.op_eq, False),
     "$ne": (_C.op_eq, True),
     "$lt": (_C.op_compare, lt),
@@ -487,8 +489,8 @@ _OPERATORS: dict[str, tuple] = {
 
 
 def compile_condition(
-    condition: dict, saved_groups: dict | None = None, *, strict: bool = False
-) -> Callable[[Mapping], bool]:
+    condition: object, saved_groups: Mapping[str, object] | None = None, *, strict: bool = False
+) -> Callable[[Mapping[str, Any]], bool]:
     """Compile ``condition`` once into a fast ``attributes -> bool`` function.
 
     ``strict=False`` (default, evaluation time) is GrowthBook-lenient and never raises: what
@@ -505,7 +507,7 @@ def compile_condition(
             raise ConditionError("$", "nested too deeply") from None
         return _never
 
-    def evaluate(attributes: Mapping) -> bool:
+    def evaluate(attributes: Mapping[str, Any]) -> bool:
         try:
             return test(attributes)
         except Exception:  # e.g. a cyclic attribute value: fail the condition, never the caller
@@ -514,7 +516,7 @@ def compile_condition(
     return evaluate
 
 
-def validate_condition(condition: Any) -> None:
+def validate_condition(condition: object) -> None:
     """Raise :class:`ConditionError`, naming the JSON path, unless ``condition`` is valid.
 
     Strict, for saving a condition: besides malformed structure it rejects unknown operators,
@@ -526,11 +528,13 @@ def validate_condition(condition: Any) -> None:
 
 
 @lru_cache(maxsize=512)
-def _compiled(condition_json: str, groups_json: str) -> Callable[[Mapping], bool]:
+def _compiled(condition_json: str, groups_json: str) -> Callable[[Mapping[str, Any]], bool]:
     return compile_condition(json.loads(condition_json), json.loads(groups_json))
 
 
-def evaluate_condition(condition: Any, attributes: Mapping, saved_groups: dict | None = None) -> bool:
+def evaluate_condition(
+    condition: object, attributes: Mapping[str, Any], saved_groups: Mapping[str, object] | None = None
+) -> bool:
     """Evaluate once (lenient), reusing compiled conditions from a small LRU cache."""
     try:
         # Key order is kept (no sort_keys): it matters for object literals, compared as JSON text

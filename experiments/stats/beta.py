@@ -9,6 +9,7 @@ the closed form written out independently).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,7 +117,7 @@ def prob_beta_greater(a: BetaPosterior, b: BetaPosterior) -> float:
     and X ↦ 1 − X (which swaps alpha and beta) any of the four will do, so the smallest
     whole one is used: with retention near 90% that is usually 1 + churned of one arm.
     """
-    choices = (
+    choices: tuple[tuple[float, Callable[[], float]], ...] = (
         (b.alpha, lambda: _miller_sum(a.alpha, a.beta, b.alpha, b.beta)),
         (a.alpha, lambda: 1.0 - _miller_sum(b.alpha, b.beta, a.alpha, a.beta)),
         (a.beta, lambda: _miller_sum(b.beta, b.alpha, a.beta, a.alpha)),

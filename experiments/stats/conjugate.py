@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from typing import TypedDict
 
 import numpy as np
 
@@ -114,7 +115,8 @@ def _p_best(draws: np.ndarray) -> np.ndarray:
     from two continuous posteriors, would be shared out by the normalisation.)"""
     is_best = draws == draws.max(axis=0)
     counts = is_best.sum(axis=1)
-    return counts / counts.sum()
+    shares: np.ndarray = counts / counts.sum()  # NumPy types these reductions as Any
+    return shares
 
 
 def _analyse_arms(
@@ -181,7 +183,21 @@ def _analyse_arms(
     return tuple(results), error, message
 
 
-def _no_comparison(arm: ArmData, has_control: bool, revenue: MeanPosterior | None) -> dict:
+class _Comparison(TypedDict):
+    """The fields of an ``ArmResult`` that compare the arm with the control."""
+
+    uplift_vs_control: Interval | None
+    p_beats_control: float | None
+    arpu_uplift: Interval | None
+    p_arpu_harm: float | None
+    incremental_value: Interval | None
+    roi_mean: float | None
+    p_roi_above_floor: float | None
+    p_roi_below_floor: float | None
+    p_complaint_harm: float | None
+
+
+def _no_comparison(arm: ArmData, has_control: bool, revenue: MeanPosterior | None) -> _Comparison:
     """The comparison fields of the control (compared with itself) or of any arm when there
     is no control to compare with."""
     is_reference = has_control and arm.is_control
@@ -207,11 +223,17 @@ def _compare_with_control(
     revenue_posteriors: list[MeanPosterior | None],
     generators: list[np.random.Generator],
     buffers: _Buffers,
-) -> dict[int, dict]:
+) -> dict[int, _Comparison]:
     """Each non-control arm's comparison fields, keyed by arm position."""
     treated = [index for index in range(len(arms)) if index != control]
     control_revenue = revenue_posteriors[control]
-    with_revenue = [index for index in treated if control_revenue is not None and revenue_posteriors[index] is not None]
+    # the treated arms whose ARPU is compared: both they and the control have revenue figures
+    treated_revenue = (
+        {index: posterior for index in treated if (posterior := revenue_posteriors[index]) is not None}
+        if control_revenue is not None
+        else {}
+    )
+    with_revenue = list(treated_revenue)
     count = len(treated)
     # One scratch matrix for every difference whose interval is needed: retention uplift,
     # incremental value, ARPU uplift rows, in that order.
@@ -222,11 +244,14 @@ def _compare_with_control(
         np.subtract(retention[index], retention[control], out=uplift_draws[row])
     np.multiply(uplift_draws, inputs.value_per_retained, out=value_draws)
     arpu_rows: dict[int, int] = {}
+    arpu_means: dict[int, float] = {}
     if with_revenue:
+        assert control_revenue is not None  # treated_revenue is empty without it
+        arpu_means = {index: posterior.mean - control_revenue.mean for index, posterior in treated_revenue.items()}
         # ARPU draws come after each arm's retention draws in its own stream
         order = [control, *with_revenue]
         arpu = _centred_revenue_draws(
-            [revenue_posteriors[index] for index in order],
+            [control_revenue, *treated_revenue.values()],
             control_revenue.mean,
             [generators[index] for index in order],
             buffers,
@@ -248,7 +273,7 @@ def _compare_with_control(
             p_roi_above[index] = int(above) / inputs.draws
     lows, highs = ci95_rows(differences)
 
-    comparisons = {}
+    comparisons: dict[int, _Comparison] = {}
     for row, index in enumerate(treated):
         arm = arms[index]
         uplift_mean = retention_posteriors[index].mean - retention_posteriors[control].mean
@@ -256,7 +281,7 @@ def _compare_with_control(
         arpu_uplift = None
         if index in arpu_rows:
             arpu_row = 2 * count + arpu_rows[index]
-            arpu_mean = revenue_posteriors[index].mean - control_revenue.mean
+            arpu_mean = arpu_means[index]
             value_mean += arpu_mean
             arpu_uplift = Interval(arpu_mean, float(lows[arpu_row]), float(highs[arpu_row]))
         roi_mean = p_roi_below = None

@@ -45,8 +45,9 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import special
@@ -54,6 +55,11 @@ from scipy import special
 from experiments.stats.inputs import BetaPrior, TierData, invalid_arm_reason
 from experiments.stats.results import Interval
 from experiments.stats.rounding import json_number, json_pair
+
+if TYPE_CHECKING:  # imported on first use at run time (see the module docstring)
+    import pymc as pm  # untyped: pm.Model is Any to a type checker
+    import xarray as xr
+    from arviz import InferenceData
 
 RHAT_MAX = 1.01
 ESS_BULK_MIN = 400
@@ -223,10 +229,10 @@ def _choose_parameterisation(trials: np.ndarray, retained: np.ndarray) -> str:
     return "centred" if sigma_squared > 2 * np.median(sampling_variance[:, 1:]) else "non_centred"
 
 
-_MODELS: dict[tuple[int, int, str, HierarchicalPrior], Any] = {}
+_MODELS: dict[tuple[int, int, str, HierarchicalPrior], pm.Model] = {}
 
 
-def _model(shape: tuple[int, int], parameterisation: str, pooling: HierarchicalPrior):  # -> pm.Model
+def _model(shape: tuple[int, int], parameterisation: str, pooling: HierarchicalPrior) -> pm.Model:
     """The model for this shape, built once per process; counts and base prior are ``pm.Data``."""
     key = (*shape, parameterisation, pooling)
     if key not in _MODELS:
@@ -253,19 +259,23 @@ def _model(shape: tuple[int, int], parameterisation: str, pooling: HierarchicalP
     return _MODELS[key]
 
 
-def _diagnostics(idata) -> Diagnostics:  # idata: arviz.InferenceData
+def _diagnostics(idata: InferenceData) -> Diagnostics:
     import arviz as az
 
-    def every_value(dataset) -> np.ndarray:
+    # arviz leaves these two unannotated; each gives one value per variable, as a Dataset
+    rhat: Callable[[InferenceData], xr.Dataset] = az.rhat
+    ess_of: Callable[..., xr.Dataset] = az.ess
+
+    def every_value(dataset: xr.Dataset) -> np.ndarray:
         return np.concatenate([np.ravel(dataset[name].values) for name in dataset.data_vars])
 
-    rhats = every_value(az.rhat(idata))
-    ess = every_value(az.ess(idata, method="bulk"))
+    rhats = every_value(rhat(idata))
+    ess = every_value(ess_of(idata, method="bulk"))
     # a NaN (e.g. a variable stuck at one value) cannot vouch for convergence
     rhat_max = math.inf if np.isnan(rhats).any() else float(rhats.max())
     ess_min = 0.0 if np.isnan(ess).any() else float(ess.min())
     return Diagnostics(
-        rhat_max=rhat_max, ess_bulk_min=ess_min, divergences=int(idata.sample_stats["diverging"].values.sum())
+        rhat_max=rhat_max, ess_bulk_min=ess_min, divergences=int(idata["sample_stats"]["diverging"].values.sum())
     )
 
 
@@ -337,7 +347,7 @@ def _sample(
     chains: int,
     cores: int,
     target_accept: float,
-):  # -> arviz.InferenceData
+) -> InferenceData:
     import pymc as pm
 
     model = _model(counts.trials.shape, parameterisation, pooling)
@@ -352,7 +362,7 @@ def _sample(
                 "base_prior_sd": base_sd,
             }
         )
-        return pm.sample(
+        idata: InferenceData = pm.sample(  # PyMC is untyped
             draws=draws,
             tune=tune,
             chains=chains,
@@ -363,6 +373,7 @@ def _sample(
             quiet=True,
             compute_convergence_checks=False,
         )
+        return idata
 
 
 def fit_hierarchical(
@@ -444,7 +455,8 @@ def fit_hierarchical(
             return failure("sampler_error", f"{type(error).__name__}: {error}"[:500], parameterisation)
         problem = _diagnostics_failure(diagnostics)
         if problem is None:
-            retention = idata.posterior["retention"].values  # chains × draws × tiers × arms
+            # groups by key: InferenceData declares them only through its Mapping interface
+            retention = idata["posterior"]["retention"].values  # chains × draws × tiers × arms
             retention = retention.reshape(-1, *retention.shape[2:])
             return HierarchicalResult(
                 ok=True,

@@ -67,8 +67,9 @@ class ReadoutInputs:
 
 
 def _is_count(value: object) -> bool:
-    # numbers.Integral admits NumPy integers too; bool is an int but never a count
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
+    # numbers.Integral admits NumPy integers too; bool is an int but never a count. int(): the
+    # numbers ABCs declare no `>=` for a type checker, and an integral converts exactly
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 0
 
 
 def _is_finite(value: object) -> bool:

@@ -60,7 +60,8 @@ def beta_quantile_tables(alphas: np.ndarray, betas: np.ndarray) -> np.ndarray:
     logit_high = np.maximum(logit_high, logit_low)
     grids = logit_low + (logit_high - logit_low) * np.linspace(0.0, 1.0, GRID_NODES)[None, :]
     log_densities = alphas * special.log_expit(grids) + betas * special.log_expit(-grids)
-    return special.expit(_quantiles_on_grids(grids, log_densities))
+    quantiles: np.ndarray = special.expit(_quantiles_on_grids(grids, log_densities))  # SciPy is untyped
+    return quantiles
 
 
 def student_t_quantile_tables(dfs: np.ndarray) -> np.ndarray:
@@ -73,7 +74,8 @@ def student_t_quantile_tables(dfs: np.ndarray) -> np.ndarray:
     reach = np.arcsinh(special.stdtrit(dfs, 1.0 - TAIL_MASS))
     grids = reach * np.linspace(-1.0, 1.0, GRID_NODES)[None, :]
     log_densities = -(dfs + 1) / 2 * np.log1p(np.sinh(grids) ** 2 / dfs) + np.log(np.cosh(grids))
-    return np.sinh(_quantiles_on_grids(grids, log_densities))
+    quantiles: np.ndarray = np.sinh(_quantiles_on_grids(grids, log_densities))  # NumPy's ufuncs return Any
+    return quantiles
 
 
 class DrawScratch:
