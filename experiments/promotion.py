@@ -18,7 +18,7 @@ from experiments.promotion_rules import roi_alarm
 from experiments.readouts import latest_readout
 from experiments.service import get_experiment
 from infra.audit import record_audit
-from infra.db import utcnow
+from infra.db import matched_rows, utcnow
 from infra.errors import Conflict
 
 
@@ -51,7 +51,7 @@ def promote(session: Session, experiment: Experiment, readout: Readout, *, mode:
             promoted_at=now,
         )
     )
-    if changed.rowcount != 1:  # type: ignore[attr-defined]
+    if matched_rows(changed) != 1:
         return None
     before = {
         "status": "pilot",
@@ -175,7 +175,7 @@ def check_roi_alarm(session: Session, experiment: Experiment, readout: Readout) 
         .values(spending_paused=True)
     )
     session.flush()
-    if paused.rowcount == 1:  # type: ignore[attr-defined]
+    if matched_rows(paused) == 1:
         record_audit(
             session,
             actor="system:readout",

@@ -27,7 +27,7 @@ from experiments import schemas
 from experiments.assignment import ExperimentSpec
 from experiments.models import ENDED_STATUSES, RUNNING_STATUSES, Experiment, ExperimentArm, ExperimentPhase
 from infra.audit import record_audit
-from infra.db import utcnow
+from infra.db import matched_rows, utcnow
 from infra.errors import BadRequest, Conflict, NotFound, pydantic_details
 from offers.catalogue import check_condition
 from offers.config_service import entity_json
@@ -417,7 +417,7 @@ def transition_experiment(
     result = session.execute(
         update(Experiment).where(Experiment.id == experiment.id, Experiment.status == current).values(**values)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if matched_rows(result) != 1:
         raise Conflict(f"experiment {key!r} changed status meanwhile; reload and retry", code="status_changed")
     session.refresh(experiment)
     if to == "pilot":
@@ -550,7 +550,7 @@ def start_phase(session: Session, key: str, data: schemas.PhaseIn, *, actor: str
         )
         .values(phase=new_phase, hash_seed=seed)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if matched_rows(result) != 1:
         raise Conflict(f"experiment {key!r} changed meanwhile; reload and retry", code="status_changed")
     session.refresh(experiment)
     for arm in experiment.arms:

@@ -29,7 +29,7 @@ import redis
 from sqlalchemy import BigInteger, SmallInteger, event, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from infra.db import Base, UtcDateTime, utcnow
+from infra.db import Base, UtcDateTime, matched_rows, utcnow
 
 CONFIG_VERSION_KEY = "cp:config_version"
 CONFIG_EPOCH_KEY = "cp:config_epoch"
@@ -101,7 +101,7 @@ def _before_commit(session: Session) -> None:
             .where(ConfigGeneration.id == 1)
             .values(generation=ConfigGeneration.generation + 1, changed_at=utcnow())
         )
-        if moved.rowcount != 1:
+        if matched_rows(moved) != 1:
             log.error(
                 "the config_generation row is missing (run the migrations): decisions see this change "
                 "only through Redis, or when their snapshot reaches its age limit"

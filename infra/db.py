@@ -16,7 +16,7 @@ import orjson
 from flask import Flask, current_app, g
 from sqlalchemy import JSON, DateTime, MetaData, Numeric, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import CursorResult, Engine, Result, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -159,6 +159,13 @@ def _close_request_session(exc: BaseException | None) -> None:
         if exc is not None:
             session.rollback()
         session.close()
+
+
+def matched_rows(result: Result[*tuple[Any, ...]]) -> int:
+    """How many rows an UPDATE or DELETE run by ``Session.execute`` matched. The session
+    types its result as a plain ``Result``; for these statements it is a ``CursorResult``."""
+    assert isinstance(result, CursorResult)
+    return result.rowcount
 
 
 @contextmanager
