@@ -32,14 +32,13 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from rq import get_current_job
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from decisioning.ledger import LEDGER_READY_KEY, RESERVATION_TO_ROW_S, BudgetLedger
 from decisioning.models import Decision
 from infra.db import utcnow
-from infra.job_runtime import job_sessionmaker
+from infra.job_runtime import current_job_connection, job_sessionmaker
 from offers.models import BudgetCharge, ContactPolicy
 
 log = logging.getLogger("carepilot.ledger")
@@ -106,7 +105,7 @@ def reconcile_ledger(
 def reconcile_ledger_job(force: bool = False, grace_s: float = REBUILD_GRACE_S) -> dict[str, Any]:
     """RQ entry point (cron tick, every minute): rebuild when Redis lost the ready mark (a
     restart without its data) and no rebuild is under way, or always with ``force``."""
-    connection = get_current_job().connection
+    connection = current_job_connection()
     ledger = BudgetLedger(connection)
     if not force and (ledger.is_ready() or ledger.rebuilding()):
         return {"rebuilt": False}

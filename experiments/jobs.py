@@ -31,7 +31,7 @@ from experiments.readouts import MODEL_VERSION, compute_results, readout_cutoff,
 from experiments.service import get_experiment
 from infra.config_version import mark_changed
 from infra.db import session_scope, utcnow
-from infra.job_runtime import job_sessionmaker
+from infra.job_runtime import current_job_connection, job_sessionmaker
 from infra.queues import enqueue_unique
 from offers.jobs import RETIER_JOB_ID, retier_subscribers_job
 
@@ -139,7 +139,7 @@ def due_readouts(factory: sessionmaker, now: datetime) -> list[tuple[str, dateti
 
 def schedule_readouts_job() -> list[str]:
     """Cron tick: enqueue the readouts that are due; returns their job ids."""
-    connection = get_current_job().connection
+    connection = current_job_connection()
     ids = []
     for key, cutoff in due_readouts(job_sessionmaker(), utcnow()):
         job, _ = enqueue_readout(connection, key, cutoff)
@@ -149,7 +149,7 @@ def schedule_readouts_job() -> list[str]:
 
 def monthly_retier_job() -> str:
     """Cron tick (the 1st of each month): enqueue this month's re-tiering once."""
-    connection = get_current_job().connection
+    connection = current_job_connection()
     job, _ = enqueue_unique(
         connection, retier_subscribers_job, job_id=f"{RETIER_JOB_ID}-{utcnow().strftime('%Y-%m')}", timeout_s=3600
     )

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
+from rq import get_current_job
 from sqlalchemy.orm import sessionmaker
 
 from infra import config_version
@@ -36,6 +37,13 @@ def job_sessionmaker() -> sessionmaker:
         # audited writes of jobs (promotion, ROI alarm) move the config version too
         config_version.use_redis(_lazy_redis(settings))
     return _current[0].database.sessionmaker
+
+
+def current_job_connection() -> redis.Redis:
+    """The Redis connection of the RQ job being run (for a job that enqueues others)."""
+    job = get_current_job()
+    assert job is not None  # only job entry points call this, and RQ runs them inside their job
+    return job.connection
 
 
 def bind_job_database(database: Database) -> None:

@@ -63,6 +63,7 @@ def _exists(connection: redis.Redis, job_id: str) -> bool:
 
 def job_json(job: Job) -> dict[str, Any]:
     status = job.get_status(refresh=True)
+    latest = job.latest_result() if status == "failed" else None
     return {
         "id": job.id,
         "status": str(getattr(status, "value", status)),
@@ -70,5 +71,5 @@ def job_json(job: Job) -> dict[str, Any]:
         "enqueued_at": job.enqueued_at.isoformat() if job.enqueued_at else None,
         "ended_at": job.ended_at.isoformat() if job.ended_at else None,
         "result": job.return_value() if status == "finished" else None,
-        "error": (job.latest_result().exc_string if status == "failed" and job.latest_result() else None),
+        "error": latest.exc_string if latest else None,
     }
