@@ -257,8 +257,9 @@ def _operation_view(path: str, method: str, op: dict[str, Any], document: dict[s
     places = [p["in"] for p in op.get("parameters", [])]
     body = None
     if "requestBody" in op:
-        content = op["requestBody"].get("content", {})
-        first = next(iter(content.values()), {}).get("schema", {})
+        content: dict[str, Any] = op["requestBody"].get("content", {})  # media type → its object
+        media: dict[str, Any] = next(iter(content.values()), {})
+        first = media.get("schema", {})
         body = BodyView(
             media_types=list(content),
             type=type_parts(first),
@@ -269,7 +270,10 @@ def _operation_view(path: str, method: str, op: dict[str, Any], document: dict[s
     for status, raw in op.get("responses", {}).items():
         response = _component_response(raw, document)
         content = response.get("content", {})
-        schema = next(iter(content.values()), {}).get("schema") if content else None
+        schema = None
+        if content:
+            media = next(iter(content.values()), {})
+            schema = media.get("schema")
         responses.append(
             ResponseView(
                 status=status,

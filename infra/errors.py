@@ -15,7 +15,7 @@ from flask.typing import ResponseReturnValue
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from infra.db import rollback_request_session
 
@@ -108,8 +108,8 @@ def register_error_handlers(app: Flask) -> None:
         rollback_request_session()
         code = (exc.name or "error").lower().replace(" ", "_")
         response, status = error_response(exc.code or 500, code, exc.description or exc.name)
-        if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
-            response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:  # the 405 that routing raises
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response, status
 
     # the database unreachable (a restart, a failover) or every pooled connection busy: the

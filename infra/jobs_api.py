@@ -28,7 +28,7 @@ class JobOut(ResponseModel):
     """A background job (rq); finished jobs are kept for a day."""
 
     id: str
-    status: Literal[tuple(status.value for status in JobStatus)]  # type: ignore[valid-type]
+    status: Literal[tuple(status.value for status in JobStatus)]  # type: ignore[valid-type]  # rq's statuses, read at import
     meta: dict[str, Any] = Field(description="progress the job reports, e.g. {stage, share}")
     enqueued_at: datetime | None
     ended_at: datetime | None

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import TextIO
 
 
 class JsonFormatter(logging.Formatter):
@@ -26,6 +27,12 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """The handler ``configure_logging`` installs; its mark lets a later call replace it."""
+
+    _carepilot = True
+
+
 def configure_logging(level: str, fmt: str) -> None:
     """Install one stderr handler on the root logger (idempotent)."""
     root = logging.getLogger()
@@ -33,8 +40,7 @@ def configure_logging(level: str, fmt: str) -> None:
     for handler in list(root.handlers):
         if getattr(handler, "_carepilot", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler._carepilot = True  # type: ignore[attr-defined]
+    handler = _StderrHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )

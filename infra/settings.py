@@ -102,12 +102,13 @@ class Settings:
             raw = env.get(spec.env)
             if raw is not None and raw != "":
                 values[spec.attr] = spec.parse(spec.env, raw)
-        instance_dir = Path(values.get("instance_dir", cls.instance_dir))  # type: ignore[arg-type]
+        instance_dir = values.get("instance_dir", cls.instance_dir)
+        assert isinstance(instance_dir, Path)  # its parser gives a Path
         if "database_url" not in values:
             values["database_url"] = f"sqlite:///{instance_dir / 'carepilot.db'}"
         if "secret_key" not in values:
             values["secret_key"] = _instance_secret(instance_dir)
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)  # type: ignore[arg-type]  # each value has its field's type: its parser's
 
     @property
     def is_sqlite(self) -> bool:

@@ -9,11 +9,14 @@ arguments, so one statement shape serves both.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+
+if TYPE_CHECKING:
+    import psycopg
 
 Bind = Session | Connection | Engine
 
@@ -27,6 +30,14 @@ def dialect_name(bind: Bind) -> str:
 
 def is_postgresql(bind: Bind) -> bool:
     return dialect_name(bind) == "postgresql"
+
+
+def psycopg_connection(session: Session) -> psycopg.Connection[Any]:
+    """The driver's connection under ``session``'s transaction, on PostgreSQL, for the few
+    paths that talk to psycopg directly (binary rows, pipelined queries)."""
+    driver = session.connection().connection.driver_connection
+    assert driver is not None  # the session's connection was just checked out: it is live
+    return driver
 
 
 def dialect_insert(bind: Bind, target: Any) -> Any:

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from typing import IO
+from typing import Protocol
 
 CHUNK_BYTES = 1 << 20
 MAX_LINE_BYTES = 1 << 20  # a row is a few hundred bytes; a 1 MiB line is a broken file
+
+
+class ByteStream(Protocol):
+    """What a ``LineReader`` reads: any binary stream, or a wrapper that has its ``read``."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class ImportTooLarge(Exception):
@@ -26,7 +32,12 @@ class LineReader:
     """
 
     def __init__(
-        self, stream: IO[bytes], *, max_bytes: int, chunk_bytes: int = CHUNK_BYTES, max_line_bytes: int = MAX_LINE_BYTES
+        self,
+        stream: ByteStream,
+        *,
+        max_bytes: int,
+        chunk_bytes: int = CHUNK_BYTES,
+        max_line_bytes: int = MAX_LINE_BYTES,
     ) -> None:
         if chunk_bytes > max_line_bytes:
             raise ValueError("chunk_bytes may not exceed max_line_bytes")

@@ -11,6 +11,8 @@ import psycopg
 from psycopg import pq
 from sqlalchemy.orm import Session, sessionmaker
 
+from infra.sql_dialect import psycopg_connection
+
 
 class PostgresPipeline:
     """PostgreSQL batches, overlapped with parsing in one thread.
@@ -48,7 +50,7 @@ class PostgresPipeline:
         self.collect()
         session = session or self._factory()
         try:
-            pgconn = session.connection().connection.driver_connection.pgconn  # type: ignore[union-attr]
+            pgconn = psycopg_connection(session).pgconn
             if pgconn.transaction_status == pq.TransactionStatus.IDLE:
                 # psycopg opens its transaction lazily, on its own first query; this query
                 # bypasses psycopg, so open it here (session.commit() then commits it).

@@ -13,7 +13,7 @@ from typing import IO
 from flask import request
 
 from infra.bulk_import.formats import CONTENT_TYPES, ImportFormat
-from infra.bulk_import.lines import LineReader
+from infra.bulk_import.lines import ByteStream, LineReader
 from infra.errors import PayloadTooLarge, UnsupportedMediaType
 
 
@@ -45,7 +45,7 @@ def file_lines(path: str, *, max_bytes: int, on_read: Callable[[int], object] | 
     """The lines of the file at ``path``, streamed, while the block runs; ``on_read`` is told
     how many bytes each read returned (a progress bar)."""
     with open(path, "rb") as raw:
-        stream: IO[bytes] = raw if on_read is None else _CountingStream(raw, on_read)  # type: ignore[assignment]
+        stream: ByteStream = raw if on_read is None else _CountingStream(raw, on_read)
         yield LineReader(stream, max_bytes=max_bytes)
 
 
