@@ -7,6 +7,7 @@ import time
 import uuid
 
 from flask import Flask, Response, g, request
+from flask.json.provider import DefaultJSONProvider
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import IntegrityError
 
@@ -31,7 +32,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         SESSION_COOKIE_SECURE=settings.session_cookie_secure,
         JSON_SORT_KEYS=False,
     )
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    assert isinstance(app.json, DefaultJSONProvider)  # Flask's own provider, which has sort_keys
+    app.json.sort_keys = False
     Database(settings.database_url).init_app(app)
     app.extensions["carepilot.redis"] = None  # connected on first use (infra.redis_conn.get_redis)
     from infra import config_version
@@ -96,6 +98,7 @@ def _register_request_logging(app: Flask) -> None:
             return error_response(404, "not_found", "no such resource (the path contains a NUL character)")
         g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
         g.started_s = time.perf_counter()
+        return None
 
     @app.after_request
     def _finish(response: Response) -> Response:

@@ -94,12 +94,11 @@ def main() -> None:
     except SettingsError as exc:
         sys.exit(f"carepilot-run: {exc}")
     env = dict(os.environ)
-    embedded = None
-    if not settings.redis_url:
-        from infra.redis_conn import start_embedded_redis, stop_embedded_redis
+    embedded = not settings.redis_url
+    if embedded:
+        from infra.redis_conn import embedded_redis_url, stop_embedded_redis
 
-        embedded = start_embedded_redis(settings.instance_dir)
-        env["REDIS_URL"] = f"unix://{embedded.socket_file}"
+        env["REDIS_URL"] = embedded_redis_url(settings.instance_dir)
         settings = Settings.from_env(env)
     env.setdefault("CAREPILOT_INSTANCE_DIR", str(settings.instance_dir))
 
@@ -107,31 +106,27 @@ def main() -> None:
     migrate(settings)
     print("seeding the demo data…", flush=True)
     channel_keys = seed(settings)
-    rebuild_ledger_if_needed(settings, embedded=embedded is not None)
+    rebuild_ledger_if_needed(settings, embedded=embedded)
 
-    children = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--workers",
-                str(settings.web_workers),
-                "--threads",
-                str(settings.web_threads),
-                "--bind",
-                f"{settings.host}:{settings.port}",
-                "--access-logfile",
-                "-",
-                "--graceful-timeout",
-                "5",
-                "wsgi:app",
-            ],
-            cwd=PROJECT_ROOT,
-            env=env,
-        ),
-        subprocess.Popen([sys.executable, "-m", "carepilot.worker"], cwd=PROJECT_ROOT, env=env),
+    web = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--workers",
+        str(settings.web_workers),
+        "--threads",
+        str(settings.web_threads),
+        "--bind",
+        f"{settings.host}:{settings.port}",
+        "--access-logfile",
+        "-",
+        "--graceful-timeout",
+        "5",
+        "wsgi:app",
     ]
+    worker = [sys.executable, "-m", "carepilot.worker"]
+    # (module name, process): the name is what a message about the child calls it
+    children = [(command[2], subprocess.Popen(command, cwd=PROJECT_ROOT, env=env)) for command in (web, worker)]
     stopping = False
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -144,25 +139,25 @@ def main() -> None:
     exit_code = 0
     try:
         while not stopping:
-            for child in children:
+            for name, child in children:
                 if child.poll() is not None:
                     print(
-                        f"carepilot-run: {child.args[2]} exited with {child.returncode}; stopping",
+                        f"carepilot-run: {name} exited with {child.returncode}; stopping",
                         file=sys.stderr,
                         flush=True,
                     )
                     exit_code, stopping = 1, True
             time.sleep(0.5)
     finally:
-        for child in children:
+        for _, child in children:
             if child.poll() is None:
                 child.terminate()
-        for child in children:
+        for _, child in children:
             try:
                 child.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 child.kill()
-        if embedded is not None:
+        if embedded:
             stop_embedded_redis()
     sys.exit(exit_code)
 
