@@ -701,7 +701,12 @@ class BudgetLedger:
                 contact = record.get("contact")
                 if contact:
                     keys.append(contacts_key(contact[0], contact[1]))
-                args = [stored, len(refunds), request_key if contact else "", *(c.cents for c in refunds)]
+                args: list[str | int] = [
+                    stored,
+                    len(refunds),
+                    request_key if contact else "",
+                    *(c.cents for c in refunds),
+                ]
                 done = int(self._release_script(keys=keys, args=args))
                 if done == 1:
                     return Release(True, refunds, bool(contact))

@@ -529,13 +529,14 @@ def _decide_reserve_store(
         if writer is not None:
             writer.shutdown(wait=True)
     lost: set[RequestKey] = set()
-    failures = []
+    failures: list[BaseException] = []
     for chunk, future in sent:
-        if future.exception() is None:
+        error = future.exception()
+        if error is None:
             lost |= future.result()
         else:
             _settle_failed_write(ctx, chunk)
-            failures.append(future.exception())
+            failures.append(error)
     if failures:
         raise failures[0]
     return lost
@@ -580,7 +581,7 @@ def _preflight(
     except (redis.RedisError, OSError):
         ctx.redis_failed()
         return None, False, None, set()
-    over = {caller for i, caller in enumerate(limited_callers) if replies[2 * i] > rate_limits[caller]}  # type: ignore[operator]
+    over = {caller for i, caller in enumerate(limited_callers) if replies[2 * i] > rate_limits[caller]}
     if over:  # a refused call decides nothing, so it gives its count back: the caller's next call may fit
         try:
             refund = ctx.redis_client.pipeline(transaction=False)

@@ -53,7 +53,7 @@ def _uplift_estimates(session: Session, experiments: list[Experiment]) -> dict[t
         if readout is None:
             continue
         results = readout.results
-        winners = {None: experiment.winner_arm_key, **(experiment.tier_winners or {})}
+        tier_winners: dict[str, str] = experiment.tier_winners or {}  # tier code -> arm key
 
         def uplift_of(arms: list[dict[str, Any]], key: str) -> float | None:
             for arm in arms:
@@ -71,10 +71,11 @@ def _uplift_estimates(session: Session, experiments: list[Experiment]) -> dict[t
         for tier, arms in per_tier.items():
             if tier is None:
                 continue
-            arm_key = winners.get(tier, experiment.winner_arm_key)
+            arm_key = tier_winners.get(tier, experiment.winner_arm_key)
             value = uplift_of(arms, arm_key)
-            if offers.get(arm_key) and value is not None:
-                estimates[(tier, offers[arm_key])] = value
+            arm_offer = offers.get(arm_key)
+            if arm_offer and value is not None:
+                estimates[(tier, arm_offer)] = value
     return estimates
 
 

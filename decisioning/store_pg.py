@@ -243,7 +243,9 @@ class PostgresStore:
         tests), that connection inside its transaction."""
         bind = self.session_factory.kw["bind"]
         if isinstance(bind, Connection):
-            yield PostgresConnection(bind.connection.driver_connection)
+            driver = bind.connection.driver_connection
+            assert driver is not None  # the caller's connection is open: it holds their transaction
+            yield PostgresConnection(driver)
             return
         engine = store_engine(bind, self.statement_timeout_s)
         try:
@@ -251,6 +253,7 @@ class PostgresStore:
         except (SqlAlchemyOperationalError, SqlAlchemyTimeoutError, psycopg.OperationalError) as exc:
             raise StoreUnavailable(str(exc)) from exc  # the server is down, or every connection busy
         connection = pooled.driver_connection
+        assert connection is not None  # None only once the pool has let the connection go
         try:
             connection.autocommit = True
             yield PostgresConnection(connection)
