@@ -9,7 +9,7 @@ seed were live when a subscriber was first exposed.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     BigInteger,
@@ -29,11 +29,15 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from infra.db import Base, JsonType, UtcDateTime, utcnow
 from offers.models import Timestamps
 
-STATUSES = ("draft", "pilot", "rollout", "completed", "stopped")
+# Each vocabulary is stated once, as the Literal type the schemas use; its tuple is derived
+Status = Literal["draft", "pilot", "rollout", "completed", "stopped"]
+PrimaryMetric = Literal["retained_d30", "retained_d60", "retained_d90"]
+Guardrail = Literal["complaints", "arpu"]
+STATUSES: tuple[Status, ...] = get_args(Status)
 RUNNING_STATUSES = ("pilot", "rollout")
 ENDED_STATUSES = ("completed", "stopped")
-PRIMARY_METRICS = ("retained_d30", "retained_d60", "retained_d90")
-GUARDRAIL_METRICS = ("complaints", "arpu")
+PRIMARY_METRICS: tuple[PrimaryMetric, ...] = get_args(PrimaryMetric)
+GUARDRAIL_METRICS: tuple[Guardrail, ...] = get_args(Guardrail)
 PILOT_COVERAGE = 0.05  # the playbooks' ~5% pilot
 
 
@@ -153,7 +157,8 @@ class ExperimentPhase(Base):
 
 # --- exposures and outcomes ------------------------------------------------------------------
 
-OUTCOME_TYPES = ("retained", "churned", "accepted", "declined", "delivered", "revenue", "complaint")
+OutcomeType = Literal["retained", "churned", "accepted", "declined", "delivered", "revenue", "complaint"]
+OUTCOME_TYPES: tuple[OutcomeType, ...] = get_args(OutcomeType)
 # These carry ``day_n``: the day after the first exposure of a status check or of the churn
 DAY_N_OUTCOME_TYPES = ("retained", "churned")
 # Part of an outcome's identity: the day of a retention check; -1 for the types that happen at

@@ -60,7 +60,8 @@ def use_decision_exposures(app: Flask, lookup: DecisionExposures) -> None:
 
 
 def _decision_exposures() -> DecisionExposures:
-    return current_app.extensions[_DECISION_EXPOSURES]  # type: ignore[no-any-return]
+    lookup: DecisionExposures = current_app.extensions[_DECISION_EXPOSURES]  # set by use_decision_exposures
+    return lookup
 
 
 class ExposureIn(StrictModel):
@@ -119,7 +120,7 @@ def post_exposure(key: str) -> ResponseReturnValue:
     body = read_json_body(ExposureIn)
     subscriber_id = body.subscriber_id
     principal = current_principal()
-    channel = body.channel
+    channel: str | None = body.channel
     if principal.kind == "channel":
         if channel is not None and channel != principal.channel:
             raise Forbidden(

@@ -22,10 +22,10 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -101,7 +101,8 @@ def _randomised_exposures(session: Session, experiment: Experiment) -> dict[str,
     )
     if rollout_phases:
         query = query.where(Exposure.phase.not_in(rollout_phases))
-    return dict(session.execute(query).all())
+    # outside the holdout every exposure has an arm (constraint arm_or_holdout): the keys are str
+    return dict(cast("Sequence[tuple[str, int]]", session.execute(query).all()))
 
 
 def mean_ltv_of_exposed(session: Session, experiment: Experiment) -> float | None:
@@ -153,16 +154,20 @@ def build_inputs(
     unit_cost = {key: float(costs.get(code, 0.0)) if code else 0.0 for key, code in offer_codes.items()}
 
     def arms_of(cells: tuple[ArmStats, ...]) -> tuple[ArmData, ...]:
-        return tuple(
-            _arm_data(
-                cell,
-                explicit_checks=explicit,
-                weight=shares.get(cell.arm_key, 0.0),
-                unit_cost=unit_cost.get(cell.arm_key, 0.0),
+        arms = []
+        for cell in cells:
+            if cell.in_holdout:
+                continue
+            assert cell.arm_key is not None  # only the holdout has no arm
+            arms.append(
+                _arm_data(
+                    cell,
+                    explicit_checks=explicit,
+                    weight=shares.get(cell.arm_key, 0.0),
+                    unit_cost=unit_cost.get(cell.arm_key, 0.0),
+                )
             )
-            for cell in cells
-            if not cell.in_holdout
-        )
+        return tuple(arms)
 
     prior = (
         BetaPrior.centred(policy.prior_base_rate, policy.prior_strength)
@@ -204,7 +209,8 @@ def _hierarchical(inputs: ReadoutInputs, min_p_best: float) -> tuple[dict[str, A
     out = {"attempted": True, **result.as_json()}
     if not result.ok:
         return out, {}, True
-    return out, dict(tier_winners(result, min_p_best)), False
+    winners = tier_winners(result, min_p_best)
+    return out, {tier: arm for tier, arm in winners.items() if tier is not None}, False  # all fitted tiers have one
 
 
 def compute_results(

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from experiments.models import GUARDRAIL_METRICS, PILOT_COVERAGE, PRIMARY_METRICS, STATUSES
+from experiments.models import GUARDRAIL_METRICS, PILOT_COVERAGE, Guardrail, PrimaryMetric, Status
 from experiments.promotion_policy import PromotionPolicy
 from infra.http import MAX_ID, StrictModel
 from infra.openapi import ResponseModel
@@ -18,10 +18,6 @@ Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 Weight = Annotated[float, Field(gt=0, le=1_000_000, allow_inf_nan=False)]
 Seed = Annotated[str, Field(min_length=1, max_length=200)]
 MAX_ARMS = 20
-
-PrimaryMetric = Literal[PRIMARY_METRICS]  # type: ignore[valid-type]
-Guardrail = Literal[GUARDRAIL_METRICS]  # type: ignore[valid-type]
-Status = Literal[STATUSES]  # type: ignore[valid-type]
 
 
 # The request schema is the typed policy itself (its fields and defaults are stated there once);
@@ -154,9 +150,9 @@ class ExperimentOut(ExperimentIn, ResponseModel):
     id: int = Field(ge=1)
     status: Status
     phase: int = Field(ge=1)
-    hash_seed: str  # type: ignore[assignment]  # stored: defaults to the key
+    hash_seed: str  # stored: defaults to the key
     promotion_policy: dict[str, Any]  # type: ignore[assignment]  # as stored; fields added later take defaults
-    arms: list[ArmOut]  # type: ignore[assignment]
+    arms: list[ArmOut]  # type: ignore[assignment]  # the stored arms, which are not the request's ArmIn
     allowed_transitions: list[Status]
     started_at: datetime | None
     ended_at: datetime | None

@@ -4,11 +4,11 @@ keeps of it (``OutcomeFields``) and the row written for it (``OutcomeRow``)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import AfterValidator, AwareDatetime, Field, field_validator, model_validator
 
-from experiments.models import DAY_N_OUTCOME_TYPES, OUTCOME_TYPES
+from experiments.models import DAY_N_OUTCOME_TYPES, OutcomeType
 from infra.http import StrictModel
 from offers.schemas import Code
 from offers.subscriber_attributes import ProfileError, validate_subscriber_id
@@ -43,7 +43,6 @@ def parse_occurred_at(text: str) -> datetime:
         raise ValueError("occurred_at is out of range") from None
 
 
-OutcomeType = Literal[OUTCOME_TYPES]  # type: ignore[valid-type]
 DecisionId = Annotated[str, Field(min_length=1, max_length=64)]
 # the profile store's rules: 1–64 characters once surrounding spaces are stripped, no control or
 # formatting characters (the schema states the length; the rest is the validator's)
