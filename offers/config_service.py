@@ -12,34 +12,47 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import ValidationError
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from infra.audit import record_audit
-from infra.db import Base
 from infra.errors import BadRequest, Conflict, NotFound, pydantic_details
 from infra.http import StrictModel
 
-# A rule sees (session, validated data, the stored row or None, actor). It raises ApiError to
-# refuse the write, or adjusts related rows (auditing them itself).
-RuleFn = Callable[[Session, StrictModel, Any, str], None]
+SchemaT = TypeVar("SchemaT", bound=StrictModel)
+
+# A rule sees (session, validated data of its kind's schema, the stored row or None, actor). It
+# raises ApiError to refuse the write, or adjusts related rows (auditing them itself).
+RuleFn = Callable[[Session, SchemaT, Any, str], None]
+
+
+class CatalogueModel(Protocol):
+    """A catalogue table's mapped class, as the service uses it: every such table has an id and
+    an active flag (cleared by a soft delete), and takes its columns as keyword arguments."""
+
+    # class-level, as queries use them (a type checker matches a protocol's Mapped[] attributes
+    # against the instances' plain values, so these are stated as what the class holds)
+    id: ClassVar[InstrumentedAttribute[int]]
+    active: ClassVar[InstrumentedAttribute[bool]]
+
+    def __init__(self, **values: Any) -> None: ...
 
 
 @dataclass(frozen=True)
-class ConfigKind:
+class ConfigKind(Generic[SchemaT]):
     """How one catalogue table is addressed, validated and listed."""
 
     entity_type: str  # singular, as the audit log names it
     path: str  # URL segment under /api/v1
-    model: type[Base]
-    schema: type[StrictModel]
+    model: type[CatalogueModel]
+    schema: type[SchemaT]
     key_field: str  # natural key in URLs: "code", "channel" or "id"
     order_by: tuple[str, ...] = ("id",)
     filters: tuple[str, ...] = ()  # columns a list may be filtered by (?column=value)
-    rules: tuple[RuleFn, ...] = field(default_factory=tuple)  # database-aware rules
+    rules: tuple[RuleFn[SchemaT], ...] = field(default_factory=tuple)  # database-aware rules
 
     def key_of(self, entity: Any) -> str:
         return str(getattr(entity, self.key_field))

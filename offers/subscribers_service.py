@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from infra.db import utcnow
@@ -30,7 +30,7 @@ from offers.subscriber_attributes import ProfileError, coerce_profile, validate_
 from offers.subscriber_writing import ProfileRow, profile_row, write_profiles
 from offers.tiering import TierAssigner
 
-SUBSCRIBERS = Subscriber.__table__
+SUBSCRIBERS = cast(Table, Subscriber.__table__)  # declarative maps a Table; its base types it FromClause
 _UPSERT_CHUNK_ROWS = 5_000
 
 
@@ -70,7 +70,9 @@ def upsert_profile(
     sid = validate_subscriber_id(subscriber_id)
     row = prepare_row(coerce_profile(attributes, "json"), assigner)
     write_profiles(session, {sid: row}, utcnow())
-    return session.get(Subscriber, sid, populate_existing=True)  # type: ignore[return-value]
+    subscriber = session.get(Subscriber, sid, populate_existing=True)
+    assert subscriber is not None  # just written, in this transaction
+    return subscriber
 
 
 def upsert_profiles(session: Session, rows: Iterable[tuple[str, Mapping[str, Any]]], assigner: TierAssigner) -> int:
