@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from flask import Blueprint, g, redirect, render_template, request, url_for
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -49,7 +49,8 @@ CONTENT_SECURITY_POLICY = (
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 # --- who is logged in, CSRF, roles -----------------------------------------------------
@@ -79,12 +80,12 @@ def _require_form_csrf() -> None:
         raise BadRequest(FORM_EXPIRED, code="csrf_failed") from None
 
 
-def require_role(*roles: str) -> Callable[[F], F]:
+def require_role(*roles: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """The logged-in user must have one of ``roles`` (else the 403 page)."""
 
-    def decorate(view: F) -> F:
+    def decorate(view: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(view)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             if g.admin_user.role not in roles:
                 raise Forbidden(
                     f"This needs the role {' or '.join(roles)}; you are logged in as "
@@ -93,7 +94,7 @@ def require_role(*roles: str) -> Callable[[F], F]:
                 )
             return view(*args, **kwargs)
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     return decorate
 

@@ -97,7 +97,7 @@ class IntervalChart:
 
 
 def _values(intervals: Iterable[Interval]) -> list[float]:
-    out = []
+    out: list[float] = []
     for interval in intervals:
         out.extend(v for v in (finite(interval.mean), finite(interval.low), finite(interval.high)) if v is not None)
     return out
