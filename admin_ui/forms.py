@@ -148,7 +148,7 @@ class OfferForm(Form):
         )
 
     @classmethod
-    def from_request(cls, form: MultiDict) -> OfferForm:
+    def from_request(cls, form: MultiDict[str, str]) -> OfferForm:
         return cls(
             {
                 "code": form.get("code", "").strip(),
@@ -219,7 +219,7 @@ class RiskLevelsForm(Form):
         return cls({name: f"{row[name]:g}" for name, _ in RISK_THRESHOLDS})
 
     @classmethod
-    def from_request(cls, form: MultiDict) -> RiskLevelsForm:
+    def from_request(cls, form: MultiDict[str, str]) -> RiskLevelsForm:
         return cls({name: form.get(name, "") for name, _ in RISK_THRESHOLDS})
 
     def payload(self) -> dict[str, Any] | None:

@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from decisioning.ledger import LEDGER_READY_KEY, RESERVATION_TO_ROW_S, BudgetLedger
 from decisioning.models import Decision
@@ -52,7 +52,7 @@ class RebuildSuperseded(Exception):
 
 
 def reconcile_ledger(
-    factory: sessionmaker, redis_client: Any, now: datetime | None = None, *, grace_s: float = REBUILD_GRACE_S
+    factory: sessionmaker[Session], redis_client: Any, now: datetime | None = None, *, grace_s: float = REBUILD_GRACE_S
 ) -> dict[str, Any]:
     """Set every budget counter to the sum of its charges, re-add the contacts still inside
     their windows, and mark Redis as rebuilt (module docstring: paid actions are held back

@@ -83,7 +83,7 @@ class RateLimited(ApiError):
 class DecisionContext:
     """What a process needs to decide: its database, its Redis and its snapshot cache."""
 
-    session_factory: sessionmaker
+    session_factory: sessionmaker[Session]
     redis_client: Any
     cache: SnapshotCache = field(default_factory=SnapshotCache)
     deadline_ms: float = DEFAULT_DEADLINE_MS
@@ -106,7 +106,7 @@ class DecisionContext:
         self.redis_down_until = time.monotonic() + REDIS_RETRY_AFTER_S
 
 
-def make_store(session_factory: sessionmaker) -> DecisionStore:
+def make_store(session_factory: sessionmaker[Session]) -> DecisionStore:
     """The fastest store for the database behind ``session_factory``."""
     bind = session_factory.kw.get("bind")
     if bind is not None and bind.dialect.name == "postgresql" and bind.dialect.driver == "psycopg":

@@ -196,7 +196,7 @@ def apply_reads(
 class SqlStore:
     """The decision store over SQLAlchemy sessions (every backend)."""
 
-    def __init__(self, session_factory: sessionmaker) -> None:
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self.session_factory = session_factory
 
     @contextmanager

@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError as SqlAlchemyOperationalError
 from sqlalchemy.exc import TimeoutError as SqlAlchemyTimeoutError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from decisioning.models import Decision
 from decisioning.store import (
@@ -232,7 +232,9 @@ def store_engine(bind: Engine, statement_timeout_s: float) -> Engine:
 class PostgresStore:
     """The decision store on the PostgreSQL database of a session factory."""
 
-    def __init__(self, session_factory: sessionmaker, statement_timeout_s: float = STATEMENT_TIMEOUT_S) -> None:
+    def __init__(
+        self, session_factory: sessionmaker[Session], statement_timeout_s: float = STATEMENT_TIMEOUT_S
+    ) -> None:
         self.session_factory = session_factory
         self.statement_timeout_s = statement_timeout_s
 

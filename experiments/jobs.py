@@ -22,7 +22,7 @@ from typing import Any
 import redis
 from rq import get_current_job
 from sqlalchemy import select
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from experiments.models import RUNNING_STATUSES, Experiment, Readout
 from experiments.promotion import check_roi_alarm, promote
@@ -47,7 +47,7 @@ def readout_job_id(experiment_key: str, data_cutoff: datetime) -> str:
 
 
 def run_readout(
-    factory: sessionmaker, experiment_key: str, data_cutoff: datetime, progress: Any = None
+    factory: sessionmaker[Session], experiment_key: str, data_cutoff: datetime, progress: Any = None
 ) -> dict[str, Any]:
     """Compute and store the readout of ``experiment_key`` as of ``data_cutoff``, then promote
     (policy mode ``auto``) or raise the ROI alarm as it says. Returns a summary."""
@@ -118,7 +118,7 @@ def enqueue_readout(connection: redis.Redis, experiment_key: str, data_cutoff: d
     )
 
 
-def due_readouts(factory: sessionmaker, now: datetime) -> list[tuple[str, datetime]]:
+def due_readouts(factory: sessionmaker[Session], now: datetime) -> list[tuple[str, datetime]]:
     """(experiment key, cutoff) for every running experiment whose current interval has no
     readout yet."""
     due = []

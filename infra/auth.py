@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -151,7 +151,7 @@ def revoke_api_key(session: Session, key_id: int, *, actor: str) -> ApiKey:
     return key
 
 
-def api_key_json(key: ApiKey) -> dict:
+def api_key_json(key: ApiKey) -> dict[str, Any]:
     return {
         "id": key.id,
         "name": key.name,
@@ -165,7 +165,7 @@ def api_key_json(key: ApiKey) -> dict:
     }
 
 
-def user_json(user: User) -> dict:
+def user_json(user: User) -> dict[str, Any]:
     return {"id": user.id, "email": user.email, "name": user.name, "role": user.role, "active": user.active}
 
 

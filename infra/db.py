@@ -36,7 +36,7 @@ JsonType = JSON().with_variant(JSONB(), "postgresql")
 Money = Numeric(12, 2)
 
 
-class UtcDateTime(TypeDecorator):
+class UtcDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on every backend (SQLite forgets the zone otherwise)."""
 
     impl = DateTime(timezone=True)
@@ -169,7 +169,7 @@ def matched_rows(result: Result[*tuple[Any, ...]]) -> int:
 
 
 @contextmanager
-def session_scope(factory: sessionmaker) -> Iterator[Session]:
+def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One transaction for a job or command: commit on success, roll back on any error."""
     session = factory()
     try:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import redis
 from rq import get_current_job
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from infra import config_version
 from infra.db import Database
@@ -29,7 +29,7 @@ class _ProcessDatabase:
 _current: list[_ProcessDatabase] = []  # at most one: this process's
 
 
-def job_sessionmaker() -> sessionmaker:
+def job_sessionmaker() -> sessionmaker[Session]:
     """A session factory for this process (built on first use, rebuilt after a fork)."""
     if not _current or _current[0].pid != os.getpid():
         settings = Settings.from_env()

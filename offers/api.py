@@ -41,7 +41,7 @@ bp = Blueprint("offers_api", __name__, url_prefix="/api/v1")
 MONTHS_PER_PERIOD = {"month": 1, "quarter": 3, "year": 12}
 
 
-def present(session: Session, kind: ConfigKind, entities: list[Any]) -> list[dict[str, Any]]:
+def present(session: Session, kind: ConfigKind[Any], entities: list[Any]) -> list[dict[str, Any]]:
     """Rows as JSON; budgets also show their cap in money (``effective_cap_amount``)."""
     rows = [entity_json(e) for e in entities]
     if kind is catalogue.BUDGETS:
@@ -55,7 +55,7 @@ def present(session: Session, kind: ConfigKind, entities: list[Any]) -> list[dic
     return rows
 
 
-def _parse_key(kind: ConfigKind, key: str) -> str | int:
+def _parse_key(kind: ConfigKind[Any], key: str) -> str | int:
     return parse_row_id(key, f"a {kind.entity_type} id") if kind.key_field == "id" else key
 
 
@@ -76,7 +76,7 @@ KEY_TYPES: dict[str, Any] = {
 }
 
 
-def _list_query(kind: ConfigKind) -> type[BaseModel]:
+def _list_query(kind: ConfigKind[Any]) -> type[BaseModel]:
     """The list route's query parameters (the handler refuses any other)."""
     fields: dict[str, Any] = {
         "include_inactive": (bool, Field(False, description="also list deactivated rows (true, 1 or yes)"))
@@ -87,7 +87,7 @@ def _list_query(kind: ConfigKind) -> type[BaseModel]:
     return create_model(f"{name}ListQuery", **fields)
 
 
-def _document(kind: ConfigKind, views: dict[str, Any]) -> None:
+def _document(kind: ConfigKind[Any], views: dict[str, Any]) -> None:
     """Attach the OpenAPI annotations of one kind's five routes."""
     one, many = RESPONSE_MODELS[kind.entity_type]
     what = kind.entity_type.replace("_", " ")
@@ -115,7 +115,7 @@ def _document(kind: ConfigKind, views: dict[str, Any]) -> None:
     )(views["deactivate"])
 
 
-def _register(kind: ConfigKind) -> None:
+def _register(kind: ConfigKind[Any]) -> None:
     base = f"/{kind.path}"
     item = f"/{kind.path}/<key>"
 

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from infra.audit import record_audit
 from infra.errors import BadRequest, Conflict
+from infra.http import StrictModel
 from offers import schemas
 from offers.conditions import ConditionError, validate_condition
 from offers.config_service import ConfigKind, RuleFn
@@ -28,7 +29,7 @@ def check_condition(field_name: str, condition: Any) -> None:
         ) from None
 
 
-def condition_rule(field_name: str) -> RuleFn:
+def condition_rule(field_name: str) -> RuleFn[StrictModel]:
     """A config rule that checks the condition held in ``field_name``."""
 
     def rule(session: Session, data: Any, entity: Any, actor: str) -> None:

@@ -71,12 +71,12 @@ def entity_json(entity: Any) -> dict[str, Any]:
     return out
 
 
-def _editable(kind: ConfigKind, entity: Any) -> dict[str, Any]:
+def _editable(kind: ConfigKind[Any], entity: Any) -> dict[str, Any]:
     row = entity_json(entity)
     return {name: row[name] for name in kind.schema.model_fields}
 
 
-def validate_payload(kind: ConfigKind, payload: dict[str, Any]) -> StrictModel:
+def validate_payload(kind: ConfigKind[Any], payload: dict[str, Any]) -> StrictModel:
     """Strictly validate a whole object (as it would be stored) against the kind's schema."""
     try:
         return kind.schema.model_validate_json(json.dumps(payload), strict=True)
@@ -86,7 +86,7 @@ def validate_payload(kind: ConfigKind, payload: dict[str, Any]) -> StrictModel:
         ) from None
 
 
-def get_config(session: Session, kind: ConfigKind, key: str | int) -> Any:
+def get_config(session: Session, kind: ConfigKind[Any], key: str | int) -> Any:
     entity = session.scalar(select(kind.model).where(getattr(kind.model, kind.key_field) == key))
     if entity is None:
         raise NotFound(f"no {kind.entity_type} {key!r}", code=f"{kind.entity_type}_not_found")
@@ -94,7 +94,7 @@ def get_config(session: Session, kind: ConfigKind, key: str | int) -> Any:
 
 
 def list_config(
-    session: Session, kind: ConfigKind, *, include_inactive: bool = False, filters: dict[str, str] | None = None
+    session: Session, kind: ConfigKind[Any], *, include_inactive: bool = False, filters: dict[str, str] | None = None
 ) -> list[Any]:
     query = select(kind.model).order_by(*(getattr(kind.model, c) for c in kind.order_by))
     if not include_inactive:
@@ -104,7 +104,7 @@ def list_config(
     return list(session.scalars(query))
 
 
-def create_config(session: Session, kind: ConfigKind, data: StrictModel, *, actor: str) -> Any:
+def create_config(session: Session, kind: ConfigKind[Any], data: StrictModel, *, actor: str) -> Any:
     """Insert a new row (409 if the key exists) and audit it."""
     values = data.model_dump()
     if kind.key_field != "id":
@@ -130,7 +130,7 @@ def create_config(session: Session, kind: ConfigKind, data: StrictModel, *, acto
     return entity
 
 
-def update_config(session: Session, kind: ConfigKind, key: str | int, patch: dict[str, Any], *, actor: str) -> Any:
+def update_config(session: Session, kind: ConfigKind[Any], key: str | int, patch: dict[str, Any], *, actor: str) -> Any:
     """Apply a partial update; the merged object must still be valid. Audited with before/after."""
     entity = get_config(session, kind, key)
     current = _editable(kind, entity)
@@ -160,7 +160,7 @@ def update_config(session: Session, kind: ConfigKind, key: str | int, patch: dic
     return entity
 
 
-def deactivate_config(session: Session, kind: ConfigKind, key: str | int, *, actor: str) -> Any:
+def deactivate_config(session: Session, kind: ConfigKind[Any], key: str | int, *, actor: str) -> Any:
     """Soft delete: the row stays (decisions and the audit log refer to it) but stops applying."""
     entity = get_config(session, kind, key)
     if entity.active:

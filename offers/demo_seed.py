@@ -567,11 +567,11 @@ def seed_demo(
     return report
 
 
-def _natural_key(kind: ConfigKind) -> tuple[str, ...]:
+def _natural_key(kind: ConfigKind[Any]) -> tuple[str, ...]:
     return ("tier_code", "offer_code") if kind.key_field == "id" else (kind.key_field,)
 
 
-def _create_missing(session: Session, kind: ConfigKind, payloads: Iterable[dict[str, Any]], actor: str) -> int:
+def _create_missing(session: Session, kind: ConfigKind[Any], payloads: Iterable[dict[str, Any]], actor: str) -> int:
     """Create each payload whose natural key is not taken; return how many were created."""
     created = 0
     key = _natural_key(kind)

@@ -46,7 +46,7 @@ def _last_per_id(profiles: list[TieredProfile]) -> Collection[TieredProfile]:
 
 
 def import_subscribers(
-    session_factory: sessionmaker,
+    session_factory: sessionmaker[Session],
     lines: Iterable[str],
     fmt: ImportFormat,
     *,

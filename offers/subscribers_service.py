@@ -101,7 +101,7 @@ def upsert_profiles(session: Session, rows: Iterable[tuple[str, Mapping[str, Any
     return written + len(batch)
 
 
-def retier_all(session_factory: sessionmaker, *, batch_rows: int = 5_000) -> dict[str, Any]:
+def retier_all(session_factory: sessionmaker[Session], *, batch_rows: int = 5_000) -> dict[str, Any]:
     """Recompute every profile's tiers with the current tier rules; write only the changes.
 
     Walks the base in id order (keyset pagination, so each page is an index range scan and

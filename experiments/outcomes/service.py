@@ -92,7 +92,7 @@ def _latest(rows: list[OutcomeRow]) -> Collection[OutcomeRow]:
 
 
 def import_outcomes(
-    session_factory: sessionmaker,
+    session_factory: sessionmaker[Session],
     lines: Iterable[str],
     fmt: ImportFormat,
     *,

@@ -67,7 +67,11 @@ class _BatchRunner(Generic[Row, Resolved]):
     """Resolves and writes one batch at a time, each in a session of its own."""
 
     def __init__(
-        self, session_factory: sessionmaker, kind: BulkImport[Row, Resolved], report: ImportReport, postgresql: bool
+        self,
+        session_factory: sessionmaker[Session],
+        kind: BulkImport[Row, Resolved],
+        report: ImportReport,
+        postgresql: bool,
     ) -> None:
         self._factory = session_factory
         self._kind = kind
@@ -98,7 +102,7 @@ class _BatchRunner(Generic[Row, Resolved]):
 
 
 def run_import(
-    session_factory: sessionmaker,
+    session_factory: sessionmaker[Session],
     lines: Iterable[str],
     fmt: ImportFormat,
     kind: BulkImport[Row, Resolved],

@@ -29,7 +29,7 @@ class PostgresPipeline:
     session that may share it (tests bind every session to one connection).
     """
 
-    def __init__(self, session_factory: sessionmaker) -> None:
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._factory = session_factory
         self._in_flight: tuple[Session, Any, int] | None = None
         self.committed_batches = self.committed_rows = 0

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from infra.audit import record_audit
 from infra.bulk_import.formats import ImportFormat
@@ -63,7 +63,12 @@ class ImportReport:
 
 
 def audit_import(
-    session_factory: sessionmaker, report: ImportReport, actor: str, entity_type: str, *, best_effort: bool = False
+    session_factory: sessionmaker[Session],
+    report: ImportReport,
+    actor: str,
+    entity_type: str,
+    *,
+    best_effort: bool = False,
 ) -> None:
     """The import's one audit row (action "import", counts only), in its own transaction
     (the batches are committed). ``best_effort`` logs instead of raising, for the audit of an

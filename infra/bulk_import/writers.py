@@ -83,7 +83,7 @@ class PipelinedPostgresWriter(Generic[Resolved]):
     second pooled connection meanwhile."""
 
     def __init__(
-        self, session_factory: sessionmaker, statement_of: Callable[[Collection[Resolved]], PostgresStatement]
+        self, session_factory: sessionmaker[Session], statement_of: Callable[[Collection[Resolved]], PostgresStatement]
     ) -> None:
         self._pipeline = PostgresPipeline(session_factory)
         self._statement_of = statement_of
@@ -115,7 +115,7 @@ class PipelinedPostgresWriter(Generic[Resolved]):
 
 def writer_for(
     postgresql: bool,
-    session_factory: sessionmaker,
+    session_factory: sessionmaker[Session],
     write_rows: Callable[[Session, Collection[Resolved]], None],
     statement_of: Callable[[Collection[Resolved]], PostgresStatement],
 ) -> BatchWriter[Any]:
