@@ -40,6 +40,7 @@ from bench._pg import (
     DEFAULT_ADMIN_URL,
     admin_url_argument,
     create_running_experiment,
+    insert_exposures,
     migrated_database,
 )
 from experiments.models import Experiment
@@ -78,16 +79,15 @@ def _generate(engine: Engine, exposures: int) -> int:
     """The experiment, ``exposures`` exposures and five outcomes each; returns its id."""
     experiment_id = create_running_experiment(engine, EXPERIMENT_KEY, FIRST_EXPOSURE)
     with engine.begin() as conn:
-        conn.execute(
-            text("""
-            INSERT INTO assignments (experiment_id, subscriber_id, arm_key, in_holdout, phase, tier,
-                                     channel, first_exposed_at)
-            SELECT :experiment_id, 's' || lpad(g::text, 9, '0'),
-                   CASE WHEN g % 10 = 0 THEN NULL WHEN g % 2 = 0 THEN 'control' ELSE 'care_sms' END,
-                   g % 10 = 0, 1, (ARRAY['basic', 'basic', 'growth', 'value', 'vip'])[1 + g % 5], 'sms',
-                   :first + (g::float8 / :n * :days) * interval '1 day'
-            FROM generate_series(0, :n - 1) AS g"""),
-            {"experiment_id": experiment_id, "first": FIRST_EXPOSURE, "n": exposures, "days": EXPOSURE_DAYS},
+        insert_exposures(
+            conn,
+            experiment_id,
+            exposures,
+            id_digits=9,
+            tiers=("basic", "basic", "growth", "value", "vip"),
+            first_exposed_at=":first + (g::float8 / :n * :days) * interval '1 day'",
+            first=FIRST_EXPOSURE,
+            days=EXPOSURE_DAYS,
         )
         # Load without the outcome table's indexes and foreign key, then build them once
         conn.execute(text("ALTER TABLE outcomes DROP CONSTRAINT fk_outcomes_assignment_id_assignments"))

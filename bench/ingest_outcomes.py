@@ -20,13 +20,12 @@ Goal: ≥ 50,000 rows/s for 1,000,000 rows with flat memory (peak RSS independen
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 import sys
 import tempfile
-import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,16 +35,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import sessionmaker
 
-from bench._pg import DEFAULT_ADMIN_URL, create_running_experiment, migrated_database, peak_rss_mb
+from bench._import import BAD_ROW_EVERY, BATCH_ROWS, check_import, import_arguments, time_import, write_csv
+from bench._pg import (
+    DEFAULT_ADMIN_URL,
+    create_running_experiment,
+    insert_exposures,
+    migrated_database,
+    peak_rss_mb,
+)
 from decisioning.repository import decision_exposures
 from experiments.models import Outcome
 from experiments.outcomes import import_outcomes
-from infra.bulk_import import LineReader
 
 BENCH_DATABASE = "carepilot_bench_outcomes"
-BATCH_ROWS = 5_000
 SEED = 20_240_602
-BAD_ROW_EVERY = 10_000
 EXPERIMENT_KEY = "care-sms-bench"
 ROWS_PER_EXPOSURE = 4  # delivered, accepted or declined, retained at day 30 or churned, revenue
 EXPOSED_AT = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
@@ -55,63 +58,56 @@ def _expose(engine: Engine, exposures: int) -> None:
     """A running experiment and its ``exposures`` (s00000000, s00000001, …)."""
     experiment_id = create_running_experiment(engine, EXPERIMENT_KEY, EXPOSED_AT)
     with engine.begin() as conn:  # one server-side statement: the exposures are setup, not measured
-        conn.execute(
-            text("""
-            INSERT INTO assignments (experiment_id, subscriber_id, arm_key, in_holdout, phase, tier,
-                                     channel, first_exposed_at)
-            SELECT :experiment_id, 's' || lpad(g::text, 8, '0'),
-                   CASE WHEN g % 10 = 0 THEN NULL WHEN g % 2 = 0 THEN 'control' ELSE 'care_sms' END,
-                   g % 10 = 0, 1, (ARRAY['basic', 'growth', 'value', 'vip'])[1 + g % 4], 'sms',
-                   :exposed_at + (g % 1440) * interval '1 minute'
-            FROM generate_series(0, :last) AS g"""),
-            {"experiment_id": experiment_id, "exposed_at": EXPOSED_AT, "last": exposures - 1},
+        insert_exposures(
+            conn,
+            experiment_id,
+            exposures,
+            id_digits=8,
+            tiers=("basic", "growth", "value", "vip"),
+            first_exposed_at=":exposed_at + (g % 1440) * interval '1 minute'",
+            exposed_at=EXPOSED_AT,
         )
         conn.execute(text("ANALYZE assignments"))
 
 
 def write_synthetic_csv(path: Path, rows: int, exposures: int, seed: int = SEED) -> int:
     """Write ``rows`` seeded outcomes (plus a header) to ``path``; returns its size in bytes."""
-    rng = random.Random(seed)
     header = "experiment,subscriber_id,type,value,occurred_at,day_n\r\n"
+    return write_csv(path, header, _outcome_lines(random.Random(seed), rows, exposures))
+
+
+def _outcome_lines(rng: random.Random, rows: int, exposures: int) -> Iterator[str]:
     day = timedelta(days=1)
     written = 0
-    with path.open("w", encoding="utf-8", newline="") as out:
-        out.write(header)
-        buffer: list[str] = []
-        for kind in range(ROWS_PER_EXPOSURE):
-            order = list(range(exposures))
-            rng.shuffle(order)
-            for index in order:
-                if written >= rows:
-                    break
-                written += 1
-                sid = f"s{index:08d}"
-                exposed = EXPOSED_AT + timedelta(minutes=index % 1440)
-                if written % BAD_ROW_EVERY == 0:
-                    buffer.append(
-                        f"{EXPERIMENT_KEY},x{index:08d},delivered,,{_iso(exposed + day)},\r\n"
-                        if written % (2 * BAD_ROW_EVERY)
-                        else f"{EXPERIMENT_KEY},{sid},revenue,,{_iso(exposed + day)},\r\n"
-                    )
-                elif kind == 0:
-                    buffer.append(f"{EXPERIMENT_KEY},{sid},delivered,,{_iso(exposed + timedelta(minutes=2))},\r\n")
-                elif kind == 1:
-                    answer = "accepted" if rng.random() < 0.3 else "declined"
-                    buffer.append(f"{EXPERIMENT_KEY},{sid},{answer},,{_iso(exposed + timedelta(hours=5))},\r\n")
-                elif kind == 2:
-                    if rng.random() < 0.12:
-                        churn_day = rng.randint(1, 30)
-                        buffer.append(f"{EXPERIMENT_KEY},{sid},churned,,{_iso(exposed + churn_day * day)},\r\n")
-                    else:
-                        buffer.append(f"{EXPERIMENT_KEY},{sid},retained,,{_iso(exposed + 30 * day)},30\r\n")
+    for kind in range(ROWS_PER_EXPOSURE):
+        order = list(range(exposures))
+        rng.shuffle(order)
+        for index in order:
+            if written >= rows:
+                return
+            written += 1
+            sid = f"s{index:08d}"
+            exposed = EXPOSED_AT + timedelta(minutes=index % 1440)
+            if written % BAD_ROW_EVERY == 0:
+                yield (
+                    f"{EXPERIMENT_KEY},x{index:08d},delivered,,{_iso(exposed + day)},\r\n"
+                    if written % (2 * BAD_ROW_EVERY)
+                    else f"{EXPERIMENT_KEY},{sid},revenue,,{_iso(exposed + day)},\r\n"
+                )
+            elif kind == 0:
+                yield f"{EXPERIMENT_KEY},{sid},delivered,,{_iso(exposed + timedelta(minutes=2))},\r\n"
+            elif kind == 1:
+                answer = "accepted" if rng.random() < 0.3 else "declined"
+                yield f"{EXPERIMENT_KEY},{sid},{answer},,{_iso(exposed + timedelta(hours=5))},\r\n"
+            elif kind == 2:
+                if rng.random() < 0.12:
+                    churn_day = rng.randint(1, 30)
+                    yield f"{EXPERIMENT_KEY},{sid},churned,,{_iso(exposed + churn_day * day)},\r\n"
                 else:
-                    revenue = round(rng.lognormvariate(3.3, 0.5), 2)
-                    buffer.append(f"{EXPERIMENT_KEY},{sid},revenue,{revenue},{_iso(exposed + 31 * day)},\r\n")
-                if len(buffer) >= 10_000:
-                    out.write("".join(buffer))
-                    buffer.clear()
-        out.write("".join(buffer))
-    return path.stat().st_size
+                    yield f"{EXPERIMENT_KEY},{sid},retained,,{_iso(exposed + 30 * day)},30\r\n"
+            else:
+                revenue = round(rng.lognormvariate(3.3, 0.5), 2)
+                yield f"{EXPERIMENT_KEY},{sid},revenue,{revenue},{_iso(exposed + 31 * day)},\r\n"
 
 
 def _iso(moment: datetime) -> str:
@@ -162,18 +158,18 @@ def measure_ingest(
             rss_before_mb = peak_rss_mb()
             factory = sessionmaker(bind=engine, expire_on_commit=False)
             postgres_cpu_before, host_cpu_before = _postgres_cpu_s(), _host_busy_cpu_s()
-            with csv_path.open("rb", buffering=0) as stream:
-                started, cpu_started = time.perf_counter(), time.process_time()
-                report = import_outcomes(
+            report, seconds, python_cpu_s = time_import(
+                csv_path,
+                lambda lines: import_outcomes(
                     factory,
-                    LineReader(stream, max_bytes=size_bytes + 1),
+                    lines,
                     "csv",
                     batch_rows=batch_rows,
                     max_listed_errors=100,
                     actor="bench",
                     decision_exposures=decision_exposures,
-                )
-                seconds, python_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
+                ),
+            )
             postgres_cpu_after, host_cpu_after = _postgres_cpu_s(), _host_busy_cpu_s()
         with engine.connect() as conn:
             stored = conn.scalar(select(func.count()).select_from(Outcome))
@@ -182,12 +178,7 @@ def measure_ingest(
         if postgres_cpu_before is not None and postgres_cpu_after is not None
         else None
     )
-    expected_bad = rows // BAD_ROW_EVERY
-    if report.rejected_count != expected_bad or stored != rows - expected_bad:
-        raise RuntimeError(
-            f"import is wrong: {stored} stored, {report.rejected_count} rejected "
-            f"of {rows} (expected {expected_bad} rejected)"
-        )
+    check_import(report, stored, rows)
     return {
         "rows": rows,
         "rows_per_s": round(rows / seconds, 1),
@@ -215,22 +206,7 @@ def measure_ingest(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "admin_url",
-        nargs="?",
-        default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_ADMIN_URL),
-        help="a PostgreSQL server URL whose user may create databases (default: %(default)s)",
-    )
-    rows = int(os.environ.get("BENCH_ROWS", "1000000"))
-    parser.add_argument("--rows", type=int, default=rows, help="rows to import (default: %(default)s)")
-    parser.add_argument("--batch-rows", type=int, default=BATCH_ROWS, help="rows per batch (default: %(default)s)")
-    parser.add_argument(
-        "--database",
-        default=BENCH_DATABASE,
-        help="the throwaway database: dropped if it exists, created, dropped again (default: %(default)s)",
-    )
-    args = parser.parse_args()
+    args = import_arguments(__doc__ or "", BENCH_DATABASE)
     print(json.dumps(measure_ingest(args.admin_url, args.rows, args.batch_rows, args.database), indent=2))
 
 

@@ -17,13 +17,11 @@ Goal: ≥ 50,000 rows/s for 1,000,000 rows with flat memory (peak RSS independen
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 import sys
 import tempfile
-import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,15 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import sessionmaker
 
+from bench._import import BAD_ROW_EVERY, BATCH_ROWS, check_import, import_arguments, time_import, write_csv
 from bench._pg import DEFAULT_ADMIN_URL, migrated_database, peak_rss_mb
-from infra.bulk_import import LineReader
 from offers.models import Subscriber, Tier, TierScheme
 from offers.subscriber_import import import_subscribers
 
 BENCH_DATABASE = "carepilot_bench_import"
-BATCH_ROWS = 5_000
 SEED = 20_240_601
-BAD_ROW_EVERY = 10_000  # real feeds have the odd broken row; the import must report, not stop
 
 COLUMNS = (
     "subscriber_id",
@@ -98,19 +94,13 @@ def write_synthetic_csv(path: Path, rows: int, seed: int = SEED) -> int:
     """Write ``rows`` seeded synthetic profiles (plus a header) to ``path``; returns bytes."""
     rng = random.Random(seed)
     today = date(2025, 6, 1)
-    with path.open("w", encoding="utf-8", newline="") as out:
-        out.write(",".join(COLUMNS) + "\r\n")
-        buffer: list[str] = []
-        for index in range(rows):
-            if index % BAD_ROW_EVERY == BAD_ROW_EVERY - 1:
-                buffer.append(f"s{index:08d},not-a-number,,,,,,,,,,,,,,,,,\r\n")
-            else:
-                buffer.append(_profile_line(rng, index, today))
-            if len(buffer) >= 10_000:
-                out.write("".join(buffer))
-                buffer.clear()
-        out.write("".join(buffer))
-    return path.stat().st_size
+    lines = (
+        f"s{index:08d},not-a-number,,,,,,,,,,,,,,,,,\r\n"
+        if index % BAD_ROW_EVERY == BAD_ROW_EVERY - 1
+        else _profile_line(rng, index, today)
+        for index in range(rows)
+    )
+    return write_csv(path, ",".join(COLUMNS) + "\r\n", lines)
 
 
 def _profile_line(rng: random.Random, index: int, today: date) -> str:
@@ -188,27 +178,17 @@ def measure_import(
             with engine.connect() as conn:  # the pooled connection the import will reuse
                 backend_pid = conn.scalar(text("SELECT pg_backend_pid()"))
             backend_cpu_before = _backend_cpu_s(backend_pid)
-            with csv_path.open("rb", buffering=0) as stream:
-                started, cpu_started = time.perf_counter(), time.process_time()
-                report = import_subscribers(
-                    factory,
-                    LineReader(stream, max_bytes=size_bytes + 1),
-                    "csv",
-                    batch_rows=batch_rows,
-                    max_listed_errors=100,
-                    actor="bench",
-                )
-                seconds, python_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
+            report, seconds, python_cpu_s = time_import(
+                csv_path,
+                lambda lines: import_subscribers(
+                    factory, lines, "csv", batch_rows=batch_rows, max_listed_errors=100, actor="bench"
+                ),
+            )
             backend_cpu_after = _backend_cpu_s(backend_pid)
         with engine.connect() as conn:
             stored = conn.scalar(select(func.count()).select_from(Subscriber))
             tiers = dict(conn.execute(select(Subscriber.tier, func.count()).group_by(Subscriber.tier)).all())
-    expected_bad = rows // BAD_ROW_EVERY
-    if report.rejected_count != expected_bad or stored != rows - expected_bad:
-        raise RuntimeError(
-            f"import is wrong: {stored} stored, {report.rejected_count} rejected "
-            f"of {rows} (expected {expected_bad} rejected)"
-        )
+    check_import(report, stored, rows)
     return {
         "imports_rows_per_s": round(rows / seconds, 1),
         "rows": rows,
@@ -233,22 +213,7 @@ def measure_import(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "admin_url",
-        nargs="?",
-        default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_ADMIN_URL),
-        help="a PostgreSQL server URL whose user may create databases (default: %(default)s)",
-    )
-    rows = int(os.environ.get("BENCH_ROWS", "1000000"))
-    parser.add_argument("--rows", type=int, default=rows, help="rows to import (default: %(default)s)")
-    parser.add_argument("--batch-rows", type=int, default=BATCH_ROWS, help="rows per batch (default: %(default)s)")
-    parser.add_argument(
-        "--database",
-        default=BENCH_DATABASE,
-        help="the throwaway database: dropped if it exists, created, dropped again (default: %(default)s)",
-    )
-    args = parser.parse_args()
+    args = import_arguments(__doc__ or "", BENCH_DATABASE)
     print(json.dumps(measure_import(args.admin_url, args.rows, args.batch_rows, args.database), indent=2))
 
 
