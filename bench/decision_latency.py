@@ -48,6 +48,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +81,9 @@ BULK_CONCURRENT_CALLS = 2
 # answer into "no action" and the paid path (reservations) is measured whenever the bench runs
 _OFFSET_H = (12 - time.gmtime().tm_hour + 12) % 24 - 12
 MIDDAY_ZONE = "UTC" if _OFFSET_H == 0 else f"Etc/GMT{-_OFFSET_H:+d}"  # Etc/GMT signs are inverted
-# as `make run` serves the app (CAREPILOT_WEB_THREADS); BENCH_GUNICORN_THREADS=1: sync workers
+# as `make run` serves the app (CAREPILOT_WEB_WORKERS, CAREPILOT_WEB_THREADS); BENCH_GUNICORN_THREADS=1:
+# sync workers
+GUNICORN_WORKERS = Settings.web_workers
 THREADS = int(os.environ.get("BENCH_GUNICORN_THREADS", str(Settings.web_threads)))
 
 
@@ -127,6 +131,38 @@ def _seed(url: str) -> dict[str, str]:
         session.commit()
     engine.dispose()
     return report.channel_keys
+
+
+@contextmanager
+def gunicorn_serving(app: str, env: dict[str, str], ready_path: str = "/readyz") -> Iterator[int]:
+    """Serve ``app`` (a gunicorn app such as ``wsgi:app``) with ``GUNICORN_WORKERS`` workers ×
+    ``THREADS`` threads on a free loopback port, with ``env`` as its environment; yields the
+    port once ``ready_path`` answers, and stops the server when the block ends."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            str(GUNICORN_WORKERS),
+            "--threads",
+            str(THREADS),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            app,
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+    )
+    try:
+        _wait_ready(port, path=ready_path)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def _wait_ready(port: int, timeout_s: float = 60, path: str = "/readyz") -> None:
@@ -362,13 +398,11 @@ def main() -> None:
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()
-    server = None
     try:
         keys = _seed(url)
         engine = make_engine(url)  # the ledger of record is empty: mark the emptied counters rebuilt
         reconcile_ledger(sessionmaker(bind=engine), redis.Redis.from_url(redis_url), grace_s=0)
         engine.dispose()
-        port = _free_port()
         env = {
             **os.environ,
             "DATABASE_URL": url,
@@ -376,34 +410,13 @@ def main() -> None:
             "CAREPILOT_LOG_LEVEL": "WARNING",
             "CAREPILOT_DECISION_RATE_LIMIT": "1000000",
         }
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--workers",
-                "2",
-                "--threads",
-                str(THREADS),
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--log-level",
-                "warning",
-                "wsgi:app",
-            ],
-            cwd=PROJECT_ROOT,
-            env=env,
-        )
-        _wait_ready(port)
-        _load(port, "/api/v1/decisions", keys, 2)  # warm: snapshots, connection pools
-        trivial = _load(port, "/healthz", keys, seconds)
-        decisions = _load(port, "/api/v1/decisions", keys, seconds)
-        bulk, bulk_acted, bulk_cpu_ms = _bulk(port, keys, 1, 0)
-        concurrent, _, concurrent_cpu_ms = _bulk(port, keys, BULK_CONCURRENT_CALLS, BULK_CONTACTS * BULK_ROUNDS)
+        with gunicorn_serving("wsgi:app", env) as port:
+            _load(port, "/api/v1/decisions", keys, 2)  # warm: snapshots, connection pools
+            trivial = _load(port, "/healthz", keys, seconds)
+            decisions = _load(port, "/api/v1/decisions", keys, seconds)
+            bulk, bulk_acted, bulk_cpu_ms = _bulk(port, keys, 1, 0)
+            concurrent, _, concurrent_cpu_ms = _bulk(port, keys, BULK_CONCURRENT_CALLS, BULK_CONTACTS * BULK_ROUNDS)
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
         drop_database(admin_url, DATABASE)
     print(
         json.dumps(
@@ -429,7 +442,7 @@ def main() -> None:
                 "degraded": decisions["degraded"],
                 "actions": round(decisions["acted"] / max(decisions["count"], 1), 3),
                 "concurrency": CONCURRENCY_PROCESSES * CONCURRENCY_THREADS,
-                "gunicorn_workers": 2,
+                "gunicorn_workers": GUNICORN_WORKERS,
                 "gunicorn_threads": THREADS,
             }
         )

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -81,7 +80,6 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bench import decision_latency as load
     from bench._pg import admin_url_argument, drop_database, fresh_database, postgres_admin_url
-    from infra.settings import PROJECT_ROOT
 
     seconds = float(os.environ.get("BENCH_SECONDS", "10"))
     runs = int(os.environ.get("BENCH_RUNS", "2"))
@@ -89,7 +87,6 @@ def main() -> None:
     admin_url = postgres_admin_url(admin_url_argument())
     url = fresh_database(admin_url, DATABASE).replace("postgresql+psycopg://", "postgresql://")
     redis.Redis.from_url(redis_url).flushdb()
-    server = None
     try:
         with psycopg.connect(url, autocommit=True) as db:
             db.execute("CREATE TABLE subscribers (id text PRIMARY KEY, attributes jsonb NOT NULL)")
@@ -102,54 +99,32 @@ def main() -> None:
                 "CREATE TABLE decisions (id bigserial PRIMARY KEY, request_id text UNIQUE NOT NULL, "
                 "response json NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
             )
-        port = load._free_port()
         env = {**os.environ, "FLOOR_DATABASE_URL": url, "FLOOR_REDIS_URL": redis_url}
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--workers",
-                "2",
-                "--threads",
-                str(load.THREADS),
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--log-level",
-                "warning",
-                "bench.round_trip_floor:app",
-            ],
-            cwd=PROJECT_ROOT,
-            env=env,
-        )
-        load._wait_ready(port, path="/healthz")
-        keys = {"sms": "unused", "app": "unused"}
-        load._load(port, "/api/v1/decisions", keys, 2)  # warm: connections, the script cache
-        for _ in range(runs):
-            trivial = load._load(port, "/healthz", keys, seconds)
-            floor = load._load(port, "/api/v1/decisions", keys, seconds)
-            print(
-                json.dumps(
-                    {
-                        "trivial_per_s": round(trivial["per_s"]),
-                        "floor_per_s": round(floor["per_s"]),
-                        "floor_share": round(floor["per_s"] / trivial["per_s"], 3),
-                        "floor_p50_ms": round(floor["p50_ms"], 2),
-                        "floor_p99_ms": round(floor["p99_ms"], 2),
-                        "cpu_ms_per_floor_request": round(floor["cpu_ms"], 3),
-                        "cpu_ms_per_trivial": round(trivial["cpu_ms"], 3),
-                        "cores": os.cpu_count(),
-                        "concurrency": load.CONCURRENCY_PROCESSES * load.CONCURRENCY_THREADS,
-                        "gunicorn_workers": 2,
-                        "gunicorn_threads": load.THREADS,
-                    }
-                ),
-                flush=True,
-            )
+        with load.gunicorn_serving("bench.round_trip_floor:app", env, ready_path="/healthz") as port:
+            keys = {"sms": "unused", "app": "unused"}
+            load._load(port, "/api/v1/decisions", keys, 2)  # warm: connections, the script cache
+            for _ in range(runs):
+                trivial = load._load(port, "/healthz", keys, seconds)
+                floor = load._load(port, "/api/v1/decisions", keys, seconds)
+                print(
+                    json.dumps(
+                        {
+                            "trivial_per_s": round(trivial["per_s"]),
+                            "floor_per_s": round(floor["per_s"]),
+                            "floor_share": round(floor["per_s"] / trivial["per_s"], 3),
+                            "floor_p50_ms": round(floor["p50_ms"], 2),
+                            "floor_p99_ms": round(floor["p99_ms"], 2),
+                            "cpu_ms_per_floor_request": round(floor["cpu_ms"], 3),
+                            "cpu_ms_per_trivial": round(trivial["cpu_ms"], 3),
+                            "cores": os.cpu_count(),
+                            "concurrency": load.CONCURRENCY_PROCESSES * load.CONCURRENCY_THREADS,
+                            "gunicorn_workers": load.GUNICORN_WORKERS,
+                            "gunicorn_threads": load.THREADS,
+                        }
+                    ),
+                    flush=True,
+                )
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
         drop_database(admin_url, DATABASE)
 
 
