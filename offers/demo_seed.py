@@ -46,7 +46,7 @@ DEMO_USERS = (
 # Eligibility uses GrowthBook's condition language. A missing attribute compares as 0 there,
 # so "at most N" conditions on optional facts also say $exists.
 
-_NOT_CHURNED = {"status": {"$ne": "churned"}}
+NOT_CHURNED = {"status": {"$ne": "churned"}}  # every care action but win-back is for current customers
 _ANY_CHANNEL = ["sms", "app", "call_centre", "retail"]
 
 
@@ -62,7 +62,7 @@ OFFERS: tuple[dict[str, Any], ...] = (
         "description": "20% off the monthly plan for 3 months, for subscribers showing churn risk.",
         "unit_cost": 9.00,
         "channels": _ANY_CHANNEL,
-        "eligibility": {**_NOT_CHURNED, "churn_score": {"$gte": 0.25}},
+        "eligibility": {**NOT_CHURNED, "churn_score": {"$gte": 0.25}},
         "prior_uplift": 0.04,
         "value_horizon_months": 6,
     },
@@ -72,7 +72,7 @@ OFFERS: tuple[dict[str, Any], ...] = (
         "description": "A 10 GB add-on sized to the subscriber's usage, valid 30 days.",
         "unit_cost": 2.50,
         "channels": ["sms", "app", "call_centre", "retail"],
-        "eligibility": {**_NOT_CHURNED, "data_gb_month": {"$gte": 8}},
+        "eligibility": {**NOT_CHURNED, "data_gb_month": {"$gte": 8}},
         "prior_uplift": 0.02,
         "value_horizon_months": 6,
     },
@@ -82,7 +82,7 @@ OFFERS: tuple[dict[str, Any], ...] = (
         "description": "Unlimited data 00:00–07:00 for a month. Trigger: heavy late-night data use.",
         "unit_cost": 1.20,
         "channels": ["sms", "app"],
-        "eligibility": {**_NOT_CHURNED, "night_data_share": {"$gte": 0.4}},
+        "eligibility": {**NOT_CHURNED, "night_data_share": {"$gte": 0.4}},
         "prior_uplift": 0.02,
         "value_horizon_months": 6,
     },
@@ -93,7 +93,7 @@ OFFERS: tuple[dict[str, Any], ...] = (
         "Trigger: broadband tenure over 3 years.",
         "unit_cost": 15.00,
         "channels": ["app", "call_centre", "retail"],
-        "eligibility": {**_NOT_CHURNED, "has_broadband": True, "broadband_tenure_months": {"$gt": 36}},
+        "eligibility": {**NOT_CHURNED, "has_broadband": True, "broadband_tenure_months": {"$gt": 36}},
         "prior_uplift": 0.05,
         "value_horizon_months": 24,
     },
@@ -104,7 +104,7 @@ OFFERS: tuple[dict[str, Any], ...] = (
         "or elevated churn risk.",
         "unit_cost": 4.00,
         "channels": _ANY_CHANNEL,
-        "eligibility": {**_NOT_CHURNED, "$or": [{"complaints_90d": {"$gte": 1}}, {"churn_score": {"$gte": 0.4}}]},
+        "eligibility": {**NOT_CHURNED, "$or": [{"complaints_90d": {"$gte": 1}}, {"churn_score": {"$gte": 0.4}}]},
         "prior_uplift": 0.03,
         "value_horizon_months": 6,
     },
@@ -114,7 +114,7 @@ OFFERS: tuple[dict[str, Any], ...] = (
         "description": "A named account manager who owns the subscriber's requests for 12 months.",
         "unit_cost": 25.00,
         "channels": ["call_centre", "retail"],
-        "eligibility": {**_NOT_CHURNED, "ltv": {"$gte": 1500}},
+        "eligibility": {**NOT_CHURNED, "ltv": {"$gte": 1500}},
         "prior_uplift": 0.06,
         "value_horizon_months": 12,
     },
@@ -124,7 +124,7 @@ OFFERS: tuple[dict[str, Any], ...] = (
         "description": "A one-off credit on the next bill to make good a complaint.",
         "unit_cost": 10.00,
         "channels": ["call_centre", "retail"],
-        "eligibility": {**_NOT_CHURNED, "complaints_90d": {"$gte": 1}},
+        "eligibility": {**NOT_CHURNED, "complaints_90d": {"$gte": 1}},
         "prior_uplift": 0.03,
         "value_horizon_months": 6,
     },
@@ -134,7 +134,7 @@ OFFERS: tuple[dict[str, Any], ...] = (
         "description": "500 bonus loyalty points (worth about EUR 3) for subscribers of a year or more.",
         "unit_cost": 3.00,
         "channels": ["sms", "app", "retail"],
-        "eligibility": {**_NOT_CHURNED, "tenure_months": {"$gte": 12}},
+        "eligibility": {**NOT_CHURNED, "tenure_months": {"$gte": 12}},
         "prior_uplift": 0.01,
         "value_horizon_months": 12,
     },
@@ -144,7 +144,7 @@ OFFERS: tuple[dict[str, Any], ...] = (
         "description": "A personal care message with self-help links; the first step at blue risk.",
         "unit_cost": 0.05,
         "channels": ["sms"],
-        "eligibility": {**_NOT_CHURNED, "churn_score": {"$gte": 0.2}},
+        "eligibility": {**NOT_CHURNED, "churn_score": {"$gte": 0.2}},
         "prior_uplift": 0.01,
         "value_horizon_months": 3,
     },
@@ -156,7 +156,7 @@ OFFERS: tuple[dict[str, Any], ...] = (
         "unit_cost": 6.00,
         "channels": ["call_centre"],
         "eligibility": {
-            **_NOT_CHURNED,
+            **NOT_CHURNED,
             "$or": [{"risk_level": "red"}, {"unresolved_complaints": {"$gte": 1}}, {"churn_score": {"$gte": 0.6}}],
         },
         "prior_uplift": 0.04,
@@ -168,7 +168,7 @@ OFFERS: tuple[dict[str, Any], ...] = (
         "description": "A birthday gift: 5 GB of data and a partner voucher. Trigger: birthday today.",
         "unit_cost": 2.00,
         "channels": ["sms", "app"],
-        "eligibility": {**_NOT_CHURNED, "is_birthday_today": True},
+        "eligibility": {**NOT_CHURNED, "is_birthday_today": True},
         "prior_uplift": 0.01,
         "value_horizon_months": 12,
     },
@@ -178,7 +178,7 @@ OFFERS: tuple[dict[str, Any], ...] = (
         "description": "A guided tour of the plan, the app and the first-month perks, within 72 hours of joining.",
         "unit_cost": 0.30,
         "channels": ["sms", "app"],
-        "eligibility": {**_NOT_CHURNED, "hours_since_join": {"$exists": True, "$lte": 72}},
+        "eligibility": {**NOT_CHURNED, "hours_since_join": {"$exists": True, "$lte": 72}},
         "prior_uplift": 0.02,
         "value_horizon_months": 12,
     },
@@ -248,76 +248,62 @@ TIER_SCHEMES: tuple[dict[str, Any], ...] = (
     },
 )
 
+
+def _ranked(scheme_code: str, *tiers: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """The tiers of scheme ``scheme_code``, ranked 1, 2, … in the order given."""
+    return tuple({**tier, "scheme_code": scheme_code, "rank": rank} for rank, tier in enumerate(tiers, 1))
+
+
 TIERS: tuple[dict[str, Any], ...] = (
-    {
-        "code": "vip",
-        "scheme_code": "value_tiers",
-        "rank": 1,
-        "name": "VIP",
-        "description": "Top ~10%: high spend and high lifetime value.",
-        "rule": {"arpu": {"$gte": 65}, "ltv": {"$gte": 2000}},
-    },
-    {
-        "code": "value",
-        "scheme_code": "value_tiers",
-        "rank": 2,
-        "name": "Value",
-        "description": "Next ~15%: high spend, used regularly.",
-        "rule": {"arpu": {"$gte": 42}, "active_days_30d": {"$gte": 10}},
-    },
-    {
-        "code": "growth",
-        "scheme_code": "value_tiers",
-        "rank": 3,
-        "name": "Growth",
-        "description": "Next ~25%: mid spend, or heavy users with room to grow.",
-        "rule": {"$or": [{"arpu": {"$gte": 28}}, {"active_days_30d": {"$gte": 25}}]},
-    },
-    {
-        "code": "basic",
-        "scheme_code": "value_tiers",
-        "rank": 4,
-        "name": "Basic",
-        "description": "Everyone else (~50%).",
-        "rule": {},
-    },
-    {
-        "code": "at_risk",
-        "scheme_code": "segments",
-        "rank": 1,
-        "name": "At risk (warning)",
-        "description": "Recent ARPU decline of 15% or more plus frequent complaints.",
-        "rule": {"arpu_change_3m": {"$lte": -0.15}, "complaints_90d": {"$gte": 2}},
-    },
-    {
-        "code": "strategic",
-        "scheme_code": "segments",
-        "rank": 2,
-        "name": "Strategic",
-        "description": "High ARPU, high digital need, loyal: two years or more and no complaints.",
-        "rule": {
-            "arpu": {"$gte": 50},
-            "digital_spend_share": {"$gte": 0.3},
-            "tenure_months": {"$gte": 24},
-            "complaints_90d": 0,
+    *_ranked(
+        "value_tiers",
+        {
+            "code": "vip",
+            "name": "VIP",
+            "description": "Top ~10%: high spend and high lifetime value.",
+            "rule": {"arpu": {"$gte": 65}, "ltv": {"$gte": 2000}},
         },
-    },
-    {
-        "code": "potential",
-        "scheme_code": "segments",
-        "rank": 3,
-        "name": "Potential",
-        "description": "Mid ARPU, or a real appetite for digital services.",
-        "rule": {"$or": [{"arpu": {"$gte": 32}}, {"digital_spend_share": {"$gte": 0.4}}]},
-    },
-    {
-        "code": "mass",
-        "scheme_code": "segments",
-        "rank": 4,
-        "name": "Mass",
-        "description": "Low ARPU, basic telecom needs.",
-        "rule": {},
-    },
+        {
+            "code": "value",
+            "name": "Value",
+            "description": "Next ~15%: high spend, used regularly.",
+            "rule": {"arpu": {"$gte": 42}, "active_days_30d": {"$gte": 10}},
+        },
+        {
+            "code": "growth",
+            "name": "Growth",
+            "description": "Next ~25%: mid spend, or heavy users with room to grow.",
+            "rule": {"$or": [{"arpu": {"$gte": 28}}, {"active_days_30d": {"$gte": 25}}]},
+        },
+        {"code": "basic", "name": "Basic", "description": "Everyone else (~50%).", "rule": {}},
+    ),
+    *_ranked(
+        "segments",
+        {
+            "code": "at_risk",
+            "name": "At risk (warning)",
+            "description": "Recent ARPU decline of 15% or more plus frequent complaints.",
+            "rule": {"arpu_change_3m": {"$lte": -0.15}, "complaints_90d": {"$gte": 2}},
+        },
+        {
+            "code": "strategic",
+            "name": "Strategic",
+            "description": "High ARPU, high digital need, loyal: two years or more and no complaints.",
+            "rule": {
+                "arpu": {"$gte": 50},
+                "digital_spend_share": {"$gte": 0.3},
+                "tenure_months": {"$gte": 24},
+                "complaints_90d": 0,
+            },
+        },
+        {
+            "code": "potential",
+            "name": "Potential",
+            "description": "Mid ARPU, or a real appetite for digital services.",
+            "rule": {"$or": [{"arpu": {"$gte": 32}}, {"digital_spend_share": {"$gte": 0.4}}]},
+        },
+        {"code": "mass", "name": "Mass", "description": "Low ARPU, basic telecom needs.", "rule": {}},
+    ),
 )
 
 # --- tier policies: what a tier may receive and who may grant it ------------------------------
@@ -459,6 +445,11 @@ CONTACT_POLICIES: tuple[dict[str, Any], ...] = (
 
 # --- budgets ----------------------------------------------------------------------------------
 
+_DEFAULT_MONEY_RULES = {
+    "roi_floor": DEFAULT_MONEY_RULES.roi_floor,
+    "max_cost_share_of_ltv": DEFAULT_MONEY_RULES.max_cost_share_of_ltv,
+}
+
 BUDGETS: tuple[dict[str, Any], ...] = (
     {
         "code": "RETENTION_FUND",
@@ -466,8 +457,7 @@ BUDGETS: tuple[dict[str, Any], ...] = (
         "period": "month",
         "cap_share_of_revenue": 0.015,
         "scope_type": "programme",
-        "roi_floor": DEFAULT_MONEY_RULES.roi_floor,
-        "max_cost_share_of_ltv": DEFAULT_MONEY_RULES.max_cost_share_of_ltv,
+        **_DEFAULT_MONEY_RULES,
     },
     {
         "code": "VIP_CARE",
@@ -476,8 +466,7 @@ BUDGETS: tuple[dict[str, Any], ...] = (
         "cap_amount": 600.00,
         "scope_type": "tier",
         "scope_value": "vip",
-        "roi_floor": DEFAULT_MONEY_RULES.roi_floor,
-        "max_cost_share_of_ltv": DEFAULT_MONEY_RULES.max_cost_share_of_ltv,
+        **_DEFAULT_MONEY_RULES,
     },
 )
 
