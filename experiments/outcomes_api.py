@@ -20,6 +20,7 @@ exposes subscribers as part of each decision. Rules for outcomes: ``experiments.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 from flask import Blueprint, Flask, current_app, jsonify, request
@@ -40,8 +41,8 @@ from experiments.schemas import ExperimentStatsOut
 from experiments.service import get_experiment
 from experiments.stats_sql import experiment_stats
 from infra.auth import CONFIG_READERS, CONFIG_WRITERS, current_principal, require_channel_or_user, require_user
-from infra.bulk_import.source import request_lines
-from infra.db import db_session, get_database, utcnow
+from infra.bulk_import.source import import_request_body
+from infra.db import db_session, utcnow
 from infra.errors import BadRequest, Forbidden
 from infra.http import StrictModel, read_json_body
 from infra.openapi import RawBody, ResponseModel, api_doc
@@ -167,22 +168,8 @@ def post_outcome() -> ResponseReturnValue:
 @require_channel_or_user(*CONFIG_WRITERS)
 def bulk_outcomes() -> ResponseReturnValue:
     """Stream a CSV or JSON-lines body of outcomes in; report bad rows by line."""
-    settings = current_app.config["CAREPILOT_SETTINGS"]
-    lines, fmt = request_lines(max_bytes=settings.max_import_bytes, what="the outcomes")
-    actor = current_principal().actor
-    # The import opens its own short sessions; end the request's read transaction now rather
-    # than leave it idle for the length of a large upload.
-    db_session().rollback()
-    report = import_outcomes(
-        get_database().sessionmaker,
-        lines,
-        fmt,
-        batch_rows=settings.import_batch_rows,
-        max_listed_errors=settings.max_listed_import_errors,
-        actor=actor,
-        decision_exposures=_decision_exposures(),
-    )
-    return jsonify(report.as_json())
+    importer = functools.partial(import_outcomes, decision_exposures=_decision_exposures())
+    return jsonify(import_request_body(importer, what="the outcomes").as_json())
 
 
 @bp.get("/experiments/<key>/stats")

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 from pydantic import Field
 
-from infra.auth import CONFIG_READERS, CONFIG_WRITERS, current_principal, require_channel_or_user
-from infra.bulk_import.source import request_lines
-from infra.db import db_session, get_database
+from infra.auth import CONFIG_READERS, CONFIG_WRITERS, require_channel_or_user
+from infra.bulk_import.source import import_request_body
+from infra.db import db_session
 from infra.errors import BadRequest
 from infra.http import StrictModel, read_json_body
 from infra.openapi import RawBody, api_doc
@@ -103,18 +103,4 @@ def get_subscriber(subscriber_id: str) -> ResponseReturnValue:
 @require_channel_or_user(*CONFIG_WRITERS)
 def bulk_import() -> ResponseReturnValue:
     """Stream a CSV or JSON-lines body into the profile store; report bad rows by line."""
-    settings = current_app.config["CAREPILOT_SETTINGS"]
-    lines, fmt = request_lines(max_bytes=settings.max_import_bytes, what="the profiles")
-    actor = current_principal().actor
-    # The import opens its own short sessions; end the request's read transaction now rather
-    # than leave it idle for the length of a large upload.
-    db_session().rollback()
-    report = import_subscribers(
-        get_database().sessionmaker,
-        lines,
-        fmt,
-        batch_rows=settings.import_batch_rows,
-        max_listed_errors=settings.max_listed_import_errors,
-        actor=actor,
-    )
-    return jsonify(report.as_json())
+    return jsonify(import_request_body(import_subscribers, what="the profiles").as_json())

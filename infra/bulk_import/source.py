@@ -2,6 +2,7 @@
 
 The only part of the pipeline that knows about Flask; what it returns is a ``LineReader`` and
 the body's format, which the rest of the pipeline takes from any source.
+``import_request_body`` is the whole of a bulk upload endpoint's work.
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO
 
-from flask import request
+from flask import current_app, request
 
+from infra.auth import current_principal
 from infra.bulk_import.formats import CONTENT_TYPES, ImportFormat
 from infra.bulk_import.lines import ByteStream, LineReader
+from infra.bulk_import.report import ImportReport
+from infra.db import db_session, get_database
 from infra.errors import PayloadTooLarge, UnsupportedMediaType
 
 
@@ -33,6 +37,26 @@ def request_lines(*, max_bytes: int, what: str) -> tuple[LineReader, ImportForma
     if request.content_length is not None and request.content_length > max_bytes:
         raise PayloadTooLarge(f"the upload is larger than {max_bytes} bytes", code="import_too_large")
     return LineReader(request.stream, max_bytes=max_bytes), fmt
+
+
+def import_request_body(importer: Callable[..., ImportReport], *, what: str) -> ImportReport:
+    """Stream the current request's body (``request_lines``) through a bulk importer
+    (``import_subscribers``, ``import_outcomes``) with the app's import settings, as the
+    calling principal; ``what`` names the rows in messages ("the profiles")."""
+    settings = current_app.config["CAREPILOT_SETTINGS"]
+    lines, fmt = request_lines(max_bytes=settings.max_import_bytes, what=what)
+    actor = current_principal().actor
+    # The import opens its own short sessions; end the request's read transaction now rather
+    # than leave it idle for the length of a large upload.
+    db_session().rollback()
+    return importer(
+        get_database().sessionmaker,
+        lines,
+        fmt,
+        batch_rows=settings.import_batch_rows,
+        max_listed_errors=settings.max_listed_import_errors,
+        actor=actor,
+    )
 
 
 def format_of_file(path: str) -> ImportFormat:
