@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import getpass
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 from flask import Flask
@@ -146,13 +146,7 @@ def register_cli(app: Flask) -> None:
         )
 
     @app.cli.command("import-subscribers")
-    @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-    @click.option(
-        "--format",
-        "fmt",
-        type=click.Choice(["csv", "jsonl"]),
-        help="Default: from the file name (.csv, else JSON lines).",
-    )
+    @_import_file_arguments
     def import_subscribers_command(path: str, fmt: str | None) -> None:
         """Import subscriber profiles from a CSV or JSON-lines file, with a progress bar."""
         from offers.subscriber_import import import_subscribers
@@ -160,13 +154,7 @@ def register_cli(app: Flask) -> None:
         _import_file(app, path, fmt, import_subscribers)
 
     @app.cli.command("import-outcomes")
-    @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-    @click.option(
-        "--format",
-        "fmt",
-        type=click.Choice(["csv", "jsonl"]),
-        help="Default: from the file name (.csv, else JSON lines).",
-    )
+    @_import_file_arguments
     def import_outcomes_command(path: str, fmt: str | None) -> None:
         """Import experiment outcomes (billing feeds) from a CSV or JSON-lines file, with a
         progress bar."""
@@ -174,6 +162,20 @@ def register_cli(app: Flask) -> None:
         from experiments.outcomes import import_outcomes
 
         _import_file(app, path, fmt, functools.partial(import_outcomes, decision_exposures=decision_exposures))
+
+
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def _import_file_arguments(command: F) -> F:
+    """What every file-import command takes: the file's path and ``--format``."""
+    command = click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["csv", "jsonl"]),
+        help="Default: from the file name (.csv, else JSON lines).",
+    )(command)
+    return click.argument("path", type=click.Path(exists=True, dir_okay=False))(command)
 
 
 def _import_file(app: Flask, path: str, fmt: str | None, importer: Callable[..., ImportReport]) -> None:
