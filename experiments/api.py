@@ -21,7 +21,7 @@ from experiments.models import STATUSES
 from infra.auth import CONFIG_READERS, CONFIG_WRITERS, current_principal, require_user
 from infra.db import db_session
 from infra.errors import BadRequest
-from infra.http import read_json_body, read_json_object
+from infra.http import read_json_body, read_json_object, refuse_unknown_query
 from infra.openapi import api_doc
 from offers.schemas import Code
 
@@ -37,11 +37,7 @@ class ExperimentListQuery(BaseModel):
 @api_doc("List experiments", query=ExperimentListQuery, responses={200: schemas.ExperimentList})
 @require_user(*CONFIG_READERS)
 def list_experiments() -> ResponseReturnValue:
-    unknown = set(request.args) - {"status"}
-    if unknown:
-        raise BadRequest(
-            f"unknown query parameter(s) {', '.join(sorted(unknown))}; filters: status", code="invalid_query"
-        )
+    refuse_unknown_query(("status",), "filters: status")
     status = request.args.get("status")
     if status is not None and status not in STATUSES:
         raise BadRequest(f"unknown status {status!r}; use one of {', '.join(STATUSES)}", code="invalid_query")

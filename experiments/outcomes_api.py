@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 from datetime import datetime
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from pydantic import Field
 
@@ -43,8 +43,8 @@ from experiments.stats_sql import experiment_stats
 from infra.auth import CONFIG_READERS, CONFIG_WRITERS, current_principal, require_channel_or_user, require_user
 from infra.bulk_import.source import import_request_body
 from infra.db import db_session, utcnow
-from infra.errors import BadRequest, Forbidden
-from infra.http import StrictModel, read_json_body
+from infra.errors import Forbidden
+from infra.http import StrictModel, read_json_body, refuse_unknown_query
 from infra.openapi import RawBody, ResponseModel, api_doc
 from offers.models import Subscriber
 from offers.schemas import Channel, Code, ImportReportOut
@@ -178,11 +178,7 @@ def bulk_outcomes() -> ResponseReturnValue:
 def get_stats(key: str) -> ResponseReturnValue:
     """Exposed, matured, retained and churned at the primary metric day, revenue sums,
     complaints and channel events, per arm and per arm × tier (``experiments.stats_sql``)."""
-    if request.args:
-        raise BadRequest(
-            f"unknown query parameter(s) {', '.join(sorted(request.args))}; this endpoint takes none",
-            code="invalid_query",
-        )
+    refuse_unknown_query((), "this endpoint takes none")
     session = db_session()
     experiment = get_experiment(session, key)
     out = experiment_stats(session, experiment).as_json()

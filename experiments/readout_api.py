@@ -29,8 +29,8 @@ from experiments.models import RUNNING_STATUSES, Readout
 from experiments.service import experiment_json, get_experiment
 from infra.auth import CONFIG_READERS, CONFIG_WRITERS, current_principal, require_user
 from infra.db import db_session, utcnow
-from infra.errors import BadRequest, Conflict
-from infra.http import read_json_body
+from infra.errors import Conflict
+from infra.http import read_json_body, refuse_unknown_query
 from infra.jobs_api import JobAccepted, redis_or_503
 from infra.openapi import RawBody, api_doc
 from infra.queues import job_json
@@ -55,10 +55,7 @@ class ReadoutJobAccepted(JobAccepted):
 
 
 def _only_query(*allowed: str) -> None:
-    unknown = set(request.args) - set(allowed)
-    if unknown:
-        hint = f"it takes {', '.join(allowed)}" if allowed else "it takes none"
-        raise BadRequest(f"unknown query parameter(s) {', '.join(sorted(unknown))}; {hint}", code="invalid_query")
+    refuse_unknown_query(allowed, f"it takes {', '.join(allowed)}" if allowed else "it takes none")
 
 
 def _latest(key: str) -> tuple[Any, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import orjson
@@ -106,6 +107,15 @@ def read_json_object() -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object", code="invalid_json")
     return data
+
+
+def refuse_unknown_query(allowed: Iterable[str], hint: str) -> None:
+    """400 ``invalid_query`` when the query string has a parameter outside ``allowed``: a
+    misspelt filter must not silently return everything. ``hint`` ends the message (what the
+    endpoint takes)."""
+    unknown = set(request.args).difference(allowed)
+    if unknown:
+        raise BadRequest(f"unknown query parameter(s) {', '.join(sorted(unknown))}; {hint}", code="invalid_query")
 
 
 MAX_ID = 2**31 - 1  # INTEGER ids (config rows, keys, audit); larger numbers cannot name a row

@@ -19,8 +19,7 @@ from sqlalchemy.orm import Session
 
 from infra.auth import CONFIG_READERS, CONFIG_WRITERS, current_principal, require_user
 from infra.db import db_session
-from infra.errors import BadRequest
-from infra.http import MAX_ID, parse_row_id, read_json_body, read_json_object, refuse_unstorable
+from infra.http import MAX_ID, parse_row_id, read_json_body, read_json_object, refuse_unknown_query, refuse_unstorable
 from infra.jobs_api import JobAccepted, redis_or_503
 from infra.openapi import api_doc
 from infra.queues import enqueue_unique, job_json
@@ -121,13 +120,7 @@ def _register(kind: ConfigKind[Any]) -> None:
 
     @require_user(*CONFIG_READERS)
     def list_view() -> ResponseReturnValue:
-        unknown = set(request.args) - set(kind.filters) - {"include_inactive"}
-        if unknown:
-            raise BadRequest(
-                f"unknown query parameter(s) {', '.join(sorted(unknown))}; "
-                f"filters: {', '.join(kind.filters) or 'none'}",
-                code="invalid_query",
-            )
+        refuse_unknown_query((*kind.filters, "include_inactive"), f"filters: {', '.join(kind.filters) or 'none'}")
         refuse_unstorable(dict(request.args), "$query")  # PostgreSQL text cannot hold NUL
         include_inactive = request.args.get("include_inactive", "false").lower() in ("1", "true", "yes")
         filters = {k: request.args[k] for k in kind.filters if k in request.args}
