@@ -36,6 +36,13 @@ bp = Blueprint("decisions_api", __name__, url_prefix="/api/v1")
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # printable ASCII without spaces or commas: a proxy (gunicorn among them) joins repeated headers with ","
 IDEMPOTENCY_KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[\\x21-\\x2b\\x2d-\\x7e]+$"}
+# the errors every deciding endpoint may answer besides its own 409
+_DECIDING_ERRORS = {429: "more decisions per second than this key may make", 503: "the decision store is down"}
+
+
+def _idempotency_header(description: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The documented Idempotency-Key header of a deciding endpoint."""
+    return {IDEMPOTENCY_HEADER: (description, IDEMPOTENCY_KEY_SCHEMA)}
 
 
 def decision_context() -> DecisionContext:
@@ -90,18 +97,11 @@ def _idempotency_key() -> str | None:
     "Decide the next best care action for one contact",
     body=schemas.DecisionIn,
     responses={200: schemas.DecisionOut},
-    errors={
-        409: "the request id (or Idempotency-Key) was used before with another body",
-        429: "more decisions per second than this key may make",
-        503: "the decision store is down",
-    },
-    headers={
-        IDEMPOTENCY_HEADER: (
-            "a retry with the same key and body gets the stored decision; 1–128 "
-            "printable ASCII characters, no spaces or commas",
-            IDEMPOTENCY_KEY_SCHEMA,
-        )
-    },
+    errors={409: "the request id (or Idempotency-Key) was used before with another body", **_DECIDING_ERRORS},
+    headers=_idempotency_header(
+        "a retry with the same key and body gets the stored decision; 1–128 "
+        "printable ASCII characters, no spaces or commas"
+    ),
 )
 @require_channel_or_user(*CONFIG_WRITERS)
 def create_decision() -> ResponseReturnValue:
@@ -132,19 +132,12 @@ def create_decision() -> ResponseReturnValue:
     "Decide for up to 10,000 contacts of an outbound batch, answered in order",
     body=schemas.BulkDecisionsIn,
     responses={200: schemas.BulkDecisionsOut},
-    errors={
-        409: "a request id repeats in the batch or was used before with another body",
-        429: "more decisions per second than this key may make",
-        503: "the decision store is down",
-    },
-    headers={
-        IDEMPOTENCY_HEADER: (
-            "covers the whole call: the same key and body replay it, another body "
-            "is a 409; each contact gets <key>#<index>, so contacts must not carry "
-            "request ids of their own as well (a 400)",
-            IDEMPOTENCY_KEY_SCHEMA,
-        )
-    },
+    errors={409: "a request id repeats in the batch or was used before with another body", **_DECIDING_ERRORS},
+    headers=_idempotency_header(
+        "covers the whole call: the same key and body replay it, another body "
+        "is a 409; each contact gets <key>#<index>, so contacts must not carry "
+        "request ids of their own as well (a 400)"
+    ),
 )
 @require_channel_or_user(*CONFIG_WRITERS)
 def create_decisions_bulk() -> ResponseReturnValue:
