@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from decisioning.risk import RISK_REASON_MESSAGES, RiskAssessment, assess_risk
+from decisioning.risk import RISK_REASON_MESSAGES, assess_risk
 from decisioning.snapshot import (
     Action,
     BudgetRule,
@@ -263,6 +263,14 @@ def _reason_json(facts: ReasonFacts) -> dict[str, str]:
     return cached
 
 
+_Choice = tuple[
+    Action | None, tuple[BudgetRule, ...], ExperimentOutcome | None, tuple[ReasonFacts, ...], float, float | None
+]
+"""What an experiment or arbitration chose, which ``decide`` makes the result of: (action,
+the budgets its cost is reserved against, the experiment's outcome, reasons, probability,
+score)."""
+
+
 # --- the decision ------------------------------------------------------------------------------
 
 
@@ -298,6 +306,7 @@ def decide(
 
     # a recorded arm in any experiment first: hashing into an earlier-keyed experiment must not
     # take a subscriber out of the arm another experiment already gave them (intention to treat)
+    choice: _Choice | None = None
     sticky = state.sticky_arms
     for recorded_only in (True, False) if sticky else (False,):
         for experiment in snapshot.experiments:
@@ -306,10 +315,33 @@ def decide(
                 continue
             placement = _placement(experiment, subscriber_id, attributes, tier, recorded)
             if placement is not None:
-                return _experiment_decision(
-                    snapshot, plan, experiment, placement, request, state, now_utc, tier, risk, stage, blocked
+                choice = _experiment_choice(
+                    snapshot, plan, experiment, placement, request, state, now_utc, tier, blocked
                 )
-    return _arbitrate(snapshot, plan, request, state, now_utc, attributes, tier, risk, stage, blocked)
+                break
+        if choice is not None:
+            break
+    if choice is None:
+        choice = _arbitration_choice(plan, state, now_utc, attributes, blocked)
+    action, budgets, outcome, excluded, probability, score = choice
+    return DecisionResult(
+        subscriber_id=subscriber_id,
+        channel=channel,
+        snapshot_version=snapshot.version,
+        tier=tier,
+        risk_level=risk.level,
+        risk_reasons=risk.reasons,
+        lifecycle_stage=stage,
+        action=action,
+        experiment=outcome,
+        excluded=excluded,
+        probability=probability,
+        score=score,
+        budgets_to_reserve=tuple(b.code for b in budgets) if action is not None and action.cost > 0 else (),
+        cost=action.cost if action is not None else 0.0,
+        degraded=bool(state.degraded),
+        risk_messages=snapshot.risk_policy.messages,
+    )
 
 
 def _input_error(subscriber_id: Any, channel: Any, profile: Any, context: Any, now: Any) -> str | None:
@@ -394,7 +426,7 @@ def _placement(
     return arm_key, False, True
 
 
-def _experiment_decision(
+def _experiment_choice(
     snapshot: DecisionSnapshot,
     plan: ChannelPlan,
     experiment: LiveExperiment,
@@ -403,10 +435,8 @@ def _experiment_decision(
     state: DecisionState,
     now_utc: datetime,
     tier: str | None,
-    risk: RiskAssessment,
-    stage: str | None,
     blocked: tuple[str, str, tuple[object, ...]] | None,
-) -> DecisionResult:
+) -> _Choice:
     arm_key, in_holdout, new_exposure = placement
     arm_offer = experiment.arm_offers.get(arm_key) if arm_key is not None else None
     overridden = snapshot.experiment_override_reasons.get((experiment.key, arm_key))
@@ -446,25 +476,8 @@ def _experiment_decision(
                 failure = _budget_failure(arm_offer, offer.unit_cost, _Headroom(budgets, state, now_utc))
         if failure is None:
             action = plan.actions[arm_offer]
-    reserve = tuple(b.code for b in budgets) if action is not None and action.cost > 0 else ()
-    return DecisionResult(
-        subscriber_id=request.subscriber_id,
-        channel=request.channel,
-        snapshot_version=snapshot.version,
-        tier=tier,
-        risk_level=risk.level,
-        risk_reasons=risk.reasons,
-        lifecycle_stage=stage,
-        action=action,
-        experiment=outcome,
-        excluded=overridden if failure is None else (failure, *overridden),
-        probability=experiment.arm_probability(arm_key, in_holdout, tier),
-        score=None,
-        budgets_to_reserve=reserve,
-        cost=action.cost if action is not None else 0.0,
-        degraded=bool(state.degraded),
-        risk_messages=snapshot.risk_policy.messages,
-    )
+    excluded = overridden if failure is None else (failure, *overridden)
+    return action, budgets, outcome, excluded, experiment.arm_probability(arm_key, in_holdout, tier), None
 
 
 # --- money -----------------------------------------------------------------------------------------
@@ -540,18 +553,13 @@ def cost_within_subscriber_ltv_cap(cost: float, subscriber_value: float, max_cos
     return cost <= max_cost_share_of_ltv * subscriber_value + _MONEY_TOLERANCE
 
 
-def _arbitrate(
-    snapshot: DecisionSnapshot,
+def _arbitration_choice(
     plan: ChannelPlan,
-    request: DecisionRequest,
     state: DecisionState,
     now_utc: datetime,
     attributes: Mapping[str, Any],
-    tier: str | None,
-    risk: RiskAssessment,
-    stage: str | None,
     blocked: tuple[str, str, tuple[object, ...]] | None,
-) -> DecisionResult:
+) -> _Choice:
     ltv = _amount(attributes.get("ltv"))
     arpu = _amount(attributes.get("arpu"))
     roi_floor, ltv_share = plan.money_rules.roi_floor, plan.money_rules.max_cost_share_of_ltv
@@ -615,22 +623,4 @@ def _arbitrate(
         if len(candidates) > 1:
             beaten = sorted((c for c in candidates if c is not best), key=lambda c: -c[0])
             excluded[:0] = [(c[2], "lower_score", _LOWER_SCORE, (c[0], best_code, best_score)) for c in beaten]
-    reserve = tuple(b.code for b in plan.budgets) if action is not None and action.cost > 0 else ()
-    return DecisionResult(
-        subscriber_id=request.subscriber_id,
-        channel=request.channel,
-        snapshot_version=snapshot.version,
-        tier=tier,
-        risk_level=risk.level,
-        risk_reasons=risk.reasons,
-        lifecycle_stage=stage,
-        action=action,
-        experiment=None,
-        excluded=tuple(excluded),
-        probability=1.0,
-        score=best_score,
-        budgets_to_reserve=reserve,
-        cost=action.cost if action is not None else 0.0,
-        degraded=bool(degraded),
-        risk_messages=snapshot.risk_policy.messages,
-    )
+    return action, plan.budgets, None, tuple(excluded), 1.0, best_score
