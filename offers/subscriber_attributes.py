@@ -93,6 +93,12 @@ def _range_error(value: float, low: float, high: float) -> ValueError:
     return ValueError(f"must be between {low:g} and {high:g}")
 
 
+def _json_type_error(expected: str, kind: type) -> ValueError:
+    """Why a JSON value of type ``kind`` is not ``expected`` (a number or a whole number)."""
+    hint = " (true/false is not a number)" if kind is bool else " (not text)" if kind is str else ""
+    return ValueError(f"must be {expected}{hint}")
+
+
 # --- cell parsers: each takes one raw value and returns the stored value (a CSV parser returns
 # _ABSENT for a blank cell) or raises ValueError(reason). One Python call per cell: the
 # error-message work happens only on the failure path.
@@ -124,10 +130,7 @@ def _json_number(low: float, high: float) -> _Parser:
             except OverflowError:
                 raise ValueError("is far too large") from None
         elif kind is not float:
-            raise ValueError(
-                "must be a number"
-                + (" (true/false is not a number)" if kind is bool else " (not text)" if kind is str else "")
-            )
+            raise _json_type_error("a number", kind)
         if low <= value <= high:
             number: float = value  # a float by now; a typed local, not cast(): no call per cell
             return number
@@ -163,10 +166,7 @@ def _json_whole(low: int, high: int) -> _Parser:
         if kind is float and value.is_integer():  # 12.0 from a system that writes floats only
             value = int(value)
         elif kind is not int:
-            raise ValueError(
-                "must be a whole number"
-                + (" (true/false is not a number)" if kind is bool else " (not text)" if kind is str else "")
-            )
+            raise _json_type_error("a whole number", kind)
         if low <= value <= high:
             whole: int = value  # an int by now; a typed local, not cast(): no call per cell
             return whole
