@@ -8,6 +8,7 @@ unexpected exception becomes a 500 after the request's transaction is rolled bac
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from flask import Flask, Response, jsonify
@@ -88,45 +89,50 @@ def pydantic_details(exc: ValidationError) -> list[dict[str, str]]:
     return details
 
 
+def _after_rollback(
+    status: int, code: str, message: str, details: Any = None, headers: Mapping[str, str] | None = None
+) -> tuple[Response, int]:
+    """The envelope of an error the app answers, once the request's transaction is rolled back."""
+    rollback_request_session()
+    response, status = error_response(status, code, message, details)
+    if headers:
+        response.headers.update(headers)
+    return response, status
+
+
 def register_error_handlers(app: Flask) -> None:
     """Map every error the app can raise to the envelope."""
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> ResponseReturnValue:
-        rollback_request_session()
-        response, status = error_response(exc.status, exc.code, exc.message, exc.details)
-        response.headers.update(exc.headers)
-        return response, status
+        return _after_rollback(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
     @app.errorhandler(ValidationError)
     def _validation_error(exc: ValidationError) -> ResponseReturnValue:
-        rollback_request_session()
-        return error_response(400, "validation_error", "the request body is not valid", pydantic_details(exc))
+        return _after_rollback(400, "validation_error", "the request body is not valid", pydantic_details(exc))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> ResponseReturnValue:
-        rollback_request_session()
         code = (exc.name or "error").lower().replace(" ", "_")
-        response, status = error_response(exc.code or 500, code, exc.description or exc.name)
+        allow = None
         if isinstance(exc, MethodNotAllowed) and exc.valid_methods:  # the 405 that routing raises
-            response.headers["Allow"] = ", ".join(exc.valid_methods)
-        return response, status
+            allow = {"Allow": ", ".join(exc.valid_methods)}
+        return _after_rollback(exc.code or 500, code, exc.description or exc.name, headers=allow)
 
     # the database unreachable (a restart, a failover) or every pooled connection busy: the
     # client may retry, so a 503, not a 500
     @app.errorhandler(OperationalError)
     @app.errorhandler(PoolTimeoutError)
     def _database_unavailable(exc: Exception) -> ResponseReturnValue:
-        rollback_request_session()
         log.error("database unavailable: %s", exc)
-        response, status = error_response(
-            503, "database_unavailable", "the database is unavailable or busy; nothing was changed, retry shortly"
+        return _after_rollback(
+            503,
+            "database_unavailable",
+            "the database is unavailable or busy; nothing was changed, retry shortly",
+            headers={"Retry-After": "1"},
         )
-        response.headers["Retry-After"] = "1"
-        return response, status
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> ResponseReturnValue:
-        rollback_request_session()
         log.exception("unhandled error")
-        return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+        return _after_rollback(500, "internal_error", "an unexpected error occurred; it has been logged")
