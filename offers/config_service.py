@@ -119,14 +119,7 @@ def create_config(session: Session, kind: ConfigKind[Any], data: StrictModel, *,
     entity = kind.model(**values)
     session.add(entity)
     session.flush()
-    record_audit(
-        session,
-        actor=actor,
-        action="create",
-        entity_type=kind.entity_type,
-        entity_key=kind.key_of(entity),
-        after=entity_json(entity),
-    )
+    _audit(session, kind, entity, "create", actor=actor, after=entity_json(entity))
     return entity
 
 
@@ -148,15 +141,7 @@ def update_config(session: Session, kind: ConfigKind[Any], key: str | int, patch
     session.flush()
     after = entity_json(entity)
     if _changed(before, after):
-        record_audit(
-            session,
-            actor=actor,
-            action="update",
-            entity_type=kind.entity_type,
-            entity_key=kind.key_of(entity),
-            before=before,
-            after=after,
-        )
+        _audit(session, kind, entity, "update", actor=actor, before=before, after=after)
     return entity
 
 
@@ -167,16 +152,30 @@ def deactivate_config(session: Session, kind: ConfigKind[Any], key: str | int, *
         before = entity_json(entity)
         entity.active = False
         session.flush()
-        record_audit(
-            session,
-            actor=actor,
-            action="deactivate",
-            entity_type=kind.entity_type,
-            entity_key=kind.key_of(entity),
-            before=before,
-            after=entity_json(entity),
-        )
+        _audit(session, kind, entity, "deactivate", actor=actor, before=before, after=entity_json(entity))
     return entity
+
+
+def _audit(
+    session: Session,
+    kind: ConfigKind[Any],
+    entity: Any,
+    action: str,
+    *,
+    actor: str,
+    after: dict[str, Any],
+    before: dict[str, Any] | None = None,
+) -> None:
+    """The audit row of a change to ``entity``, a row of ``kind``."""
+    record_audit(
+        session,
+        actor=actor,
+        action=action,
+        entity_type=kind.entity_type,
+        entity_key=kind.key_of(entity),
+        before=before,
+        after=after,
+    )
 
 
 def _changed(before: dict[str, Any], after: dict[str, Any]) -> bool:
