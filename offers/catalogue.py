@@ -61,22 +61,27 @@ def _rank_free(session: Session, data: schemas.TierIn, entity: Any, actor: str) 
         )
 
 
-def _single_primary(session: Session, data: schemas.TierSchemeIn, entity: Any, actor: str) -> None:
-    """Making a scheme primary demotes the previous primary (audited)."""
-    if not data.is_primary:
-        return
-    others = session.scalars(select(TierScheme).where(TierScheme.is_primary.is_(True), TierScheme.code != data.code))
-    for other in others:
-        other.is_primary = False
-        record_audit(
-            session,
-            actor=actor,
-            action="update",
-            entity_type="tier_scheme",
-            entity_key=other.code,
-            before={"is_primary": True},
-            after={"is_primary": False},
-        )
+def _exclusive_flag_rule(model: Any, flag: str, entity_type: str) -> RuleFn[StrictModel]:
+    """A config rule for a flag at most one row has (the primary tier scheme, the active risk
+    policy): saving a row with it set clears it on every other row of ``model``, audited."""
+
+    def rule(session: Session, data: Any, entity: Any, actor: str) -> None:
+        if not getattr(data, flag):
+            return
+        others = session.scalars(select(model).where(getattr(model, flag).is_(True), model.code != data.code))
+        for other in others:
+            setattr(other, flag, False)
+            record_audit(
+                session,
+                actor=actor,
+                action="update",
+                entity_type=entity_type,
+                entity_key=other.code,
+                before={flag: True},
+                after={flag: False},
+            )
+
+    return rule
 
 
 def _policy_targets_exist(session: Session, data: schemas.TierPolicyIn, entity: Any, actor: str) -> None:
@@ -97,26 +102,6 @@ def _policy_targets_exist(session: Session, data: schemas.TierPolicyIn, entity: 
             f"tier {data.tier_code!r} already has a policy for offer {data.offer_code!r} "
             f"(id {holder.id}); update that one",
             code="tier_policy_exists",
-        )
-
-
-def _single_active_risk_policy(session: Session, data: schemas.RiskPolicyIn, entity: Any, actor: str) -> None:
-    """One risk policy applies at a time: saving an active one deactivates the others (audited)."""
-    if not data.active:
-        return
-    others = session.scalars(
-        select(RiskLevelPolicy).where(RiskLevelPolicy.active.is_(True), RiskLevelPolicy.code != data.code)
-    )
-    for other in others:
-        other.active = False
-        record_audit(
-            session,
-            actor=actor,
-            action="update",
-            entity_type="risk_policy",
-            entity_key=other.code,
-            before={"active": True},
-            after={"active": False},
         )
 
 
@@ -160,7 +145,7 @@ TIER_SCHEMES = ConfigKind(
     schemas.TierSchemeIn,
     "code",
     order_by=("code",),
-    rules=(_single_primary,),
+    rules=(_exclusive_flag_rule(TierScheme, "is_primary", "tier_scheme"),),
 )
 TIERS = ConfigKind(
     "tier",
@@ -202,7 +187,7 @@ RISK_POLICIES = ConfigKind(
     schemas.RiskPolicyIn,
     "code",
     order_by=("code",),
-    rules=(_single_active_risk_policy,),
+    rules=(_exclusive_flag_rule(RiskLevelPolicy, "active", "risk_policy"),),
 )
 
 CONFIG_KINDS = (OFFERS, TIER_SCHEMES, TIERS, TIER_POLICIES, CONTACT_POLICIES, BUDGETS, RISK_POLICIES)
