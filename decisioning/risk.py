@@ -29,7 +29,7 @@ not numbers (missing, text, booleans) count as absent; nothing here raises on pr
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 __all__ = ["LEVELS", "RISK_REASON_MESSAGES", "RiskAssessment", "RiskPolicy", "assess_risk"]
@@ -48,6 +48,16 @@ _MESSAGE_TEMPLATES = {
 }
 
 
+# The churn signals, each one step up (module docstring): (profile attribute, the policy's
+# threshold field, reason code)
+_SIGNALS = (
+    ("inactive_months", "inactive_months", "inactive_months"),
+    ("downgrades_3m", "consecutive_downgrades", "consecutive_downgrades"),
+    ("unresolved_complaints", "unresolved_complaints", "unresolved_complaint"),
+    ("complaints_90d", "complaint_surge_90d", "complaint_surge"),
+)
+
+
 @dataclass(frozen=True)
 class RiskPolicy:
     """Thresholds of the warning levels; the defaults are the playbooks' numbers. Marketing sets
@@ -62,20 +72,24 @@ class RiskPolicy:
     complaint_surge_90d: int = 3
 
     messages: Mapping[str, str] = field(init=False, repr=False, compare=False)
+    # (profile attribute, threshold, reason code) of each churn signal, built once per policy
+    signals: tuple[tuple[str, int, str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 0 <= self.yellow_churn_score <= self.red_churn_score <= 1:
             raise ValueError("churn score thresholds must satisfy 0 <= yellow <= red <= 1")
-        for name in ("inactive_months", "consecutive_downgrades", "unresolved_complaints", "complaint_surge_90d"):
+        for _, name, _ in _SIGNALS:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        signals = tuple((attribute, getattr(self, name), reason) for attribute, name, reason in _SIGNALS)
+        object.__setattr__(self, "signals", signals)
         complaints = (
             "has an unresolved complaint"
             if self.unresolved_complaints == 1
             else f"has {self.unresolved_complaints} or more unresolved complaints"
         )
         values = {
-            **{name: getattr(self, name) for name in self.__dataclass_fields__ if name != "messages"},
+            **{f.name: getattr(self, f.name) for f in fields(self) if f.init},
             "unresolved_complaints_text": complaints,
         }
         # reason code -> its sentence under these thresholds, built once per policy
@@ -119,22 +133,11 @@ def assess_risk(profile: Mapping[str, Any], policy: RiskPolicy = DEFAULT_RISK_PO
             step = 1
             reasons.append("churn_score_yellow")
     signals = 0
-    value = _number(profile, "inactive_months")
-    if value is not None and value >= policy.inactive_months:
-        signals += 1
-        reasons.append("inactive_months")
-    value = _number(profile, "downgrades_3m")
-    if value is not None and value >= policy.consecutive_downgrades:
-        signals += 1
-        reasons.append("consecutive_downgrades")
-    value = _number(profile, "unresolved_complaints")
-    if value is not None and value >= policy.unresolved_complaints:
-        signals += 1
-        reasons.append("unresolved_complaint")
-    value = _number(profile, "complaints_90d")
-    if value is not None and value >= policy.complaint_surge_90d:
-        signals += 1
-        reasons.append("complaint_surge")
+    for attribute, threshold, reason in policy.signals:
+        value = _number(profile, attribute)
+        if value is not None and value >= threshold:
+            signals += 1
+            reasons.append(reason)
     if not reasons:
         return _BLUE
     return RiskAssessment(LEVELS[min(2, step + signals)], tuple(reasons))
