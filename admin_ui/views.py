@@ -6,10 +6,12 @@ can never disagree about what is valid.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import flash, g, redirect, render_template, request, session, url_for
 from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from admin_ui.blueprint import actor, bp, render_page, require_role
@@ -126,43 +128,30 @@ def offers() -> str:
 def new_offer() -> Any:
     if request.method == "GET":
         return _offer_form(OfferForm.blank(), editing=None)
-    form = OfferForm.from_request(request.form)
-    payload = form.payload()
-    if payload is None:
-        return _offer_form(form, editing=None, status=400)
-    s = db_session()
-    try:
-        offer = create_config(s, catalogue.OFFERS, validate_payload(catalogue.OFFERS, payload), actor=actor())
-    except ApiError as exc:
-        s.rollback()
-        form.add_api_error(exc)
-        return _offer_form(form, editing=None, status=exc.status)
-    s.commit()
-    flash(f"Offer {offer.code} created.", "success")
-    return redirect(url_for("admin.offers"))
+    return _save_offer(
+        OfferForm.from_request(request.form),
+        editing=None,
+        write=lambda s, payload: (
+            create_config(s, catalogue.OFFERS, validate_payload(catalogue.OFFERS, payload), actor=actor()).code
+        ),
+        done="created",
+    )
 
 
 @bp.route("/offers/<code>/edit", methods=["GET", "POST"])
 @require_role(*CONFIG_WRITERS)
 def edit_offer(code: str) -> Any:
-    s = db_session()
-    stored = entity_json(get_config(s, catalogue.OFFERS, code))  # 404 page if unknown
+    stored = entity_json(get_config(db_session(), catalogue.OFFERS, code))  # 404 page if unknown
     if request.method == "GET":
         return _offer_form(OfferForm.from_offer(stored), editing=stored)
     form = OfferForm.from_request(request.form)
     form.values["code"] = stored["code"]  # the key never changes; the field is read-only
-    payload = form.payload()
-    if payload is None:
-        return _offer_form(form, editing=stored, status=400)
-    try:
-        update_config(s, catalogue.OFFERS, code, payload, actor=actor())
-    except ApiError as exc:
-        s.rollback()
-        form.add_api_error(exc)
-        return _offer_form(form, editing=stored, status=exc.status)
-    s.commit()
-    flash(f"Offer {code} saved.", "success")
-    return redirect(url_for("admin.offers"))
+    return _save_offer(
+        form,
+        editing=stored,
+        write=lambda s, payload: update_config(s, catalogue.OFFERS, code, payload, actor=actor()).code,
+        done="saved",
+    )
 
 
 @bp.post("/offers/<code>/deactivate")
@@ -172,6 +161,26 @@ def deactivate_offer(code: str) -> Response:
     deactivate_config(s, catalogue.OFFERS, code, actor=actor())
     s.commit()
     flash(f"Offer {code} deactivated: it is no longer offered, and its history is kept.", "success")
+    return redirect(url_for("admin.offers"))
+
+
+def _save_offer(
+    form: OfferForm, *, editing: dict[str, Any] | None, write: Callable[[Session, dict[str, Any]], str], done: str
+) -> Any:
+    """Write the posted offer form with ``write`` (which returns the offer's code) and go back
+    to the list; or show the form again with what was wrong (400, or the write's refusal)."""
+    payload = form.payload()
+    if payload is None:
+        return _offer_form(form, editing=editing, status=400)
+    s = db_session()
+    try:
+        code = write(s, payload)
+    except ApiError as exc:
+        s.rollback()
+        form.add_api_error(exc)
+        return _offer_form(form, editing=editing, status=exc.status)
+    s.commit()
+    flash(f"Offer {code} {done}.", "success")
     return redirect(url_for("admin.offers"))
 
 
