@@ -16,7 +16,7 @@ request stored first is reported back as "lost", never stored twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -179,18 +179,52 @@ def charge_rows(contact: Contact) -> list[dict[str, Any]]:
     ]
 
 
-def apply_reads(
-    contacts: list[Contact],
-    profiles: dict[str, dict[str, Any]],
-    sticky: dict[str, list[tuple[str, int, str | None, bool]]],
-) -> None:
-    """Set what was read on the contacts: profiles by subscriber id, and recorded arms by
-    subscriber id as (experiment key, exposure id, arm key, in holdout)."""
-    for c in contacts:
-        c.profile = profiles.get(c.body.subscriber_id) or {}
-        for experiment_key, exposure_id, arm_key, in_holdout in sticky.get(c.body.subscriber_id, ()):
-            c.sticky[experiment_key] = (arm_key, in_holdout)
-            c.assignment_ids[experiment_key] = exposure_id
+class ReadRows:
+    """What a read found, filed from the rows of its statement, each
+    ``(kind, key, text, id, experiment_id, flag, json, owner)``:
+
+    - ``d``: a stored decision of one of the requests (owner: the caller, key: the request id,
+      text: the request hash, json: the answer);
+    - ``p``: a profile (key: the subscriber id, json: the attributes);
+    - ``a``: an arm recorded in a running experiment (key: the subscriber id, text: the arm,
+      id: the exposure id, flag: in holdout);
+    - ``g``: the config generation (id).
+
+    ``loads`` parses the JSON text (the standard library's or orjson's)."""
+
+    def __init__(self, contacts: list[Contact], experiments: Experiments, loads: Callable[[str], Any]) -> None:
+        self.experiment_keys = {ids[0]: key for key, ids in experiments.items()}  # database id -> key
+        self.wanted = {c.key for c in contacts}
+        self.loads = loads
+        self.replays: Replays = {}
+        self.profiles: dict[str, dict[str, Any]] = {}
+        self.sticky: dict[str, list[tuple[str, int, str | None, bool]]] = {}
+        self.config_generation: int | None = None
+
+    def file(self, rows: Iterable[Sequence[Any]]) -> None:
+        """File one statement's rows."""
+        wanted, experiment_keys, loads = self.wanted, self.experiment_keys, self.loads
+        replays, profiles, sticky = self.replays, self.profiles, self.sticky
+        for kind, key, text, row_id, experiment_id, flag, document, owner in rows:
+            if kind == "d":
+                if (owner, key) in wanted:  # callers × ids over-fetches across callers
+                    replays[(owner, key)] = (text, loads(document))
+            elif kind == "p":
+                profiles[key] = loads(document) if document is not None else {}
+            elif kind == "g":
+                self.config_generation = row_id
+            else:
+                sticky.setdefault(key, []).append((experiment_keys[experiment_id], row_id, text, bool(flag)))
+
+    def apply(self, contacts: list[Contact]) -> Replays:
+        """Set what was read on the contacts (profiles, and recorded arms as experiment key →
+        (arm key, in holdout) with their exposure ids); return the stored decisions."""
+        for c in contacts:
+            c.profile = self.profiles.get(c.body.subscriber_id) or {}
+            for experiment_key, exposure_id, arm_key, in_holdout in self.sticky.get(c.body.subscriber_id, ()):
+                c.sticky[experiment_key] = (arm_key, in_holdout)
+                c.assignment_ids[experiment_key] = exposure_id
+        return self.replays
 
 
 class SqlStore:
@@ -228,11 +262,8 @@ class SqlConnection:
         requests, the profiles and the arms recorded in running experiments. The JSON documents
         come as text, parsed here: a UNION cannot merge PostgreSQL's ``json`` (the answers) with
         its ``jsonb`` (the profiles), and text is what SQLite stores either way."""
-        by_id = {ids[0]: key for key, ids in experiments.items()}
-        wanted = {c.key for c in contacts}
-        replays: Replays = {}
-        profiles: dict[str, dict[str, Any]] = {}
-        sticky: dict[str, list[tuple[str, int, str | None, bool]]] = {}
+        reads = ReadRows(contacts, experiments, json.loads)
+        by_id = reads.experiment_keys
         no_int, no_flag, no_text = cast(null(), BigInteger), cast(null(), Boolean), cast(null(), String)
         with self._session() as session:
             self.config_generation = read_generation(session) or None
@@ -275,16 +306,8 @@ class SqlConnection:
                             no_text,
                         ).where(Exposure.experiment_id.in_(list(by_id)), Exposure.subscriber_id.in_(subscriber_ids))
                     )
-                for kind, key, text, row_id, experiment_id, flag, document, owner in session.execute(union_all(*parts)):
-                    if kind == "d":
-                        if (owner, key) in wanted:  # callers × ids over-fetches across callers
-                            replays[(owner, key)] = (text, json.loads(document))
-                    elif kind == "p":
-                        profiles[key] = json.loads(document)
-                    else:
-                        sticky.setdefault(key, []).append((by_id[experiment_id], row_id, text, bool(flag)))
-        apply_reads(contacts, profiles, sticky)
-        return replays
+                reads.file(session.execute(union_all(*parts)))
+        return reads.apply(contacts)
 
     def write(
         self, contacts: list[Contact], experiments: Experiments, snapshot_version: int, now: datetime

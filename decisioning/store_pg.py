@@ -35,10 +35,10 @@ from decisioning.models import Decision
 from decisioning.store import (
     Contact,
     Experiments,
+    ReadRows,
     Replays,
     RequestKey,
     StoreUnavailable,
-    apply_reads,
     charge_rows,
     decision_row,
     exposure_row,
@@ -288,32 +288,20 @@ class PostgresConnection:
             return cursor.fetchall() if cursor.description is not None else []
 
     def read(self, contacts: list[Contact], experiments: Experiments) -> Replays:
-        by_id = {ids[0]: key for key, ids in experiments.items()}
-        wanted = {c.key for c in contacts}
-        replays: Replays = {}
-        profiles: dict[str, dict[str, Any]] = {}
-        sticky: dict[str, list[tuple[str, int, str | None, bool]]] = {}
-        rows = self._execute(
-            _READ_SQL,
-            {
-                "callers": array_literal({c.caller for c in contacts}),
-                "request_ids": array_literal(c.request_id for c in contacts),
-                "subscriber_ids": array_literal({c.body.subscriber_id for c in contacts}),
-                "experiment_ids": array_literal(by_id),
-            },
+        reads = ReadRows(contacts, experiments, orjson.loads)
+        reads.file(
+            self._execute(
+                _READ_SQL,
+                {
+                    "callers": array_literal({c.caller for c in contacts}),
+                    "request_ids": array_literal(c.request_id for c in contacts),
+                    "subscriber_ids": array_literal({c.body.subscriber_id for c in contacts}),
+                    "experiment_ids": array_literal(reads.experiment_keys),
+                },
+            )
         )
-        for kind, key, text, row_id, experiment_id, flag, document, owner in rows:
-            if kind == "d":
-                if (owner, key) in wanted:  # callers × ids over-fetches across callers
-                    replays[(owner, key)] = (text, orjson.loads(document))
-            elif kind == "p":
-                profiles[key] = orjson.loads(document) if document is not None else {}
-            elif kind == "g":
-                self.config_generation = row_id
-            else:
-                sticky.setdefault(key, []).append((by_id[experiment_id], row_id, text, bool(flag)))
-        apply_reads(contacts, profiles, sticky)
-        return replays
+        self.config_generation = reads.config_generation
+        return reads.apply(contacts)
 
     def write(
         self, contacts: list[Contact], experiments: Experiments, snapshot_version: int, now: datetime
