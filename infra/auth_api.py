@@ -161,6 +161,11 @@ def logout() -> ResponseReturnValue:
     return jsonify({"logged_out": True})
 
 
+def _issued_key(key: ApiKey, raw: str) -> ResponseReturnValue:
+    """The 201 of a new key: its secret, shown this once (only its hash is stored)."""
+    return jsonify({"key": raw, "api_key": api_key_json(key), "note": "store this key now: it is not shown again"}), 201
+
+
 @bp.post("/auth/tokens")
 @api_doc(
     "Get a personal bearer key for scripts",
@@ -178,7 +183,7 @@ def issue_personal_key() -> ResponseReturnValue:
         raise Unauthorized("wrong email or password", code="invalid_credentials")
     key, raw = create_api_key(s, name=body.name, user=user, actor=f"user:{user.email}")
     s.commit()
-    return jsonify({"key": raw, "api_key": api_key_json(key), "note": "store this key now: it is not shown again"}), 201
+    return _issued_key(key, raw)
 
 
 @bp.get("/me")
@@ -226,7 +231,7 @@ def add_channel_key() -> ResponseReturnValue:
     s = db_session()
     key, raw = create_api_key(s, name=body.name, channel=body.channel, actor=current_principal().actor)
     s.commit()
-    return jsonify({"key": raw, "api_key": api_key_json(key), "note": "store this key now: it is not shown again"}), 201
+    return _issued_key(key, raw)
 
 
 @bp.delete("/api-keys/<key_id>")
