@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from experiments.models import GUARDRAIL_METRICS, PILOT_COVERAGE, Guardrail, PrimaryMetric, Status
 from experiments.promotion_policy import PromotionPolicy
-from infra.http import MAX_ID, StrictModel
+from infra.http import MAX_ID, NoRepeats, StrictModel
 from infra.openapi import ResponseModel
 from offers.schemas import Code, Name, Text
 
@@ -57,18 +57,11 @@ class ExperimentIn(StrictModel):
     hash_version: Literal[1, 2] = 2
     bucket_version: int = Field(1, ge=1, le=1_000_000)
     primary_metric: PrimaryMetric = "retained_d30"
-    guardrails: list[Guardrail] = Field(default_factory=lambda: list(GUARDRAIL_METRICS))
+    guardrails: Annotated[list[Guardrail], NoRepeats] = Field(default_factory=lambda: list(GUARDRAIL_METRICS))
     promotion_policy: PromotionPolicyIn = Field(default_factory=PromotionPolicyIn)
     budget_code: Code | None = None
     readout_interval_minutes: int = Field(60, ge=5, le=31 * 24 * 60)
     arms: list[ArmIn] = Field(default_factory=list, max_length=MAX_ARMS)
-
-    @field_validator("guardrails")
-    @classmethod
-    def _unique_guardrails(cls, guardrails: list[str]) -> list[str]:
-        if len(set(guardrails)) != len(guardrails):
-            raise ValueError("guardrails must not repeat")
-        return guardrails
 
     @field_validator("arms")
     @classmethod

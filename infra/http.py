@@ -8,17 +8,28 @@ from typing import Any, TypeVar
 
 import orjson
 from flask import current_app, request
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo
 
 from infra.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, pydantic_details
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+ItemT = TypeVar("ItemT")
 
 
 class StrictModel(BaseModel):
     """Base of every request schema: unknown fields are an error, not silently dropped."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+def _no_repeats(items: list[ItemT], info: ValidationInfo) -> list[ItemT]:
+    if len(set(items)) != len(items):
+        raise ValueError(f"{info.field_name} must not repeat")
+    return items
+
+
+NoRepeats = AfterValidator(_no_repeats)
+"""A list field whose items must be distinct: ``Annotated[list[Channel], NoRepeats]``."""
 
 
 def _no_constants(name: str) -> Any:

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from infra.http import StrictModel
+from infra.http import NoRepeats, StrictModel
 from infra.openapi import ResponseModel
 from offers.money_rules import DEFAULT_MONEY_RULES
 
@@ -29,18 +29,11 @@ class OfferIn(StrictModel):
     description: Text = ""
     unit_cost: MoneyAmount
     currency: Currency = "EUR"
-    channels: list[Channel] = Field(min_length=1)
+    channels: Annotated[list[Channel], NoRepeats] = Field(min_length=1)
     eligibility: dict[str, Any] = Field(default_factory=dict)
     prior_uplift: float = Field(0.0, ge=-1, le=1, allow_inf_nan=False)
     value_horizon_months: int = Field(12, ge=1, le=120)
     active: bool = True
-
-    @field_validator("channels")
-    @classmethod
-    def _unique_channels(cls, channels: list[str]) -> list[str]:
-        if len(set(channels)) != len(channels):
-            raise ValueError("channels must not repeat")
-        return channels
 
 
 class TierSchemeIn(StrictModel):
