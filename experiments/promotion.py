@@ -16,8 +16,7 @@ from experiments.models import Alert, Experiment, ExperimentPhase, Promotion, Re
 from experiments.promotion_policy import promotion_policy_from_json
 from experiments.promotion_rules import roi_alarm
 from experiments.readouts import latest_readout
-from experiments.service import get_experiment
-from infra.audit import record_audit
+from experiments.service import audit_experiment, get_experiment
 from infra.db import matched_rows, utcnow
 from infra.errors import Conflict
 
@@ -84,12 +83,11 @@ def promote(session: Session, experiment: Experiment, readout: Readout, *, mode:
     )
     session.add(promotion)
     session.flush()
-    record_audit(
+    audit_experiment(
         session,
+        experiment,
+        "promote",
         actor=actor,
-        action="promote",
-        entity_type="experiment",
-        entity_key=experiment.key,
         before=before,
         after={
             "status": "rollout",
@@ -130,13 +128,8 @@ def approve_promotion(
     if promotion is None:
         raise Conflict(f"experiment {experiment_key!r} was promoted meanwhile", code="status_changed")
     if reason:
-        record_audit(
-            session,
-            actor=actor,
-            action="approve_promotion",
-            entity_type="experiment",
-            entity_key=experiment.key,
-            after={"readout_id": readout.id, "reason": reason},
+        audit_experiment(
+            session, experiment, "approve_promotion", actor=actor, after={"readout_id": readout.id, "reason": reason}
         )
     return promotion
 
@@ -176,12 +169,11 @@ def check_roi_alarm(session: Session, experiment: Experiment, readout: Readout) 
     )
     session.flush()
     if matched_rows(paused) == 1:
-        record_audit(
+        audit_experiment(
             session,
+            experiment,
+            "pause_spending",
             actor="system:readout",
-            action="pause_spending",
-            entity_type="experiment",
-            entity_key=experiment.key,
             before={"spending_paused": False},
             after={"spending_paused": True, "alert": message, "readout_id": readout.id},
         )
@@ -201,12 +193,11 @@ def resume_spending(session: Session, experiment_key: str, *, actor: str, reason
     ):
         alert.resolved_at, alert.resolved_by = now, actor
     session.flush()
-    record_audit(
+    audit_experiment(
         session,
+        experiment,
+        "resume_spending",
         actor=actor,
-        action="resume_spending",
-        entity_type="experiment",
-        entity_key=experiment.key,
         before={"spending_paused": True},
         after={"spending_paused": False, "reason": reason},
     )

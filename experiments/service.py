@@ -104,6 +104,28 @@ def phase_json(phase: ExperimentPhase) -> dict[str, Any]:
     }
 
 
+def audit_experiment(
+    session: Session,
+    experiment: Experiment,
+    action: str,
+    *,
+    actor: str,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> None:
+    """The audit row of a change to ``experiment`` (entity ``experiment``, keyed by its key),
+    in the change's transaction."""
+    record_audit(
+        session,
+        actor=actor,
+        action=action,
+        entity_type="experiment",
+        entity_key=experiment.key,
+        before=before,
+        after=after,
+    )
+
+
 def experiment_json(experiment: Experiment, *, with_phases: bool = False) -> dict[str, Any]:
     """Every column, the arms in order, the allowed next states (and the phase history)."""
     out = entity_json(experiment)
@@ -154,14 +176,7 @@ def create_experiment(session: Session, data: schemas.ExperimentIn, *, actor: st
     experiment.arms = [ExperimentArm(position=i, **arm) for i, arm in enumerate(arms)]
     session.add(experiment)
     session.flush()
-    record_audit(
-        session,
-        actor=actor,
-        action="create",
-        entity_type="experiment",
-        entity_key=experiment.key,
-        after=experiment_json(experiment),
-    )
+    audit_experiment(session, experiment, "create", actor=actor, after=experiment_json(experiment))
     return experiment
 
 
@@ -213,15 +228,7 @@ def update_experiment(session: Session, key: str, patch: dict[str, Any], *, acto
     if "arms" in changed:
         _replace_arms(session, experiment, new["arms"])
     session.flush()
-    record_audit(
-        session,
-        actor=actor,
-        action="update",
-        entity_type="experiment",
-        entity_key=experiment.key,
-        before=before,
-        after=experiment_json(experiment),
-    )
+    audit_experiment(session, experiment, "update", actor=actor, before=before, after=experiment_json(experiment))
     return experiment
 
 
@@ -426,15 +433,7 @@ def transition_experiment(
     after = {"status": to, **{k: v.isoformat() for k, v in values.items() if k != "status"}}
     if reason:
         after["reason"] = reason
-    record_audit(
-        session,
-        actor=actor,
-        action="transition",
-        entity_type="experiment",
-        entity_key=experiment.key,
-        before={"status": current},
-        after=after,
-    )
+    audit_experiment(session, experiment, "transition", actor=actor, before={"status": current}, after=after)
     return experiment
 
 
@@ -560,13 +559,5 @@ def start_phase(session: Session, key: str, data: schemas.PhaseIn, *, actor: str
     after = {"phase": new_phase, "hash_seed": seed, "weights": phase.weights}
     if data.reason:
         after["reason"] = data.reason
-    record_audit(
-        session,
-        actor=actor,
-        action="start_phase",
-        entity_type="experiment",
-        entity_key=experiment.key,
-        before=before,
-        after=after,
-    )
+    audit_experiment(session, experiment, "start_phase", actor=actor, before=before, after=after)
     return experiment
