@@ -233,7 +233,7 @@ EXPERIMENTS: tuple[dict[str, Any], ...] = (
 )
 
 
-def build_bench_snapshot():  # type: ignore[no-untyped-def]
+def build_bench_snapshot():
     """The benchmark's snapshot: the demo catalogue plus EXTRA_OFFERS and EXPERIMENTS."""
     return build_snapshot(
         version=1,

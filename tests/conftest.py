@@ -29,7 +29,7 @@ SHARED_DIR = PROJECT_ROOT.parent / "shared"
 TEST_DECISION_DEADLINE_MS = 5_000.0
 
 
-def alembic_config(connection=None) -> Config:  # type: ignore[no-untyped-def]
+def alembic_config(connection=None) -> Config:
     cfg = Config(str(PROJECT_ROOT / "alembic.ini"))
     cfg.attributes["configure_logging"] = False
     if connection is not None:
@@ -68,7 +68,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def app(settings: Settings):  # type: ignore[no-untyped-def]
+def app(settings: Settings):
     if not settings.is_sqlite:
         _reset_postgres(settings.database_url)
     application = create_app(settings)
@@ -81,14 +81,14 @@ def app(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def redis_client(settings: Settings):  # type: ignore[no-untyped-def]
+def redis_client(settings: Settings):
     client = connect_redis(settings)
     yield client
     client.close()
 
 
 @pytest.fixture()
-def db(app):  # type: ignore[no-untyped-def]
+def db(app):
     """A session inside a transaction that is rolled back after the test.
 
     The app's own sessions join the same connection through SAVEPOINTs, so handlers may
@@ -109,7 +109,7 @@ def db(app):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture()
-def redis(redis_client):  # type: ignore[no-untyped-def]
+def redis(redis_client):
     redis_client.flushdb()
     # each test starts with an empty ledger of record, so empty counters are the rebuilt ones
     redis_client.set(LEDGER_READY_KEY, "empty ledger (test)")
@@ -118,7 +118,7 @@ def redis(redis_client):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture()
-def client(app, db, redis):  # type: ignore[no-untyped-def]
+def client(app, db, redis):
     return app.test_client()
 
 
@@ -132,14 +132,14 @@ def _password_hash() -> str:
     return _PASSWORD_HASH[0]
 
 
-def make_user(db, role: str, email: str | None = None) -> User:  # type: ignore[no-untyped-def]
+def make_user(db, role: str, email: str | None = None) -> User:
     user = User(email=email or f"{role}@example.test", name=role.title(), role=role, password_hash=_password_hash())
     db.add(user)
     db.flush()
     return user
 
 
-def make_key(db, *, user: User | None = None, channel: str | None = None) -> str:  # type: ignore[no-untyped-def]
+def make_key(db, *, user: User | None = None, channel: str | None = None) -> str:
     raw = f"cpk_test_{user.email if user else channel}"
     db.add(
         ApiKey(
@@ -156,7 +156,7 @@ def make_key(db, *, user: User | None = None, channel: str | None = None) -> str
 
 
 @pytest.fixture()
-def auth(db):  # type: ignore[no-untyped-def]
+def auth(db):
     """Bearer headers per caller: auth["admin"], auth["marketing"], auth["analyst"], auth["sms"]…"""
     headers: dict[str, dict[str, str]] = {}
     for role in ("admin", "marketing", "analyst"):

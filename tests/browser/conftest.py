@@ -45,7 +45,7 @@ class LiveServer:
     password: str
 
 
-def _seed(session) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def _seed(session) -> dict[str, str]:
     """Users per role plus a small catalogue, so the overview has something to show."""
     emails = {}
     for role in ("admin", "marketing", "analyst"):
@@ -127,7 +127,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
 
 
 @pytest.fixture(scope="session")
-def chromium():  # type: ignore[no-untyped-def]
+def chromium():
     """One headless Chromium for the run (the system's, never a downloaded one)."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
@@ -141,7 +141,7 @@ def chromium():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture()
-def page(chromium, live_server):  # type: ignore[no-untyped-def]
+def page(chromium, live_server):
     """A fresh browser context (no cookies) per test, pointed at the live server."""
     context = chromium.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(10_000)

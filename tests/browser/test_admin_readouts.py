@@ -54,7 +54,7 @@ class ReadoutServer:
     readout: dict  # the summary run_readout returned
 
 
-def _seed_pilot_with_readout(factory) -> dict:  # type: ignore[no-untyped-def]
+def _seed_pilot_with_readout(factory) -> dict:
     now = utcnow()
     with session_scope(factory) as session:
         create_config(session, catalogue.OFFERS, offer_schemas.OfferIn(**OFFER), actor=SEED_ACTOR)
@@ -103,7 +103,7 @@ def readout_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Readout
 
 
 @pytest.fixture()
-def readout_page(chromium, readout_server):  # type: ignore[no-untyped-def]
+def readout_page(chromium, readout_server):
     context = chromium.new_context(base_url=readout_server.url, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(10_000)
     tab = context.new_page()

@@ -21,7 +21,7 @@ pytestmark = [
 ]
 
 
-def _log_in(page, email: str, password: str) -> None:  # type: ignore[no-untyped-def]
+def _log_in(page, email: str, password: str) -> None:
     page.goto("/admin/login")
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(password)

@@ -38,7 +38,7 @@ def experiment_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-def start_pilot(client, auth, db: Session, *, started_days_ago: float = 45, **overrides: Any) -> Experiment:  # type: ignore[no-untyped-def]
+def start_pilot(client, auth, db: Session, *, started_days_ago: float = 45, **overrides: Any) -> Experiment:
     """Create the offer and the experiment, start the pilot, and backdate its start."""
     r = client.post("/api/v1/offers", json=OFFER, headers=auth["marketing"])
     assert r.status_code == 201, r.json

@@ -19,26 +19,26 @@ TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 FIELD_ERROR = re.compile(r'data-testid="error-([a-z_]+)">([^<]*)<')
 
 
-def _text(response) -> str:  # type: ignore[no-untyped-def]
+def _text(response) -> str:
     return html.unescape(response.get_data(as_text=True))
 
 
-def _token(client, path: str = "/admin/login") -> str:  # type: ignore[no-untyped-def]
+def _token(client, path: str = "/admin/login") -> str:
     match = TOKEN.search(client.get(path).get_data(as_text=True))
     assert match, f"no CSRF token on {path}"
     return match.group(1)
 
 
-def _field_errors(response) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def _field_errors(response) -> dict[str, str]:
     return {name: html.unescape(message) for name, message in FIELD_ERROR.findall(response.get_data(as_text=True))}
 
 
-def _offers(db) -> dict[str, Offer]:  # type: ignore[no-untyped-def]
+def _offers(db) -> dict[str, Offer]:
     db.expire_all()
     return {o.code: o for o in db.scalars(select(Offer))}
 
 
-def _offer_form(**overrides) -> dict:  # type: ignore[no-untyped-def]
+def _offer_form(**overrides) -> dict:
     form = {
         "code": "NIGHT_DATA",
         "name": "Night data pack",
@@ -56,10 +56,10 @@ def _offer_form(**overrides) -> dict:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture()
-def login(client, db, password):  # type: ignore[no-untyped-def]
+def login(client, db, password):
     """login(role) → the user, logged in through the real form; returns a fresh CSRF token too."""
 
-    def do(role: str):  # type: ignore[no-untyped-def]
+    def do(role: str):
         user = make_user(db, role)
         db.commit()
         response = client.post(
@@ -340,7 +340,7 @@ def test_invalid_edit_keeps_the_stored_offer(client, db, login):
 # --- tiers, overview, error pages ----------------------------------------------------------
 
 
-def _value_tiers(db) -> None:  # type: ignore[no-untyped-def]
+def _value_tiers(db) -> None:
     create_config(
         db,
         catalogue.TIER_SCHEMES,

@@ -34,11 +34,11 @@ TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 READOUT_ID = re.compile(r'name="readout_id" value="(\d+)"')
 
 
-def _text(response) -> str:  # type: ignore[no-untyped-def]
+def _text(response) -> str:
     return html.unescape(response.get_data(as_text=True))
 
 
-def _token(client, path: str = "/admin/login") -> str:  # type: ignore[no-untyped-def]
+def _token(client, path: str = "/admin/login") -> str:
     match = TOKEN.search(client.get(path).get_data(as_text=True))
     assert match, f"no CSRF token on {path}"
     return match.group(1)
@@ -51,7 +51,7 @@ def _table(body: str, testid: str) -> str:
 
 
 @pytest.fixture()
-def login(client, db, password):  # type: ignore[no-untyped-def]
+def login(client, db, password):
     """login(role) → a fresh CSRF token of a user with ``role`` logged in through the form.
     (The ``auth`` fixture's users hold the default emails, so these get their own.)"""
 
@@ -72,7 +72,7 @@ def _one_tier(n: int = 1500) -> list[Cell]:
     return [Cell("control", "basic", n, 0.80), Cell("credit", "basic", n, 0.90)]
 
 
-def _pilot_with_readout(app, client, auth, db, *, cells=None, **overrides):  # type: ignore[no-untyped-def]
+def _pilot_with_readout(app, client, auth, db, *, cells=None, **overrides):
     experiment = start_pilot(client, auth, db, **overrides)
     populate(db, experiment, cells or _one_tier(), now=utcnow())
     db.commit()
@@ -81,7 +81,7 @@ def _pilot_with_readout(app, client, auth, db, *, cells=None, **overrides):  # t
     return experiment, summary
 
 
-def _status(db) -> str:  # type: ignore[no-untyped-def]
+def _status(db) -> str:
     db.expire_all()
     return db.scalar(select(Experiment.status).where(Experiment.key == KEY))
 
@@ -314,7 +314,7 @@ def test_a_sample_ratio_mismatch_shows_a_banner_and_blocks_promotion(app, client
     assert "sample-ratio mismatch" in body[body.index('data-testid="blocked-by"') :]
 
 
-def _store_results(db, experiment, cutoff, results) -> None:  # type: ignore[no-untyped-def]
+def _store_results(db, experiment, cutoff, results) -> None:
     """A readout row with hand-written results, as an older or newer model version might store."""
     db.execute(
         insert(Readout).values(

@@ -23,7 +23,7 @@ TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @pytest.fixture()
-def database_down(app, db):  # type: ignore[no-untyped-def]
+def database_down(app, db):
     """Call it with a URL to point the app's sessions at a database that cannot be reached (the
     ``db`` fixture points them back at the end)."""
     engines = []
@@ -61,12 +61,12 @@ def test_an_admin_page_while_the_database_is_down_is_a_503_page(client, db, pass
     assert page.mimetype == "text/html"
 
 
-def _postgres_only(settings) -> None:  # type: ignore[no-untyped-def]
+def _postgres_only(settings) -> None:
     if settings.is_sqlite:
         pytest.skip("the decision store's own pool is PostgreSQL's")
 
 
-def _contact() -> list:  # type: ignore[type-arg]
+def _contact() -> list:
     return [new_contact(0, "key:test", DecisionIn(subscriber_id="s-1", channel="sms"))]
 
 

@@ -43,7 +43,7 @@ WAIT_S = 20
 
 
 @pytest.fixture()
-def staged(settings, redis, race_database, monkeypatch):  # type: ignore[no-untyped-def]
+def staged(settings, redis, race_database, monkeypatch):
     """(batcher, run): ``run(requests)`` sends a first request, holds its batch until every
     request of ``requests`` ((caller, body, rate limit) each) has queued, then lets them go as
     one batch; returns their answers or errors, in order, and the batch sizes seen."""

@@ -58,7 +58,7 @@ DEADLINE_MS = 60_000.0
 
 
 @pytest.fixture()
-def race_database(settings, tmp_path):  # type: ignore[no-untyped-def]
+def race_database(settings, tmp_path):
     """A fresh, migrated database of the configured kind that other processes can see; dropped
     afterwards."""
     if settings.is_sqlite:
@@ -140,7 +140,7 @@ def _summary(answer: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _decide_in_process(settings: Settings, bodies: list[DecisionIn], now: datetime, via: str, results: Any) -> None:  # type: ignore[no-untyped-def]
+def _decide_in_process(settings: Settings, bodies: list[DecisionIn], now: datetime, via: str, results: Any) -> None:
     """One forked "web process": its own engine, Redis client and decision context, shared by
     THREADS_PER_PROCESS threads that each decide one contact per call — straight through the
     service, or through the batcher that combines concurrent calls (as the HTTP API does)."""

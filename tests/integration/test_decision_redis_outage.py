@@ -121,7 +121,7 @@ class PrivateRedis:
 
 
 @pytest.fixture()
-def private_redis():  # type: ignore[no-untyped-def]
+def private_redis():
     # not tmp_path: a Unix socket path must stay under ~100 characters
     folder = Path(tempfile.mkdtemp(prefix="cp-redis-"))
     server = PrivateRedis(folder)
@@ -132,7 +132,7 @@ def private_redis():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture()
-def outage_catalogue(db):  # type: ignore[no-untyped-def]
+def outage_catalogue(db):
     """A paid offer that beats a free one for every subscriber, and a roomy monthly budget."""
     db.add_all(
         [
@@ -155,7 +155,7 @@ def outage_catalogue(db):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture()
-def outage_context(app, db, settings, private_redis, outage_catalogue):  # type: ignore[no-untyped-def]
+def outage_context(app, db, settings, private_redis, outage_catalogue):
     """A decision context as a web process builds it (hot-path client), over the test's
     database session and the private Redis."""
     client = connect_redis(dataclasses.replace(settings, redis_url=private_redis.url), hot_path=True)
@@ -172,7 +172,7 @@ def _decide(ctx: DecisionContext, request_id: str, subscriber: str = "s-0") -> t
     return answer, time.perf_counter() - started
 
 
-def _charged(db) -> Decimal:  # type: ignore[no-untyped-def]
+def _charged(db) -> Decimal:
     return db.scalar(select(func.coalesce(func.sum(BudgetCharge.amount), 0)))
 
 

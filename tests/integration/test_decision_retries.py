@@ -27,7 +27,7 @@ PERIOD = "2026-11"
 
 
 @pytest.fixture()
-def ctx(app, db, redis):  # type: ignore[no-untyped-def]
+def ctx(app, db, redis):
     db.add_all(
         [
             Offer(
@@ -75,7 +75,7 @@ def _decide(ctx: DecisionContext, request_id: str) -> dict:
     return answer
 
 
-def _ledger_of_record(db) -> Decimal:  # type: ignore[no-untyped-def]
+def _ledger_of_record(db) -> Decimal:
     return db.scalar(select(func.coalesce(func.sum(BudgetCharge.amount), 0)))
 
 

@@ -37,7 +37,7 @@ VIP_ONLY = {
 
 
 @pytest.fixture()
-def catalogue(client, auth):  # type: ignore[no-untyped-def]
+def catalogue(client, auth):
     """Two tiers, three offers (the manager for VIPs only), a roomy programme budget."""
     admin = auth["admin"]
     for path, body in [
@@ -223,7 +223,7 @@ def test_a_config_change_redis_could_not_announce_is_seen_by_the_next_decision(
     before = client.post(URL, json={"subscriber_id": "s-basic", "channel": "sms"}, headers=auth["sms"]).json
     assert before["action"]["offer_code"] == "BILL_CREDIT_5"
 
-    def redis_down(client):  # type: ignore[no-untyped-def]
+    def redis_down(client):
         raise redis_lib.ConnectionError("injected: Redis is down")
 
     monkeypatch.setattr(config_version, "bump", redis_down)
@@ -285,7 +285,7 @@ def test_a_config_load_is_one_snapshot_of_the_database(app, settings, monkeypatc
     engine = make_engine(settings.database_url)
     load_risk_policy = snapshot_cache._risk_policy
 
-    def a_change_commits_midway(session):  # type: ignore[no-untyped-def]
+    def a_change_commits_midway(session):
         with engine.begin() as other:
             other.execute(
                 text(
@@ -393,7 +393,7 @@ def test_a_bulk_write_failing_midway_keeps_what_was_stored_and_refunds_the_rest(
     calls = []
     for connection_class in (SqlConnection, PostgresConnection):
 
-        def failing_second_write(self, *args, _write=connection_class.write, **kwargs):  # type: ignore[no-untyped-def]
+        def failing_second_write(self, *args, _write=connection_class.write, **kwargs):
             calls.append(1)
             if len(calls) == 2:
                 raise StoreUnavailable("injected: the database went away during the second chunk")
@@ -443,11 +443,11 @@ def test_a_bulk_call_reserves_a_chunk_only_once_the_previous_write_is_done(
     reserved: dict[str, float] = {}
     written: dict[str, float] = {}
 
-    def reserve(ctx, snapshot, chunk, *args, _reserve=service._reserve, **kwargs):  # type: ignore[no-untyped-def]
+    def reserve(ctx, snapshot, chunk, *args, _reserve=service._reserve, **kwargs):
         reserved[chunk[0].request_id] = time.monotonic()
         return _reserve(ctx, snapshot, chunk, *args, **kwargs)
 
-    def slow_write(self, chunk, *args, _write=PostgresConnection.write, **kwargs):  # type: ignore[no-untyped-def]
+    def slow_write(self, chunk, *args, _write=PostgresConnection.write, **kwargs):
         written[chunk[0].request_id] = time.monotonic()
         time.sleep(0.3)  # a slow database
         return _write(self, chunk, *args, **kwargs)
@@ -490,7 +490,7 @@ def test_a_write_whose_answer_is_lost_keeps_the_charges_its_rows_record(
     calls = []
     for connection_class in (SqlConnection, PostgresConnection):
 
-        def committed_then_lost(self, *args, _write=connection_class.write, **kwargs):  # type: ignore[no-untyped-def]
+        def committed_then_lost(self, *args, _write=connection_class.write, **kwargs):
             stored = _write(self, *args, **kwargs)
             calls.append(1)
             if len(calls) == 2:
@@ -500,7 +500,7 @@ def test_a_write_whose_answer_is_lost_keeps_the_charges_its_rows_record(
         monkeypatch.setattr(connection_class, "write", committed_then_lost)
         if not database_says:
 
-            def cannot_say(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            def cannot_say(self, *args, **kwargs):
                 raise StoreUnavailable("injected: the database is gone")
 
             monkeypatch.setattr(connection_class, "stored", cannot_say)
@@ -634,7 +634,7 @@ def test_a_config_load_never_passes_an_older_config_for_the_version_it_read(app,
     first = cache.current(factory, ("epoch", 1), now)
     stale, interleaved = cache._stale, []
 
-    def with_a_load_in_between(state, version, generation, at):  # type: ignore[no-untyped-def]
+    def with_a_load_in_between(state, version, generation, at):
         if not interleaved:
             interleaved.append(None)
             interleaved[0] = cache.current(factory, ("epoch", 2), at)  # thread B, meanwhile

@@ -36,22 +36,22 @@ SMALL_BASE = 200  # the showcase profiles plus enough random ones to exercise th
 TABLES = (Offer, TierScheme, Tier, TierPolicy, ContactPolicy, Budget, User, ApiKey, Subscriber)
 
 
-def row_counts(db) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def row_counts(db) -> dict[str, int]:
     return {model.__tablename__: db.scalar(select(func.count()).select_from(model)) for model in TABLES}
 
 
-def audit_count(db) -> int:  # type: ignore[no-untyped-def]
+def audit_count(db) -> int:
     return db.scalar(select(func.count()).select_from(AuditEntry))
 
 
 @pytest.fixture()
-def seeded(db, password):  # type: ignore[no-untyped-def]
+def seeded(db, password):
     report = seed_demo(db, password=password, now=NOW, subscribers=SMALL_BASE)
     db.commit()
     return report
 
 
-def eligible(db, offer_code: str, stored_profile: dict, now: datetime = NOW) -> bool:  # type: ignore[no-untyped-def]
+def eligible(db, offer_code: str, stored_profile: dict, now: datetime = NOW) -> bool:
     """Is a profile eligible for a seeded offer at ``now``, as the decision engine sees it?"""
     offer = db.scalar(select(Offer).where(Offer.code == offer_code))
     return compile_condition(offer.eligibility)(derive_contact_attributes(stored_profile, now))

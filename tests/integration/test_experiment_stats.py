@@ -89,7 +89,7 @@ FIELDS = (
 
 
 @pytest.fixture()
-def experiment(client, auth, db):  # type: ignore[no-untyped-def]
+def experiment(client, auth, db):
     offer = {"code": "CARE_SMS", "name": "Care SMS", "unit_cost": 0.05, "channels": ["sms"]}
     assert client.post("/api/v1/offers", json=offer, headers=auth["marketing"]).status_code == 201
     assert client.post("/api/v1/experiments", json=EXPERIMENT, headers=auth["marketing"]).status_code == 201
@@ -99,7 +99,7 @@ def experiment(client, auth, db):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture()
-def example(db, experiment):  # type: ignore[no-untyped-def]
+def example(db, experiment):
     """EXAMPLE written straight into the tables (the statistics do not care how it got there)."""
     for sid, arm, tier, days_before, outcomes in EXAMPLE:
         exposure = Exposure(

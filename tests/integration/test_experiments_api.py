@@ -37,7 +37,7 @@ EXPERIMENT = {
 
 
 @pytest.fixture()
-def catalogue(client, auth):  # type: ignore[no-untyped-def]
+def catalogue(client, auth):
     """The offers and budget the experiments refer to, created through the API."""
     for offer in OFFERS:
         r = client.post("/api/v1/offers", json=offer, headers=auth["marketing"])
@@ -46,17 +46,17 @@ def catalogue(client, auth):  # type: ignore[no-untyped-def]
     assert r.status_code == 201, r.json
 
 
-def _create(client, auth, **overrides):  # type: ignore[no-untyped-def]
+def _create(client, auth, **overrides):
     r = client.post("/api/v1/experiments", json={**EXPERIMENT, **overrides}, headers=auth["marketing"])
     assert r.status_code == 201, r.json
     return r.json
 
 
-def _move(client, auth, to: str, key: str = KEY):  # type: ignore[no-untyped-def]
+def _move(client, auth, to: str, key: str = KEY):
     return client.post(f"/api/v1/experiments/{key}/transition", json={"to": to}, headers=auth["marketing"])
 
 
-def _running(client, auth, status: str = "pilot", **overrides):  # type: ignore[no-untyped-def]
+def _running(client, auth, status: str = "pilot", **overrides):
     _create(client, auth, **overrides)
     path = {
         "draft": [],

@@ -27,7 +27,7 @@ EXPERIMENT = {
 
 
 @pytest.fixture()
-def catalogue(client, auth):  # type: ignore[no-untyped-def]
+def catalogue(client, auth):
     offer = {"code": "CARE_SMS", "name": "Care SMS", "unit_cost": 0.05, "channels": ["sms", "app"]}
     assert client.post("/api/v1/offers", json=offer, headers=auth["marketing"]).status_code == 201
     for path, body in (
@@ -39,18 +39,18 @@ def catalogue(client, auth):  # type: ignore[no-untyped-def]
         assert r.status_code == 201, r.json
 
 
-def running(client, auth, **overrides):  # type: ignore[no-untyped-def]
+def running(client, auth, **overrides):
     r = client.post("/api/v1/experiments", json={**EXPERIMENT, **overrides}, headers=auth["marketing"])
     assert r.status_code == 201, r.json
     r = client.post(f"/api/v1/experiments/{KEY}/transition", json={"to": "pilot"}, headers=auth["marketing"])
     assert r.status_code == 200, r.json
 
 
-def post(client, headers, subscriber_id: str, **extra):  # type: ignore[no-untyped-def]
+def post(client, headers, subscriber_id: str, **extra):
     return client.post(URL, json={"subscriber_id": subscriber_id, **extra}, headers=headers)
 
 
-def rows(db, subscriber_id: str | None = None) -> list[Exposure]:  # type: ignore[no-untyped-def]
+def rows(db, subscriber_id: str | None = None) -> list[Exposure]:
     db.expire_all()
     query = select(Exposure).order_by(Exposure.id)
     if subscriber_id is not None:
@@ -58,7 +58,7 @@ def rows(db, subscriber_id: str | None = None) -> list[Exposure]:  # type: ignor
     return list(db.scalars(query))
 
 
-def ids_where(db, reason: str, n: int = 1, prefix: str = "s") -> list[str]:  # type: ignore[no-untyped-def]
+def ids_where(db, reason: str, n: int = 1, prefix: str = "s") -> list[str]:
     """The first ``n`` ids "s-0", "s-1", … that the experiment's current phase assigns with ``reason``."""
     db.expire_all()
     spec = experiment_spec(get_experiment(db, KEY))
@@ -240,14 +240,14 @@ def test_malformed_exposure_json_is_400(client, auth, db, catalogue):
 
 
 @pytest.fixture()
-def factory(app):  # type: ignore[no-untyped-def]
+def factory(app):
     """Sessions on the app's engine that commit for real (the race needs separate connections;
     the ``db`` fixture's sessions share one connection that is rolled back)."""
     return sessionmaker(bind=get_database(app).engine, expire_on_commit=False)
 
 
 @pytest.fixture()
-def committed_experiment(factory):  # type: ignore[no-untyped-def]
+def committed_experiment(factory):
     """A running experiment committed for real, removed afterwards with its exposures."""
     with factory() as session:
         experiment = Experiment(

@@ -43,7 +43,7 @@ WEEK_S = 7 * 24 * 3600
 
 
 @pytest.fixture()
-def ledger(redis):  # type: ignore[no-untyped-def]
+def ledger(redis):
     return BudgetLedger(redis)
 
 
@@ -51,7 +51,7 @@ def cap(code: str, amount: str, allowed: str | None = None) -> BudgetLimit:
     return BudgetLimit.from_amounts(code, PERIOD, Decimal(amount), None if allowed is None else Decimal(allowed))
 
 
-def counter(redis, code: str) -> int | None:  # type: ignore[no-untyped-def]
+def counter(redis, code: str) -> int | None:
     raw = redis.get(budget_key(code, PERIOD))
     return None if raw is None else int(raw)
 
@@ -372,7 +372,7 @@ RACE_THREADS = 16
 RACE_CAP = "1000.00"
 
 
-def _race_process(connection_class, connection_kwargs, keys, results):  # type: ignore[no-untyped-def]
+def _race_process(connection_class, connection_kwargs, keys, results):
     """One forked process: RACE_THREADS threads, each with its own client, reserving its share."""
     tallies: list[Counter] = []
 
@@ -513,7 +513,7 @@ def test_a_reserve_whose_answer_is_lost_is_undone(ledger, redis, monkeypatch):
     kept = ledger.reserve("r-earlier", cost=2, budgets=[cap("PROG", "100")], contact=None, now=NOW)
     real = BudgetLedger._evalsha_many
 
-    def answer_lost(self, script, calls):  # type: ignore[no-untyped-def]
+    def answer_lost(self, script, calls):
         replies = real(self, script, calls)
         if script is self._reserve_script:
             raise redis_lib.TimeoutError("Timeout reading from socket")

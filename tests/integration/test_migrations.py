@@ -23,7 +23,7 @@ def test_single_head():
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def scratch_url(request, tmp_path, settings):  # type: ignore[no-untyped-def]
+def scratch_url(request, tmp_path, settings):
     """An empty database of each kind (PostgreSQL only when the run is configured for it)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'migrations.db'}"

@@ -35,7 +35,7 @@ METHODS = ("get", "put", "post", "patch", "delete")
 
 
 @pytest.fixture()
-def document(client) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def document(client) -> dict[str, Any]:
     response = client.get("/api/v1/openapi.json")
     assert response.status_code == 200 and response.mimetype == "application/json"
     return response.get_json()
@@ -233,13 +233,13 @@ def test_response_models_list_every_column_of_their_tables():
 # --- real responses against the document --------------------------------------------------------
 
 
-def seed_api_state(client, auth, db) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def seed_api_state(client, auth, db) -> dict[str, Any]:
     """A realistic catalogue and a promoted experiment, built through the API; returns the
     responses of every call by ``"METHOD /path-template"``."""
     writer = auth["marketing"]
     responses: dict[str, Any] = {}
 
-    def call(method: str, url: str, template: str | None = None, **kwargs: Any):  # type: ignore[no-untyped-def]
+    def call(method: str, url: str, template: str | None = None, **kwargs: Any):
         response = client.open(url, method=method, headers=kwargs.pop("headers", writer), **kwargs)
         assert response.status_code < 300, (method, url, response.status_code, response.get_data(as_text=True))
         responses[f"{method} {template or url}"] = response

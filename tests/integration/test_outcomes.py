@@ -39,7 +39,7 @@ def at(days: float, hours: float = 0) -> str:
 
 
 @pytest.fixture()
-def exposed(client, auth, db):  # type: ignore[no-untyped-def]
+def exposed(client, auth, db):
     """A running experiment that exposed SUBSCRIBERS at T0; returns their exposure ids."""
     offer = {"code": "CARE_SMS", "name": "Care SMS", "unit_cost": 0.05, "channels": ["sms"]}
     assert client.post("/api/v1/offers", json=offer, headers=auth["marketing"]).status_code == 201
@@ -54,11 +54,11 @@ def exposed(client, auth, db):  # type: ignore[no-untyped-def]
     return dict(db.execute(select(Exposure.subscriber_id, Exposure.id)).all())
 
 
-def outcome(sid: str = "s-1", type_: str = "delivered", **extra) -> dict:  # type: ignore[no-untyped-def]
+def outcome(sid: str = "s-1", type_: str = "delivered", **extra) -> dict:
     return {"experiment": KEY, "subscriber_id": sid, "type": type_, "occurred_at": at(1), **extra}
 
 
-def stored(db) -> list[tuple]:  # type: ignore[no-untyped-def]
+def stored(db) -> list[tuple]:
     """(subscriber, type, value, day_n, occurred_at) of every stored outcome, sorted."""
     db.expire_all()
     result = db.execute(
@@ -69,12 +69,12 @@ def stored(db) -> list[tuple]:  # type: ignore[no-untyped-def]
     return sorted((tuple(r) for r in result), key=repr)
 
 
-def count(db) -> int:  # type: ignore[no-untyped-def]
+def count(db) -> int:
     db.expire_all()
     return db.scalar(select(func.count()).select_from(Outcome))
 
 
-def bulk(client, headers, body: str, content_type: dict):  # type: ignore[no-untyped-def]
+def bulk(client, headers, body: str, content_type: dict):
     return client.post("/api/v1/outcomes/bulk", data=body.encode(), headers={**headers, **content_type})
 
 

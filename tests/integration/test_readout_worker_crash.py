@@ -36,7 +36,7 @@ WAIT_S = 180
 
 
 @pytest.fixture()
-def worker_database(settings, tmp_path):  # type: ignore[no-untyped-def]
+def worker_database(settings, tmp_path):
     """The URL of a fresh, migrated database of the configured kind; dropped afterwards."""
     if settings.is_sqlite:
         url = f"sqlite:///{tmp_path / 'worker.db'}"
@@ -94,7 +94,7 @@ def _seed(database: Database) -> None:
         populate(session, experiment, winning_cells(1000), now=now)
 
 
-def _wait_for(predicate, what: str, timeout_s: float = WAIT_S):  # type: ignore[no-untyped-def]
+def _wait_for(predicate, what: str, timeout_s: float = WAIT_S):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()

@@ -22,12 +22,12 @@ from tests.integration.readout_data import KEY, Cell, populate, start_pilot, win
 URL = f"/api/v1/experiments/{KEY}"
 
 
-def _burst(app, redis) -> None:  # type: ignore[no-untyped-def]
+def _burst(app, redis) -> None:
     bind_job_database(get_database(app))
     SimpleWorker(list(QUEUE_NAMES), connection=redis).work(burst=True)
 
 
-def _count(db, model, experiment) -> int:  # type: ignore[no-untyped-def]
+def _count(db, model, experiment) -> int:
     return db.scalar(select(func.count()).select_from(model).where(model.experiment_id == experiment.id))
 
 

@@ -34,7 +34,7 @@ FUZZED_METHODS = ("GET", "POST", "PUT", "PATCH")
 EXAMPLES = {GenerationMode.POSITIVE: 30, GenerationMode.NEGATIVE: 20}
 
 
-def api_operations(app, *, channel_keys_only: bool = False):  # type: ignore[no-untyped-def]
+def api_operations(app, *, channel_keys_only: bool = False):
     """The operations to fuzz, as Schemathesis reads them from the served document."""
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app, config=schemathesis.Config.from_dict(CONFIG))
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -45,12 +45,12 @@ def api_operations(app, *, channel_keys_only: bool = False):  # type: ignore[no-
     ]
 
 
-def takes_input(operation) -> bool:  # type: ignore[no-untyped-def]
+def takes_input(operation) -> bool:
     raw = operation.definition.raw
     return bool(raw.get("parameters") or raw.get("requestBody"))
 
 
-def fuzz(operation, headers: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+def fuzz(operation, headers: dict[str, str]) -> None:
     """Positive then negative cases of ``operation`` through the checks."""
     for mode, examples in EXAMPLES.items():
         if mode is GenerationMode.NEGATIVE and not takes_input(operation):
@@ -65,7 +65,7 @@ def fuzz(operation, headers: dict[str, str]) -> None:  # type: ignore[no-untyped
             phases=[Phase.explicit, Phase.generate, Phase.shrink],
             suppress_health_check=list(HealthCheck),
         )
-        def run(case) -> None:  # type: ignore[no-untyped-def]
+        def run(case) -> None:
             case.call_and_validate(headers=headers, checks=CHECKS)
 
         try:

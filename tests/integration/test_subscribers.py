@@ -52,11 +52,11 @@ def tiers(client, auth):
     post("tiers", {"code": "steady", "scheme_code": "risk", "name": "Steady", "rank": 2, "rule": {}})
 
 
-def put(client, headers, sid: str, attributes: dict):  # type: ignore[no-untyped-def]
+def put(client, headers, sid: str, attributes: dict):
     return client.put(f"{BASE}/{sid}", json={"attributes": attributes}, headers=headers)
 
 
-def bulk(client, headers, body: bytes | str, content_type: dict):  # type: ignore[no-untyped-def]
+def bulk(client, headers, body: bytes | str, content_type: dict):
     data = body.encode() if isinstance(body, str) else body
     return client.post(f"{BASE}/bulk", data=data, headers={**headers, **content_type})
 
@@ -66,7 +66,7 @@ def stored(db, sid: str) -> Subscriber | None:
     return db.get(Subscriber, sid)
 
 
-def import_audits(db) -> list[AuditEntry]:  # type: ignore[no-untyped-def]
+def import_audits(db) -> list[AuditEntry]:
     db.expire_all()
     return list(db.scalars(select(AuditEntry).where(AuditEntry.entity_type == "subscribers").order_by(AuditEntry.id)))
 
@@ -421,7 +421,7 @@ def test_a_stream_that_passes_the_limit_keeps_the_rows_before_it(app, db):
 
 
 def test_the_bulk_endpoint_streams_the_body(client, auth, db, monkeypatch):
-    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def refuse(*args, **kwargs):
         raise AssertionError("the import must read request.stream, not the whole body")
 
     monkeypatch.setattr(flask.Request, "get_data", refuse)
@@ -442,7 +442,7 @@ def test_the_rejected_list_is_capped_but_every_bad_row_is_counted(app, db):
 # --- LineReader -------------------------------------------------------------------------------
 
 
-def read_lines(data: bytes, **kwargs) -> tuple[list[str], dict[int, str]]:  # type: ignore[no-untyped-def]
+def read_lines(data: bytes, **kwargs) -> tuple[list[str], dict[int, str]]:
     reader = LineReader(io.BytesIO(data), max_bytes=10**9, **kwargs)
     return list(reader), reader.bad_lines
 
@@ -517,7 +517,7 @@ def test_a_failing_batch_write_is_rolled_back_and_raised(app, db, monkeypatch):
         expected: type[Exception] = psycopg.errors.DivisionByZero
     else:
 
-        def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        def broken(*args, **kwargs):
             raise RuntimeError("disk full")
 
         monkeypatch.setattr(subscriber_writing, "write_profiles", broken)

@@ -49,14 +49,14 @@ MASS = {"arpu": 12.0, "digital_spend_share": 0.1, "tenure_months": 40}
 
 
 @pytest.fixture()
-def seeded(db, password):  # type: ignore[no-untyped-def]
+def seeded(db, password):
     """The demo catalogue without the synthetic base (the preview needs only the tiers)."""
     report = seed_demo(db, password=password, now=NOW, subscribers=0)
     db.commit()
     return report
 
 
-def preview(client, headers, attributes):  # type: ignore[no-untyped-def]
+def preview(client, headers, attributes):
     response = client.post("/api/v1/tiers/preview", json={"attributes": attributes}, headers=headers)
     assert response.status_code == 200, response.json
     return response.json

@@ -11,7 +11,7 @@ from infra.bulk_import import cyclic_gc_paused
 
 
 @pytest.fixture(autouse=True)
-def collector_enabled():  # type: ignore[no-untyped-def]
+def collector_enabled():
     was_enabled = gc.isenabled()
     gc.enable()
     yield

@@ -75,7 +75,7 @@ TIERS = [
 ]
 
 
-def snapshot(offers: list[dict], **config: Any):  # type: ignore[no-untyped-def]
+def snapshot(offers: list[dict], **config: Any):
     config.setdefault("tiers", TIERS)
     config.setdefault("primary_scheme", "value")
     config.setdefault("now", None)  # no budget period, so no pacing, unless a test gives one
@@ -87,7 +87,7 @@ def run(
     profile: dict | None = None,
     *,
     channel: str = "sms",
-    subscriber: str = "s-1",  # type: ignore[no-untyped-def]
+    subscriber: str = "s-1",
     context: dict | None = None,
     state: DecisionState | None = None,
     now: datetime = NOW,
@@ -96,7 +96,7 @@ def run(
     return decide(snap, request, state, now)
 
 
-def subscriber_where(predicate) -> str:  # type: ignore[no-untyped-def]
+def subscriber_where(predicate) -> str:
     """The first id ``s-<n>`` the predicate accepts (experiments hash ids; tests pick ids)."""
     for n in range(100_000):
         if predicate(f"s-{n}"):
@@ -433,7 +433,7 @@ def test_decisions_are_deterministic_and_ignore_experiment_order():
 ARMS = [("control", None), ("pack", "PACK")]
 
 
-def two_offer_snapshot(*experiments: dict, **config: Any):  # type: ignore[no-untyped-def]
+def two_offer_snapshot(*experiments: dict, **config: Any):
     # arbitration would choose BEST; experiments give PACK or nothing
     return snapshot(
         [offer("BEST", 2.0, uplift=0.2), offer("PACK", 1.0, uplift=0.01)], experiments=list(experiments), **config
@@ -649,7 +649,7 @@ def test_experiment_spec_matches_the_services_spec():
 
 
 @pytest.fixture(scope="module")
-def demo():  # type: ignore[no-untyped-def]
+def demo():
     snap = build_snapshot(
         version=1,
         offers=demo_seed.OFFERS,
@@ -665,7 +665,7 @@ def demo():  # type: ignore[no-untyped-def]
     return snap, profiles
 
 
-def demo_run(demo, name: str, channel: str, context: dict | None = None, now: datetime = NOW):  # type: ignore[no-untyped-def]
+def demo_run(demo, name: str, channel: str, context: dict | None = None, now: datetime = NOW):
     snap, profiles = demo
     subscriber, profile = profiles[name]
     return decide(snap, DecisionRequest(subscriber, channel, profile, context or {}), DecisionState(), now)
