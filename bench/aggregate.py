@@ -135,6 +135,7 @@ def measure_aggregate(database_url: str = DEFAULT_ADMIN_URL, rows: int = 10_000_
         timings = []
         with sessionmaker(bind=engine)() as session:
             experiment = session.get(Experiment, experiment_id)
+            assert experiment is not None
             for _ in range(runs):
                 started = time.perf_counter()
                 stats = experiment_stats(session, experiment, data_cutoff=CUTOFF)

@@ -25,7 +25,7 @@ from bench.conditions_eval import measure_us_per_eval
 def main() -> None:
     result = measure_us_per_eval()
     if os.environ.get("BENCH_SKIP_IMPORT") != "1":
-        from subscriber_import import measure_import
+        from bench.subscriber_import import measure_import
 
         url = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
         imported = measure_import(url, rows=int(os.environ.get("BENCH_ROWS", "1000000")))
