@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections import Counter
@@ -142,7 +143,7 @@ def test_seed_defaults_to_key():
 
 
 def test_spec_accepts_lists_and_stays_hashable():
-    spec = ExperimentSpec("e", ["a", "b"], weights=[0.5, 0.5], namespace=["ns", 0, 1])
+    spec = ExperimentSpec("e", ["a", "b"], weights=[0.5, 0.5], namespace=["ns", 0, 1])  # type: ignore[arg-type]  # deliberately lists: their conversion to tuples is under test
     assert spec == ExperimentSpec("e", ("a", "b"), weights=(0.5, 0.5), namespace=("ns", 0, 1))
     assert hash(spec) == hash(ExperimentSpec("e", ("a", "b"), weights=(0.5, 0.5), namespace=("ns", 0, 1)))
 
@@ -178,11 +179,11 @@ def specs(draw, coverage=None, holdout_share=None) -> ExperimentSpec:
 def test_assignment_is_deterministic(spec, subscriber_id):
     rebuilt = ExperimentSpec(
         spec.key,
-        list(spec.arm_keys),
+        spec.arm_keys,
         spec.seed,
         spec.hash_version,
         spec.coverage,
-        list(spec.weights),
+        spec.weights,
         spec.namespace,
         spec.holdout_share,
     )
@@ -192,6 +193,7 @@ def test_assignment_is_deterministic(spec, subscriber_id):
 @given(specs(holdout_share=0.0), subscriber_ids)
 def test_assign_is_growthbook_choose_variation_of_hash(spec, subscriber_id):
     n = hash_value(spec.effective_seed, subscriber_id, spec.hash_version)
+    assert n is not None
     index = choose_variation(n, bucket_ranges(len(spec.arm_keys), spec.coverage, spec.weights))
     result = assign(spec, subscriber_id)
     assert result.arm_index == (index if index >= 0 else None)
@@ -243,18 +245,7 @@ def test_disjoint_namespace_ranges_never_share_a_subscriber(namespace_id, cuts, 
 
 
 def _with(spec: ExperimentSpec, **changes) -> ExperimentSpec:
-    fields = {
-        "key": spec.key,
-        "arm_keys": spec.arm_keys,
-        "seed": spec.seed,
-        "hash_version": spec.hash_version,
-        "coverage": spec.coverage,
-        "weights": spec.weights,
-        "namespace": spec.namespace,
-        "holdout_share": spec.holdout_share,
-    }
-    fields.update(changes)
-    return ExperimentSpec(**fields)
+    return dataclasses.replace(spec, **changes)
 
 
 # --- 1M synthetic subscribers -------------------------------------------------------------
@@ -327,5 +318,7 @@ def test_assign_agrees_with_the_population_path(coverage):
         if in_holdout(spec, sid):
             assert result.reason == "holdout"
         else:
-            index = choose_variation(hash_value(POPULATION_SEED, sid, 2), ranges)
+            n = hash_value(POPULATION_SEED, sid, 2)
+            assert n is not None
+            index = choose_variation(n, ranges)
             assert result.arm_index == (index if index >= 0 else None)

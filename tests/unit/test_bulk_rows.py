@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from infra.bulk_import import LineReader, RowRejected, parse_rows
+from infra.bulk_import import ImportFormat, LineReader, RowRejected, parse_rows
 from infra.errors import BadRequest
 
 
@@ -39,10 +39,10 @@ class Pairs:
         return read
 
 
-def rows_of(body: bytes, fmt: str) -> tuple[list[tuple[int, tuple[str, int]]], list[tuple[int, str]]]:
+def rows_of(body: bytes, fmt: ImportFormat) -> tuple[list[tuple[int, tuple[str, int]]], list[tuple[int, str]]]:
     reader = LineReader(io.BytesIO(body), max_bytes=10**6, chunk_bytes=16, max_line_bytes=32)
     rejected: list[tuple[int, str]] = []
-    rows = list(parse_rows(reader, fmt, reader.bad_lines, lambda line, error: rejected.append((line, error)), Pairs()))  # type: ignore[arg-type]
+    rows = list(parse_rows(reader, fmt, reader.bad_lines, lambda line, error: rejected.append((line, error)), Pairs()))
     return rows, rejected
 
 

@@ -770,10 +770,10 @@ def test_answers_share_no_reason_list_and_keep_their_own_formatted_reasons():
     [
         (DecisionRequest("", "sms", PROFILE), "invalid_subscriber_id"),
         (DecisionRequest("x" * 65, "sms", PROFILE), "invalid_subscriber_id"),
-        (DecisionRequest(None, "sms", PROFILE), "invalid_subscriber_id"),  # type: ignore[arg-type]
+        (DecisionRequest(None, "sms", PROFILE), "invalid_subscriber_id"),  # type: ignore[arg-type]  # deliberately wrong: the refusal is under test
         (DecisionRequest("s-1", "", PROFILE), "invalid_channel"),
-        (DecisionRequest("s-1", "sms", ["not", "a", "profile"]), "invalid_profile"),  # type: ignore[arg-type]
-        (DecisionRequest("s-1", "sms", PROFILE, None), "invalid_profile"),  # type: ignore[arg-type]
+        (DecisionRequest("s-1", "sms", ["not", "a", "profile"]), "invalid_profile"),  # type: ignore[arg-type]  # deliberately wrong: the refusal is under test
+        (DecisionRequest("s-1", "sms", PROFILE, None), "invalid_profile"),  # type: ignore[arg-type]  # deliberately wrong: the refusal is under test
     ],
 )
 def test_bad_input_gives_an_error_code_not_an_exception(request_, error):
@@ -784,7 +784,7 @@ def test_bad_input_gives_an_error_code_not_an_exception(request_, error):
 
 def test_bad_time_and_odd_profile_values_do_not_raise():
     snap = snapshot([offer("A", eligibility={"x": {"$gt": 1}})])
-    assert decide(snap, DecisionRequest("s-1", "sms", PROFILE), None, "now").error == "invalid_time"  # type: ignore[arg-type]
+    assert decide(snap, DecisionRequest("s-1", "sms", PROFILE), None, "now").error == "invalid_time"  # type: ignore[arg-type]  # deliberately wrong: the refusal is under test
     odd = {
         "arpu": float("nan"),
         "ltv": -5,

@@ -31,4 +31,4 @@ def test_the_api_schema_is_the_policy():
 
 def test_a_policy_is_a_value():
     with pytest.raises(ValidationError):
-        DEFAULT_PROMOTION_POLICY.min_p_best = 0.5  # type: ignore[misc]
+        DEFAULT_PROMOTION_POLICY.min_p_best = 0.5  # type: ignore[misc]  # deliberately wrong: the refusal is under test

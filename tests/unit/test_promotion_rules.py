@@ -170,6 +170,7 @@ def test_roi_alarm_fires_only_for_rolled_out_arms_below_the_floor():
     assert roi_alarm(POLICY, readout, ["bill_credit"]) is None
     _arm(readout, "bill_credit")["p_roi_below_floor"] = 0.93
     alarm = roi_alarm(POLICY, readout, ["bill_credit"])
+    assert alarm is not None
     assert alarm["arm"] == "bill_credit" and alarm["threshold"] == 0.9
     assert roi_alarm(POLICY, readout, ["control"]) is None  # the control costs nothing
     assert roi_alarm(POLICY.model_copy(update={"roi_alarm_p": 0.95}), readout, ["bill_credit"]) is None

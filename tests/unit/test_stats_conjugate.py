@@ -293,7 +293,7 @@ def test_no_trials_yet_gives_no_data_but_still_reports_the_arms_and_checks_the_s
         replace(arm("sms", 10, 5), cost=float("nan")),
         replace(arm("sms", 10, 5), weight=-1.0),
         replace(arm("sms", 10, 5), complaints=11),
-        replace(arm("sms", 10, 5), retained=2.5),
+        replace(arm("sms", 10, 5), retained=2.5),  # type: ignore[arg-type]  # deliberately wrong: the refusal is under test
     ],
 )
 def test_invalid_counts(bad):

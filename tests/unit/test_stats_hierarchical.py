@@ -20,6 +20,7 @@ from experiments.stats.hierarchical import (
     HierarchicalResult,
     HierarchicalTier,
     _cell_counts,
+    _CellCounts,
     _choose_parameterisation,
     logit_normal_prior,
 )
@@ -103,6 +104,7 @@ def test_too_few_draws_fail_the_diagnostics_gate():
     trials, retained = _large_experiment()
     result = fit_hierarchical(_tiers(trials, retained), seed=3, draws=60, tune=60)
     assert not result.ok and result.reason_code == "diagnostics_failed"
+    assert result.reason is not None and result.diagnostics is not None
     assert "bulk ESS" in result.reason and result.diagnostics.ess_bulk_min < 400
     # both parameterisations were tried, and the reason reports each
     assert "centred:" in result.reason and "non_centred:" in result.reason
@@ -155,7 +157,9 @@ def test_arm_order_may_differ_between_tiers():
     trials, retained = _large_experiment()
     tiers = _tiers(trials, retained)
     shuffled = (tiers[0], TierData(tiers[1].tier, tuple(reversed(tiers[1].arms))), tiers[2])
-    assert np.array_equal(_cell_counts(shuffled).trials, _cell_counts(tiers).trials)
+    shuffled_counts, counts = _cell_counts(shuffled), _cell_counts(tiers)
+    assert isinstance(shuffled_counts, _CellCounts) and isinstance(counts, _CellCounts)
+    assert np.array_equal(shuffled_counts.trials, counts.trials)
 
 
 def test_parameterisation_follows_how_well_cells_are_measured():

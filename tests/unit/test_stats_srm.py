@@ -18,6 +18,7 @@ def test_a_5200_4800_split_of_a_50_50_experiment_is_flagged():
     result = sample_ratio_mismatch((_arm("control", 0.5, 5200), _arm("sms", 0.5, 4800)))
     # chi² = 2 · 200² / 5000 = 16 on 1 df: p = erfc(√8)
     assert result.chi2 == pytest.approx(16.0)
+    assert result.p_value is not None
     assert result.p_value == pytest.approx(math.erfc(math.sqrt(8)), rel=1e-9)
     assert round(result.p_value, 7) == 0.0000633
     assert result.flag and result.p_value < SRM_P_THRESHOLD
@@ -26,6 +27,7 @@ def test_a_5200_4800_split_of_a_50_50_experiment_is_flagged():
 def test_a_5030_4970_split_is_not_flagged():
     result = sample_ratio_mismatch((_arm("control", 0.5, 5030), _arm("sms", 0.5, 4970)))
     assert result.chi2 == pytest.approx(0.36)
+    assert result.p_value is not None
     assert result.p_value == pytest.approx(math.erfc(math.sqrt(0.18)), rel=1e-9)
     assert round(result.p_value, 4) == 0.5485
     assert not result.flag

@@ -18,13 +18,14 @@ from offers.subscriber_attributes import (
     MAX_ATTRIBUTES,
     MAX_TEXT_LENGTH,
     ProfileError,
+    Source,
     coerce_profile,
     csv_row_parser,
     validate_subscriber_id,
 )
 
 
-def error_of(raw: dict, source: str) -> ProfileError:
+def error_of(raw: dict, source: Source) -> ProfileError:
     with pytest.raises(ProfileError) as caught:
         coerce_profile(raw, source)
     return caught.value
@@ -253,7 +254,7 @@ def test_too_many_attributes():
 
 def test_unknown_source_is_a_programming_error():
     with pytest.raises(ValueError, match="source must be"):
-        coerce_profile({}, "xml")  # type: ignore[arg-type]
+        coerce_profile({}, "xml")  # type: ignore[arg-type]  # deliberately wrong: the refusal is under test
 
 
 def test_lifecycle_stages_include_the_brief_and_churned():
