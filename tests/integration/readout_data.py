@@ -47,6 +47,7 @@ def start_pilot(client, auth, db: Session, *, started_days_ago: float = 45, **ov
     r = client.post(f"/api/v1/experiments/{KEY}/transition", json={"to": "pilot"}, headers=auth["marketing"])
     assert r.status_code == 200, r.json
     experiment = get_experiment(db, KEY)
+    assert experiment.started_at is not None  # the transition to pilot started it
     started = experiment.started_at - timedelta(days=started_days_ago)
     db.execute(update(Experiment).where(Experiment.id == experiment.id).values(started_at=started))
     for phase in experiment.phases:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import re
 from datetime import timedelta
+from typing import TypedDict
 
 import pytest
 import redis as redis_lib
@@ -41,6 +42,12 @@ def _text(response) -> str:
 def _token(client, path: str = "/admin/login") -> str:
     match = TOKEN.search(client.get(path).get_data(as_text=True))
     assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+def _readout_id(page: str) -> str:
+    match = READOUT_ID.search(page)
+    assert match, "no readout_id field on the page"
     return match.group(1)
 
 
@@ -86,7 +93,13 @@ def _status(db) -> str:
     return db.scalar(select(Experiment.status).where(Experiment.key == KEY))
 
 
-APPROVE = {"promotion_policy": {"min_exposures_per_arm": 100, "min_runtime_days": 30, "mode": "approve"}}
+class _Overrides(TypedDict):
+    """Fields of the experiment body that a test sets (``start_pilot``'s ``**overrides``)."""
+
+    promotion_policy: dict[str, object]
+
+
+APPROVE: _Overrides = {"promotion_policy": {"min_exposures_per_arm": 100, "min_runtime_days": 30, "mode": "approve"}}
 
 
 # --- pages for every role -----------------------------------------------------------------------
@@ -196,7 +209,7 @@ def test_forms_without_the_csrf_token_change_nothing(app, client, auth, db, logi
     _pilot_with_readout(app, client, auth, db, **APPROVE)
     login("marketing")
     page = client.get(PAGE).get_data(as_text=True)
-    data = {"readout_id": READOUT_ID.search(page).group(1)}
+    data = {"readout_id": _readout_id(page)}
     if token:
         data["csrf_token"] = token
     r = client.post(f"{PAGE}/promotion", data=data)
@@ -221,7 +234,7 @@ def test_approving_through_the_form_rolls_the_winner_out(app, client, auth, db, 
     assert f'data-testid="eligible-{KEY}"' in _text(client.get("/admin/experiments"))
     page = _text(client.get(PAGE))
     assert "Approve promotion" in page and "Run readout now" in page
-    readout_id = READOUT_ID.search(page).group(1)
+    readout_id = _readout_id(page)
     assert readout_id == str(summary["readout_id"])
 
     r = client.post(
@@ -608,7 +621,9 @@ def test_resume_spending_needs_a_reason_and_is_audited(app, client, auth, db, lo
 def test_nice_steps_and_domains():
     assert [nice_step(s) for s in (0.1, 0.04, 0.02, 1.0)] == [0.02, 0.01, 0.005, 0.2]
     assert axis_domain([]) is None and axis_domain([Interval("a", None)]) is None
-    low, high = axis_domain([Interval("a", 0.8, 0.78, 0.82), Interval("b", 0.9, 0.88, 0.92)])
+    domain = axis_domain([Interval("a", 0.8, 0.78, 0.82), Interval("b", 0.9, 0.88, 0.92)])
+    assert domain is not None
+    low, high = domain
     assert low <= 0.78 and high >= 0.92 and 0 <= low < high <= 1
     assert axis_domain([Interval("a", 1.0, 1.0, 1.0)]) == (0.98, 1.0)  # kept inside [0, 1], not empty
     assert axis_domain([Interval("a", 0.0, 0.0, 0.0)]) == (0.0, 0.02)
@@ -634,6 +649,7 @@ def test_interval_chart_places_rows_on_the_axis():
     control, credit, empty, long = chart.rows
     assert chart.chart_id == "chart-x_y"
     assert chart.plot_left == 100 and chart.plot_right == 384
+    assert control.x_low is not None and control.x_mean is not None and control.x_high is not None
     assert control.x_low < control.x_mean < control.x_high and chart.reference_x == control.x_mean
     assert credit.x_mean == chart.plot_right and credit.x_high == chart.plot_right  # 0.95 is past 0.90
     assert credit.clipped_high and not credit.clipped_low

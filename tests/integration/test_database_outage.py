@@ -50,7 +50,9 @@ def test_an_api_call_while_the_database_is_down_is_a_503(client, auth, database_
 def test_an_admin_page_while_the_database_is_down_is_a_503_page(client, db, password, database_down, unreachable):
     user = make_user(db, "marketing")
     db.commit()
-    token = TOKEN.search(client.get("/admin/login").get_data(as_text=True)).group(1)  # type: ignore[union-attr]
+    match = TOKEN.search(client.get("/admin/login").get_data(as_text=True))
+    assert match, "no CSRF token on /admin/login"
+    token = match.group(1)
     assert (
         client.post("/admin/login", data={"email": user.email, "password": password, "csrf_token": token}).status_code
         == 302

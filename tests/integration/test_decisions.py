@@ -626,13 +626,14 @@ def test_a_config_load_never_passes_an_older_config_for_the_version_it_read(app,
     """Thread A reads the cached config (version 1); thread B loads version 2 before A checks
     it. A must judge the config it read by the version that config was loaded for, not by the
     one B just stored, or it would decide a batch on version 1 believing it is version 2."""
-    from decisioning.snapshot_cache import SnapshotCache
+    from decisioning.snapshot_cache import LoadedConfig, SnapshotCache
     from infra.db import get_database
 
     factory, now = get_database(app).sessionmaker, utcnow()
     cache = SnapshotCache()
     first = cache.current(factory, ("epoch", 1), now)
-    stale, interleaved = cache._stale, []
+    stale = cache._stale
+    interleaved: list[LoadedConfig | None] = []
 
     def with_a_load_in_between(state, version, generation, at):
         if not interleaved:

@@ -25,7 +25,7 @@ CUTOFF = utcnow().replace(microsecond=0)
 
 # (subscriber, arm or None for the holdout, tier, days before the cutoff of the first exposure,
 #  outcomes as (type, value, day_n))
-EXAMPLE = [
+EXAMPLE: list[tuple[str, str | None, str | None, int, list[tuple[str, float | None, int | None]]]] = [
     ("c1", "control", "vip", 40, [("retained", None, 30), ("revenue", 10.0, None), ("delivered", None, None)]),
     ("c2", "control", "vip", 40, [("churned", None, 12), ("revenue", 4.0, None), ("complaint", None, None)]),
     ("c3", "control", "basic", 35, [("retained", None, 30), ("retained", None, 60), ("revenue", 6.0, None)]),

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import TypedDict
 
 import pytest
 import redis as redis_lib
@@ -218,7 +219,7 @@ def test_bad_arguments_are_refused_before_touching_redis(ledger):
     with pytest.raises(ValueError):
         ledger.reserve("", cost=1, budgets=[], contact=None, now=NOW)
     with pytest.raises(ValueError):
-        BudgetLimit("A", PERIOD, 10.5)  # type: ignore[arg-type]
+        BudgetLimit("A", PERIOD, 10.5)  # type: ignore[arg-type]  # deliberately wrong: the refusal is under test
     with pytest.raises(ValueError):
         ContactLimit("s-1", "sms", 1, 0)
 
@@ -537,6 +538,14 @@ def test_a_reserve_whose_answer_is_lost_is_undone(ledger, redis, monkeypatch):
 # --- unavailable ------------------------------------------------------------------------------------------
 
 
+class _ClientOptions(TypedDict):
+    """The options both unreachable clients share: fail fast, never retry."""
+
+    socket_connect_timeout: float
+    socket_timeout: float
+    retry: Retry
+
+
 def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -545,7 +554,7 @@ def _closed_port() -> int:
 
 @pytest.mark.parametrize("where", ["tcp", "unix"])
 def test_an_unreachable_server_raises_ledger_unavailable(where, tmp_path):
-    options = {"socket_connect_timeout": 0.2, "socket_timeout": 0.2, "retry": Retry(NoBackoff(), 0)}
+    options: _ClientOptions = {"socket_connect_timeout": 0.2, "socket_timeout": 0.2, "retry": Retry(NoBackoff(), 0)}
     client = (
         redis_lib.Redis(host="127.0.0.1", port=_closed_port(), **options)
         if where == "tcp"

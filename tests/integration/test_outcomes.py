@@ -304,7 +304,7 @@ def test_bulk_reimport_is_idempotent_and_duplicates_keep_the_latest(client, auth
 
 
 def test_batches_keep_line_order_and_the_latest_report_across_batches(app, db, exposed):
-    lines = [outcome(sid, "delivered", occurred_at=at(1)) for sid in SUBSCRIBERS]
+    lines: list[dict | str] = [outcome(sid, "delivered", occurred_at=at(1)) for sid in SUBSCRIBERS]
     lines.insert(2, outcome("stranger"))
     lines.insert(4, "{broken")
     lines += [
@@ -413,6 +413,7 @@ def test_bulk_csv_cells_get_the_answer_of_a_single_outcome(app, db, exposed, cel
     """Each CSV row is accepted or refused as ``OutcomeIn`` would, value for value and
     message for message, whichever path reads it."""
     row = {"experiment": KEY, "subscriber_id": "s-1", "type": "delivered", "occurred_at": at(1), **cells}
+    expected: OutcomeIn | ValidationError
     try:
         expected = OutcomeIn.model_validate({name: cell for name, cell in row.items() if cell})
     except ValidationError as exc:

@@ -14,6 +14,7 @@ Schemathesis' own pytest loader (``schemathesis.pytest.from_fixture``) does not 
 
 from __future__ import annotations
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
@@ -25,19 +26,21 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.integration.test_openapi import seed_api_state
+from tests.integration.test_openapi import loaded_operation, seed_api_state
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 CONFIG = {"generation": {"with-security-parameters": False}}
 # DELETE is left out: fuzzing DELETE /api-keys/{id} would revoke the keys the test calls with.
 FUZZED_METHODS = ("GET", "POST", "PUT", "PATCH")
 EXAMPLES = {GenerationMode.POSITIVE: 30, GenerationMode.NEGATIVE: 20}
+# the admin's operations are fuzzed in this many parts, so parallel test workers share them
+ADMIN_PARTS = 4
 
 
 def api_operations(app, *, channel_keys_only: bool = False):
     """The operations to fuzz, as Schemathesis reads them from the served document."""
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app, config=schemathesis.Config.from_dict(CONFIG))
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = [loaded_operation(result) for result in schema.get_all_operations()]
     return [
         op
         for op in operations
@@ -78,11 +81,12 @@ def fuzz(operation, headers: dict[str, str]) -> None:
                 raise
 
 
-def test_every_operation_as_an_admin(app, client, auth, db, subtests):
+@pytest.mark.parametrize("part", range(ADMIN_PARTS))
+def test_every_operation_as_an_admin(app, client, auth, db, subtests, part):
     seed_api_state(client, auth, db)
     operations = api_operations(app)
     assert len(operations) >= 50
-    for operation in operations:
+    for operation in operations[part::ADMIN_PARTS]:
         with subtests.test(msg=operation.label):
             fuzz(operation, auth["admin"])
 

@@ -66,6 +66,13 @@ def stored(db, sid: str) -> Subscriber | None:
     return db.get(Subscriber, sid)
 
 
+def stored_row(db, sid: str) -> Subscriber:
+    """The stored subscriber ``sid``, which must exist."""
+    subscriber = stored(db, sid)
+    assert subscriber is not None, f"subscriber {sid!r} is not stored"
+    return subscriber
+
+
 def import_audits(db) -> list[AuditEntry]:
     db.expire_all()
     return list(db.scalars(select(AuditEntry).where(AuditEntry.entity_type == "subscribers").order_by(AuditEntry.id)))
@@ -264,7 +271,7 @@ def test_bulk_csv_reports_invalid_utf8_and_broken_quotes(client, auth, db):
 def test_bulk_csv_header_with_bom_and_subscriber_id_anywhere(client, auth, db):
     r = bulk(client, auth["admin"], "\ufeffarpu,subscriber_id\n5,b-1\n".encode(), CSV)
     assert r.status_code == 200 and r.json["accepted"] == 1
-    assert stored(db, "b-1").attributes == {"arpu": 5.0}
+    assert stored_row(db, "b-1").attributes == {"arpu": 5.0}
 
 
 @pytest.mark.parametrize(
@@ -317,18 +324,18 @@ def test_bulk_jsonl_keeps_good_rows_and_reports_bad_ones_by_line(client, auth, d
     j1 = client.get(f"{BASE}/j-1", headers=auth["analyst"]).json
     assert j1["attributes"] == {"arpu": 70.0, "churn_score": 0.9, "segments": ["a", "b"]}
     assert j1["tiers"] == {"risk": "at-risk", "value": "value"}
-    assert stored(db, "j-9").attributes == {"tenure_months": 3, "has_broadband": False}
+    assert stored_row(db, "j-9").attributes == {"tenure_months": 3, "has_broadband": False}
     assert stored(db, "j-6") is None
 
 
 def test_duplicate_ids_in_one_file_last_row_wins(client, auth, db, tiers):
     r = bulk(client, auth["admin"], "subscriber_id,arpu,region\nd-1,95,north\nd-2,1,x\nd-1,20,south\n", CSV)
     assert r.json["accepted"] == 3
-    assert stored(db, "d-1").attributes == {"arpu": 20.0, "region": "south"}
-    assert stored(db, "d-1").tier == "basic"
+    assert stored_row(db, "d-1").attributes == {"arpu": 20.0, "region": "south"}
+    assert stored_row(db, "d-1").tier == "basic"
     lines = [{"subscriber_id": "d-3", "arpu": 1}, {"subscriber_id": "d-3", "arpu": 99}]
     bulk(client, auth["admin"], "\n".join(json.dumps(x) for x in lines), JSONL)
-    assert stored(db, "d-3").tier == "vip"
+    assert stored_row(db, "d-3").tier == "vip"
 
 
 def test_duplicates_across_batches_last_row_wins(app, db, tiers):
@@ -337,15 +344,15 @@ def test_duplicates_across_batches_last_row_wins(app, db, tiers):
         get_database(app).sessionmaker, io.StringIO(rows), "csv", batch_rows=2, max_listed_errors=10, actor="test"
     )
     assert (report.accepted, report.batches) == (10, 5)
-    assert [stored(db, f"x-{i}").attributes["arpu"] for i in range(3)] == [9.0, 7.0, 8.0]
+    assert [stored_row(db, f"x-{i}").attributes["arpu"] for i in range(3)] == [9.0, 7.0, 8.0]
 
 
 def test_reimport_replaces_attributes_and_retiers(client, auth, db, tiers):
     bulk(client, auth["admin"], "subscriber_id,arpu,churn_score,region\nr-1,95,0.9,north\n", CSV)
-    first = stored(db, "r-1")
+    first = stored_row(db, "r-1")
     assert (first.tier, first.tiers["risk"], first.arpu) == ("vip", "at-risk", 95.0)
     bulk(client, auth["admin"], "subscriber_id,arpu,ltv\nr-1,51,700\n", CSV)
-    second = stored(db, "r-1")
+    second = stored_row(db, "r-1")
     assert second.attributes == {"arpu": 51.0, "ltv": 700.0}
     assert (second.tier, second.tiers) == ("value", {"risk": "steady", "value": "value"})
     assert (second.arpu, second.ltv) == (51.0, 700.0)
@@ -465,7 +472,7 @@ def test_line_reader_reports_bad_lines_in_place():
 def test_upsert_profiles_validates_and_dedupes(db, tiers):
     assigner = load_tier_assigner(db)
     assert upsert_profiles(db, [("u-1", {"arpu": 10}), ("u-2", {"arpu": 60}), ("u-1", {"arpu": 99})], assigner) == 2
-    assert stored(db, "u-1").tier == "vip" and stored(db, "u-2").tier == "value"
+    assert stored_row(db, "u-1").tier == "vip" and stored_row(db, "u-2").tier == "value"
     with pytest.raises(ProfileError, match="subscriber 'u-3': arpu: must be a number"):
         upsert_profiles(db, [("u-3", {"arpu": "10"})], assigner)
 
@@ -487,8 +494,8 @@ def test_retier_all_follows_changed_tier_rules(app, client, auth, db, tiers):
     assert r.status_code == 200, r.json
     result = retier_all(factory, batch_rows=7)
     assert result == {"scanned": 20, "changed": 5, "by_tier": {"basic": 15, "value": 5}, "untiered": 0}
-    assert stored(db, "t-14").tier == "basic" and stored(db, "t-15").tier == "value"
-    assert stored(db, "t-14").tiers == {"risk": "steady", "value": "basic"}
+    assert stored_row(db, "t-14").tier == "basic" and stored_row(db, "t-15").tier == "value"
+    assert stored_row(db, "t-14").tiers == {"risk": "steady", "value": "basic"}
     assert retier_all(factory)["changed"] == 0  # a second run finds nothing to do
 
 
