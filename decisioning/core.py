@@ -72,6 +72,7 @@ from decisioning.snapshot import (
 )
 from experiments.assignment import assign
 from offers.derived_attributes import derive_contact_attributes
+from offers.instants import as_utc
 
 __all__ = [
     "Action",
@@ -286,7 +287,7 @@ def decide(
     error = _input_error(subscriber_id, channel, profile, context, now)
     if error is not None:
         return _rejected(snapshot, request, state, error)
-    now_utc = now if now.tzinfo is UTC else _as_utc(now)
+    now_utc = now if now.tzinfo is UTC else as_utc(now)
 
     rule = snapshot.contact_rules.get(channel)
     # a subscriber without a time zone of their own lives in the channel policy's, as its quiet
@@ -377,12 +378,6 @@ def _rejected(snapshot: DecisionSnapshot, request: DecisionRequest, state: Decis
         degraded=bool(state.degraded),
         error=error,
     )
-
-
-def _as_utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None or moment.tzinfo.utcoffset(moment) is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def _channel_block(

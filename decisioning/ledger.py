@@ -58,6 +58,7 @@ import orjson
 import redis
 
 from decisioning.snapshot import BudgetRule, ContactRule
+from offers.instants import as_utc
 
 __all__ = [
     "LEDGER_READY_KEY",
@@ -196,9 +197,7 @@ def period_key_for(rule: BudgetRule) -> str:
 
 
 def _epoch_ms(now: datetime) -> int:
-    if now.tzinfo is None or now.tzinfo.utcoffset(now) is None:
-        now = now.replace(tzinfo=UTC)  # naive times are UTC, as in decisioning.snapshot
-    return (now - _EPOCH) // _ONE_MS  # integer arithmetic: no float rounding of the timestamp
+    return (as_utc(now) - _EPOCH) // _ONE_MS  # integer arithmetic: no float rounding of the timestamp
 
 
 def _text(value: Any) -> str:
@@ -247,9 +246,7 @@ class BudgetLimit:
     def from_rule(cls, rule: BudgetRule, now: datetime) -> BudgetLimit:
         """The limit the decision core applied: the rule's cap and its paced allowance at ``now``
         (``cap × elapsed share of the period × (1 + slack)``), for the rule's period."""
-        if now.tzinfo is None or now.tzinfo.utcoffset(now) is None:
-            now = now.replace(tzinfo=UTC)
-        return cls.from_amounts(rule.code, period_key_for(rule), rule.cap_amount, rule.paced_allowance(now))
+        return cls.from_amounts(rule.code, period_key_for(rule), rule.cap_amount, rule.paced_allowance(as_utc(now)))
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo
 from decisioning.risk import DEFAULT_RISK_POLICY, RiskPolicy
 from experiments.assignment import ExperimentSpec
 from offers.conditions import compile_condition
+from offers.instants import as_utc
 from offers.money_rules import DEFAULT_MONEY_RULES, MoneyRules, strictest_money_rules
 from offers.tiering import TierAssigner, TierRule
 
@@ -205,7 +206,7 @@ class BudgetRule:
         if (self.period_start is None) != (self.period_end is None):
             raise SnapshotError(f"budget {self.code}: give both period_start and period_end, or neither")
         if self.period_start is not None and self.period_end is not None:  # both or neither, as checked
-            start, end = _as_utc(self.period_start), _as_utc(self.period_end)
+            start, end = as_utc(self.period_start), as_utc(self.period_end)
             object.__setattr__(self, "period_start", start)
             object.__setattr__(self, "period_end", end)
             if end <= start:
@@ -477,15 +478,9 @@ class DecisionSnapshot:
 # --- building from plain rows ------------------------------------------------------------------
 
 
-def _as_utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None or moment.tzinfo.utcoffset(moment) is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
 def budget_period_bounds(period: str, now: datetime) -> tuple[datetime, datetime]:
     """The UTC calendar month, quarter or year that contains ``now``: [start, end)."""
-    now = _as_utc(now)
+    now = as_utc(now)
     if period == "month":
         first_month, months = now.month, 1
     elif period == "quarter":

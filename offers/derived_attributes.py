@@ -19,6 +19,8 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from offers.instants import as_utc
+
 __all__ = ["DERIVED_ATTRIBUTES", "derive_contact_attributes"]
 
 DERIVED_ATTRIBUTES = ("hours_since_join", "is_birthday_today", "local_hour")
@@ -45,7 +47,7 @@ def derive_contact_attributes(attributes: Mapping[str, Any], now: datetime) -> d
     profile's ``timezone`` when it is a valid IANA name.
     """
     profile = dict(attributes)
-    now_utc = _as_utc(now)
+    now_utc = as_utc(now)
     local_now = now_utc.astimezone(_zone(profile.get("timezone")) or now.tzinfo or UTC)
 
     joined = _parse_instant(profile.get("join_date"))
@@ -61,12 +63,6 @@ def derive_contact_attributes(attributes: Mapping[str, Any], now: datetime) -> d
     return profile
 
 
-def _as_utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None or moment.tzinfo.utcoffset(moment) is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
 def _zone(name: Any) -> tzinfo | None:
     if type(name) is not str or not name or len(name) > 64:
         return None
@@ -80,7 +76,7 @@ def _parse_instant(value: Any) -> datetime | None:
     """A stored join date as an aware UTC datetime, or None if it is not one."""
     try:
         if isinstance(value, datetime):
-            return _as_utc(value)
+            return as_utc(value)
         if isinstance(value, date):
             return datetime(value.year, value.month, value.day, tzinfo=UTC)
         if type(value) is not str:
@@ -88,7 +84,7 @@ def _parse_instant(value: Any) -> datetime | None:
         text = value.strip()
         if _FULL_DATE.match(text):
             return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
-        return _as_utc(datetime.fromisoformat(text))
+        return as_utc(datetime.fromisoformat(text))
     except (ValueError, OverflowError):  # not a date; or out of range once moved to UTC
         return None
 
