@@ -13,10 +13,8 @@ import logging
 import multiprocessing
 import sys
 
-from rq import Worker
-
 from infra.logging_setup import configure_logging
-from infra.queues import QUEUE_NAMES
+from infra.queues import QUEUE_NAMES, QueueWorker
 from infra.redis_conn import connect_redis
 from infra.settings import Settings, SettingsError
 
@@ -49,7 +47,7 @@ def main() -> None:
         cron = multiprocessing.get_context("fork").Process(target=run_cron, name="carepilot-cron", daemon=True)
         cron.start()
     connection = connect_redis(settings)
-    worker = Worker(list(QUEUE_NAMES), connection=connection)
+    worker = QueueWorker(list(QUEUE_NAMES), connection=connection)
     log.info("worker %s listening on %s", worker.name, ", ".join(QUEUE_NAMES))
     try:
         worker.work(with_scheduler=True, logging_level=settings.log_level)

@@ -1,4 +1,5 @@
-"""The one place jobs are enqueued: explicit connection, deterministic ids, unique, retried."""
+"""The one place jobs are enqueued (explicit connection, deterministic ids, unique, retried) and
+the worker class that runs them."""
 
 from __future__ import annotations
 
@@ -6,11 +7,45 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from rq import Queue, Retry
+from rq import Queue, Retry, SimpleWorker, Worker
 from rq.exceptions import DuplicateJobError
 from rq.job import Job
+from rq.worker.base import BaseWorker
 
 QUEUE_NAMES = ("readouts", "default")
+
+
+class PromptShutdown(BaseWorker):
+    """An rq worker whose shutdown does not hang on its command channel.
+
+    rq unsubscribes the worker's pub/sub channel and then stops the listening thread. When the
+    thread reads the unsubscribe reply before the stop, it goes back to waiting for a
+    subscription for up to 60 s, and the worker's exit waits with it (a race that a busy
+    machine loses often). Tripping the thread's stop flag first, then unsubscribing, lets the
+    reply end the loop at once.
+    """
+
+    def unsubscribe(self) -> None:
+        thread, pubsub = self.pubsub_thread, self.pubsub
+        if thread is None or pubsub is None:
+            return
+        thread.stop(timeout=0)  # only trips the flag: the unsubscribe reply wakes the thread
+        pubsub.unsubscribe()
+        thread.join(timeout=1)
+        pubsub.close()
+
+
+class QueueWorker(PromptShutdown, Worker):
+    """The worker of ``carepilot-worker``: each job in a forked work horse."""
+
+
+class InProcessQueueWorker(PromptShutdown, SimpleWorker):
+    """A worker that runs each job in its own process (tests, and jobs run from the CLI)."""
+
+
+def run_queued_jobs_here(connection: redis.Redis) -> None:
+    """Run every job queued now in this process, then return (the tests' and CLI's worker)."""
+    InProcessQueueWorker(list(QUEUE_NAMES), connection=connection).work(burst=True)
 
 
 def get_queue(connection: redis.Redis, name: str = "default") -> Queue:

@@ -14,7 +14,6 @@ import pytest
 import redis as redis_lib
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from rq import SimpleWorker
 from sqlalchemy import insert, select, update
 
 from admin_ui import experiments_views
@@ -26,7 +25,7 @@ from experiments.readouts import MODEL_VERSION
 from infra.audit import AuditEntry
 from infra.db import get_database, utcnow
 from infra.job_runtime import bind_job_database
-from infra.queues import QUEUE_NAMES, get_queue
+from infra.queues import get_queue, run_queued_jobs_here
 from tests.conftest import make_user
 from tests.integration.readout_data import KEY, Cell, populate, start_pilot, winning_cells
 
@@ -548,7 +547,7 @@ def test_run_readout_now_enqueues_a_job_that_a_worker_computes(app, client, auth
     assert "Readout started with data up to" in _text(client.get(PAGE))
     assert get_queue(redis, "readouts").count == 1
     bind_job_database(get_database(app))
-    SimpleWorker(list(QUEUE_NAMES), connection=redis).work(burst=True)
+    run_queued_jobs_here(redis)
     body = _text(client.get(PAGE))
     assert 'data-testid="no-readout"' not in body and '<svg class="interval-chart"' in body
 

@@ -722,12 +722,11 @@ def test_outcomes_reported_by_decision_id_land_on_the_experiment_exposure(client
 
 
 def test_reconcile_rebuilds_the_counters_from_the_ledger_after_redis_lost_them(app, client, auth, catalogue, redis):
-    from rq import SimpleWorker
 
     from decisioning.jobs import REBUILT_MARK, reconcile_ledger, reconcile_ledger_job
     from infra.db import get_database
     from infra.job_runtime import bind_job_database
-    from infra.queues import QUEUE_NAMES, get_queue
+    from infra.queues import get_queue, run_queued_jobs_here
 
     client.post(
         "/api/v1/contact-policies", json={"channel": "sms", "max_contacts": 5, "window_days": 7}, headers=auth["admin"]
@@ -760,7 +759,7 @@ def test_reconcile_rebuilds_the_counters_from_the_ledger_after_redis_lost_them(a
 
     get_queue(redis).enqueue(reconcile_ledger_job, grace_s=0)  # the cron's tick, without its wait
     bind_job_database(get_database(app))
-    SimpleWorker(list(QUEUE_NAMES), connection=redis).work(burst=True)
+    run_queued_jobs_here(redis)
     assert ledger.spent_total("fund", period) == spent_before and redis.exists(REBUILT_MARK)
     state = ledger.read_state("s-vip", {"sms": 7 * 86_400}, [("fund", period)], utcnow())
     assert state[0]["sms"] == 3 + (held["action"] is not None)  # a free action held meanwhile is a contact too

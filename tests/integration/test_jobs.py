@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from rq import SimpleWorker
+import time
 
 from infra.db import get_database
 from infra.job_runtime import bind_job_database
-from infra.queues import QUEUE_NAMES, get_queue
+from infra.queues import InProcessQueueWorker, get_queue, run_queued_jobs_here
 from offers.models import Subscriber
 
 
@@ -39,7 +39,7 @@ def test_retier_job_runs_once_in_a_worker_and_updates_tiers(app, client, auth, d
     assert get_queue(redis).count == 1
 
     bind_job_database(get_database(app))
-    SimpleWorker(list(QUEUE_NAMES), connection=redis).work(burst=True)
+    run_queued_jobs_here(redis)
 
     job_id = first.json["job"]["id"]
     status = client.get(f"/api/v1/jobs/{job_id}", headers=auth["analyst"]).json
@@ -56,3 +56,26 @@ def test_unknown_or_malformed_job_ids_are_404(client, auth):
 
 def test_retier_needs_a_config_writer(client, auth):
     assert client.post("/api/v1/subscribers/retier", headers=auth["analyst"]).status_code == 403
+
+
+def test_a_worker_stops_listening_at_once_when_its_listener_reads_the_unsubscribe_reply_first(redis):
+    """rq's own order (unsubscribe, then stop) leaves a listener that read the reply first
+    waiting 60 s for a new subscription; the worker's exit waited with it."""
+    worker = InProcessQueueWorker(["default"], connection=redis)
+    worker.subscribe()
+    pubsub, listener = worker.pubsub, worker.pubsub_thread
+    assert pubsub is not None and listener is not None
+    send_unsubscribe = pubsub.unsubscribe
+
+    def unsubscribe_and_let_the_listener_read_the_reply(*channels):
+        send_unsubscribe(*channels)
+        deadline = time.monotonic() + 5
+        while pubsub.subscribed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # the listener has looped back by now
+
+    pubsub.unsubscribe = unsubscribe_and_let_the_listener_read_the_reply  # the race, forced
+    started = time.monotonic()
+    worker.unsubscribe()
+    assert time.monotonic() - started < 5
+    assert not listener.is_alive()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from rq import SimpleWorker
 from sqlalchemy import func, select
 
 from experiments.exposures import expose
@@ -16,7 +15,7 @@ from infra.audit import AuditEntry
 from infra.config_version import read_version
 from infra.db import get_database, utcnow
 from infra.job_runtime import bind_job_database
-from infra.queues import QUEUE_NAMES, get_queue
+from infra.queues import get_queue, run_queued_jobs_here
 from tests.integration.readout_data import KEY, Cell, populate, start_pilot, winning_cells
 
 URL = f"/api/v1/experiments/{KEY}"
@@ -24,7 +23,7 @@ URL = f"/api/v1/experiments/{KEY}"
 
 def _burst(app, redis) -> None:
     bind_job_database(get_database(app))
-    SimpleWorker(list(QUEUE_NAMES), connection=redis).work(burst=True)
+    run_queued_jobs_here(redis)
 
 
 def _count(db, model, experiment) -> int:
