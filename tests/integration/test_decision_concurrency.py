@@ -24,9 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from alembic import command
-from sqlalchemy import func, insert, select, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, insert, select, update
 
 from decisioning.batcher import DecisionBatcher
 from decisioning.ledger import BudgetLedger
@@ -35,11 +33,11 @@ from decisioning.schemas import DecisionIn
 from decisioning.service import DecisionContext, decide_contacts
 from decisioning.snapshot_cache import SnapshotCache
 from infra.config_version import bump
-from infra.db import Database, make_engine, session_scope
+from infra.db import Database, session_scope
 from infra.redis_conn import connect_redis, embedded_redis_url
 from infra.settings import Settings
 from offers.models import Budget, BudgetCharge, Offer, Subscriber
-from tests.conftest import alembic_config
+from tests.databases import database_url, throwaway_database
 
 PROCESSES = 2
 THREADS_PER_PROCESS = 16
@@ -61,28 +59,8 @@ DEADLINE_MS = 60_000.0
 def race_database(settings, tmp_path):
     """A fresh, migrated database of the configured kind that other processes can see; dropped
     afterwards."""
-    if settings.is_sqlite:
-        url = f"sqlite:///{tmp_path / 'race.db'}"
-        admin = None
-    else:
-        name = f"{make_url(settings.database_url).database}_decision_race"
-        url = make_url(settings.database_url).set(database=name).render_as_string(hide_password=False)
-        admin = make_engine(
-            make_url(settings.database_url).set(database="postgres").render_as_string(hide_password=False)
-        ).execution_options(isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    database = Database(url)
-    with database.engine.begin() as conn:
-        command.upgrade(alembic_config(conn), "head")
-    database.url = url  # type: ignore[attr-defined]  (what the forked processes are given)
-    yield database
-    database.engine.dispose()
-    if admin is not None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with throwaway_database(settings, "decision_race", tmp_path) as database:
+        yield database
 
 
 def _last_minute_of_this_month() -> datetime:
@@ -215,12 +193,12 @@ def _ledger_of_record(database: Database) -> tuple[int, int, Decimal, int]:
     """(decisions, decisions with the paid offer, SUM(budget_charges.amount), charge rows)."""
     with database.sessionmaker() as session:
         return (
-            session.scalar(select(func.count()).select_from(Decision)),
-            session.scalar(select(func.count()).select_from(Decision).where(Decision.offer_code == OFFER_CODE)),
-            session.scalar(
+            session.scalars(select(func.count()).select_from(Decision)).one(),
+            session.scalars(select(func.count()).select_from(Decision).where(Decision.offer_code == OFFER_CODE)).one(),
+            session.scalars(
                 select(func.coalesce(func.sum(BudgetCharge.amount), 0)).where(BudgetCharge.budget_code == BUDGET_CODE)
-            ),
-            session.scalar(select(func.count()).select_from(BudgetCharge)),
+            ).one(),
+            session.scalars(select(func.count()).select_from(BudgetCharge)).one(),
         )
 
 
@@ -229,7 +207,7 @@ def test_racing_decisions_reserve_exactly_the_budget_and_replays_charge_nothing(
     _seed(race_database, REQUESTS)
     race_database.engine.dispose()  # no pooled connection crosses the fork
     redis_url = settings.redis_url or embedded_redis_url(settings.instance_dir)
-    process_settings = dataclasses.replace(settings, database_url=race_database.url, redis_url=redis_url)
+    process_settings = dataclasses.replace(settings, database_url=database_url(race_database), redis_url=redis_url)
     now = _last_minute_of_this_month()
     period_key = f"{now:%Y-%m}"
     bodies = _bodies(REQUESTS)

@@ -18,9 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from alembic import command
-from sqlalchemy import Column, MetaData, String, Text, delete, insert, select, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import Column, MetaData, String, Text, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
@@ -46,7 +44,7 @@ from experiments.models import Experiment, ExperimentArm, Exposure
 from infra.config_version import ConfigGeneration
 from infra.db import Database, make_engine, session_scope
 from offers.models import BudgetCharge, Subscriber
-from tests.conftest import alembic_config
+from tests.databases import throwaway_database
 
 NOW = datetime(2026, 5, 14, 9, 30, tzinfo=UTC)
 PERIOD = "2026-05"
@@ -69,27 +67,8 @@ WRITTEN_TABLES = (BudgetCharge, Decision, Exposure, ExperimentArm, Experiment, S
 @pytest.fixture(scope="module")
 def store_database(settings, tmp_path_factory) -> Iterator[Database]:
     """A migrated database of the suite's kind that only this module uses."""
-    if settings.is_sqlite:
-        url = f"sqlite:///{tmp_path_factory.mktemp('store_contract') / 'store.db'}"
-        admin = None
-    else:
-        name = f"{make_url(settings.database_url).database}_store_contract"
-        url = make_url(settings.database_url).set(database=name).render_as_string(hide_password=False)
-        admin = make_engine(
-            make_url(settings.database_url).set(database="postgres").render_as_string(hide_password=False)
-        ).execution_options(isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    database = Database(url)
-    with database.engine.begin() as conn:
-        command.upgrade(alembic_config(conn), "head")
-    yield database
-    database.engine.dispose()  # the PostgreSQL store's own pool goes with it
-    if admin is not None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with throwaway_database(settings, "store_contract", tmp_path_factory.mktemp("store_contract")) as database:
+        yield database
 
 
 def make_store_of(kind: str, session_factory: sessionmaker) -> DecisionStore:

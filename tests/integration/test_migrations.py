@@ -9,12 +9,12 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
 from carepilot.model_registry import metadata
 from infra.db import make_engine
-from tests.conftest import alembic_config
+from tests.databases import alembic_config, drop_postgres_database, recreate_postgres_database
 
 
 def test_single_head():
@@ -30,15 +30,11 @@ def scratch_url(request, tmp_path, settings):
         return
     if settings.is_sqlite:
         pytest.skip("PostgreSQL round trip runs when DATABASE_URL points at PostgreSQL (CI does)")
-    name = f"carepilot_mig_{uuid.uuid4().hex[:8]}"
-    admin_url = make_url(settings.database_url).set(database="postgres")
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield admin_url.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    url = make_url(settings.database_url).set(database=f"carepilot_mig_{uuid.uuid4().hex[:8]}")
+    scratch = url.render_as_string(hide_password=False)
+    recreate_postgres_database(scratch)
+    yield scratch
+    drop_postgres_database(scratch)
 
 
 def _run(url: str, *steps: tuple[str, str]) -> None:

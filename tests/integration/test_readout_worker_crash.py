@@ -16,20 +16,18 @@ import time
 from datetime import timedelta
 
 import pytest
-from alembic import command
 from rq.job import Job
-from sqlalchemy import func, select, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select, update
 
 from experiments import schemas
 from experiments.jobs import enqueue_readout
 from experiments.models import Experiment, Promotion, Readout
 from experiments.service import create_experiment, transition_experiment
-from infra.db import Database, make_engine, session_scope, utcnow
+from infra.db import Database, session_scope, utcnow
 from infra.redis_conn import embedded_redis_url
 from infra.settings import PROJECT_ROOT
 from offers.models import Offer
-from tests.conftest import alembic_config
+from tests.databases import database_url, throwaway_database
 from tests.integration.readout_data import KEY, LENIENT_POLICY, OFFER, populate, winning_cells
 
 WAIT_S = 180
@@ -37,29 +35,9 @@ WAIT_S = 180
 
 @pytest.fixture()
 def worker_database(settings, tmp_path):
-    """The URL of a fresh, migrated database of the configured kind; dropped afterwards."""
-    if settings.is_sqlite:
-        url = f"sqlite:///{tmp_path / 'worker.db'}"
-        admin = None
-    else:
-        name = f"{make_url(settings.database_url).database}_worker_crash"
-        url = make_url(settings.database_url).set(database=name).render_as_string(hide_password=False)
-        admin = make_engine(
-            make_url(settings.database_url).set(database="postgres").render_as_string(hide_password=False)
-        ).execution_options(isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    database = Database(url)
-    with database.engine.begin() as conn:
-        command.upgrade(alembic_config(conn), "head")
-    database.url = url  # type: ignore[attr-defined]  (what the worker process is given)
-    yield database
-    database.engine.dispose()
-    if admin is not None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    """A fresh, migrated database of the configured kind for the worker process; dropped afterwards."""
+    with throwaway_database(settings, "worker_crash", tmp_path) as database:
+        yield database
 
 
 def _seed(database: Database) -> None:
@@ -109,7 +87,7 @@ def test_a_readout_killed_mid_run_is_retried_and_stored_once(settings, redis, wo
     redis_url = settings.redis_url or embedded_redis_url(settings.instance_dir)
     env = {
         **os.environ,
-        "DATABASE_URL": worker_database.url,
+        "DATABASE_URL": database_url(worker_database),
         "REDIS_URL": redis_url,
         "CAREPILOT_INSTANCE_DIR": str(settings.instance_dir),
         "CAREPILOT_LOG_LEVEL": "WARNING",
@@ -143,6 +121,7 @@ def test_a_readout_killed_mid_run_is_retried_and_stored_once(settings, redis, wo
         done = Job.fetch(job.id, connection=redis)
         assert done.retries_left == 2  # of 3: the killed run used one
         result = done.return_value()
+        assert result is not None
         assert result["new"] is True and result["promoted"] is True
         with worker_database.sessionmaker() as session:
             assert session.scalar(select(func.count()).select_from(Readout)) == 1
