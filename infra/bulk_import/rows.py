@@ -14,6 +14,7 @@ from typing import Protocol, TypeVar
 from infra.bulk_import.formats import ImportFormat, Reject, csv_records, jsonl_lines
 
 Row = TypeVar("Row")
+Record = TypeVar("Record")  # a CSV record's cells or a JSON line, as the reader takes it
 Row_co = TypeVar("Row_co", covariant=True)
 
 
@@ -58,31 +59,41 @@ def parse_rows(
 def _csv_rows(
     lines: Iterable[str], bad_lines: dict[int, str], reject: Reject, parser: RowParser[Row]
 ) -> Iterator[tuple[int, Row]]:
-    read: Callable[[list[str]], Row] | None = None
-    columns = 0
-    for start, values in csv_records(lines, bad_lines, reject, empty_message=parser.csv_empty_message):
-        if read is None:
-            columns = len(values)
-            read = parser.csv_reader(values)
-            continue
+    records = csv_records(lines, bad_lines, reject, empty_message=parser.csv_empty_message)
+    first = next(records, None)  # the header row (csv_records raises BadRequest for a body without one)
+    if first is None:
+        return
+    header = first[1]
+    columns = len(header)  # before the parser sees the header, which it may change
+    yield from _read_each(_as_wide_as(records, columns, reject), parser.csv_reader(header), reject)
+
+
+def _as_wide_as(
+    records: Iterator[tuple[int, list[str]]], columns: int, reject: Reject
+) -> Iterator[tuple[int, list[str]]]:
+    """The records with ``columns`` cells, as the header has; the others go to ``reject``."""
+    for start, values in records:
         if len(values) != columns:
             reject(start, f"expected {columns} columns as in the header, got {len(values)}")
             continue
-        try:
-            row = read(values)
-        except RowRejected as exc:
-            reject(start, exc.message)
-            continue
-        yield start, row
+        yield start, values
 
 
 def _jsonl_rows(
     lines: Iterable[str], bad_lines: dict[int, str], reject: Reject, parser: RowParser[Row]
 ) -> Iterator[tuple[int, Row]]:
-    read = parser.jsonl_reader()
-    for line_no, line in jsonl_lines(lines, bad_lines, reject, empty_message=parser.jsonl_empty_message):
+    records = jsonl_lines(lines, bad_lines, reject, empty_message=parser.jsonl_empty_message)
+    yield from _read_each(records, parser.jsonl_reader(), reject)
+
+
+def _read_each(
+    records: Iterable[tuple[int, Record]], read: Callable[[Record], Row], reject: Reject
+) -> Iterator[tuple[int, Row]]:
+    """``(line number, row)`` of each record ``read`` takes; a record it refuses
+    (``RowRejected``) goes to ``reject`` by the line it starts on."""
+    for line_no, record in records:
         try:
-            row = read(line)
+            row = read(record)
         except RowRejected as exc:
             reject(line_no, exc.message)
             continue
