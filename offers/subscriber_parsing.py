@@ -12,8 +12,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from infra.bulk_import import RowRejected, decode_json_line
-from infra.errors import BadRequest
+from infra.bulk_import import RowRejected, decode_json_line, refuse_bad_header, repeated_columns
 from offers.subscriber_attributes import (
     MAX_ATTRIBUTES,
     ProfileError,
@@ -38,17 +37,12 @@ def check_csv_header(row: list[str]) -> list[str]:
                 check_attribute_name(name)
             except ProfileError as exc:
                 problems.append(f"column {index}: {exc.message}")
-    duplicates = sorted({n for n in names if n and names.count(n) > 1})
-    if duplicates:
-        problems.append(f"repeated column(s) {', '.join(duplicates)}")
+    problems.extend(repeated_columns(names))
     if "subscriber_id" not in names:
         problems.insert(0, "the header row has no subscriber_id column")
     elif len(names) - 1 > MAX_ATTRIBUTES:
         problems.append(f"a profile may have at most {MAX_ATTRIBUTES} attributes, the header has {len(names) - 1}")
-    if problems:
-        raise BadRequest(
-            "the CSV header is not valid: " + "; ".join(problems), code="invalid_csv_header", details=problems
-        )
+    refuse_bad_header(problems)
     return names
 
 

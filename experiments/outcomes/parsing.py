@@ -24,8 +24,7 @@ from experiments.outcomes.schemas import (
     OutcomeIn,
     parse_occurred_at,
 )
-from infra.bulk_import import RowRejected
-from infra.errors import BadRequest
+from infra.bulk_import import RowRejected, refuse_bad_header, repeated_columns
 from offers.schemas import Code
 from offers.subscriber_attributes import validate_subscriber_id
 
@@ -51,18 +50,13 @@ def check_csv_header(values: list[str]) -> list[str]:
     unknown = [name for name in names if name and name not in FIELDS]
     if unknown:
         problems.append(f"unknown column(s) {', '.join(unknown)}; the columns are {', '.join(FIELDS)}")
-    duplicates = sorted({n for n in names if n and names.count(n) > 1})
-    if duplicates:
-        problems.append(f"repeated column(s) {', '.join(duplicates)}")
+    problems.extend(repeated_columns(names))
     missing = [name for name in ("type", "occurred_at") if name not in names]
     if not ({"experiment", "subscriber_id"} <= set(names) or "decision_id" in names):
         missing.append("experiment and subscriber_id (or decision_id)")
     if missing:
         problems.insert(0, f"the header row has no {', '.join(missing)} column")
-    if problems:
-        raise BadRequest(
-            "the CSV header is not valid: " + "; ".join(problems), code="invalid_csv_header", details=problems
-        )
+    refuse_bad_header(problems)
     return names
 
 

@@ -5,7 +5,8 @@
 - ``source``: the request body or a file as a ``LineReader`` (``lines``), which reads it in
   fixed-size chunks, so memory stays flat however large the file. The only Flask-aware part.
 - ``rows``: each CSV record or JSON line read into a typed row by the import's ``RowParser``
-  (``formats`` splits the body into records).
+  (``formats`` splits the body into records; ``header`` holds the rules every CSV header
+  check shares).
 - ``pipeline``: ``run_import`` batches the rows; the import's resolver turns each batch into
   writable rows and one of ``writers`` writes it: an executemany upsert on any dialect, or on
   PostgreSQL one statement per batch sent without waiting (``postgres_pipeline``), so the
@@ -26,6 +27,7 @@ An import supplies only its own steps (``BulkImport``): ``experiments.outcomes``
 
 from infra.bulk_import.formats import CONTENT_TYPES, IMPORT_FORMATS, ImportFormat, Reject, decode_json_line
 from infra.bulk_import.gc_pause import cyclic_gc_paused
+from infra.bulk_import.header import refuse_bad_header, repeated_columns
 from infra.bulk_import.lines import ImportTooLarge, LineReader
 from infra.bulk_import.pipeline import BulkImport, run_import
 from infra.bulk_import.postgres_pipeline import PostgresPipeline
@@ -50,5 +52,7 @@ __all__ = [
     "cyclic_gc_paused",
     "decode_json_line",
     "parse_rows",
+    "refuse_bad_header",
+    "repeated_columns",
     "run_import",
 ]
