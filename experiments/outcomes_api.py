@@ -41,11 +41,11 @@ from experiments.schemas import ExperimentStatsOut
 from experiments.service import get_experiment
 from experiments.stats_sql import experiment_stats
 from infra.auth import CONFIG_READERS, CONFIG_WRITERS, current_principal, require_channel_or_user, require_user
-from infra.bulk_import.source import import_request_body
+from infra.bulk_import.source import import_request_body, upload_body_doc
 from infra.db import db_session, utcnow
 from infra.errors import Forbidden
 from infra.http import StrictModel, read_json_body, refuse_unknown_query
-from infra.openapi import RawBody, ResponseModel, api_doc
+from infra.openapi import ResponseModel, api_doc
 from offers.models import Subscriber
 from offers.schemas import Channel, Code, ImportReportOut
 
@@ -101,9 +101,8 @@ class OutcomeOut(ResponseModel):
     received_at: datetime
 
 
-BULK_OUTCOMES = RawBody(
-    ("text/csv", "application/x-ndjson", "application/jsonl"),
-    "UTF-8. The fields of POST /api/v1/outcomes: a CSV header row naming them, or one JSON object per line.",
+BULK_OUTCOMES = upload_body_doc(
+    "UTF-8. The fields of POST /api/v1/outcomes: a CSV header row naming them, or one JSON object per line."
 )
 
 

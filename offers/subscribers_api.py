@@ -21,11 +21,11 @@ from flask.typing import ResponseReturnValue
 from pydantic import Field
 
 from infra.auth import CONFIG_READERS, CONFIG_WRITERS, require_channel_or_user
-from infra.bulk_import.source import import_request_body
+from infra.bulk_import.source import import_request_body, upload_body_doc
 from infra.db import db_session
 from infra.errors import BadRequest
 from infra.http import StrictModel, read_json_body
-from infra.openapi import RawBody, api_doc
+from infra.openapi import api_doc
 from offers.models import Subscriber
 from offers.repository import load_tier_assigner
 from offers.schemas import ImportReportOut, ProfileOut
@@ -93,10 +93,9 @@ def get_subscriber(subscriber_id: str) -> ResponseReturnValue:
 @bp.post("/bulk")
 @api_doc(
     "Import many subscriber profiles (CSV or JSON lines)",
-    raw_body=RawBody(
-        ("text/csv", "application/x-ndjson", "application/jsonl"),
+    raw_body=upload_body_doc(
         "UTF-8. CSV: a header row with subscriber_id and one column per attribute. "
-        'JSON lines: one {"subscriber_id", "attributes"} object per line.',
+        'JSON lines: one {"subscriber_id", "attributes"} object per line.'
     ),
     responses={200: ImportReportOut},
 )

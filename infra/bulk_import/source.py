@@ -19,6 +19,7 @@ from infra.bulk_import.lines import ByteStream, LineReader
 from infra.bulk_import.report import ImportReport
 from infra.db import db_session, get_database
 from infra.errors import PayloadTooLarge, UnsupportedMediaType
+from infra.openapi import RawBody
 
 
 def request_lines(*, max_bytes: int, what: str) -> tuple[LineReader, ImportFormat]:
@@ -37,6 +38,12 @@ def request_lines(*, max_bytes: int, what: str) -> tuple[LineReader, ImportForma
     if request.content_length is not None and request.content_length > max_bytes:
         raise PayloadTooLarge(f"the upload is larger than {max_bytes} bytes", code="import_too_large")
     return LineReader(request.stream, max_bytes=max_bytes), fmt
+
+
+def upload_body_doc(description: str) -> RawBody:
+    """The documented body of a bulk upload endpoint: the media types ``request_lines``
+    takes, and ``description`` of what the lines hold."""
+    return RawBody(tuple(CONTENT_TYPES), description)
 
 
 def import_request_body(importer: Callable[..., ImportReport], *, what: str) -> ImportReport:
