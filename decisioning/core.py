@@ -68,11 +68,11 @@ from decisioning.snapshot import (
     LiveExperiment,
     ReasonFacts,
     channel_list,
-    time_zone,
 )
 from experiments.assignment import assign
 from offers.derived_attributes import derive_contact_attributes
 from offers.instants import as_utc
+from offers.time_zones import time_zone
 
 __all__ = [
     "Action",
@@ -392,8 +392,7 @@ def _channel_block(
         return "contact_cap", _CONTACT_CAP, (contacts, channel, rule.window_days, rule.max_contacts)
     if rule.quiet_minutes is None:
         return None
-    name = attributes.get("timezone")
-    zone = (time_zone(name) if type(name) is str else None) or rule.zone
+    zone = time_zone(attributes.get("timezone")) or rule.zone
     local = now_utc.astimezone(zone)
     if rule.is_quiet(local.hour * 60 + local.minute):
         return "quiet_hours", _QUIET_HOURS, (channel, rule.quiet_start, rule.quiet_end, local.hour, local.minute)

@@ -36,9 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
-from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from decisioning.risk import DEFAULT_RISK_POLICY, RiskPolicy
 from experiments.assignment import ExperimentSpec
@@ -46,6 +44,7 @@ from offers.conditions import compile_condition
 from offers.instants import as_utc
 from offers.money_rules import DEFAULT_MONEY_RULES, MoneyRules, strictest_money_rules
 from offers.tiering import TierAssigner, TierRule
+from offers.time_zones import time_zone
 
 __all__ = [
     "Action",
@@ -61,7 +60,6 @@ __all__ = [
     "build_snapshot",
     "channel_list",
     "experiment_spec_from_row",
-    "time_zone",
 ]
 
 Predicate = Callable[[Mapping[str, Any]], bool]
@@ -132,17 +130,6 @@ def _minute_of_day(text: str | None, what: str) -> int | None:
     except (AttributeError, ValueError):
         pass
     raise SnapshotError(f"{what} must be HH:MM, got {text!r}")
-
-
-@lru_cache(maxsize=256)
-def time_zone(name: str) -> tzinfo | None:
-    """The IANA zone ``name``, or None if it is not one (cached: decisions look zones up)."""
-    if type(name) is not str or not name or len(name) > 64:
-        return None
-    try:
-        return ZoneInfo(name)
-    except (ValueError, OSError, LookupError):
-        return None
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ from __future__ import annotations
 import calendar
 import re
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from offers.instants import as_utc
+from offers.time_zones import time_zone
 
 __all__ = ["DERIVED_ATTRIBUTES", "derive_contact_attributes"]
 
@@ -48,7 +48,7 @@ def derive_contact_attributes(attributes: Mapping[str, Any], now: datetime) -> d
     """
     profile = dict(attributes)
     now_utc = as_utc(now)
-    local_now = now_utc.astimezone(_zone(profile.get("timezone")) or now.tzinfo or UTC)
+    local_now = now_utc.astimezone(time_zone(profile.get("timezone")) or now.tzinfo or UTC)
 
     joined = _parse_instant(profile.get("join_date"))
     if joined is not None:
@@ -61,15 +61,6 @@ def derive_contact_attributes(attributes: Mapping[str, Any], now: datetime) -> d
         profile["is_birthday_today"] = _celebrated_on(month_day, local_now.year) == (local_now.month, local_now.day)
     profile["local_hour"] = local_now.hour
     return profile
-
-
-def _zone(name: Any) -> tzinfo | None:
-    if type(name) is not str or not name or len(name) > 64:
-        return None
-    try:
-        return ZoneInfo(name)
-    except (ValueError, OSError, LookupError):  # unknown key, bad path characters
-        return None
 
 
 def _parse_instant(value: Any) -> datetime | None:

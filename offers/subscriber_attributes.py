@@ -31,9 +31,9 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from functools import lru_cache
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 from offers.derived_attributes import DERIVED_ATTRIBUTES
+from offers.time_zones import time_zone
 
 __all__ = [
     "ATTRIBUTE_KINDS",
@@ -264,17 +264,8 @@ def _lifecycle_stage(text: str) -> str:
     return stage
 
 
-@lru_cache(maxsize=512)
-def _known_zone(name: str) -> bool:
-    try:
-        ZoneInfo(name)
-    except (ValueError, OSError, LookupError):
-        return False
-    return True
-
-
 def _timezone(text: str) -> str:
-    if len(text) > 64 or not _known_zone(text):
+    if time_zone(text) is None:
         raise ValueError("must be an IANA time zone name such as Asia/Shanghai")
     return text
 
