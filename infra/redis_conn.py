@@ -61,8 +61,8 @@ def connect_redis(settings: Settings, *, hot_path: bool = False) -> redis.Redis:
     """A client for the configured Redis (short timeouts: callers degrade rather than hang).
 
     ``hot_path``: for the decision API, which must answer (degraded) within its deadline
-    when Redis is away — 250 ms timeouts and no retries, where redis-py's default retries
-    would spend seconds.
+    when Redis is away — ``redis_decision_timeout_ms`` timeouts and no retries, where
+    redis-py's default retries would spend seconds.
     """
     url = settings.redis_url or embedded_redis_url(settings.instance_dir)
     if hot_path:
@@ -71,10 +71,11 @@ def connect_redis(settings: Settings, *, hot_path: bool = False) -> redis.Redis:
 
         # RESP2: the decision's replies are flat arrays and integers, which hiredis parses
         # faster in the older protocol
+        timeout_s = settings.redis_decision_timeout_ms / 1000
         return redis.Redis.from_url(
             url,
-            socket_connect_timeout=0.25,
-            socket_timeout=0.25,
+            socket_connect_timeout=timeout_s,
+            socket_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
             health_check_interval=30,
             protocol=2,

@@ -86,6 +86,7 @@ class Settings:
     demo_password: str = "carepilot-demo"
     session_cookie_secure: bool = False
     decision_deadline_ms: float = 50.0
+    redis_decision_timeout_ms: int = 250
     decision_rate_limit_per_s: int = 10_000
     max_bulk_decision_bytes: int = 32 * 1024**2
 
@@ -234,6 +235,13 @@ _SPECS: tuple[_Spec, ...] = (
         "decision_deadline_ms",
         lambda n, r: float(_parse_int(n, r, 1, 60_000)),
         "A decision not ready within this many ms gets no action (nothing charged). Default: 50",
+    ),
+    _Spec(
+        "CAREPILOT_REDIS_DECISION_TIMEOUT_MS",
+        "redis_decision_timeout_ms",
+        lambda n, r: _parse_int(n, r, 10, 10_000),
+        "Connect and read timeout of the decision API's Redis calls, which are never retried; past it the"
+        " decision is answered degraded. Default: 250",
     ),
     _Spec(
         "CAREPILOT_DECISION_RATE_LIMIT",

@@ -25,6 +25,7 @@ def test_postgres_urls_get_the_psycopg_driver(tmp_path):
         ({"DATABASE_URL": "mysql://x"}, "only sqlite"),
         ({"REDIS_URL": "localhost:6379"}, "must start with redis://"),
         ({"CAREPILOT_SESSION_COOKIE_SECURE": "maybe"}, "not a boolean"),
+        ({"CAREPILOT_REDIS_DECISION_TIMEOUT_MS": "5"}, "CAREPILOT_REDIS_DECISION_TIMEOUT_MS=5 is outside 10..10000"),
         ({"CAREPILOT_PROT": "1"}, "unknown setting(s) CAREPILOT_PROT"),
     ],
 )
