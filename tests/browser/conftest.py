@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from werkzeug.serving import make_server
 
 from carepilot.app import create_app
 from infra.auth import create_user
-from infra.db import get_database, session_scope
+from infra.db import Database, get_database, session_scope
 from infra.settings import Settings
 from offers import catalogue, schemas
 from offers.config_service import create_config
@@ -27,6 +28,14 @@ from offers.models import Subscriber
 from tests.databases import alembic_config
 
 CHROMIUM = Path("/usr/bin/chromium")
+# every browser test module's marks: its kind, and a skip that says how to get the browser
+BROWSER_TESTS = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"{CHROMIUM} is not installed; install it with `apt-get install chromium` (CI does)",
+    ),
+]
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -100,9 +109,10 @@ def _seed(session) -> dict[str, str]:
     return emails
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    instance = tmp_path_factory.mktemp("browser-instance")
+@contextmanager
+def live_app(instance: Path, name: str) -> Iterator[tuple[str, Database]]:
+    """The real app on a migrated SQLite file of its own in ``instance``, served by Werkzeug in
+    a background thread: (its URL, its database)."""
     settings = Settings(
         database_url=f"sqlite:///{instance / 'browser.db'}",
         instance_dir=instance,
@@ -113,18 +123,35 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     database = get_database(app)
     with database.engine.begin() as conn:
         command.upgrade(alembic_config(conn), "head")
-    with session_scope(database.sessionmaker) as session:
-        emails = _seed(session)
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="admin-ui-live-server", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
     thread.start()
     try:
-        yield LiveServer(url=f"http://127.0.0.1:{server.server_port}", emails=emails, password=PASSWORD)
+        yield f"http://127.0.0.1:{server.server_port}", database
     finally:
         server.shutdown()
         thread.join(timeout=10)
         server.server_close()
         database.engine.dispose()
+
+
+@contextmanager
+def browser_tab(chromium: Any, base_url: str) -> Iterator[Any]:
+    """A fresh browser context (no cookies) and a tab in it, pointed at ``base_url``."""
+    context = chromium.new_context(base_url=base_url, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(10_000)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with live_app(tmp_path_factory.mktemp("browser-instance"), "admin-ui-live-server") as (url, database):
+        with session_scope(database.sessionmaker) as session:
+            emails = _seed(session)
+        yield LiveServer(url=url, emails=emails, password=PASSWORD)
 
 
 @pytest.fixture(scope="session")
@@ -143,11 +170,6 @@ def chromium():
 
 @pytest.fixture()
 def page(chromium, live_server):
-    """A fresh browser context (no cookies) per test, pointed at the live server."""
-    context = chromium.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(10_000)
-    tab = context.new_page()
-    try:
+    """A fresh browser tab (no cookies) per test, pointed at the live server."""
+    with browser_tab(chromium, live_server.url) as tab:
         yield tab
-    finally:
-        context.close()

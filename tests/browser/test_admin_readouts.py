@@ -11,40 +11,28 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
-from alembic import command
 from sqlalchemy import update
-from werkzeug.serving import make_server
 
-from carepilot.app import create_app
 from experiments import schemas as experiment_schemas
 from experiments.jobs import run_readout
 from experiments.models import Experiment
 from experiments.service import create_experiment, get_experiment, transition_experiment
-from infra.db import get_database, session_scope, utcnow
-from infra.settings import Settings
+from infra.db import session_scope, utcnow
 from offers import catalogue
 from offers import schemas as offer_schemas
 from offers.config_service import create_config
-from tests.browser.conftest import CHROMIUM, PASSWORD, SEED_ACTOR, _seed
-from tests.conftest import alembic_config
+from tests.browser.conftest import BROWSER_TESTS, PASSWORD, SEED_ACTOR, _seed, browser_tab, live_app
 from tests.integration.readout_data import KEY, OFFER, experiment_body, populate, winning_cells
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
 expect = sync_api.expect
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason=f"{CHROMIUM} is not installed; install it with `apt-get install chromium` (CI does)",
-    ),
-]
+pytestmark = [*BROWSER_TESTS, pytest.mark.heavy]
 
 
 @dataclass(frozen=True)
@@ -76,41 +64,17 @@ def _seed_pilot_with_readout(factory) -> dict:
 
 @pytest.fixture(scope="module")
 def readout_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReadoutServer]:
-    instance = tmp_path_factory.mktemp("browser-readouts")
-    settings = Settings(
-        database_url=f"sqlite:///{instance / 'browser.db'}",
-        instance_dir=instance,
-        secret_key="browser-test-secret",
-        log_level="WARNING",
-    )
-    app = create_app(settings)
-    database = get_database(app)
-    with database.engine.begin() as conn:
-        command.upgrade(alembic_config(conn), "head")
-    with session_scope(database.sessionmaker) as session:
-        emails = _seed(session)
-    summary = _seed_pilot_with_readout(database.sessionmaker)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="admin-readouts-live-server", daemon=True)
-    thread.start()
-    try:
-        yield ReadoutServer(url=f"http://127.0.0.1:{server.server_port}", emails=emails, readout=summary)
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
-        database.engine.dispose()
+    with live_app(tmp_path_factory.mktemp("browser-readouts"), "admin-readouts-live-server") as (url, database):
+        with session_scope(database.sessionmaker) as session:
+            emails = _seed(session)
+        summary = _seed_pilot_with_readout(database.sessionmaker)
+        yield ReadoutServer(url=url, emails=emails, readout=summary)
 
 
 @pytest.fixture()
 def readout_page(chromium, readout_server):
-    context = chromium.new_context(base_url=readout_server.url, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(10_000)
-    tab = context.new_page()
-    try:
+    with browser_tab(chromium, readout_server.url) as tab:
         yield tab
-    finally:
-        context.close()
 
 
 def test_analyst_sees_the_readout_chart_and_table(readout_page, readout_server, tmp_path):

@@ -7,18 +7,12 @@ import re
 
 import pytest
 
-from tests.browser.conftest import CHROMIUM
+from tests.browser.conftest import BROWSER_TESTS
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
 expect = sync_api.expect
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason=f"{CHROMIUM} is not installed; install it with `apt-get install chromium` (CI does)",
-    ),
-]
+pytestmark = BROWSER_TESTS
 
 
 def _log_in(page, email: str, password: str) -> None:

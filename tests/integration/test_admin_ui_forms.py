@@ -14,19 +14,9 @@ from offers import catalogue, schemas
 from offers.config_service import create_config
 from offers.models import Offer
 from tests.conftest import make_user
+from tests.integration.admin_forms import csrf_token, log_in_through_the_form, page_text
 
-TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 FIELD_ERROR = re.compile(r'data-testid="error-([a-z_]+)">([^<]*)<')
-
-
-def _text(response) -> str:
-    return html.unescape(response.get_data(as_text=True))
-
-
-def _token(client, path: str = "/admin/login") -> str:
-    match = TOKEN.search(client.get(path).get_data(as_text=True))
-    assert match, f"no CSRF token on {path}"
-    return match.group(1)
 
 
 def _field_errors(response) -> dict[str, str]:
@@ -60,13 +50,8 @@ def login(client, db, password):
     """login(role) → the user, logged in through the real form; returns a fresh CSRF token too."""
 
     def do(role: str):
-        user = make_user(db, role)
-        db.commit()
-        response = client.post(
-            "/admin/login", data={"email": user.email, "password": password, "csrf_token": _token(client)}
-        )
-        assert response.status_code == 302, _text(response)
-        return user, _token(client, "/admin/")
+        user = log_in_through_the_form(client, db, role, password)
+        return user, csrf_token(client, "/admin/")
 
     return do
 
@@ -77,18 +62,18 @@ def login(client, db, password):
 def test_login_through_the_form_shows_the_user_and_role(client, db, password):
     user = make_user(db, "analyst")
     db.commit()
-    before = _token(client)
+    before = csrf_token(client)
     r = client.post(
         "/admin/login", data={"email": "  Analyst@Example.test ", "password": password, "csrf_token": before}
     )
     assert r.status_code == 302 and r.headers["Location"] == "/admin/"
     page = client.get("/admin/")
     assert page.status_code == 200
-    body = _text(page)
+    body = page_text(page)
     assert f'data-testid="current-user">{user.email}<' in body
     assert 'data-testid="current-role">analyst<' in body
     # The session was replaced at login (no fixation): the pre-login token is gone.
-    assert _token(client, "/admin/") != before
+    assert csrf_token(client, "/admin/") != before
 
 
 @pytest.mark.parametrize(
@@ -98,10 +83,10 @@ def test_wrong_credentials_rerender_the_form_with_one_message(client, db, passwo
     make_user(db, "marketing")
     db.commit()
     r = client.post(
-        "/admin/login", data={"email": email, "password": wrong_password or password, "csrf_token": _token(client)}
+        "/admin/login", data={"email": email, "password": wrong_password or password, "csrf_token": csrf_token(client)}
     )
     assert r.status_code == 401
-    body = _text(r)
+    body = page_text(r)
     assert "Wrong email or password." in body  # the same words whether or not the email exists
     assert f'value="{email}"' in body and 'name="password"' in body
     assert client.get("/admin/").status_code == 302  # still logged out
@@ -112,7 +97,7 @@ def test_login_without_csrf_token_is_refused(client, db, password):
     db.commit()
     client.get("/admin/login")
     r = client.post("/admin/login", data={"email": "admin@example.test", "password": password})
-    assert r.status_code == 400 and "expired" in _text(r)
+    assert r.status_code == 400 and "expired" in page_text(r)
     assert client.get("/admin/").status_code == 302
 
 
@@ -140,7 +125,7 @@ def test_login_follows_next_only_inside_the_admin_ui(client, db, password):
             data={
                 "email": "marketing@example.test",
                 "password": password,
-                "csrf_token": _token(browser),
+                "csrf_token": csrf_token(browser),
                 "next": target,
             },
         )
@@ -150,11 +135,11 @@ def test_login_follows_next_only_inside_the_admin_ui(client, db, password):
 def test_logout_needs_csrf_and_ends_the_session(client, login):
     _, token = login("marketing")
     r = client.post("/admin/logout")
-    assert r.status_code == 400 and "expired" in _text(r)
+    assert r.status_code == 400 and "expired" in page_text(r)
     assert client.get("/admin/").status_code == 200  # a forged logout did nothing
     r = client.post("/admin/logout", data={"csrf_token": token})
     assert r.status_code == 302 and r.headers["Location"] == "/admin/login"
-    assert "You are logged out." in _text(client.get("/admin/login"))
+    assert "You are logged out." in page_text(client.get("/admin/login"))
     assert client.get("/admin/offers").status_code == 302
 
 
@@ -177,7 +162,7 @@ def test_missing_or_wrong_csrf_token_changes_nothing(client, db, login, token):
     r = client.post("/admin/offers/new", data=data)
     assert r.status_code == 400
     assert r.content_type.startswith("text/html")
-    assert "form has expired" in _text(r) and "nothing was changed" in _text(r)
+    assert "form has expired" in page_text(r) and "nothing was changed" in page_text(r)
     assert "NIGHT_DATA" not in _offers(db)
 
 
@@ -190,7 +175,7 @@ def test_analyst_sees_offers_read_only_and_cannot_write(client, db, login):
     )
     db.commit()
     _, token = login("analyst")
-    page = _text(client.get("/admin/offers"))
+    page = page_text(client.get("/admin/offers"))
     assert "CARE_SMS" in page
     assert "New offer" not in page and "/edit" not in page and "Deactivate" not in page
     assert client.get("/admin/offers/new").status_code == 403
@@ -201,7 +186,7 @@ def test_analyst_sees_offers_read_only_and_cannot_write(client, db, login):
     ):
         r = client.post(path, data={**data, "csrf_token": token})
         assert r.status_code == 403, path
-        assert r.content_type.startswith("text/html") and "you are logged in as analyst" in _text(r)
+        assert r.content_type.startswith("text/html") and "you are logged in as analyst" in page_text(r)
     offers = _offers(db)
     assert set(offers) == {"CARE_SMS"} and offers["CARE_SMS"].name == "Care SMS" and offers["CARE_SMS"].active
 
@@ -211,7 +196,7 @@ def test_analyst_sees_offers_read_only_and_cannot_write(client, db, login):
 
 def test_marketing_creates_an_offer_through_the_form(client, db, login):
     user, token = login("marketing")
-    assert "New offer" in _text(client.get("/admin/offers"))
+    assert "New offer" in page_text(client.get("/admin/offers"))
     r = client.post("/admin/offers/new", data={**_offer_form(), "csrf_token": token})
     assert r.status_code == 302 and r.headers["Location"] == "/admin/offers"
     offer = _offers(db)["NIGHT_DATA"]
@@ -229,7 +214,7 @@ def test_marketing_creates_an_offer_through_the_form(client, db, login):
     ).all()
     assert [(a.actor, a.action) for a in audit] == [(f"user:{user.email}", "create")]
     assert audit[0].after["eligibility"] == {"night_data_share": {"$gte": 0.4}}
-    listing = _text(client.get("/admin/offers"))
+    listing = page_text(client.get("/admin/offers"))
     assert "Offer NIGHT_DATA created." in listing and 'id="offer-NIGHT_DATA"' in listing
 
 
@@ -245,7 +230,7 @@ def test_a_change_saves_while_redis_is_down(client, db, login, monkeypatch):
     monkeypatch.setattr(config_version, "_redis_source", [lambda: down])
     r = client.post("/admin/offers/new", data={**_offer_form(), "csrf_token": token})
     assert r.status_code == 302 and "NIGHT_DATA" in _offers(db)
-    listing = _text(client.get("/admin/offers"))
+    listing = page_text(client.get("/admin/offers"))
     assert "Offer NIGHT_DATA created." in listing and "Redis" not in listing
 
 
@@ -256,7 +241,7 @@ def test_invalid_eligibility_json_keeps_the_input_and_names_the_problem(client, 
     assert r.status_code == 400
     errors = _field_errors(r)
     assert errors["eligibility"].startswith("Not valid JSON: Expecting ',' delimiter")
-    body = _text(r)
+    body = page_text(r)
     assert typed in body and 'value="Kept name"' in body and "Nothing was saved." in body
     assert "NIGHT_DATA" not in _offers(db)
 
@@ -267,7 +252,7 @@ def test_invalid_condition_is_shown_at_its_json_path_next_to_eligibility(client,
     r = client.post("/admin/offers/new", data={**_offer_form(eligibility=typed), "csrf_token": token})
     assert r.status_code == 400
     assert _field_errors(r) == {"eligibility": "unknown operator $gtee (at $.eligibility.tenure_months.$gtee)"}
-    assert typed in _text(r)
+    assert typed in page_text(r)
     assert "NIGHT_DATA" not in _offers(db)
     assert db.scalar(select(AuditEntry).where(AuditEntry.entity_type == "offer")) is None
 
@@ -286,7 +271,7 @@ def test_field_errors_from_conversion_and_from_the_catalogue_schema(client, db, 
     errors = _field_errors(r)
     assert set(errors) == {"code", "channels", "prior_uplift"}
     assert "less than or equal to 1" in errors["prior_uplift"]
-    assert 'value="bad code!"' in _text(r)
+    assert 'value="bad code!"' in page_text(r)
     assert _offers(db) == {}
 
 
@@ -302,7 +287,7 @@ def test_duplicate_code_is_shown_on_the_code_field(client, db, login):
 def test_edit_and_deactivate_are_audited_with_before_and_after(client, db, login):
     user, token = login("marketing")
     client.post("/admin/offers/new", data={**_offer_form(), "csrf_token": token})
-    form = _text(client.get("/admin/offers/NIGHT_DATA/edit"))
+    form = page_text(client.get("/admin/offers/NIGHT_DATA/edit"))
     assert 'value="Night data pack"' in form and '"night_data_share"' in form and "readonly" in form
     r = client.post(
         "/admin/offers/NIGHT_DATA/edit",
@@ -320,7 +305,7 @@ def test_edit_and_deactivate_are_audited_with_before_and_after(client, db, login
         (action, f"user:{user.email}") for action in ("create", "update", "deactivate")
     ]
     assert (rows[1].before["name"], rows[1].after["name"]) == ("Night data pack", "Night data pack XL")
-    audit_page = _text(client.get("/admin/audit"))
+    audit_page = page_text(client.get("/admin/audit"))
     assert audit_page.count(f"user:{user.email}") >= 3 and "<details>" in audit_page
 
 
@@ -333,7 +318,7 @@ def test_invalid_edit_keeps_the_stored_offer(client, db, login):
     )
     assert r.status_code == 400
     assert _field_errors(r)["eligibility"] == "$or needs a list of conditions (at $.eligibility.$or)"
-    assert 'value="Changed"' in _text(r)
+    assert 'value="Changed"' in page_text(r)
     assert _offers(db)["NIGHT_DATA"].name == "Night data pack"
 
 
@@ -362,17 +347,17 @@ def _value_tiers(db) -> None:
 def test_tiers_page_lists_rules_in_rank_order_and_previews_a_profile(client, db, login):
     _value_tiers(db)
     _, token = login("analyst")
-    page = _text(client.get("/admin/tiers"))
+    page = page_text(client.get("/admin/tiers"))
     assert page.index("<code>vip</code>") < page.index("<code>growth</code>") < page.index("<code>basic</code>")
     assert '"$gte": 100' in page
     r = client.post("/admin/tiers", data={"profile": '{"arpu": 45}', "csrf_token": token})
     assert r.status_code == 200
-    result = _text(r).split('data-testid="tier-result"')[1]
+    result = page_text(r).split('data-testid="tier-result"')[1]
     assert "<strong>growth</strong>" in result
     r = client.post("/admin/tiers", data={"profile": '["arpu", 45]', "csrf_token": token})
     assert r.status_code == 400
     assert _field_errors(r)["profile"] == 'Must be a JSON object, e.g. {"tenure_months": {"$gte": 36}}'
-    assert '["arpu", 45]' in _text(r)
+    assert '["arpu", 45]' in page_text(r)
 
 
 def test_overview_counts_offers_tiers_and_budgets(client, db, login):
@@ -388,7 +373,7 @@ def test_overview_counts_offers_tiers_and_budgets(client, db, login):
     )
     db.commit()
     login("marketing")
-    body = _text(client.get("/admin/"))
+    body = page_text(client.get("/admin/"))
     assert 'data-testid="active-offers">1<' in body
     assert "Retention fund" in body and "25,000.00 EUR" in body
     assert '<code>value</code> <span class="badge">primary</span>' in body
@@ -400,7 +385,7 @@ def test_unknown_pages_and_offers_get_html_404_pages(client, login):
     for path in ("/admin/no-such-page", "/admin/offers/NOPE/edit"):
         r = client.get(path)
         assert r.status_code == 404 and r.content_type.startswith("text/html"), path
-        assert "Not found" in _text(r)
+        assert "Not found" in page_text(r)
 
 
 def test_admin_pages_send_security_headers(client, login):
@@ -427,14 +412,14 @@ def test_marketing_sets_the_risk_levels_and_they_are_audited(client, db, login):
     from offers.models import RiskLevelPolicy
 
     user, token = login("marketing")
-    page = _text(client.get("/admin/risk-levels"))
+    page = page_text(client.get("/admin/risk-levels"))
     assert "the playbook's thresholds (no risk policy is active)" in page and 'value="0.4"' in page
     r = client.post("/admin/risk-levels", data={**RISK_FORM, "csrf_token": token})
     assert r.status_code == 302 and r.headers["Location"] == "/admin/risk-levels"
     db.expire_all()
     [policy] = db.scalars(select(RiskLevelPolicy)).all()
     assert (policy.code, policy.active, policy.yellow_churn_score, policy.inactive_months) == ("custom", True, 0.35, 2)
-    page = _text(client.get("/admin/risk-levels"))
+    page = page_text(client.get("/admin/risk-levels"))
     assert "Risk levels saved" in page
     assert "risk policy <code>custom</code>" in page and 'value="0.35"' in page
     # a second save edits the same policy
@@ -454,9 +439,9 @@ def test_bad_risk_levels_keep_the_input_and_name_the_field(client, db, login):
     _, token = login("marketing")
     r = client.post("/admin/risk-levels", data={**RISK_FORM, "inactive_months": "two", "csrf_token": token})
     assert r.status_code == 400 and _field_errors(r) == {"inactive_months": "must be a whole number"}
-    assert 'value="two"' in _text(r)
+    assert 'value="two"' in page_text(r)
     crossed = client.post("/admin/risk-levels", data={**RISK_FORM, "yellow_churn_score": "0.9", "csrf_token": token})
-    assert crossed.status_code == 400 and "yellow_churn_score must not be above red_churn_score" in _text(crossed)
+    assert crossed.status_code == 400 and "yellow_churn_score must not be above red_churn_score" in page_text(crossed)
     high = client.post("/admin/risk-levels", data={**RISK_FORM, "red_churn_score": "1.5", "csrf_token": token})
     assert high.status_code == 400 and "red_churn_score" in _field_errors(high)
     assert db.scalars(select(RiskLevelPolicy)).all() == []
@@ -464,7 +449,7 @@ def test_bad_risk_levels_keep_the_input_and_name_the_field(client, db, login):
 
 def test_analysts_see_the_risk_levels_read_only(client, db, login):
     _, token = login("analyst")
-    page = _text(client.get("/admin/risk-levels"))
+    page = page_text(client.get("/admin/risk-levels"))
     assert "Read-only" in page and "Save risk levels" not in page
     r = client.post("/admin/risk-levels", data={**RISK_FORM, "csrf_token": token})
-    assert r.status_code == 403 and "you are logged in as analyst" in _text(r)
+    assert r.status_code == 403 and "you are logged in as analyst" in page_text(r)

@@ -5,7 +5,6 @@ the pure chart geometry behind the charts."""
 
 from __future__ import annotations
 
-import html
 import re
 from datetime import timedelta
 from typing import TypedDict
@@ -26,22 +25,11 @@ from infra.audit import AuditEntry
 from infra.db import get_database, utcnow
 from infra.job_runtime import bind_job_database
 from infra.queues import get_queue, run_queued_jobs_here
-from tests.conftest import make_user
+from tests.integration.admin_forms import csrf_token, log_in_through_the_form, page_text
 from tests.integration.readout_data import KEY, Cell, populate, start_pilot, winning_cells
 
 PAGE = f"/admin/experiments/{KEY}"
-TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 READOUT_ID = re.compile(r'name="readout_id" value="(\d+)"')
-
-
-def _text(response) -> str:
-    return html.unescape(response.get_data(as_text=True))
-
-
-def _token(client, path: str = "/admin/login") -> str:
-    match = TOKEN.search(client.get(path).get_data(as_text=True))
-    assert match, f"no CSRF token on {path}"
-    return match.group(1)
 
 
 def _readout_id(page: str) -> str:
@@ -62,13 +50,8 @@ def login(client, db, password):
     (The ``auth`` fixture's users hold the default emails, so these get their own.)"""
 
     def do(role: str) -> str:
-        user = make_user(db, role, email=f"{role}.ui@example.test")
-        db.commit()
-        response = client.post(
-            "/admin/login", data={"email": user.email, "password": password, "csrf_token": _token(client)}
-        )
-        assert response.status_code == 302, _text(response)
-        return _token(client, "/admin/")
+        log_in_through_the_form(client, db, role, password, email=f"{role}.ui@example.test")
+        return csrf_token(client, "/admin/")
 
     return do
 
@@ -116,7 +99,7 @@ def test_list_and_page_without_a_readout(client, auth, db, login):
     login("analyst")
     listing = client.get("/admin/experiments")
     assert listing.status_code == 200
-    body = _text(listing)
+    body = page_text(listing)
     assert 'href="/admin/experiments"' in body and ">Experiments</a>" in body  # the nav link
     row = body[body.index(f'id="experiment-{KEY}"') :]
     row = row[: row.index("</tr>")]
@@ -124,7 +107,7 @@ def test_list_and_page_without_a_readout(client, auth, db, login):
 
     page = client.get(PAGE)
     assert page.status_code == 200
-    body = _text(page)
+    body = page_text(page)
     assert 'data-testid="no-readout"' in body and "No readout yet." in body
     assert "<code>BILL_CREDIT_5</code>" in body and "no action" in body  # the arms
     assert 'data-testid="policy-table"' in body and "at least 100" in body
@@ -137,7 +120,7 @@ def test_a_readout_is_shown_as_tables_charts_tiers_and_a_verdict(app, client, au
     login("analyst")
     api = client.get(f"/api/v1/experiments/{KEY}/readout").json  # the session authenticates GETs
     arms = {arm["key"]: arm for arm in api["arms"]}
-    body = _text(client.get(PAGE))
+    body = page_text(client.get(PAGE))
 
     table = _table(body, "arms-readout")
     credit = table[table.index('data-arm="credit"') :]
@@ -184,7 +167,7 @@ def test_a_readout_is_shown_as_tables_charts_tiers_and_a_verdict(app, client, au
     assert csv.status_code == 200 and csv.mimetype == "text/csv"
     assert "Approve promotion" not in body  # analysts see no forms
 
-    listing = _text(client.get("/admin/experiments"))
+    listing = page_text(client.get("/admin/experiments"))
     assert (f'data-testid="eligible-{KEY}"' in listing) is api["promotion"]["eligible"]
 
 
@@ -193,12 +176,12 @@ def test_analysts_cannot_post_any_form(app, client, auth, db, login):
     db.execute(update(Experiment).where(Experiment.key == KEY).values(spending_paused=True))
     db.commit()
     token = login("analyst")
-    body = _text(client.get(PAGE))
+    body = page_text(client.get(PAGE))
     assert "Run readout now" not in body and "Approve promotion" not in body and "Resume spending" not in body
     for action, data in (("readouts", {}), ("promotion", {"reason": "x"}), ("resume-spending", {"reason": "x"})):
         r = client.post(f"{PAGE}/{action}", data={**data, "csrf_token": token})
         assert r.status_code == 403, action
-        assert r.content_type.startswith("text/html") and "you are logged in as analyst" in _text(r)
+        assert r.content_type.startswith("text/html") and "you are logged in as analyst" in page_text(r)
     assert _status(db) == "pilot"
     assert db.scalar(select(Experiment.spending_paused).where(Experiment.key == KEY)) is True
 
@@ -212,7 +195,7 @@ def test_forms_without_the_csrf_token_change_nothing(app, client, auth, db, logi
     if token:
         data["csrf_token"] = token
     r = client.post(f"{PAGE}/promotion", data=data)
-    assert r.status_code == 400 and "form has expired" in _text(r)
+    assert r.status_code == 400 and "form has expired" in page_text(r)
     assert _status(db) == "pilot"
 
 
@@ -220,7 +203,7 @@ def test_unknown_experiment_is_an_html_404(client, login):
     token = login("marketing")
     assert client.get("/admin/experiments/nope").status_code == 404
     r = client.post("/admin/experiments/nope/promotion", data={"csrf_token": token})
-    assert r.status_code == 404 and r.content_type.startswith("text/html") and "no experiment" in _text(r)
+    assert r.status_code == 404 and r.content_type.startswith("text/html") and "no experiment" in page_text(r)
 
 
 # --- approving a promotion ---------------------------------------------------------------------
@@ -230,8 +213,8 @@ def test_approving_through_the_form_rolls_the_winner_out(app, client, auth, db, 
     _, summary = _pilot_with_readout(app, client, auth, db, **APPROVE)
     assert summary["eligible"] and not summary["promoted"], summary
     token = login("marketing")
-    assert f'data-testid="eligible-{KEY}"' in _text(client.get("/admin/experiments"))
-    page = _text(client.get(PAGE))
+    assert f'data-testid="eligible-{KEY}"' in page_text(client.get("/admin/experiments"))
+    page = page_text(client.get(PAGE))
     assert "Approve promotion" in page and "Run readout now" in page
     readout_id = _readout_id(page)
     assert readout_id == str(summary["readout_id"])
@@ -255,7 +238,7 @@ def test_approving_through_the_form_rolls_the_winner_out(app, client, auth, db, 
         ("approve_promotion", "user:marketing.ui@example.test"),
         ("promote", "user:marketing.ui@example.test"),
     ]
-    body = _text(client.get(PAGE))
+    body = page_text(client.get(PAGE))
     assert "Promotion approved: arm credit is rolled out" in body
     assert 'data-testid="experiment-status">rollout<' in body
     promotions = body[body.index('data-testid="promotions"') :]
@@ -264,7 +247,7 @@ def test_approving_through_the_form_rolls_the_winner_out(app, client, auth, db, 
 
     again = client.post(f"{PAGE}/promotion", data={"csrf_token": token, "readout_id": readout_id})
     assert again.status_code == 409
-    assert "only a pilot is promoted" in _text(again).split('data-testid="error-approve"')[1]
+    assert "only a pilot is promoted" in page_text(again).split('data-testid="error-approve"')[1]
 
 
 def test_an_ineligible_approval_lists_every_reason(app, client, auth, db, login):
@@ -279,7 +262,7 @@ def test_an_ineligible_approval_lists_every_reason(app, client, auth, db, login)
     )
     assert set(summary["blocked_by"]) >= {"min_runtime", "min_exposures_per_arm"}, summary
     token = login("admin")
-    page = _text(client.get(PAGE))
+    page = page_text(client.get(PAGE))
     assert "Approve promotion" not in page  # only offered when the readout allows it
     reasons = page[page.index('data-testid="blocked-by"') : page.index("</ul>", page.index('data-testid="blocked-by"'))]
     assert "the experiment has not run for the policy's minimum number of days" in reasons
@@ -290,7 +273,7 @@ def test_an_ineligible_approval_lists_every_reason(app, client, auth, db, login)
         f"{PAGE}/promotion", data={"csrf_token": token, "readout_id": str(summary["readout_id"]), "reason": "please"}
     )
     assert r.status_code == 409
-    error = _text(r).split('data-testid="error-approve"')[1].split("</div>")[0]
+    error = page_text(r).split('data-testid="error-approve"')[1].split("</div>")[0]
     assert "does not allow promotion" in error and "Nothing was changed." in error
     assert "minimum number of days: 10.0 of 30 days" in error
     assert _status(db) == "pilot"
@@ -298,9 +281,9 @@ def test_an_ineligible_approval_lists_every_reason(app, client, auth, db, login)
     # approving an older readout than the latest is refused too
     later = run_readout(get_database(app).sessionmaker, KEY, utcnow().replace(microsecond=0) + timedelta(seconds=5))
     r = client.post(f"{PAGE}/promotion", data={"csrf_token": token, "readout_id": str(summary["readout_id"])})
-    assert r.status_code == 409 and f"is not the latest ({later['readout_id']})" in _text(r)
+    assert r.status_code == 409 and f"is not the latest ({later['readout_id']})" in page_text(r)
     r = client.post(f"{PAGE}/promotion", data={"csrf_token": token, "readout_id": "12x"})
-    assert r.status_code == 400 and 'data-testid="error-approve"' in _text(r)
+    assert r.status_code == 400 and 'data-testid="error-approve"' in page_text(r)
 
 
 def test_approving_without_any_readout_is_a_form_error(client, auth, db, login):
@@ -308,8 +291,8 @@ def test_approving_without_any_readout_is_a_form_error(client, auth, db, login):
     db.commit()
     token = login("marketing")
     r = client.post(f"{PAGE}/promotion", data={"csrf_token": token})
-    assert r.status_code == 404 and "has no readout" in _text(r).split('data-testid="error-approve"')[1]
-    assert 'data-testid="no-readout"' in _text(r)
+    assert r.status_code == 404 and "has no readout" in page_text(r).split('data-testid="error-approve"')[1]
+    assert 'data-testid="no-readout"' in page_text(r)
 
 
 # --- SRM and defensive rendering ---------------------------------------------------------------
@@ -321,7 +304,7 @@ def test_a_sample_ratio_mismatch_shows_a_banner_and_blocks_promotion(app, client
     )
     assert "srm" in summary["blocked_by"], summary
     login("analyst")
-    body = _text(client.get(PAGE))
+    body = page_text(client.get(PAGE))
     assert 'data-testid="srm-warning"' in body and "Sample-ratio mismatch." in body
     assert "sample-ratio mismatch" in body[body.index('data-testid="blocked-by"') :]
 
@@ -396,7 +379,7 @@ def test_a_converged_hierarchical_readout_shows_pooled_tiers_and_tier_winners(cl
         },
     )
     login("marketing")
-    body = _text(client.get(PAGE))
+    body = page_text(client.get(PAGE))
     assert "The hierarchical model across tiers × arms (partial pooling) converged" in body
     assert "rhat_max" in body and "1.003" in body and "sampler" in body
     vip = body[body.index('data-tier="vip"') :]
@@ -440,7 +423,7 @@ def test_a_readout_with_missing_fields_still_renders(app, client, auth, db, logi
     login("marketing")
     r = client.get(PAGE)
     assert r.status_code == 200
-    body = _text(r)
+    body = page_text(r)
     assert "No retention estimate to chart yet." in body
     assert "the hierarchical model failed its diagnostics" in body and "made up rule" in body
     assert 'data-testid="readout-error"' in body and 'data-testid="hierarchical-fallback"' in body
@@ -544,11 +527,11 @@ def test_run_readout_now_enqueues_a_job_that_a_worker_computes(app, client, auth
     token = login("marketing")
     r = client.post(f"{PAGE}/readouts", data={"csrf_token": token})
     assert r.status_code == 302 and r.headers["Location"] == PAGE
-    assert "Readout started with data up to" in _text(client.get(PAGE))
+    assert "Readout started with data up to" in page_text(client.get(PAGE))
     assert get_queue(redis, "readouts").count == 1
     bind_job_database(get_database(app))
     run_queued_jobs_here(redis)
-    body = _text(client.get(PAGE))
+    body = page_text(client.get(PAGE))
     assert 'data-testid="no-readout"' not in body and '<svg class="interval-chart"' in body
 
 
@@ -563,7 +546,7 @@ def test_run_readout_now_with_redis_down_is_a_message_not_a_500(client, auth, db
     monkeypatch.setattr(experiments_views, "get_redis", lambda: dead)
     r = client.post(f"{PAGE}/readouts", data={"csrf_token": token})
     assert r.status_code == 302
-    body = _text(client.get(PAGE))
+    body = page_text(client.get(PAGE))
     assert "The job queue (Redis) cannot be reached, so no readout was started." in body
     assert "flash-error" in body
 
@@ -580,10 +563,10 @@ def test_a_draft_has_nothing_to_read_out(client, auth, db, login):
         headers=auth["marketing"],
     )
     token = login("marketing")
-    body = _text(client.get(PAGE))
+    body = page_text(client.get(PAGE))
     assert "Readouts start when the pilot starts." in body and "Run readout now" not in body
     r = client.post(f"{PAGE}/readouts", data={"csrf_token": token})
-    assert r.status_code == 302 and "is a draft" in _text(client.get(PAGE))
+    assert r.status_code == 302 and "is a draft" in page_text(client.get(PAGE))
 
 
 def test_resume_spending_needs_a_reason_and_is_audited(app, client, auth, db, login):
@@ -591,14 +574,14 @@ def test_resume_spending_needs_a_reason_and_is_audited(app, client, auth, db, lo
     db.execute(update(Experiment).where(Experiment.key == KEY).values(spending_paused=True))
     db.commit()
     token = login("marketing")
-    body = _text(client.get(PAGE))
+    body = page_text(client.get(PAGE))
     assert 'data-testid="spending-paused"' in body and "Resume spending" in body
-    assert f'data-testid="paused-{KEY}"' in _text(client.get("/admin/experiments"))
+    assert f'data-testid="paused-{KEY}"' in page_text(client.get("/admin/experiments"))
 
     r = client.post(f"{PAGE}/resume-spending", data={"csrf_token": token, "reason": "   "})
-    assert r.status_code == 400 and "Say why spending may resume" in _text(r).split('data-testid="error-resume"')[1]
+    assert r.status_code == 400 and "Say why spending may resume" in page_text(r).split('data-testid="error-resume"')[1]
     r = client.post(f"{PAGE}/resume-spending", data={"csrf_token": token, "reason": "x" * 5001})
-    assert r.status_code == 400 and "5000" in _text(r).split('data-testid="error-resume"')[1]
+    assert r.status_code == 400 and "5000" in page_text(r).split('data-testid="error-resume"')[1]
     db.expire_all()
     assert db.scalar(select(Experiment.spending_paused).where(Experiment.key == KEY)) is True
 
@@ -608,10 +591,10 @@ def test_resume_spending_needs_a_reason_and_is_audited(app, client, auth, db, lo
     assert db.scalar(select(Experiment.spending_paused).where(Experiment.key == KEY)) is False
     audit = db.scalar(select(AuditEntry).where(AuditEntry.action == "resume_spending"))
     assert audit.after["reason"] == "new pricing agreed" and audit.actor == "user:marketing.ui@example.test"
-    body = _text(client.get(PAGE))
+    body = page_text(client.get(PAGE))
     assert "Spending resumed" in body and "Resume spending" not in body
     r = client.post(f"{PAGE}/resume-spending", data={"csrf_token": token, "reason": "again"})
-    assert r.status_code == 409 and "is not paused" in _text(r)
+    assert r.status_code == 409 and "is not paused" in page_text(r)
 
 
 # --- chart geometry (pure) ---------------------------------------------------------------------

@@ -4,7 +4,6 @@ nor fails a request per stale connection after a server restart."""
 
 from __future__ import annotations
 
-import re
 from contextlib import ExitStack
 
 import psycopg
@@ -16,10 +15,9 @@ from decisioning.service import new_contact
 from decisioning.store import StoreUnavailable
 from infra.auth import forget_cached_keys
 from infra.db import get_database, make_engine
-from tests.conftest import make_user
+from tests.integration.admin_forms import log_in_through_the_form
 
 UNREACHABLE = ["postgresql+psycopg://postgres@127.0.0.1:1/nowhere", "sqlite:////nonexistent-carepilot-dir/carepilot.db"]
-TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @pytest.fixture()
@@ -48,15 +46,7 @@ def test_an_api_call_while_the_database_is_down_is_a_503(client, auth, database_
 
 @pytest.mark.parametrize("unreachable", UNREACHABLE)
 def test_an_admin_page_while_the_database_is_down_is_a_503_page(client, db, password, database_down, unreachable):
-    user = make_user(db, "marketing")
-    db.commit()
-    match = TOKEN.search(client.get("/admin/login").get_data(as_text=True))
-    assert match, "no CSRF token on /admin/login"
-    token = match.group(1)
-    assert (
-        client.post("/admin/login", data={"email": user.email, "password": password, "csrf_token": token}).status_code
-        == 302
-    )
+    log_in_through_the_form(client, db, "marketing", password)
     database_down(unreachable)
     page = client.get("/admin/offers")
     assert page.status_code == 503 and "Database unavailable" in page.get_data(as_text=True)
