@@ -24,7 +24,7 @@ run: $(STAMP)
 ## TEST_PROCESSES=0 runs it in this one process
 TEST_PROCESSES ?= 4
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_PROCESSES) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadgroup $(PYTEST_ARGS)
 
 ## make lint: ruff (lint and format), the import contracts and mypy
 lint: $(STAMP)

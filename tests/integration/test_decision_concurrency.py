@@ -39,6 +39,8 @@ from infra.settings import Settings
 from offers.models import Budget, BudgetCharge, Offer, Subscriber
 from tests.databases import database_url, throwaway_database
 
+pytestmark = pytest.mark.heavy
+
 PROCESSES = 2
 THREADS_PER_PROCESS = 16
 REQUESTS = 5_000

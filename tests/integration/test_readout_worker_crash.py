@@ -30,6 +30,8 @@ from offers.models import Offer
 from tests.databases import database_url, throwaway_database
 from tests.integration.readout_data import KEY, LENIENT_POLICY, OFFER, populate, winning_cells
 
+pytestmark = pytest.mark.heavy
+
 WAIT_S = 180
 
 

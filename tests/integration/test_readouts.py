@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select
 
 from experiments.exposures import expose
@@ -17,6 +18,8 @@ from infra.db import get_database, utcnow
 from infra.job_runtime import bind_job_database
 from infra.queues import get_queue, run_queued_jobs_here
 from tests.integration.readout_data import KEY, Cell, populate, start_pilot, winning_cells
+
+pytestmark = pytest.mark.heavy
 
 URL = f"/api/v1/experiments/{KEY}"
 

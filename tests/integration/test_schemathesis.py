@@ -28,6 +28,8 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.integration.test_openapi import loaded_operation, seed_api_state
 
+pytestmark = pytest.mark.heavy
+
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 CONFIG = {"generation": {"with-security-parameters": False}}
 # DELETE is left out: fuzzing DELETE /api-keys/{id} would revoke the keys the test calls with.

@@ -18,6 +18,8 @@ from experiments.outcomes.schemas import OutcomeFields
 from infra.bulk_import import RowRejected
 from infra.errors import BadRequest
 
+pytestmark = pytest.mark.heavy
+
 OPTIONAL_COLUMNS = ("decision_id", "value", "day_n")
 ZONES = (UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5, minutes=-30)))
 MOMENTS = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30))

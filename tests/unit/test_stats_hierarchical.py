@@ -26,6 +26,8 @@ from experiments.stats.hierarchical import (
 )
 from infra.settings import PROJECT_ROOT
 
+pytestmark = [pytest.mark.heavy, pytest.mark.xdist_group("hierarchical-fit")]
+
 
 def _tiers(
     trials: np.ndarray, retained: np.ndarray, names=("basic", "value", "vip"), keys=("control", "sms", "call")
