@@ -34,10 +34,10 @@ from decisioning.snapshot_cache import SnapshotCache
 from infra.auth import forget_cached_keys
 from infra.db import get_database
 from infra.redis_conn import connect_redis
-from offers.models import Budget, BudgetCharge, Offer, Subscriber
+from offers.models import BudgetCharge
+from tests.integration.paid_free_catalogue import BUDGET, FREE, PAID, add_paid_and_free_catalogue
 
 CALLER = "key:outage-test"
-PAID, FREE, BUDGET = "BILL_CREDIT_5", "CARE_SMS", "fund"
 END_OF_MONTH = datetime(2026, 11, 30, 23, 0, tzinfo=UTC)  # pacing allows nearly all the cap
 PERIOD = "2026-11"
 FAST_S = 0.5  # "well under a second": the hot-path client gives up after 250 ms at most
@@ -134,24 +134,7 @@ def private_redis():
 @pytest.fixture()
 def outage_catalogue(db):
     """A paid offer that beats a free one for every subscriber, and a roomy monthly budget."""
-    db.add_all(
-        [
-            Offer(
-                code=PAID,
-                name="€5 bill credit",
-                unit_cost=Decimal("5.00"),
-                channels=["sms"],
-                eligibility={},
-                prior_uplift=0.05,
-            ),
-            Offer(
-                code=FREE, name="Care SMS", unit_cost=Decimal("0"), channels=["sms"], eligibility={}, prior_uplift=0.001
-            ),
-            Budget(code=BUDGET, name="Retention fund", period="month", cap_amount=Decimal("1000.00")),
-            *[Subscriber(id=f"s-{i}", attributes={"ltv": 1000.0}, tier=None, tiers={}, ltv=1000.0) for i in range(8)],
-        ]
-    )
-    db.commit()
+    add_paid_and_free_catalogue(db, [f"s-{i}" for i in range(8)])
 
 
 @pytest.fixture()

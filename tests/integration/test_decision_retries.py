@@ -18,34 +18,17 @@ from decisioning.schemas import DecisionIn
 from decisioning.service import EARLIER_ATTEMPT_DEAD_AFTER_S, DecisionContext, decide_contacts
 from decisioning.snapshot_cache import SnapshotCache
 from infra.db import get_database
-from offers.models import Budget, BudgetCharge, Offer, Subscriber
+from offers.models import BudgetCharge
+from tests.integration.paid_free_catalogue import BUDGET, PAID, add_paid_and_free_catalogue
 
 CALLER = "key:retry-test"
-PAID, FREE, BUDGET = "BILL_CREDIT_5", "CARE_SMS", "fund"
 NOW = datetime(2026, 11, 30, 23, 0, tzinfo=UTC)  # pacing allows nearly all the cap
 PERIOD = "2026-11"
 
 
 @pytest.fixture()
 def ctx(app, db, redis):
-    db.add_all(
-        [
-            Offer(
-                code=PAID,
-                name="€5 bill credit",
-                unit_cost=Decimal("5.00"),
-                channels=["sms"],
-                eligibility={},
-                prior_uplift=0.05,
-            ),
-            Offer(
-                code=FREE, name="Care SMS", unit_cost=Decimal("0"), channels=["sms"], eligibility={}, prior_uplift=0.001
-            ),
-            Budget(code=BUDGET, name="Retention fund", period="month", cap_amount=Decimal("1000.00")),
-            Subscriber(id="s-1", attributes={"ltv": 1000.0}, tier=None, tiers={}, ltv=1000.0),
-        ]
-    )
-    db.commit()
+    add_paid_and_free_catalogue(db, ["s-1"])
     context = DecisionContext(get_database(app).sessionmaker, redis, SnapshotCache())
     context.deadline_ms = 60_000  # a loaded machine must not turn the action into "no action"
     return context
