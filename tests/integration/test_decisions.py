@@ -140,20 +140,21 @@ def test_pacing_holds_back_spend_early_in_the_period(app, client, auth, catalogu
     assert {r["offer_code"]: r["code"] for r in answer["reasons"]}["ACCOUNT_MANAGER"] == "pacing"
 
 
-def test_an_experiment_decides_for_its_subscribers_and_records_the_exposure(client, auth, catalogue, db):
+def _start_credit_pilot(client, auth, key: str, name: str) -> None:
+    """An experiment at full coverage, control against the €5 credit, moved to its pilot."""
     experiment = {
-        "key": "credit-test",
-        "name": "Credit vs none",
+        "key": key,
+        "name": name,
         "coverage": 1.0,
         "arms": [{"key": "control"}, {"key": "credit", "offer_code": "BILL_CREDIT_5"}],
     }
     assert client.post("/api/v1/experiments", json=experiment, headers=auth["marketing"]).status_code == 201
-    assert (
-        client.post(
-            "/api/v1/experiments/credit-test/transition", json={"to": "pilot"}, headers=auth["marketing"]
-        ).status_code
-        == 200
-    )
+    r = client.post(f"/api/v1/experiments/{key}/transition", json={"to": "pilot"}, headers=auth["marketing"])
+    assert r.status_code == 200, r.json
+
+
+def test_an_experiment_decides_for_its_subscribers_and_records_the_exposure(client, auth, catalogue, db):
+    _start_credit_pilot(client, auth, "credit-test", "Credit vs none")
     answers = [
         client.post(URL, json={"subscriber_id": f"e-{i}", "channel": "sms"}, headers=auth["sms"]).json
         for i in range(20)
@@ -174,19 +175,7 @@ def test_an_experiment_decides_for_its_subscribers_and_records_the_exposure(clie
 
 def test_a_bulk_call_of_first_exposures_links_every_decision_to_its_exposure(client, auth, catalogue, db):
     # an experiment at full coverage: every contact of the batch is its subscriber's first exposure
-    experiment = {
-        "key": "credit-all",
-        "name": "Credit for all",
-        "coverage": 1.0,
-        "arms": [{"key": "control"}, {"key": "credit", "offer_code": "BILL_CREDIT_5"}],
-    }
-    assert client.post("/api/v1/experiments", json=experiment, headers=auth["marketing"]).status_code == 201
-    assert (
-        client.post(
-            "/api/v1/experiments/credit-all/transition", json={"to": "pilot"}, headers=auth["marketing"]
-        ).status_code
-        == 200
-    )
+    _start_credit_pilot(client, auth, "credit-all", "Credit for all")
     contacts = [{"subscriber_id": f"first-{i}", "channel": "sms"} for i in range(300)]
     r = client.post(f"{URL}/bulk", json={"contacts": contacts}, headers=auth["sms"])
     assert r.status_code == 200, r.json
@@ -679,14 +668,7 @@ def test_the_rate_limit_answers_429(app, client, auth, catalogue):
 def test_outcomes_reported_by_decision_id_land_on_the_experiment_exposure(client, auth, catalogue, db):
     from experiments.models import Outcome
 
-    experiment = {
-        "key": "credit-test",
-        "name": "Credit vs none",
-        "coverage": 1.0,
-        "arms": [{"key": "control"}, {"key": "credit", "offer_code": "BILL_CREDIT_5"}],
-    }
-    client.post("/api/v1/experiments", json=experiment, headers=auth["marketing"])
-    client.post("/api/v1/experiments/credit-test/transition", json={"to": "pilot"}, headers=auth["marketing"])
+    _start_credit_pilot(client, auth, "credit-test", "Credit vs none")
     in_test = client.post(URL, json={"subscriber_id": "e-1", "channel": "sms"}, headers=auth["sms"]).json
     client.post("/api/v1/experiments/credit-test/transition", json={"to": "stopped"}, headers=auth["marketing"])
     outside = client.post(URL, json={"subscriber_id": "s-vip", "channel": "sms"}, headers=auth["sms"]).json
