@@ -11,6 +11,7 @@ from experiments.models import Exposure, Outcome
 from experiments.service import get_experiment
 from experiments.stats_sql import ArmStats, experiment_stats
 from infra.db import utcnow
+from tests.integration.care_sms_pilot import start_care_sms_pilot
 
 KEY = "care-sms"
 URL = f"/api/v1/experiments/{KEY}/stats"
@@ -90,11 +91,7 @@ FIELDS = (
 
 @pytest.fixture()
 def experiment(client, auth, db):
-    offer = {"code": "CARE_SMS", "name": "Care SMS", "unit_cost": 0.05, "channels": ["sms"]}
-    assert client.post("/api/v1/offers", json=offer, headers=auth["marketing"]).status_code == 201
-    assert client.post("/api/v1/experiments", json=EXPERIMENT, headers=auth["marketing"]).status_code == 201
-    r = client.post(f"/api/v1/experiments/{KEY}/transition", json={"to": "pilot"}, headers=auth["marketing"])
-    assert r.status_code == 200, r.json
+    start_care_sms_pilot(client, auth, EXPERIMENT)
     return get_experiment(db, KEY)
 
 

@@ -19,6 +19,7 @@ from experiments.outcomes import OutcomeIn, import_outcomes
 from infra.audit import AuditEntry
 from infra.db import get_database, utcnow
 from infra.errors import PayloadTooLarge
+from tests.integration.care_sms_pilot import start_care_sms_pilot
 
 KEY = "care-sms"
 EXPERIMENT = {
@@ -41,11 +42,7 @@ def at(days: float, hours: float = 0) -> str:
 @pytest.fixture()
 def exposed(client, auth, db):
     """A running experiment that exposed SUBSCRIBERS at T0; returns their exposure ids."""
-    offer = {"code": "CARE_SMS", "name": "Care SMS", "unit_cost": 0.05, "channels": ["sms"]}
-    assert client.post("/api/v1/offers", json=offer, headers=auth["marketing"]).status_code == 201
-    assert client.post("/api/v1/experiments", json=EXPERIMENT, headers=auth["marketing"]).status_code == 201
-    r = client.post(f"/api/v1/experiments/{KEY}/transition", json={"to": "pilot"}, headers=auth["marketing"])
-    assert r.status_code == 200, r.json
+    start_care_sms_pilot(client, auth, EXPERIMENT)
     for sid in SUBSCRIBERS:
         r = client.post(f"/api/v1/experiments/{KEY}/exposures", json={"subscriber_id": sid}, headers=auth["sms"])
         assert r.status_code == 201, r.json
