@@ -62,6 +62,13 @@ def preview(client, headers, attributes):
     return response.json
 
 
+def reorder(client, headers, scheme: str, tiers: list[str]) -> dict:
+    """Put ``scheme``'s tiers in the order ``tiers``; returns the scheme's tiers as the API now lists them."""
+    r = client.post(f"/api/v1/tier-schemes/{scheme}/order", json={"tiers": tiers}, headers=headers)
+    assert r.status_code == 200, r.json
+    return r.json
+
+
 @pytest.mark.parametrize(
     ("profile", "tier", "segment"),
     [
@@ -101,25 +108,15 @@ def test_first_match_by_rank_and_reordering_changes_the_result(client, auth, see
     # the strategic profile matches strategic and potential
     assert preview(client, auth["analyst"], STRATEGIC)["by_scheme"]["segments"] == "strategic"
 
-    r = client.post(
-        "/api/v1/tier-schemes/segments/order",
-        json={"tiers": ["potential", "strategic", "at_risk", "mass"]},
-        headers=auth["marketing"],
-    )
-    assert r.status_code == 200, r.json
-    assert [t["code"] for t in r.json["items"]] == ["potential", "strategic", "at_risk", "mass"]
+    reordered = reorder(client, auth["marketing"], "segments", ["potential", "strategic", "at_risk", "mass"])
+    assert [t["code"] for t in reordered["items"]] == ["potential", "strategic", "at_risk", "mass"]
 
     assert preview(client, auth["analyst"], DECLINING_HIGH_SPENDER)["by_scheme"]["segments"] == "potential"
     assert preview(client, auth["analyst"], STRATEGIC)["by_scheme"]["segments"] == "potential"
     assert preview(client, auth["analyst"], MASS)["by_scheme"]["segments"] == "mass"
 
     # and in the primary scheme: basic (the catch-all) first takes everyone
-    r = client.post(
-        "/api/v1/tier-schemes/value_tiers/order",
-        json={"tiers": ["basic", "vip", "value", "growth"]},
-        headers=auth["marketing"],
-    )
-    assert r.status_code == 200, r.json
+    reorder(client, auth["marketing"], "value_tiers", ["basic", "vip", "value", "growth"])
     assert preview(client, auth["analyst"], VIP)["tier"] == "basic"
 
 
