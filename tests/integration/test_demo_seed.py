@@ -152,52 +152,32 @@ def test_a_missing_row_is_recreated_and_nothing_else(db, password, seeded):
     assert (report.offers, report.tiers, report.users, report.subscribers) == (0, 0, 0, 0)
 
 
-def test_an_operators_primary_scheme_is_not_demoted(db, password):
-    create_config(
-        db,
-        catalogue.TIER_SCHEMES,
-        validate_payload(catalogue.TIER_SCHEMES, {"code": "lifecycle", "name": "Lifecycle", "is_primary": True}),
-        actor="user:ops",
-    )
-    create_config(
-        db,
-        catalogue.TIERS,
-        validate_payload(
-            catalogue.TIERS,
-            {"code": "onboarding", "scheme_code": "lifecycle", "name": "Onboarding", "rank": 1, "rule": {}},
-        ),
-        actor="user:ops",
-    )
+def seed_after_an_operators_tier(db, password: str, scheme: dict, tier: dict) -> None:
+    """An operator creates a tier scheme and a tier in it; then the demo seed runs (no subscribers)."""
+    create_config(db, catalogue.TIER_SCHEMES, validate_payload(catalogue.TIER_SCHEMES, scheme), actor="user:ops")
+    create_config(db, catalogue.TIERS, validate_payload(catalogue.TIERS, tier), actor="user:ops")
     seed_demo(db, password=password, now=NOW, subscribers=0)
     db.flush()
+
+
+def test_an_operators_primary_scheme_is_not_demoted(db, password):
+    seed_after_an_operators_tier(
+        db,
+        password,
+        {"code": "lifecycle", "name": "Lifecycle", "is_primary": True},
+        {"code": "onboarding", "scheme_code": "lifecycle", "name": "Onboarding", "rank": 1, "rule": {}},
+    )
     primary = db.scalars(select(TierScheme.code).where(TierScheme.is_primary.is_(True))).all()
     assert primary == ["lifecycle"]
 
 
 def test_tiers_go_after_an_operators_tiers_in_an_existing_scheme(db, password):
-    create_config(
+    seed_after_an_operators_tier(
         db,
-        catalogue.TIER_SCHEMES,
-        validate_payload(catalogue.TIER_SCHEMES, {"code": "segments", "name": "Mine"}),
-        actor="user:ops",
+        password,
+        {"code": "segments", "name": "Mine"},
+        {"code": "students", "scheme_code": "segments", "name": "Students", "rank": 1, "rule": {"is_student": True}},
     )
-    create_config(
-        db,
-        catalogue.TIERS,
-        validate_payload(
-            catalogue.TIERS,
-            {
-                "code": "students",
-                "scheme_code": "segments",
-                "name": "Students",
-                "rank": 1,
-                "rule": {"is_student": True},
-            },
-        ),
-        actor="user:ops",
-    )
-    seed_demo(db, password=password, now=NOW, subscribers=0)
-    db.flush()
     order = db.scalars(select(Tier.code).where(Tier.scheme_code == "segments").order_by(Tier.rank)).all()
     assert order == ["students", "at_risk", "strategic", "potential", "mass"]
     assert db.scalar(select(TierScheme.name).where(TierScheme.code == "segments")) == "Mine"
