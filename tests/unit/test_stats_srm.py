@@ -7,29 +7,32 @@ import math
 import pytest
 
 from experiments.stats.inputs import ArmData
-from experiments.stats.srm import SRM_P_THRESHOLD, sample_ratio_mismatch
+from experiments.stats.srm import SRM_P_THRESHOLD, SrmResult, sample_ratio_mismatch
 
 
 def _arm(key: str, weight: float, exposed: int) -> ArmData:
     return ArmData(key=key, is_control=key == "control", weight=weight, exposed=exposed, trials=0, retained=0)
 
 
-def test_a_5200_4800_split_of_a_50_50_experiment_is_flagged():
-    result = sample_ratio_mismatch((_arm("control", 0.5, 5200), _arm("sms", 0.5, 4800)))
-    # chi² = 2 · 200² / 5000 = 16 on 1 df: p = erfc(√8)
-    assert result.chi2 == pytest.approx(16.0)
+def _even_split(control: int, sms: int, *, chi2: float, p_value: float, digits: int) -> SrmResult:
+    """The SRM of a 50/50 experiment that exposed ``control`` and ``sms``: its chi² is ``chi2``, its
+    p-value that of chi² on 1 df, erfc(√(chi²/2)), and ``p_value`` when rounded to ``digits``."""
+    result = sample_ratio_mismatch((_arm("control", 0.5, control), _arm("sms", 0.5, sms)))
+    assert result.chi2 == pytest.approx(chi2)
     assert result.p_value is not None
-    assert result.p_value == pytest.approx(math.erfc(math.sqrt(8)), rel=1e-9)
-    assert round(result.p_value, 7) == 0.0000633
-    assert result.flag and result.p_value < SRM_P_THRESHOLD
+    assert result.p_value == pytest.approx(math.erfc(math.sqrt(chi2 / 2)), rel=1e-9)
+    assert round(result.p_value, digits) == p_value
+    return result
+
+
+def test_a_5200_4800_split_of_a_50_50_experiment_is_flagged():
+    # chi² = 2 · 200² / 5000 = 16 on 1 df: p = erfc(√8)
+    result = _even_split(5200, 4800, chi2=16.0, p_value=0.0000633, digits=7)
+    assert result.flag and result.p_value is not None and result.p_value < SRM_P_THRESHOLD
 
 
 def test_a_5030_4970_split_is_not_flagged():
-    result = sample_ratio_mismatch((_arm("control", 0.5, 5030), _arm("sms", 0.5, 4970)))
-    assert result.chi2 == pytest.approx(0.36)
-    assert result.p_value is not None
-    assert result.p_value == pytest.approx(math.erfc(math.sqrt(0.18)), rel=1e-9)
-    assert round(result.p_value, 4) == 0.5485
+    result = _even_split(5030, 4970, chi2=0.36, p_value=0.5485, digits=4)
     assert not result.flag
 
 
