@@ -3,7 +3,8 @@
 Both write a seeded synthetic CSV to a temporary file (``write_csv``), time the real import
 path over it — a ``LineReader`` over the file, as the HTTP handler runs it (``time_import``)
 — check that every bad row was reported and every good one stored (``check_import``), and
-take the same command line (``import_arguments``).
+take the same command line (``import_arguments``); ``process_cpu_s`` reads where the CPU time
+went, from a process's ``/proc/<pid>/stat``.
 """
 
 from __future__ import annotations
@@ -73,3 +74,11 @@ def check_import(report: ImportReport, stored: int | None, rows: int) -> None:
             f"import is wrong: {stored} stored, {report.rejected_count} rejected "
             f"of {rows} (expected {expected_bad} rejected)"
         )
+
+
+def process_cpu_s(stat: str) -> tuple[str, float]:
+    """The command name and the CPU seconds used so far (utime + stime) of a process, from the
+    text of its ``/proc/<pid>/stat``; IndexError or ValueError if the text is not one."""
+    head, _, rest = stat.rpartition(") ")  # the name, in parentheses, may itself hold ") "
+    fields = rest.split()
+    return head.partition(" (")[2], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

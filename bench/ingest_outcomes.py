@@ -35,7 +35,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import sessionmaker
 
-from bench._import import BAD_ROW_EVERY, BATCH_ROWS, check_import, import_arguments, time_import, write_csv
+from bench._import import (
+    BAD_ROW_EVERY,
+    BATCH_ROWS,
+    check_import,
+    import_arguments,
+    process_cpu_s,
+    time_import,
+    write_csv,
+)
 from bench._pg import (
     DEFAULT_ADMIN_URL,
     create_running_experiment,
@@ -120,15 +128,12 @@ def _postgres_cpu_s() -> float | None:
     total, found = 0.0, False
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            process = stat.read_text()
-        except OSError:
+            name, cpu_s = process_cpu_s(stat.read_text())
+        except (OSError, IndexError, ValueError):
             continue
-        name, _, rest = process.partition(" (")[2].partition(") ")
-        if name != "postgres":
-            continue
-        fields = rest.split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-        found = True
+        if name == "postgres":
+            total += cpu_s
+            found = True
     return total if found else None
 
 

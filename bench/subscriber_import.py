@@ -31,7 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import sessionmaker
 
-from bench._import import BAD_ROW_EVERY, BATCH_ROWS, check_import, import_arguments, time_import, write_csv
+from bench._import import (
+    BAD_ROW_EVERY,
+    BATCH_ROWS,
+    check_import,
+    import_arguments,
+    process_cpu_s,
+    time_import,
+    write_csv,
+)
 from bench._pg import DEFAULT_ADMIN_URL, migrated_database, peak_rss_mb
 from offers.models import Subscriber, Tier, TierScheme
 from offers.subscriber_import import import_subscribers
@@ -154,10 +162,9 @@ def _backend_cpu_s(pid: int | None) -> float | None:
     """CPU seconds used so far by a PostgreSQL backend process, when the server runs on this
     host (read from /proc); None otherwise."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError, TypeError):
+        return process_cpu_s(Path(f"/proc/{pid}/stat").read_text())[1]
+    except (OSError, IndexError, ValueError):
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def measure_import(
