@@ -361,24 +361,32 @@ def test_a_large_batch_gets_actions_the_deadline_is_per_decision(app, client, au
     assert BudgetLedger(redis).spent_total("fund", utcnow().strftime("%Y-%m")) == 5 * 400
 
 
+def _stored_in_chunks_of_three(db, monkeypatch, count: int) -> list[dict]:
+    """``count`` subscribers (w-0, w-1, …) stored, and bulk calls writing their decisions three
+    at a time; returns one SMS contact for each, its request id its subscriber's id."""
+    from decisioning import service
+
+    db.add_all(
+        [
+            Subscriber(id=f"w-{i}", attributes={"arpu": 30.0, "ltv": 1000.0}, tier=None, tiers={}, ltv=1000.0)
+            for i in range(count)
+        ]
+    )
+    db.commit()
+    monkeypatch.setattr(service, "WRITE_CHUNK", 3)
+    return [{"subscriber_id": f"w-{i}", "channel": "sms", "request_id": f"w-{i}"} for i in range(count)]
+
+
 def test_a_bulk_write_failing_midway_keeps_what_was_stored_and_refunds_the_rest(
     app, client, auth, catalogue, db, redis, monkeypatch
 ):
     """A bulk call stores its decisions chunk by chunk. If the database fails one chunk, that
     chunk's reservations are refunded, the chunks stored stay stored and charged, the caller
     gets a 503, and Redis still equals the ledger of record; the retry completes the batch."""
-    from decisioning import service
     from decisioning.store import SqlConnection, StoreUnavailable
     from decisioning.store_pg import PostgresConnection
 
-    db.add_all(
-        [
-            Subscriber(id=f"w-{i}", attributes={"arpu": 30.0, "ltv": 1000.0}, tier=None, tiers={}, ltv=1000.0)
-            for i in range(9)
-        ]
-    )
-    db.commit()
-    monkeypatch.setattr(service, "WRITE_CHUNK", 3)
+    contacts = _stored_in_chunks_of_three(db, monkeypatch, 9)
     calls = []
     for connection_class in (SqlConnection, PostgresConnection):
 
@@ -390,7 +398,6 @@ def test_a_bulk_write_failing_midway_keeps_what_was_stored_and_refunds_the_rest(
 
         monkeypatch.setattr(connection_class, "write", failing_second_write)
 
-    contacts = [{"subscriber_id": f"w-{i}", "channel": "sms", "request_id": f"w-{i}"} for i in range(9)]
     r = client.post(f"{URL}/bulk", json={"contacts": contacts}, headers=auth["sms"])
     assert r.status_code == 503 and r.json["error"]["code"] == "decisions_unavailable"
     stored = set(db.scalars(select(Decision.request_id)))
@@ -421,14 +428,7 @@ def test_a_bulk_call_reserves_a_chunk_only_once_the_previous_write_is_done(
 
     if settings.is_sqlite:
         pytest.skip("SQLite writes each chunk before deciding the next")
-    db.add_all(
-        [
-            Subscriber(id=f"w-{i}", attributes={"arpu": 30.0, "ltv": 1000.0}, tier=None, tiers={}, ltv=1000.0)
-            for i in range(9)
-        ]
-    )
-    db.commit()
-    monkeypatch.setattr(service, "WRITE_CHUNK", 3)
+    contacts = _stored_in_chunks_of_three(db, monkeypatch, 9)
     reserved: dict[str, float] = {}
     written: dict[str, float] = {}
 
@@ -445,7 +445,6 @@ def test_a_bulk_call_reserves_a_chunk_only_once_the_previous_write_is_done(
     monkeypatch.setattr(PostgresConnection, "write", slow_write)
     with app.app_context():  # the slow writes must not run the call past its deadline
         monkeypatch.setattr(decision_context(), "deadline_ms", 10_000)
-    contacts = [{"subscriber_id": f"w-{i}", "channel": "sms", "request_id": f"w-{i}"} for i in range(9)]
     r = client.post(f"{URL}/bulk", json={"contacts": contacts}, headers=auth["sms"])
     assert r.status_code == 200, r.json
     assert list(reserved) == ["w-0", "w-3", "w-6"]
@@ -463,19 +462,11 @@ def test_a_write_whose_answer_is_lost_keeps_the_charges_its_rows_record(
     their reservations must stay (a refund would leave Redis below the ledger of record). If
     the database cannot say what it stored, the reservations stay and the ledger's ready mark
     is taken away, so the reconcile rebuilds the counters from the rows."""
-    from decisioning import service
     from decisioning.ledger import LEDGER_READY_KEY
     from decisioning.store import SqlConnection, StoreUnavailable
     from decisioning.store_pg import PostgresConnection
 
-    db.add_all(
-        [
-            Subscriber(id=f"w-{i}", attributes={"arpu": 30.0, "ltv": 1000.0}, tier=None, tiers={}, ltv=1000.0)
-            for i in range(6)
-        ]
-    )
-    db.commit()
-    monkeypatch.setattr(service, "WRITE_CHUNK", 3)
+    contacts = _stored_in_chunks_of_three(db, monkeypatch, 6)
     calls = []
     for connection_class in (SqlConnection, PostgresConnection):
 
@@ -494,7 +485,6 @@ def test_a_write_whose_answer_is_lost_keeps_the_charges_its_rows_record(
 
             monkeypatch.setattr(connection_class, "stored", cannot_say)
 
-    contacts = [{"subscriber_id": f"w-{i}", "channel": "sms", "request_id": f"w-{i}"} for i in range(6)]
     r = client.post(f"{URL}/bulk", json={"contacts": contacts}, headers=auth["sms"])
     assert r.status_code == 503
     assert db.scalar(select(func.sum(BudgetCharge.amount))) == 30  # both chunks committed
