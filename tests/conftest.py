@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 
 from carepilot.app import create_app
 from decisioning.ledger import LEDGER_READY_KEY
+from infra import config_version
 from infra.auth import digest_key, hash_password
 from infra.auth_models import ApiKey, User
 from infra.db import get_database, make_engine
@@ -119,6 +120,9 @@ def db(app):
 
 @pytest.fixture()
 def redis(redis_client):
+    # configuration changes announce themselves to the Redis of the app created last in this
+    # process, and a browser test's live app may have been created after the suite's
+    config_version.use_redis(lambda: redis_client)
     redis_client.flushdb()
     # each test starts with an empty ledger of record, so empty counters are the rebuilt ones
     redis_client.set(LEDGER_READY_KEY, "empty ledger (test)")
