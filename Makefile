@@ -20,11 +20,12 @@ run: $(STAMP)
 	$(BIN)/carepilot-run
 
 ## make test: the whole suite (PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set), on
-## TEST_PROCESSES pytest-xdist workers, each with its own database (tests/databases.py);
-## TEST_PROCESSES=0 runs it in this one process
-TEST_PROCESSES ?= 4
+## TEST_PROCESSES pytest-xdist workers, each with its own database (tests/databases.py), a
+## test module at a time (its module fixtures are built once); TEST_PROCESSES=0 runs it in
+## this one process
+TEST_PROCESSES ?= 3
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadscope $(PYTEST_ARGS)
 
 ## make lint: ruff (lint and format), the import contracts and mypy
 lint: $(STAMP)

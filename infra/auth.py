@@ -65,6 +65,14 @@ class Principal:
 # --- passwords and keys ---------------------------------------------------------------
 
 
+def use_password_hasher(hasher: PasswordHasher) -> None:
+    """Hash new passwords with ``hasher`` in this process, in place of argon2-cffi's defaults
+    (RFC 9106's low-memory profile). Each hash stores its own parameters, so passwords hashed
+    before still verify. The test suite uses a cheap profile; production keeps the default."""
+    global _hasher
+    _hasher = hasher
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 

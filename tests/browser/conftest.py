@@ -28,11 +28,9 @@ from offers.models import Subscriber
 from tests.databases import alembic_config
 
 CHROMIUM = Path("/usr/bin/chromium")
-# every browser test module's marks: its kind, one test worker for all (one Chromium), and a
-# skip that says how to get the browser
+# every browser test module's marks: its kind, and a skip that says how to get the browser
 BROWSER_TESTS = [
     pytest.mark.browser,
-    pytest.mark.xdist_group("browser"),
     pytest.mark.skipif(
         not CHROMIUM.exists(),
         reason=f"{CHROMIUM} is not installed; install it with `apt-get install chromium` (CI does)",

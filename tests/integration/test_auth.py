@@ -102,3 +102,14 @@ def test_health_and_readiness(client):
 def test_method_not_allowed_uses_the_envelope(client, auth):
     r = client.put("/api/v1/offers", json={}, headers=auth["admin"])
     assert r.status_code == 405 and r.json["error"]["code"] == "method_not_allowed"
+
+
+def test_a_password_hashed_with_the_default_argon2_profile_verifies_under_the_tests_cheap_one():
+    """The suite hashes with a cheap argon2 profile; each hash carries its own parameters."""
+    from argon2 import PasswordHasher
+
+    from infra.auth import verify_password
+
+    stored = PasswordHasher().hash("correct horse")  # production's default profile
+    assert verify_password(stored, "correct horse")
+    assert not verify_password(stored, "wrong horse")

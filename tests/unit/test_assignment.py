@@ -256,10 +256,6 @@ POPULATION_HOLDOUT_SHARE = 0.05
 P_FLOOR = 0.001
 
 
-# the population is hashed once per test worker: its tests run together, and early
-ON_THE_POPULATION = pytest.mark.xdist_group("million-ids")
-
-
 @pytest.fixture(scope="module")
 def population_buckets() -> Counter:
     """Counts of (in_holdout, v2 arm hash) over 1M ids: hashing once, bucketing many times.
@@ -285,7 +281,6 @@ def _arm_counts(
 
 
 @pytest.mark.heavy
-@ON_THE_POPULATION
 @pytest.mark.parametrize(
     "weights", [(0.5, 0.5), (0.95, 0.05), (0.4, 0.2, 0.2, 0.2)], ids=["50/50", "95/5", "40/20/20/20"]
 )
@@ -299,7 +294,6 @@ def test_split_over_a_million_ids_matches_weights(population_buckets, weights):
 
 
 @pytest.mark.heavy
-@ON_THE_POPULATION
 def test_holdout_share_over_a_million_ids(population_buckets):
     held_out = sum(count for (flag, _), count in population_buckets.items() if flag)
     assert abs(held_out / POPULATION - POPULATION_HOLDOUT_SHARE) <= 0.005
@@ -307,7 +301,6 @@ def test_holdout_share_over_a_million_ids(population_buckets):
 
 
 @pytest.mark.heavy
-@ON_THE_POPULATION
 @pytest.mark.parametrize("coverage", [0.05, 0.3, 1.0])
 def test_holdout_share_is_the_same_at_every_coverage(population_buckets, coverage):
     # Among subscribers an arm range covers, the holdout keeps its share at any coverage

@@ -26,7 +26,7 @@ from experiments.stats.hierarchical import (
 )
 from infra.settings import PROJECT_ROOT
 
-pytestmark = [pytest.mark.heavy, pytest.mark.xdist_group("hierarchical-fit")]
+pytestmark = pytest.mark.heavy
 
 
 def _tiers(
