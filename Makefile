@@ -25,7 +25,7 @@ run: $(STAMP)
 ## this one process
 TEST_PROCESSES ?= 3
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadscope $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
 ## make lint: ruff (lint and format), the import contracts and mypy
 lint: $(STAMP)

@@ -18,21 +18,22 @@ QUEUE_NAMES = ("readouts", "default")
 class PromptShutdown(BaseWorker):
     """An rq worker whose shutdown does not hang on its command channel.
 
-    rq unsubscribes the worker's pub/sub channel and then stops the listening thread. When the
-    thread reads the unsubscribe reply before the stop, it goes back to waiting for a
-    subscription for up to 60 s, and the worker's exit waits with it (a race that a busy
-    machine loses often). Tripping the thread's stop flag first, then unsubscribing, lets the
-    reply end the loop at once.
+    rq's listener for worker commands waits up to 60 s per read. At shutdown rq unsubscribes,
+    then waits for the listener to end; when the listener has already read the unsubscribe
+    reply, it is back in a 60 s wait, and the worker's exit waits with it (a race a busy
+    machine loses often). This listener wakes every second, so the exit waits a second at most.
     """
 
-    def unsubscribe(self) -> None:
-        thread, pubsub = self.pubsub_thread, self.pubsub
-        if thread is None or pubsub is None:
-            return
-        thread.stop(timeout=0)  # only trips the flag: the unsubscribe reply wakes the thread
-        pubsub.unsubscribe()
-        thread.join(timeout=1)
-        pubsub.close()
+    LISTENER_WAKE_S = 1.0
+
+    def subscribe(self) -> None:
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        listener = self.pubsub.run_in_thread(
+            sleep_time=self.LISTENER_WAKE_S, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
+        self.pubsub_thread = listener  # type: ignore[assignment]  # rq declares it only as None
 
 
 class QueueWorker(PromptShutdown, Worker):
@@ -40,11 +41,11 @@ class QueueWorker(PromptShutdown, Worker):
 
 
 class InProcessQueueWorker(PromptShutdown, SimpleWorker):
-    """A worker that runs each job in its own process (tests, and jobs run from the CLI)."""
+    """A worker that runs each job inside its own process, without forking a work horse."""
 
 
 def run_queued_jobs_here(connection: redis.Redis) -> None:
-    """Run every job queued now in this process, then return (the tests' and CLI's worker)."""
+    """Run every job queued now in this process, then return."""
     InProcessQueueWorker(list(QUEUE_NAMES), connection=connection).work(burst=True)
 
 

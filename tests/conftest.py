@@ -37,6 +37,7 @@ from tests.databases import (
 
 SHARED_DIR = PROJECT_ROOT.parent / "shared"
 TEST_DECISION_DEADLINE_MS = 5_000.0
+TEST_REDIS_DECISION_TIMEOUT_MS = 5_000
 
 
 def _reset_postgres(url: str) -> None:
@@ -64,8 +65,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         database_url = per_worker_database_url(normalise_database_url("DATABASE_URL", env_db), xdist_worker())
     else:
         database_url = f"sqlite:///{instance / 'test.db'}"
-    # a roomy decision deadline: a busy CI machine must not turn an expected action into "no
-    # action (deadline)"; the tests of the deadline set their own
+    # a roomy decision deadline and Redis timeout: a busy CI machine must not turn an expected
+    # action into "no action (deadline)" or a degraded answer; the tests of those set their own
     return Settings(
         database_url=database_url,
         redis_url=per_worker_redis_url(os.environ.get("REDIS_URL", ""), xdist_worker()),
@@ -73,15 +74,16 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         secret_key="test-secret",
         log_level="WARNING",
         decision_deadline_ms=TEST_DECISION_DEADLINE_MS,
+        redis_decision_timeout_ms=TEST_REDIS_DECISION_TIMEOUT_MS,
     )
 
 
 @pytest.fixture(scope="session")
 def app(settings: Settings):
     if not settings.is_sqlite:
-        if xdist_worker() is not None:
+        if xdist_worker() is not None and "test" in (make_url(settings.database_url).database or ""):
             recreate_postgres_database(settings.database_url)
-        _reset_postgres(settings.database_url)
+        _reset_postgres(settings.database_url)  # refuses a name without "test"
     application = create_app(settings)
     application.config["TESTING"] = True
     engine = get_database(application).engine

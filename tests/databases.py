@@ -50,10 +50,10 @@ def per_worker_database_url(url: str, worker: str | None) -> str:
 
 def per_worker_redis_url(url: str, worker: str | None) -> str:
     """The Redis URL this worker uses: the configured database number, counting down per worker
-    (CI's db 15 → 15, 14, 13, 12), so workers share no keys."""
-    if not url or worker is None:
-        return url
+    (CI's db 15 → 15, 14, 13 for three workers), so workers share no keys."""
     parts = urlsplit(url)
+    if not url or worker is None or parts.scheme not in ("redis", "rediss"):
+        return url  # a unix socket names no database: its workers share it
     configured = int(parts.path.strip("/") or 0)
     number = (configured - int(worker.removeprefix("gw"))) % REDIS_DATABASES
     return urlunsplit(parts._replace(path=f"/{number}"))

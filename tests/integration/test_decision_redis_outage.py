@@ -37,6 +37,9 @@ from infra.redis_conn import connect_redis
 from offers.models import BudgetCharge
 from tests.integration.paid_free_catalogue import BUDGET, FREE, PAID, add_paid_and_free_catalogue
 
+# the outages are met with the decision path's production timeout, not the suite's roomy one
+PRODUCTION_REDIS_DECISION_TIMEOUT_MS = 250
+
 CALLER = "key:outage-test"
 END_OF_MONTH = datetime(2026, 11, 30, 23, 0, tzinfo=UTC)  # pacing allows nearly all the cap
 PERIOD = "2026-11"
@@ -141,7 +144,10 @@ def outage_catalogue(db):
 def outage_context(app, db, settings, private_redis, outage_catalogue):
     """A decision context as a web process builds it (hot-path client), over the test's
     database session and the private Redis."""
-    client = connect_redis(dataclasses.replace(settings, redis_url=private_redis.url), hot_path=True)
+    production_timeouts = dataclasses.replace(
+        settings, redis_url=private_redis.url, redis_decision_timeout_ms=PRODUCTION_REDIS_DECISION_TIMEOUT_MS
+    )
+    client = connect_redis(production_timeouts, hot_path=True)
     reconcile_ledger(get_database(app).sessionmaker, client, now=END_OF_MONTH, grace_s=0)  # nothing decides yet
     yield DecisionContext(get_database(app).sessionmaker, client, SnapshotCache(), deadline_ms=DEADLINE_MS)
     client.close()
