@@ -23,7 +23,7 @@ run: $(STAMP)
 ## TEST_PROCESSES pytest-xdist workers, each with its own database (tests/databases.py), a
 ## test module at a time (its module fixtures are built once); TEST_PROCESSES=0 runs it in
 ## this one process
-TEST_PROCESSES ?= 3
+TEST_PROCESSES ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 

@@ -50,7 +50,7 @@ def per_worker_database_url(url: str, worker: str | None) -> str:
 
 def per_worker_redis_url(url: str, worker: str | None) -> str:
     """The Redis URL this worker uses: the configured database number, counting down per worker
-    (CI's db 15 → 15, 14, 13 for three workers), so workers share no keys."""
+    (CI's db 15 → 15, 14 for two workers), so workers share no keys."""
     parts = urlsplit(url)
     if not url or worker is None or parts.scheme not in ("redis", "rediss"):
         return url  # a unix socket names no database: its workers share it
